@@ -1,0 +1,55 @@
+# fpd — one file sets the machine up and runs everything.
+#   make test   installs what is missing (apt + venv), builds the BPF object, runs the suite
+#   make demo   the same set-up, then `fpd demo` on the built-in test bed
+#
+# Interpreter: Debian's /usr/bin/python3 (3.11 on Debian 12), in a venv made with
+# --system-site-packages. It measured 1.5-2x faster than the pyenv build on the per-packet
+# loops fpd runs, and it is the only one that sees Debian's python3-bpfcc (bcc).
+
+PYTHON_SYS ?= /usr/bin/python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+CLANG      ?= clang
+BPF_CFLAGS := -O2 -g -Wall -target bpf -I/usr/include/$(shell uname -m)-linux-gnu
+APT_PKGS   := clang llvm libbpf-dev bpftool ethtool iproute2 nftables iperf3 socat curl \
+              wrk python3 python3-venv python3-dev python3-bpfcc gcc make
+PYTEST_ARGS ?=
+
+.PHONY: all deps venv bpf test test-fast demo bench clean
+
+all: venv bpf
+
+deps:
+	@missing=""; for p in $(APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml | deps
+	$(PYTHON_SYS) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>/dev/null || true
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+bpf/steer.o: bpf/steer.c
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+bpf: deps bpf/steer.o
+
+test: venv bpf
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest tests/unit tests/engine $(PYTEST_ARGS)
+
+demo: venv bpf
+	$(VENV)/bin/fpd demo
+
+clean:
+	rm -rf $(VENV) bpf/*.o build *.egg-info
