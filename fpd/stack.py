@@ -1,0 +1,526 @@
+"""The connection table of one worker: demultiplexing, listeners, ISNs, SYN cookies,
+timers, and the output / event queues (sans-IO: ``now`` is always passed in).
+
+    stack = Stack(isn_key=b"secret", config=StackConfig(time_wait=1.0))
+    lst = stack.listen(b"\\0\\0\\0\\0", 80)
+    stack.input(segment, now); stack.tick(now)
+    for seg in stack.output(): ...          # fully addressed fpd.wire.Segment objects
+    for ev in stack.events(): ...           # (kind, conn_or_listener, *extra)
+    stack.next_deadline()                   # when to call tick() next (None: no timer)
+
+See docs/ENGINE.md for the API contract, the event model and the constants.
+"""
+
+import dataclasses
+import errno
+import hashlib
+import heapq
+
+from .wire import Segment, FIN, SYN, RST, ACK
+from .tcp import (Connection, MASK, HALF, CLOSED, SYN_RECEIVED, TIME_WAIT,
+                  EV_CONNECTED, EV_ACCEPTED, EV_READABLE, EV_WRITABLE, EV_PEER_CLOSED,  # noqa: F401
+                  EV_RESET, EV_TIMED_OUT, EV_REFUSED, EV_CLOSED)  # noqa: F401
+from . import cc as _cc
+
+ANY = b"\0\0\0\0"
+
+# SYN-cookie MSS table (3 bits); the largest entry not above the negotiated MSS is used
+COOKIE_MSS = (216, 536, 1024, 1300, 1440, 1460, 4312, 8960)
+COOKIE_PERIOD = 64.0      # seconds per cookie counter tick
+COOKIE_MAX_AGE = 2        # ticks a cookie stays valid (so 128-192 s)
+
+
+@dataclasses.dataclass
+class StackConfig:
+    """Engine settings.  Listeners and connections may override any field by keyword."""
+    mss: int = 1460                 # our MSS (interface MTU - 40); the peer's is clamped to it
+    rcvbuf: int = 256 * 1024        # receive buffer per connection; the window follows it
+    sndbuf: int = 256 * 1024        # send buffer per connection
+    time_wait: float = 60.0         # TIME_WAIT duration (2*MSL; Linux uses 60 s)
+    fin_timeout: float = 60.0       # FIN_WAIT_2 limit once the application closed
+    rto_min: float = 0.2            # RFC 6298 says 1 s; Linux (and fpd) use 200 ms
+    rto_max: float = 120.0          # Linux TCP_RTO_MAX
+    rto_initial: float = 1.0        # RFC 6298 §2.1
+    delack: float = 0.04            # delayed-ACK timeout (Linux's TCP_DELACK_MIN)
+    quickack: int = 16              # first in-order data segments ACKed at once
+    syn_retries: int = 6            # SYN retransmissions before EV_TIMED_OUT (Linux)
+    synack_retries: int = 5         # SYN-ACK retransmissions for half-open connections
+    retries: int = 15               # data RTOs (and unanswered persist probes) before giving up
+    syn_backlog: int = 4096         # half-open connections, whole stack
+    max_connections: int = 65536    # connections of every state, whole stack
+    max_time_wait: int = 32768      # TIME_WAIT entries; beyond, close at once (Linux's tw buckets)
+    challenge_ack_limit: int = 1000  # RFC 5961 challenge ACKs per second, whole stack
+    oow_interval: float = 0.5       # min gap between ACKs answering out-of-window pure ACKs
+    keepalive: bool = False
+    keepalive_idle: float = 7200.0
+    keepalive_interval: float = 75.0
+    keepalive_count: int = 9
+    cc: str = "cubic"               # "cubic" | "newreno"
+    timestamps: bool = True
+    sack: bool = True
+    dsack: bool = True
+    wscale: bool = True             # window scaling offered/accepted
+    wscale_shift: object = None     # our shift; None: smallest that fits rcvbuf
+    nodelay: bool = False
+    init_cwnd: int = 10             # RFC 6928
+    syn_cookies: object = True      # True: when the SYN queue is full; "always"; False: never
+    ooo_max_blocks: int = 64        # out-of-order islands kept per connection
+    raise_errors: bool = False      # re-raise internal errors from input/tick (tests)
+
+    def rcv_shift(self):
+        if not self.wscale:
+            return 0
+        if self.wscale_shift is not None:
+            return max(0, min(14, int(self.wscale_shift)))
+        s = 0
+        while (self.rcvbuf >> s) > 65535 and s < 14:
+            s += 1
+        return s
+
+    def validate(self):
+        if self.cc not in _cc.ALGORITHMS:
+            raise ValueError(f"unknown cc {self.cc!r}")
+        if not (88 <= self.mss <= 65495):
+            raise ValueError("mss out of range")
+        if self.rcvbuf < 1 or self.sndbuf < 1:
+            raise ValueError("buffers must be positive")
+        return self
+
+
+_STAT_NAMES = (
+    "segs_in", "segs_out", "retransmits", "fast_retransmits", "rto_timeouts", "timeouts",
+    "rst_in", "rst_out", "malformed_drops", "internal_errors", "no_conn_rsts",
+    "syncookies_sent", "syncookies_validated", "syncookies_failed", "syn_drops", "conn_limit_drops",
+    "challenge_acks", "challenge_acks_limited", "bad_acks", "oow_acks", "oow_acks_limited",
+    "ooo_queued", "ooo_dropped", "paws_drops", "dup_segs_in", "dupacks_in", "dsacks_sent",
+    "delayed_acks", "window_probes", "keepalive_probes", "rcv_wnd_trims",
+    "active_opens", "passive_opens", "tw_reuses", "tw_overflow", "aborts_on_close",
+    "aborts_on_data", "scoreboard_recounts",
+)
+
+
+class Stats:
+    """Stack-wide counters: plain int attributes (cheap enough to keep always on)."""
+    __slots__ = _STAT_NAMES
+
+    def __init__(self):
+        for n in _STAT_NAMES:
+            setattr(self, n, 0)
+
+    def as_dict(self):
+        return {n: getattr(self, n) for n in _STAT_NAMES}
+
+    def __getitem__(self, name):
+        return getattr(self, name)
+
+    def __repr__(self):
+        return "Stats(" + ", ".join(f"{k}={v}" for k, v in self.as_dict().items() if v) + ")"
+
+
+class Listener:
+    __slots__ = ("stack", "addr", "port", "backlog", "cfg", "half_open", "last_overflow",
+                 "closed", "rcv_shift")
+
+    def __init__(self, stack, addr, port, backlog, cfg):
+        self.stack = stack
+        self.addr = addr
+        self.port = port
+        self.backlog = backlog
+        self.cfg = cfg
+        self.half_open = 0
+        self.last_overflow = None
+        self.closed = False
+        self.rcv_shift = cfg.rcv_shift()
+
+    state = "LISTEN"
+
+    def cookies_recent(self, now):
+        if self.cfg.syn_cookies == "always":
+            return True
+        lo = self.last_overflow
+        return lo is not None and 0 <= now - lo <= COOKIE_PERIOD * (COOKIE_MAX_AGE + 1)
+
+    def __repr__(self):
+        return f"<Listener {'.'.join(map(str, self.addr))}:{self.port} half_open={self.half_open}>"
+
+
+class Stack:
+    def __init__(self, isn_key, config=None):
+        key = bytes(isn_key)
+        if not key:
+            raise ValueError("isn_key must not be empty")
+        if len(key) > 32:
+            key = hashlib.blake2s(key).digest()
+        self._key = key
+        self.config = (config or StackConfig()).validate()
+        self._rcv_shift = self.config.rcv_shift()
+        self._conns = {}
+        self._listeners = {}
+        self._out = []
+        self._events = []
+        self._timers = []          # heap of (deadline, seq, conn); lazily invalidated
+        self._stale = 0            # entries known to be dead (for compaction)
+        self._tseq = 0
+        self._now = 0.0
+        self._half_open = 0
+        self._tw_count = 0
+        self._ca_sec = None
+        self._ca_count = 0
+        self._eph = None
+        self.stats = Stats()
+
+    # ============================================================== public API ====
+    def listen(self, addr, port, backlog=128, **overrides):
+        addr = bytes(addr)
+        if len(addr) != 4 or not (0 < port < 65536):
+            raise ValueError("bad listen address")
+        if (addr, port) in self._listeners:
+            raise OSError(errno.EADDRINUSE, f"already listening on port {port}")
+        lst = Listener(self, addr, port, max(1, int(backlog)), self._cfg(overrides))
+        self._listeners[(addr, port)] = lst
+        return lst
+
+    def unlisten(self, listener):
+        if self._listeners.get((listener.addr, listener.port)) is listener:
+            del self._listeners[(listener.addr, listener.port)]
+        listener.closed = True
+        for c in list(self._conns.values()):
+            if c.listener is listener and c.state == SYN_RECEIVED:
+                c._destroy(None)
+
+    def connect(self, now, src, sport, dst, dport, **overrides):
+        self._now = now
+        cfg = self._cfg(overrides)
+        src = bytes(src)
+        dst = bytes(dst)
+        if len(src) != 4 or len(dst) != 4 or not (0 < dport < 65536) or not (0 <= sport < 65536):
+            raise ValueError("bad address or port")
+        if sport == 0:
+            sport = self._ephemeral(src, dst, dport)
+        key = (src, sport, dst, dport)
+        old = self._conns.get(key)
+        if old is not None:
+            if old.state != TIME_WAIT:
+                raise OSError(errno.EADDRINUSE, "4-tuple in use")
+            self.stats.tw_reuses += 1
+            old._destroy(None)
+        if len(self._conns) >= cfg.max_connections:
+            raise OSError(errno.EAGAIN, "connection limit reached")
+        c = Connection(self, cfg, src, sport, dst, dport, now)
+        iss, ts_off = self._isn(src, sport, dst, dport, now)
+        self._conns[key] = c
+        c._open_active(now, iss, ts_off, cfg.rcv_shift() if cfg is not self.config
+                       else self._rcv_shift)
+        return c
+
+    def input(self, seg, now):
+        """Process one inbound segment.  Never raises for anything a peer can send."""
+        self._now = now
+        self.stats.segs_in += 1
+        try:
+            c = self._conns.get((seg.dst, seg.dport, seg.src, seg.sport))
+            if c is not None:
+                r = c._input(seg, now)
+                if r is None:
+                    if c.state != CLOSED:
+                        c._sched()
+                    return
+                # a new SYN reopens a TIME_WAIT 4-tuple (RFC 6191 / Linux)
+                hint = (c.iss + c.snd_nxt_o + 65535 + 2) & MASK
+                self.stats.tw_reuses += 1
+                c._destroy(None)
+                self._no_conn(seg, now, hint)
+                return
+            self._no_conn(seg, now, None)
+        except Exception:
+            self.stats.internal_errors += 1
+            if self.config.raise_errors:
+                raise
+
+    def tick(self, now):
+        """Fire every timer due at ``now``."""
+        self._now = now
+        h = self._timers
+        while h and h[0][0] <= now:
+            t, _, c = heapq.heappop(h)
+            if c._heap_at != t or c.state == CLOSED:
+                continue
+            c._heap_at = None
+            try:
+                c._on_timer(now)
+                if c.state != CLOSED:
+                    c._sched()
+            except Exception:
+                self.stats.internal_errors += 1
+                if self.config.raise_errors:
+                    raise
+
+    def next_deadline(self):
+        h = self._timers
+        while h:
+            t, _, c = h[0]
+            if c._heap_at != t or c.state == CLOSED:
+                heapq.heappop(h)
+                continue
+            e = c._earliest()
+            if e is None or e > t:
+                # the timer behind this entry moved later or was cancelled
+                heapq.heappop(h)
+                c._heap_at = None
+                c._sched()
+                continue
+            return t
+        return None
+
+    def output(self):
+        out = self._out
+        self._out = []
+        return out
+
+    def events(self):
+        ev = self._events
+        if ev:
+            self._events = []
+            for e in ev:
+                if e[0] is EV_READABLE:
+                    e[1]._rd_ev = False
+        return ev
+
+    def connections(self):
+        return list(self._conns.values())
+
+    def listeners(self):
+        return list(self._listeners.values())
+
+    def counters(self):
+        d = self.stats.as_dict()
+        d["connections"] = len(self._conns)
+        d["half_open"] = self._half_open
+        d["time_wait"] = self._tw_count
+        return d
+
+    def find(self, local, remote):
+        """The connection for ((laddr, lport), (raddr, rport)), or None."""
+        return self._conns.get((local[0], local[1], remote[0], remote[1]))
+
+    # ================================================================ internals ====
+    def _cfg(self, overrides):
+        if not overrides:
+            return self.config
+        return dataclasses.replace(self.config, **overrides).validate()
+
+    def _push_timer(self, t, conn):
+        self._tseq += 1
+        h = self._timers
+        heapq.heappush(h, (t, self._tseq, conn))
+        if self._stale > 1024 and 2 * self._stale > len(h):
+            # entries of closed connections or superseded deadlines: rebuild (amortized)
+            live = [e for e in h if e[2]._heap_at == e[0] and e[2].state != CLOSED]
+            heapq.heapify(live)
+            self._timers = live
+            self._stale = 0
+
+    def _remove(self, conn):
+        key = (conn._la, conn._lp, conn._ra, conn._rp)
+        if self._conns.get(key) is conn:
+            del self._conns[key]
+
+    def _challenge_ok(self, now):
+        """RFC 5961 §7: a stack-wide budget of challenge ACKs per second."""
+        sec = int(now)
+        if sec != self._ca_sec:
+            self._ca_sec = sec
+            self._ca_count = 0
+        if self._ca_count >= self.config.challenge_ack_limit:
+            self.stats.challenge_acks_limited += 1
+            return False
+        self._ca_count += 1
+        return True
+
+    @staticmethod
+    def _tuple_bytes(la, lp, ra, rp):
+        return la + ra + ((lp << 16) | rp).to_bytes(4, "big")
+
+    def _isn(self, la, lp, ra, rp, now):
+        """RFC 6528: ISN = M + F(4-tuple, secret); M is a 4 µs clock.  The second half
+        of the hash is the connection's timestamp offset (RFC 7323 §5.4)."""
+        h = hashlib.blake2s(self._tuple_bytes(la, lp, ra, rp), key=self._key,
+                            digest_size=8, person=b"fpd-isn").digest()
+        f = int.from_bytes(h[:4], "big")
+        return (int(now * 250000.0) + f) & MASK, int.from_bytes(h[4:], "big")
+
+    def _ts_off(self, la, lp, ra, rp):
+        return self._isn(la, lp, ra, rp, 0.0)[1]
+
+    def _ephemeral(self, src, dst, dport):
+        lo, hi = 32768, 60999
+        span = hi - lo + 1
+        if self._eph is None:
+            h = hashlib.blake2s(src + dst + dport.to_bytes(2, "big"), key=self._key,
+                                digest_size=4, person=b"fpd-eph").digest()
+            self._eph = int.from_bytes(h, "big")
+        for i in range(span):
+            p = lo + (self._eph + i) % span
+            if (src, p, dst, dport) not in self._conns:
+                self._eph += i + 1
+                return p
+        raise OSError(errno.EADDRNOTAVAIL, "no free ephemeral port")
+
+    # ---------------------------------------------------------- no connection ----
+    def _no_conn(self, seg, now, iss_hint):
+        flags = seg.flags
+        stats = self.stats
+        if flags & RST:
+            return
+        dport = seg.dport
+        lst = self._listeners.get((seg.dst, dport))
+        if lst is None:
+            lst = self._listeners.get((ANY, dport))
+        if lst is not None:
+            if flags & SYN and not flags & ACK:
+                if flags & FIN or not (0 < seg.sport < 65536):
+                    stats.malformed_drops += 1
+                    return
+                self._syn(lst, seg, now, iss_hint)
+                return
+            if flags & ACK and not flags & SYN and lst.cookies_recent(now):
+                if self._cookie_ack(lst, seg, now):
+                    return
+        self._rst_reply(seg)
+
+    def _rst_reply(self, seg):
+        """RFC 9293 §3.10.7.1: answer a segment that matches nothing."""
+        flags = seg.flags
+        if not (0 < seg.sport < 65536 and 0 < seg.dport < 65536):
+            self.stats.malformed_drops += 1
+            return
+        if flags & ACK:
+            r = Segment(seg.dst, seg.src, seg.dport, seg.sport, seg.ack & MASK, 0, RST, 0, 0,
+                        None, None, False, None, 0, (), b"")
+        else:
+            n = len(seg.payload)
+            if flags & SYN:
+                n += 1
+            if flags & FIN:
+                n += 1
+            r = Segment(seg.dst, seg.src, seg.dport, seg.sport, 0, (seg.seq + n) & MASK,
+                        RST | ACK, 0, 0, None, None, False, None, 0, (), b"")
+        self._out.append(r)
+        self.stats.segs_out += 1
+        self.stats.rst_out += 1
+        self.stats.no_conn_rsts += 1
+
+    def _syn(self, lst, seg, now, iss_hint):
+        cfg = lst.cfg
+        stats = self.stats
+        if len(self._conns) >= cfg.max_connections:
+            stats.conn_limit_drops += 1
+            return
+        cookie = cfg.syn_cookies == "always"
+        if not cookie and (lst.half_open >= lst.backlog or self._half_open >= cfg.syn_backlog):
+            lst.last_overflow = now
+            if not cfg.syn_cookies:
+                stats.syn_drops += 1
+                return
+            cookie = True
+        if cookie:
+            self._send_cookie(lst, seg, now)
+            return
+        la, lp, ra, rp = seg.dst, seg.dport, seg.src, seg.sport
+        c = Connection(self, cfg, la, lp, ra, rp, now)
+        iss, ts_off = self._isn(la, lp, ra, rp, now)
+        if iss_hint is not None:
+            iss = iss_hint
+        self._conns[(la, lp, ra, rp)] = c
+        c._open_passive(seg, now, iss, ts_off, lst.rcv_shift, lst)
+
+    # ------------------------------------------------------------- SYN cookies ----
+    def _cookie_hashes(self, la, lp, ra, rp, count):
+        tb = self._tuple_bytes(la, lp, ra, rp)
+        h1 = hashlib.blake2s(tb, key=self._key, digest_size=4, person=b"fpd-ck1").digest()
+        h2 = hashlib.blake2s(tb + bytes((count & 0xFF,)), key=self._key, digest_size=4,
+                             person=b"fpd-ck2").digest()
+        return int.from_bytes(h1, "big"), int.from_bytes(h2, "big")
+
+    def _send_cookie(self, lst, seg, now):
+        """SYN-ACK whose ISN encodes everything needed to rebuild the connection:
+        ISN = H1(tuple) + peer ISN + (count << 24) + ((H2(tuple, count) + mss index) mod 2^24)
+        and, when timestamps are on, WS (4 bits) and SACK (1 bit) in TSval's low 6 bits."""
+        cfg = lst.cfg
+        la, lp, ra, rp = seg.dst, seg.dport, seg.src, seg.sport
+        count = int(now // COOKIE_PERIOD) & 0xFF
+        h1, h2 = self._cookie_hashes(la, lp, ra, rp, count)
+        pm = seg.mss if (seg.mss is not None and seg.mss > 0) else 536
+        eff = pm if pm < cfg.mss else cfg.mss
+        idx = 0
+        for i, m in enumerate(COOKIE_MSS):
+            if m <= eff:
+                idx = i
+        pisn = seg.seq & MASK
+        isn = (h1 + pisn + (count << 24) + ((h2 + idx) & 0xFFFFFF)) & MASK
+        ts = None
+        tsecr = 0
+        wscale = None
+        sack_ok = False
+        if cfg.timestamps and seg.tsval is not None:
+            ts_off = self._ts_off(la, lp, ra, rp)
+            tnow = (int(now * 1000.0) + ts_off) & MASK
+            bits = 0xF
+            if cfg.wscale and seg.wscale is not None:
+                bits = min(14, max(0, seg.wscale))
+                wscale = lst.rcv_shift
+            if cfg.sack and seg.sack_ok:
+                bits |= 0x10
+                sack_ok = True
+            ts = ((tnow & ~0x3F) | bits) & MASK
+            tsecr = seg.tsval & MASK
+        wnd = cfg.rcvbuf if cfg.rcvbuf < 65535 else 65535
+        self._out.append(Segment(la, ra, lp, rp, isn, (pisn + 1) & MASK, SYN | ACK, wnd, 0,
+                                 cfg.mss, wscale, sack_ok, ts, tsecr, (), b""))
+        self.stats.segs_out += 1
+        self.stats.syncookies_sent += 1
+
+    def _cookie_ack(self, lst, seg, now):
+        cfg = lst.cfg
+        stats = self.stats
+        la, lp, ra, rp = seg.dst, seg.dport, seg.src, seg.sport
+        cookie = (seg.ack - 1) & MASK
+        pisn = (seg.seq - 1) & MASK
+        cnow = int(now // COOKIE_PERIOD) & 0xFF
+        h1, _ = self._cookie_hashes(la, lp, ra, rp, 0)
+        x = (cookie - h1 - pisn) & MASK
+        c = x >> 24
+        if (cnow - c) & 0xFF > COOKIE_MAX_AGE:
+            stats.syncookies_failed += 1
+            return False
+        _, h2 = self._cookie_hashes(la, lp, ra, rp, c)
+        idx = (x - h2) & 0xFFFFFF
+        if idx >= len(COOKIE_MSS):
+            stats.syncookies_failed += 1
+            return False
+        ws = None
+        sack = False
+        ts_off = self._ts_off(la, lp, ra, rp)
+        if cfg.timestamps and seg.tsval is not None:
+            tnow = (int(now * 1000.0) + ts_off) & MASK
+            ecr = seg.tsecr & MASK
+            if ((tnow - ecr) & MASK) >= HALF:
+                stats.syncookies_failed += 1       # echoes a timestamp from the future
+                return False
+            bits = ecr & 0x3F
+            if bits & 0xF != 0xF:
+                ws = bits & 0xF
+            sack = bool(bits & 0x10)
+        if len(self._conns) >= cfg.max_connections:
+            stats.conn_limit_drops += 1
+            return True
+        stats.syncookies_validated += 1
+        stats.passive_opens += 1
+        conn = Connection(self, cfg, la, lp, ra, rp, now)
+        self._conns[(la, lp, ra, rp)] = conn
+        conn._open_cookie(seg, now, cookie, ts_off, lst.rcv_shift, lst,
+                          COOKIE_MSS[idx], ws, sack)
+        conn._input(seg, now)
+        if conn.state != CLOSED:
+            conn._sched()
+        return True
