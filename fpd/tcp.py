@@ -662,7 +662,6 @@ class Connection:
 
     def _open_passive(self, seg, now, iss, ts_off, rcv_shift, listener):
         """Create SYN_RECEIVED state from a SYN and answer with SYN-ACK."""
-        cfg = self.cfg
         self.listener = listener
         self.passive = True
         self.iss = iss
@@ -1451,9 +1450,6 @@ class Connection:
         cc = self.cc
         if cc is None:
             return
-        stack = self.stack
-        out = stack._out
-        stats = stack.stats
         mss = self.mss
         cwnd = cc.cwnd
         sent = False
