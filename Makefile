@@ -1,6 +1,6 @@
 # fpd — one file sets the machine up and runs everything.
 #   make test   installs what is missing (apt + venv), builds the BPF object, runs the suite
-#   make demo   the same set-up, then `fpd demo` on the built-in test bed
+#   make test-fast  unit + engine tests only (no root)
 #
 # Interpreter: Debian's /usr/bin/python3 (3.11 on Debian 12), in a venv made with
 # --system-site-packages. It measured 1.5-2x faster than the pyenv build on the per-packet
@@ -15,7 +15,7 @@ APT_PKGS   := clang llvm libbpf-dev bpftool ethtool iproute2 nftables iperf3 soc
               wrk iputils-ping python3 python3-venv python3-dev python3-bpfcc gcc make
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv bpf test test-fast demo bench clean
+.PHONY: all deps venv bpf test test-fast clean
 
 all: venv bpf
 
@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml | deps
 
 venv: deps $(VENV)/.installed
 
-bpf/steer.o: bpf/steer.c
+bpf/steer.o: bpf/steer.c | deps
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 bpf: deps bpf/steer.o
@@ -47,9 +47,6 @@ test: venv bpf
 
 test-fast: venv
 	$(PY) -m pytest tests/unit tests/engine $(PYTEST_ARGS)
-
-demo: venv bpf
-	$(VENV)/bin/fpd demo
 
 clean:
 	rm -rf $(VENV) bpf/*.o build *.egg-info

@@ -1586,7 +1586,8 @@ class Connection:
             end -= 1       # record end includes the FIN
         so = self.sndq_o
         if end > start:
-            payload = bytes(self.sndq[start - so:end - so])
+            with memoryview(self.sndq) as mv:
+                payload = bytes(mv[start - so:end - so])
             flags = ACK | PSH if end == so + len(self.sndq) else ACK
         else:
             payload = b""

@@ -98,6 +98,7 @@ CWR = 0x80
 
 ETH_P_IP = 0x0800
 ETH_P_8021Q = 0x8100
+ETH_P_8021AD = 0x88A8
 IPPROTO_TCP = 6
 
 ETH_HLEN = 14
@@ -374,7 +375,7 @@ def parse_frame(buf, verify_checksum=True):
     dst_mac, src_mac, etype = ETH_HDR.unpack_from(buf, 0)
     vlan = None
     off = ETH_HLEN
-    if etype == ETH_P_8021Q:
+    if etype == ETH_P_8021Q or etype == ETH_P_8021AD:  # one tag, as bpf/steer.c
         if end < ETH_HLEN + VLAN_HLEN:
             raise MalformedFrame("truncated VLAN tag")
         tci, etype = VLAN_TAG.unpack_from(buf, ETH_HLEN)

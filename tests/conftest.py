@@ -43,8 +43,8 @@ def testbed_factory():
 
     def make(**kw):
         bed = TestBed(**kw)
-        bed.up()
         beds.append(bed)
+        bed.up()
         return bed
 
     try:

@@ -9,6 +9,7 @@ import hashlib
 import os
 import socket
 import threading
+import time
 
 import pytest
 from pyroute2 import IPRoute
@@ -101,7 +102,8 @@ def run_engine(tun, stack, app, until, listen=None):
         app.pump(now)
 
     runner = EngineOverTun(stack, tun, on_events)
-    t = threading.Thread(target=runner.run, kwargs={"until": until, "max_seconds": 120})
+    t = threading.Thread(target=runner.run, kwargs={"until": until, "max_seconds": 200},
+                         daemon=True)
     t.start()
     return runner, t
 
@@ -119,7 +121,7 @@ def kernel_duplex(sock, out: bytes, shut_first: bool):
             h.update(d)
             n[0] += len(d)
 
-    r = threading.Thread(target=reader)
+    r = threading.Thread(target=reader, daemon=True)
     r.start()
     sock.sendall(out)
     sock.shutdown(socket.SHUT_WR)
@@ -159,12 +161,13 @@ def test_passive_open_50mb_both_ways_kernel_closes_first(tunbed):
         t.join(10)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_active_open_engine_closes_first(tunbed):
     bed, tun = tunbed
     srv = bed.socket(bed.peer_ns)
     srv.bind((KERNEL_IP, 0))
     srv.listen()
+    srv.settimeout(30)
     port = srv.getsockname()[1]
     stack = Stack(isn_key=os.urandom(16), config=StackConfig(time_wait=0.5))
     size = 5 * 1000 * 1000
@@ -179,16 +182,16 @@ def test_active_open_engine_closes_first(tunbed):
         result["got"] = kernel_duplex(c, kernel_out, shut_first=False)
         c.close()
 
-    ks = threading.Thread(target=kernel_server)
+    ks = threading.Thread(target=kernel_server, daemon=True)
     ks.start()
     def until():
         return app.done.is_set()
 
-    conn = stack.connect(0.0, wire.ip_to_bytes(ENGINE_IP), 40001, wire.ip_to_bytes(KERNEL_IP), port)
+    conn = stack.connect(time.monotonic(), wire.ip_to_bytes(ENGINE_IP), 40001, wire.ip_to_bytes(KERNEL_IP), port)
     app.attach(conn)
     runner, t = run_engine(tun, stack, app, until)
     try:
-        ks.join(90)
+        ks.join(60)
         assert not ks.is_alive()
         got, n = result["got"]
         assert n == size and got == hashlib.sha256(engine_out).hexdigest()

@@ -12,6 +12,7 @@ def test_peer_reaches_server_with_kernel_tcp(testbed):
     srv = testbed.socket(testbed.srv_ns)
     srv.bind((testbed.srv_ip, 0))
     srv.listen()
+    srv.settimeout(10)
     port = srv.getsockname()[1]
     got = []
 
@@ -21,7 +22,7 @@ def test_peer_reaches_server_with_kernel_tcp(testbed):
         c.sendall(b"pong")
         c.close()
 
-    t = threading.Thread(target=serve)
+    t = threading.Thread(target=serve, daemon=True)
     t.start()
     cli = testbed.socket(testbed.peer_ns)
     cli.settimeout(5)

@@ -687,3 +687,15 @@ def test_seg_len_copy_fields_repr():
         parse_frame(SYN_C))
     assert "sackOK" in repr(parse_frame(SYN_C).seg)
     assert "unchecked" in repr(parse_packet(SYN_C[14:], verify_checksum=False))
+
+
+def test_8021ad_tag_parsed_like_8021q():
+    """bpf/steer.c steers frames with one 802.1ad (0x88a8) tag: wire must parse them too."""
+    seg = wire.Segment(src=bytes([10, 77, 0, 2]), dst=bytes([10, 77, 0, 1]), sport=40000,
+                       dport=8080, seq=1, ack=2, flags=wire.ACK, wnd=100, payload=b"abc")
+    fr = bytearray(wire.build_frame(b"\x02" * 6, b"\x04" * 6, seg, vlan=42))
+    assert fr[12:14] == b"\x81\x00"
+    fr[12:14] = b"\x88\xa8"
+    got = wire.parse_frame(bytes(fr))
+    assert got is not None and got.vlan == 42
+    assert bytes(got.seg.payload) == b"abc" and got.seg.dport == 8080
