@@ -1,0 +1,686 @@
+"""One NIC queue's data path: an AF_XDP socket, a TCP engine and a neighbour cache.
+
+    with Steering("eth0") as st, Worker("eth0", 0, app=my_app) as w:
+        st.set_xsk(0, w.fileno()); st.add_port(8080)
+        w.stack.listen(b"\\0\\0\\0\\0", 8080)
+        w.run(until=done.is_set)              # or poll_once() from your own loop
+
+A :class:`Worker` is single-threaded and owns everything it touches: one
+:class:`fpd.xsk.XskSocket` (with its UMEM), one :class:`fpd.stack.Stack`, and the MACs of
+the peers it talks to. Only :meth:`Worker.call_soon` and :meth:`Worker.stop` may be called
+from other threads; the stack and its connections belong to the thread running the loop
+(the app callback runs there and may use them freely).
+
+One iteration (:meth:`Worker.poll_once`), everything batched per RX burst::
+
+    thread-safe calls queued with call_soon(fn)      fn(worker, now)
+    RX burst (<= batch frames)  -> wire.parse_frame -> stack.input(seg, now)   (whole batch)
+        MalformedFrame: dropped and counted by reason; not TCP/IPv4: counted
+    recycle the whole burst to the fill ring                                   (one submit)
+    stack.tick(now); app(worker, stack.events(), now) until no more events
+    stack.output() (+ what waited) -> next-hop MAC -> wire.build_frame_into a UMEM frame
+    one tx_submit (it kicks: copy mode sends inside that sendto) -> reap completions
+    top the fill ring up from the free list                                    (one submit)
+
+Received payload.  ``wire.parse_frame`` gives ``seg.payload`` as a memoryview into the
+UMEM frame. The engine copies every accepted byte during ``Stack.input`` (``rcvq +=``,
+out-of-order blocks are ``bytearray`` copies) and keeps no reference to the segment, so
+the worker hands it the view (no copy of its own) and recycles the burst's frames only
+after the whole burst went through ``input``. If the engine ever starts keeping received
+payload by reference, pass ``copy_payload=True`` (``bytes`` copies before ``input``).
+
+Transmit back-pressure.  A segment that finds the TX ring full or no free frame stays
+queued (in order) for the next iteration, up to ``tx_backlog`` segments; beyond that new
+segments are dropped and counted (the engine retransmits them). Segments waiting for a
+neighbour (see below) wait in a per-destination queue of ``neigh_queue`` segments.
+
+Neighbours.  The MAC of a destination's next hop comes from the kernel (``fpd.neigh``:
+route, then ARP table) the first time the worker sends to it, and is cached for
+``neigh_ttl`` seconds. A lookup is a netlink exchange (~1 ms), done in the network namespace
+the worker was created in (whatever thread runs the loop). When the kernel has no usable
+entry, the worker asks it to resolve (NTF_USE: the kernel sends the ARP request), parks the
+segments, and looks again every few milliseconds without blocking the loop; after
+``neigh_timeout`` seconds they are dropped and counted (the engine's retransmissions will
+try again). A destination whose route leaves through another interface is dropped at once.
+
+Checksums.  ``parse_frame`` verifies them and accepts both complete checksums and the
+CHECKSUM_PARTIAL value a veth peer with tx offload leaves (pseudo header only); frames we
+build always carry complete checksums.
+
+Adaptive polling (:meth:`Worker.run`): after work, the loop keeps polling the rings without
+sleeping for ``spin`` seconds; then it sleeps in ``poll()`` on the XSK fd and a wake-up
+eventfd until the engine's next deadline (at most ``max_sleep``).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import dataclasses
+import os
+import select
+import sys
+import threading
+import time
+
+from . import neigh as _neigh
+from . import wire
+from .stack import ANY, Stack, StackConfig
+from .wire import MalformedFrame, build_frame_into, parse_frame
+from .xsk import XskSocket, queues_of
+
+__all__ = ["Worker", "WorkerError", "serve", "Served"]
+
+#: kernel headroom in front of every received frame (XDP_PACKET_HEADROOM)
+RX_HEADROOM = 256
+ETH_VLAN_HLEN = 18
+
+_ONE = (1).to_bytes(8, sys.byteorder)       # an eventfd increment
+_NS_PATH = "/proc/thread-self/ns/net"
+_CLONE_NEWNET = 0x40000000
+
+
+class WorkerError(RuntimeError):
+    """The worker cannot be set up on this interface (no MAC, MTU too large, ...)."""
+
+
+# --- namespaces -------------------------------------------------------------------------
+def _setns(fd: int) -> None:
+    from . import libbpf as _L           # the one place ctypes declarations live
+    if _L.setns(fd, _CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+@contextlib.contextmanager
+def _in_netns(ns_fd: int):
+    """The body runs in the network namespace behind ``ns_fd`` (calling thread only)."""
+    if os.fstat(ns_fd).st_ino == os.stat(_NS_PATH).st_ino:
+        yield
+        return
+    own = os.open(_NS_PATH, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(ns_fd)
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(own)
+
+
+# --- the worker --------------------------------------------------------------------------
+class Worker:
+    """The data path of one queue of ``ifname``; create it in the interface's namespace.
+
+    ``app(worker, events, now)`` is called from the loop with every non-empty list of
+    ``stack.events()``. ``isn_key`` seeds ISNs and SYN cookies (share it between the
+    workers of one interface); random if None. The MSS given to the stack is the
+    interface's MTU - 40 (``mss=`` to choose a smaller one); the rest of ``stack_config``
+    is used as given. ``check=True`` runs the UMEM allocator in check mode (every frame
+    move verified; see :meth:`audit`).
+    """
+
+    def __init__(self, ifname: str, queue: int = 0, stack_config: StackConfig | None = None,
+                 isn_key: bytes | None = None, *, app=None, mss: int | None = None,
+                 batch: int = 64, nframes: int = 4096, chunk_size: int | None = None,
+                 ring_size: int = 2048, check: bool = False, copy_payload: bool = False,
+                 verify_checksum: bool = True, tx_budget: int | None = None,
+                 tx_backlog: int = 4096, spin: float = 0.0005, max_sleep: float = 0.05,
+                 neigh_ttl: float = 60.0, neigh_timeout: float = 3.0,
+                 neigh_queue: int = 64, vlan: int | None = None,
+                 clock=time.monotonic, xsk_kw: dict | None = None):
+        self.ifname = ifname
+        self.queue = queue
+        self.app = app
+        self.batch = batch
+        self.copy_payload = copy_payload
+        self.verify_checksum = verify_checksum
+        self.tx_backlog = tx_backlog
+        self.spin = spin
+        self.max_sleep = max_sleep
+        self.neigh_ttl = neigh_ttl
+        self.neigh_timeout = neigh_timeout
+        self.neigh_queue = neigh_queue
+        self.vlan = vlan
+        self.clock = clock
+        self.xsk: XskSocket | None = None
+        self._closed = False
+        self._stop = False
+        self._ns_fd = -1
+        self._wake_r = self._wake_w = -1
+        # counters (plain ints: cheap enough to keep always on)
+        self.rx_frames = self.rx_bytes = self.tx_frames = self.tx_bytes = 0
+        self.malformed = 0
+        self.malformed_reasons: collections.Counter = collections.Counter()
+        self.not_tcp = 0
+        self.no_neigh_drops = 0
+        self.no_route_drops = 0
+        self.tx_ring_full = 0          # iterations that left segments queued (ring/frames)
+        self.tx_deferred = 0           # segments that had to wait for ring room
+        self.tx_backlog_drops = 0
+        self.tx_errors = 0             # a segment that could not be framed (engine bug)
+        self.sack_trimmed = 0          # SACK blocks removed to keep a frame within the MTU
+        self.neigh_lookups = 0
+        self.neigh_waits = 0           # destinations whose MAC had to be resolved first
+        self.iterations = self.sleeps = self.batches = 0
+        self.max_backlog = 0
+        self.rx_csum_partial = 0       # frames whose TCP checksum was CHECKSUM_PARTIAL
+        self._calls: collections.deque = collections.deque()
+        self._txq: list = []                       # segments waiting for TX room, in order
+        self._macs: dict = {}                      # destination IP -> next-hop MAC
+        self._mac_until: dict = {}                 # destination IP -> refresh time
+        self._parked: dict = {}                    # IP -> [deadline, next_try, delay, segs]
+        self._neg: dict = {}                       # IP -> until (recently failed)
+        self._neigh_sweep = clock() + neigh_ttl
+        try:
+            self._ns_fd = os.open(_NS_PATH, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                ifindex, mac, mtu = _neigh.iface_info(ifname)
+            except _neigh.NeighError as e:
+                raise WorkerError(f"worker for {ifname} queue {queue}: {e}") from None
+            if mac is None:
+                raise WorkerError(f"{ifname} has no MAC address: AF_XDP frames need "
+                                  f"Ethernet")
+            self.ifindex = ifindex
+            self.mac = mac
+            self.mtu = mtu
+            max_mss = mtu - 40
+            if mss is None:
+                mss = max_mss
+            elif not 88 <= mss <= max_mss:
+                raise ValueError(f"mss {mss} outside 88..{max_mss} (MTU {mtu} of {ifname})")
+            self.mss = mss
+            need = mtu + ETH_VLAN_HLEN + RX_HEADROOM       # largest frame + kernel headroom
+            if chunk_size is None:
+                chunk_size = 2048 if need <= 2048 else 4096
+            if need > chunk_size:
+                raise WorkerError(f"MTU {mtu} of {ifname} does not fit a {chunk_size}-byte "
+                                  f"UMEM chunk (max MTU {chunk_size - RX_HEADROOM - 18})")
+            cfg = dataclasses.replace(stack_config or StackConfig(), mss=mss)
+            self.stack = Stack(isn_key if isn_key is not None else os.urandom(16), cfg)
+            kw = dict(rx_size=ring_size, tx_size=ring_size, fill_size=ring_size,
+                      comp_size=ring_size, nframes=nframes, chunk_size=chunk_size,
+                      check=check)
+            kw.update(xsk_kw or {})
+            self.xsk = XskSocket(ifname, queue, **kw)
+            self.umem = self.xsk.umem
+            self.chunk = self.umem.chunk_size
+            if tx_budget is not None:
+                self.xsk.set_tx_budget(tx_budget)
+            if hasattr(os, "eventfd"):
+                self._wake_r = self._wake_w = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            else:                                          # pragma: no cover (py < 3.10)
+                self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._poll = select.poll()
+            self._poll.register(self.xsk.fileno(), select.POLLIN)
+            self._poll.register(self._wake_r, select.POLLIN)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- public ----------------------------------------------------------------------------
+    def fileno(self) -> int:
+        """The XSK fd (readable when frames arrived)."""
+        return self.xsk.fileno() if self.xsk is not None else -1
+
+    @property
+    def wake_fd(self) -> int:
+        """An fd that becomes readable when :meth:`call_soon`/:meth:`stop` is used."""
+        return self._wake_r
+
+    def call_soon(self, fn) -> None:
+        """Run ``fn(worker, now)`` in the loop's thread at the next iteration (thread-safe;
+        wakes a sleeping loop). The way for other threads to touch the stack."""
+        self._calls.append(fn)
+        self._wake()
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the current iteration, or at once if it has not
+        started yet (thread-safe)."""
+        self._stop = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wake_w < 0:
+            return
+        try:
+            os.write(self._wake_w, _ONE)
+        except (BlockingIOError, OSError):
+            pass
+
+    def poll_once(self, timeout: float = 0.0) -> int:
+        """One loop iteration (see the module docstring). If there is nothing to do it
+        first sleeps up to ``timeout`` seconds waiting for frames or a wake-up. Returns
+        frames received + frames sent + events delivered (0: idle)."""
+        xsk = self.xsk
+        if xsk is None:
+            raise ValueError("worker is closed")
+        self.iterations += 1
+        if timeout > 0 and not self._calls and not xsk.rx.available() and not self._txq:
+            self.sleeps += 1
+            ms = int(timeout * 1000.0 + 0.999)
+            for fd, _ in self._poll.poll(ms):
+                if fd == self._wake_r:
+                    try:
+                        os.read(self._wake_r, 8)
+                    except BlockingIOError:
+                        pass
+        now = self.clock()
+        stack = self.stack
+        calls = self._calls
+        while calls:
+            calls.popleft()(self, now)
+        # ---- RX: the whole burst into the engine, then the frames back to the kernel
+        addrs, lens = xsk.rx_burst(self.batch)
+        n_rx = len(addrs)
+        if n_rx:
+            self.batches += 1
+            view = self.umem.view
+            verify = self.verify_checksum
+            inp = stack.input
+            copy = self.copy_payload
+            nb = 0
+            try:
+                for a, ln in zip(addrs, lens):
+                    nb += ln
+                    try:
+                        fr = parse_frame(view[a:a + ln], verify)
+                    except MalformedFrame as e:
+                        self.malformed += 1
+                        self.malformed_reasons[str(e)] += 1
+                        continue
+                    if fr is None:
+                        self.not_tcp += 1
+                        continue
+                    if fr.csum == 2:               # wire.CSUM_PARTIAL
+                        self.rx_csum_partial += 1
+                    seg = fr.seg
+                    if copy:
+                        seg.payload = bytes(seg.payload)
+                    inp(seg, now)
+            finally:                               # even if input raised (raise_errors)
+                self.rx_frames += n_rx
+                self.rx_bytes += nb
+                xsk.recycle(addrs)
+        # ---- timers, application
+        stack.tick(now)
+        app = self.app
+        n_ev = 0
+        for _ in range(16):
+            evs = stack.events()
+            if not evs:
+                break
+            n_ev += len(evs)
+            if app is not None:
+                app(self, evs, now)
+        # ---- TX
+        if self._parked:
+            self._retry_parked(now)
+        if now >= self._neigh_sweep:
+            self._sweep_macs(now)
+        n_tx = self._flush(now)
+        if self.umem.ktx:
+            xsk.complete()
+        xsk.fill()
+        return n_rx + n_tx + n_ev
+
+    def run(self, until=None, max_seconds: float | None = None) -> None:
+        """Loop until ``until()`` is true, :meth:`stop` is called, or ``max_seconds`` pass
+        (then TimeoutError). Adaptive: busy-polls for ``spin`` seconds after work, then
+        sleeps in poll() until the engine's next deadline (<= ``max_sleep``)."""
+        clock = self.clock
+        end = None if max_seconds is None else clock() + max_seconds
+        stack = self.stack
+        spin = self.spin
+        last = clock()
+        try:
+            while not self._stop:
+                if until is not None and until():
+                    break
+                now = clock()
+                if end is not None and now > end:
+                    raise TimeoutError(f"Worker.run on {self.ifname} q{self.queue}: "
+                                       f"{max_seconds} s limit reached")
+                if now - last < spin or self._txq:
+                    timeout = 0.0
+                else:
+                    dl = stack.next_deadline()
+                    timeout = self.max_sleep
+                    if dl is not None and dl - now < timeout:
+                        timeout = dl - now if dl > now else 0.0
+                    if self._parked:
+                        timeout = min(timeout, 0.002)
+                if self.poll_once(timeout):
+                    last = clock()
+        finally:
+            self._stop = False
+
+    def stats(self) -> dict:
+        """Worker counters, the socket's XDP_STATISTICS, the UMEM and the stack."""
+        um = self.umem
+        d = {
+            "rx_frames": self.rx_frames, "rx_bytes": self.rx_bytes,
+            "tx_frames": self.tx_frames, "tx_bytes": self.tx_bytes,
+            "rx_csum_partial": self.rx_csum_partial, "malformed": self.malformed,
+            "malformed_reasons": dict(self.malformed_reasons),
+            "not_tcp": self.not_tcp, "no_neigh_drops": self.no_neigh_drops,
+            "no_route_drops": self.no_route_drops, "tx_ring_full": self.tx_ring_full,
+            "tx_deferred": self.tx_deferred, "tx_backlog": len(self._txq),
+            "max_backlog": self.max_backlog, "tx_backlog_drops": self.tx_backlog_drops,
+            "tx_errors": self.tx_errors, "sack_trimmed": self.sack_trimmed,
+            "neigh_lookups": self.neigh_lookups, "neigh_waits": self.neigh_waits,
+            "neigh_parked": sum(len(p[3]) for p in list(self._parked.values())),
+            "iterations": self.iterations, "sleeps": self.sleeps, "batches": self.batches,
+        }
+        x = self.xsk
+        if x is not None:
+            d["kicks"] = x.kicks
+            d["fill_wakeups"] = x.fill_wakeups
+            d["bind_mode"] = x.bind_mode
+            d["xdp"] = x.stats()
+            d["umem"] = {"frames": um.nframes, "free": um.free_frames, "krx": um.krx,
+                         "ktx": um.ktx}
+        d["stack"] = self.stack.counters()
+        return d
+
+    def audit(self, timeout: float = 2.0) -> dict:
+        """Check mode: wait for the kernel to complete every TX frame, then prove that
+        every frame of the UMEM is free or with the kernel's RX side, none held by the
+        worker, none lost or doubled. Returns the counts per place."""
+        xsk = self.xsk
+        deadline = time.monotonic() + timeout
+        while self.umem.ktx and time.monotonic() < deadline:
+            if xsk.tx.pending():
+                xsk.kick()
+            xsk.complete()
+            if self.umem.ktx:
+                time.sleep(0.002)
+        counts = xsk.audit(app=[])
+        if counts["APP"] or counts["KTX"]:
+            from .umem import FrameError
+            raise FrameError(f"frames not home after the worker's iteration: {counts}")
+        return counts
+
+    def close(self, reset: bool = True) -> None:
+        """Reset the live connections (``reset=True``: their peers learn at once, as when
+        a process holding sockets exits), then close the socket and free the UMEM.
+        Idempotent. Call it from the loop's thread or after the loop stopped."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if reset and self.xsk is not None and getattr(self, "stack", None) is not None:
+                now = self.clock()
+                for c in self.stack.connections():
+                    try:
+                        c.abort(now)
+                    except Exception:
+                        pass
+                self.stack.events()
+                try:
+                    self._flush(now)
+                    self.xsk.complete()
+                except Exception:
+                    pass
+        finally:
+            if self.xsk is not None:
+                self.xsk.close()
+                self.xsk = None
+            for fd in {self._wake_r, self._wake_w, self._ns_fd}:
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = self._ns_fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"fd {self.fileno()}"
+        return f"<Worker {self.ifname} q{self.queue} {state}>"
+
+    # -- TX --------------------------------------------------------------------------------
+    def _flush(self, now: float) -> int:
+        """Frame and submit everything the stack produced (plus what waited)."""
+        out = self.stack.output()
+        txq = self._txq
+        if txq:
+            if out:
+                txq.extend(out)
+            segs = txq
+            self._txq = []
+        else:
+            segs = out
+        n = len(segs)
+        if not n:
+            return 0
+        xsk = self.xsk
+        room = xsk.tx.free_slots()
+        if room < n and self.umem.ktx:
+            xsk.complete()
+        frames = xsk.tx_alloc(n if n < room else room)
+        k = len(frames)
+        view = self.umem.view
+        chunk = self.chunk
+        src_mac = self.mac
+        macs = self._macs
+        vlan = self.vlan
+        limit = self.mtu + (14 if vlan is None else 18)
+        addrs = []
+        lens = []
+        i = 0
+        for j in range(n):
+            seg = segs[j]
+            mac = macs.get(seg.dst)
+            if mac is None:
+                mac = self._neigh_miss(seg, now)
+                if mac is None:
+                    continue                    # parked or dropped
+            if i == k:
+                self._defer(segs[j:])
+                break
+            a = frames[i]
+            if seg.sack:
+                self._fit_sack(seg, limit)
+            try:
+                ln = build_frame_into(view[a:a + chunk], 0, src_mac, mac, seg, vlan=vlan)
+            except ValueError:
+                self.tx_errors += 1
+                continue
+            if ln > limit:
+                self.tx_errors += 1
+                continue
+            addrs.append(a)
+            lens.append(ln)
+            i += 1
+        if i < k:
+            self.umem.free(frames[i:])
+        if not addrs:
+            return 0
+        sent = xsk.tx_submit(addrs, lens)
+        if sent < len(addrs):                   # cannot happen: room was reserved above
+            self.umem.free(addrs[sent:])
+            self.tx_errors += len(addrs) - sent
+        self.tx_frames += sent
+        self.tx_bytes += sum(lens[:sent])
+        return sent
+
+    def _defer(self, rest: list) -> None:
+        self.tx_ring_full += 1
+        self.tx_deferred += len(rest)
+        q = self._txq
+        room = self.tx_backlog - len(q)
+        if len(rest) > room:
+            self.tx_backlog_drops += len(rest) - max(room, 0)
+            rest = rest[:max(room, 0)]
+        if rest:
+            rest.extend(q)
+            self._txq = rest
+        if len(self._txq) > self.max_backlog:
+            self.max_backlog = len(self._txq)
+
+    def _fit_sack(self, seg, limit: int) -> None:
+        """Drop SACK blocks (from the end) until the frame fits the MTU: the engine may
+        add up to 40 option bytes to a full-sized data segment; SACK blocks are advisory
+        and Linux trims them the same way (tcp_established_options)."""
+        while seg.sack and wire.frame_len(seg, self.vlan) > limit:
+            seg.sack = seg.sack[:-1]
+            self.sack_trimmed += 1
+
+    # -- neighbours ------------------------------------------------------------------------
+    def _lookup_mac(self, ip: bytes, resolve: bool) -> bytes:
+        """Next-hop MAC for ``ip`` from the kernel, in the worker's namespace. Raises
+        NeighError; a route through another interface is ``_NoRoute``."""
+        self.neigh_lookups += 1
+        with _in_netns(self._ns_fd):
+            try:
+                oif, gw, _src = _neigh.route_get(ip)
+            except _neigh.NeighError as e:
+                raise _NoRoute(str(e)) from None
+            if oif != self.ifindex:
+                raise _NoRoute(f"route to {wire.ip_to_str(ip)} leaves through ifindex "
+                               f"{oif}, not {self.ifname}")
+            return _neigh.neighbour_mac(oif, gw or ip, resolve=resolve, timeout=0.001)
+
+    def _neigh_miss(self, seg, now: float):
+        ip = seg.dst
+        p = self._parked.get(ip)
+        if p is not None:
+            if len(p[3]) < self.neigh_queue:
+                p[3].append(seg)
+            else:
+                self.no_neigh_drops += 1
+            return None
+        until = self._neg.get(ip)
+        if until is not None:
+            if now < until:
+                self.no_neigh_drops += 1
+                return None
+            del self._neg[ip]
+        try:
+            mac = self._lookup_mac(ip, resolve=True)
+        except _NoRoute:
+            self.no_route_drops += 1
+            self._neg[ip] = now + 1.0
+            return None
+        except _neigh.NeighError:
+            # resolution started (NTF_USE); look again soon, without blocking the loop
+            self.neigh_waits += 1
+            self._parked[ip] = [now + self.neigh_timeout, now + 0.001, 0.001, [seg]]
+            return None
+        self._macs[ip] = mac
+        self._mac_until[ip] = now + self.neigh_ttl
+        return mac
+
+    def _retry_parked(self, now: float) -> None:
+        for ip, p in list(self._parked.items()):
+            if now < p[1]:
+                continue
+            try:
+                mac = self._lookup_mac(ip, resolve=False)
+            except _NoRoute:
+                mac = None
+                p[0] = now                      # give up at once
+            except _neigh.NeighError:
+                mac = None
+            if mac is not None:
+                del self._parked[ip]
+                self._macs[ip] = mac
+                self._mac_until[ip] = now + self.neigh_ttl
+                self._txq[:0] = p[3]
+                continue
+            if now >= p[0]:
+                del self._parked[ip]
+                self.no_neigh_drops += len(p[3])
+                self._neg[ip] = now + 1.0
+                continue
+            p[2] = min(p[2] * 2, 0.05)
+            p[1] = now + p[2]
+
+    def _sweep_macs(self, now: float) -> None:
+        """Revalidate cached MACs older than ``neigh_ttl`` (the next send looks up again)."""
+        self._neigh_sweep = now + max(self.neigh_ttl / 4, 0.001)
+        for ip, t in list(self._mac_until.items()):
+            if now >= t:
+                try:
+                    self._macs[ip] = self._lookup_mac(ip, resolve=False)
+                    self._mac_until[ip] = now + self.neigh_ttl
+                except _neigh.NeighError:
+                    self._macs.pop(ip, None)
+                    self._mac_until.pop(ip, None)
+
+
+class _NoRoute(_neigh.NeighError):
+    pass
+
+
+# --- all queues of one interface ----------------------------------------------------------
+@dataclasses.dataclass
+class Served:
+    """What :func:`serve` yields."""
+    steering: object
+    workers: list
+    threads: list
+
+
+@contextlib.contextmanager
+def serve(ifname: str, ports, *, addr=None, mode: str = "auto", app=None,
+          stack_config: StackConfig | None = None, isn_key: bytes | None = None,
+          listen: bool = True, threads: bool = False, queues: int | None = None,
+          max_seconds: float | None = None, **worker_kw):
+    """Attach the steering program to ``ifname`` (calling thread's namespace), make one
+    :class:`Worker` per active queue, register their sockets, listen on and steer
+    ``ports`` (at ``addr``, None = any local address); tear everything down on exit.
+
+    ``threads=True`` also runs each worker's loop in a thread of its own (stopped and
+    joined on exit; a worker that dies re-raises its error at exit). Without threads the
+    caller drives ``served.workers[i].run()`` / ``poll_once()`` itself."""
+    from .bpf import Steering
+
+    st = Steering(ifname, mode=mode)
+    workers: list[Worker] = []
+    ths: list[threading.Thread] = []
+    errors: list[BaseException] = []
+    try:
+        nq = queues_of(ifname) if queues is None else queues
+        key = isn_key if isn_key is not None else os.urandom(16)
+        la = ANY if addr is None else wire.ip_to_bytes(addr) if isinstance(addr, str) \
+            else bytes(addr)
+        for q in range(nq):
+            w = Worker(ifname, q, stack_config, key, app=app, **worker_kw)
+            workers.append(w)
+            if listen:
+                for p in ports:
+                    w.stack.listen(la, p)
+            st.set_xsk(q, w.fileno())
+        for p in ports:
+            st.add_port(p, addr)
+        if threads:
+            for w in workers:
+                def body(w=w):
+                    try:
+                        w.run(max_seconds=max_seconds)
+                    except BaseException as e:      # surfaced at exit
+                        errors.append(e)
+                t = threading.Thread(target=body, name=f"fpd-worker-{ifname}-q{w.queue}",
+                                     daemon=True)
+                t.start()
+                ths.append(t)
+        yield Served(st, workers, ths)
+    finally:
+        for w in workers:
+            w.stop()
+        for t in ths:
+            t.join(10)
+        try:
+            st.close()                         # detach first: nothing new reaches the XSKs
+        finally:
+            for w in workers:
+                w.close()
+    if errors:
+        raise errors[0]
