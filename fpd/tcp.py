@@ -575,6 +575,15 @@ class Connection:
             tsval = None
             tsecr = 0
         sack = self._sack_blocks() if (self.sack_ok and (self.ooo or self.dsack is not None)) else ()
+        if sack and payload:
+            # payload + options must stay within the peer's MSS (RFC 6691): a full-sized
+            # segment has no room for SACK blocks, a shorter one for as many as fit
+            # (each option: 2 NOPs + kind/len + 8 bytes per block).
+            room = self.mss - len(payload)
+            n = (room - 4) // 8 if room >= 12 else 0
+            if n < len(sack):
+                sack = sack[:n]
+                self.stack.stats.sack_trimmed += 1
         self._ack_fields_sent()
         self.segs_out += 1
         return Segment(self._la, self._ra, self._lp, self._rp, seq,
