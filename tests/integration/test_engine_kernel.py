@@ -18,15 +18,10 @@ from fpd import wire
 from fpd.stack import Stack, StackConfig
 from fpd import tcp
 from fpd.tun import EngineOverTun, TunDevice
+from kernelpeer import kernel_duplex, pattern
 
 ENGINE_IP = "10.77.0.50"
 KERNEL_IP = "10.77.0.2"
-
-
-def pattern(n: int, seed: int) -> bytes:
-    block = hashlib.sha256(seed.to_bytes(4, "big")).digest() * 2048  # 64 KiB
-    reps = n // len(block) + 1
-    return (block * reps)[:n]
 
 
 @pytest.fixture
@@ -108,28 +103,6 @@ def run_engine(tun, stack, app, until, listen=None):
     return runner, t
 
 
-def kernel_duplex(sock, out: bytes, shut_first: bool):
-    """Send ``out`` on ``sock`` while reading to EOF; return sha256 of what was read."""
-    h = hashlib.sha256()
-    n = [0]
-
-    def reader():
-        while True:
-            d = sock.recv(1 << 20)
-            if not d:
-                break
-            h.update(d)
-            n[0] += len(d)
-
-    r = threading.Thread(target=reader, daemon=True)
-    r.start()
-    sock.sendall(out)
-    sock.shutdown(socket.SHUT_WR)
-    r.join(120)
-    assert not r.is_alive(), "kernel side never saw EOF"
-    return h.hexdigest(), n[0]
-
-
 SIZE = 50 * 1000 * 1000
 
 
@@ -146,7 +119,7 @@ def test_passive_open_50mb_both_ways_kernel_closes_first(tunbed):
         s = bed.socket(bed.peer_ns)
         s.settimeout(60)
         s.connect((ENGINE_IP, 5001))
-        got, n = kernel_duplex(s, kernel_out, shut_first=True)
+        got, n = kernel_duplex(s, kernel_out)
         s.close()
         assert n == SIZE
         assert got == hashlib.sha256(engine_out).hexdigest()
@@ -179,7 +152,7 @@ def test_active_open_engine_closes_first(tunbed):
     def kernel_server():
         c, _ = srv.accept()
         c.settimeout(60)
-        result["got"] = kernel_duplex(c, kernel_out, shut_first=False)
+        result["got"] = kernel_duplex(c, kernel_out)
         c.close()
 
     ks = threading.Thread(target=kernel_server, daemon=True)
@@ -275,7 +248,7 @@ def test_transfer_with_5_percent_loss_both_ways(tunbed):
         s = bed.socket(bed.peer_ns)
         s.settimeout(60)
         s.connect((ENGINE_IP, 5004))
-        got, n = kernel_duplex(s, kernel_out, shut_first=True)
+        got, n = kernel_duplex(s, kernel_out)
         s.close()
         assert n == size and got == hashlib.sha256(engine_out).hexdigest()
         assert app.done.wait(90), "engine connection never reached CLOSED"

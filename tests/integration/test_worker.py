@@ -20,19 +20,11 @@ from fpd import tcp, wire
 from fpd.bpf import Steering
 from fpd.stack import ANY, StackConfig
 from fpd.worker import Worker, serve
+from kernelpeer import kernel_duplex, pattern, sha
 
 SIZE = 50 * 1000 * 1000
 ACTIVE_PORT = 61001          # the engine's local port for active opens (reserved below)
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
-
-
-def pattern(n: int, seed: int) -> bytes:
-    block = hashlib.sha256(seed.to_bytes(4, "big")).digest() * 2048  # 64 KiB
-    return (block * (n // len(block) + 1))[:n]
-
-
-def sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
 
 
 class Duplex:
@@ -94,31 +86,6 @@ class Duplex:
             elif self.close_first and not self.shut:
                 c.shutdown(now)
                 self.shut = True
-
-
-def kernel_duplex(sock, out: bytes, timeout: float = 60.0):
-    """Send ``out`` on ``sock`` while reading to EOF, then shut down writing.
-    Returns (sha256 of what was read, its length)."""
-    h = hashlib.sha256()
-    n = [0]
-
-    def reader():
-        while True:
-            d = sock.recv(1 << 20)
-            if not d:
-                break
-            h.update(d)
-            n[0] += len(d)
-
-    r = threading.Thread(target=reader)
-    r.start()
-    try:
-        sock.sendall(out)
-        sock.shutdown(socket.SHUT_WR)
-    finally:
-        r.join(timeout)
-    assert not r.is_alive(), "the kernel side never saw EOF"
-    return h.hexdigest(), n[0]
 
 
 @contextlib.contextmanager
