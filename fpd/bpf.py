@@ -36,6 +36,7 @@ import warnings
 from pathlib import Path
 
 from fpd import libbpf as L
+from fpd import netns
 
 log = logging.getLogger("fpd.bpf")
 
@@ -61,8 +62,6 @@ VETH_NATIVE_MAX_MTU = 3506
 SYSTEM_OBJECT = Path("/usr/lib/fpd/steer.o")
 BPF_CFLAGS = ["-O2", "-g", "-Wall", "-target", "bpf"]
 
-_NS_PATH = "/proc/thread-self/ns/net"
-_CLONE_NEWNET = 0x40000000
 
 
 class XdpError(OSError):
@@ -152,29 +151,19 @@ def _word(err: int) -> str:
 
 
 # --- namespaces ----------------------------------------------------------------------------
-def _ns_ino() -> int:
-    return os.stat(_NS_PATH).st_ino
-
-
 @contextlib.contextmanager
 def _in_ns(ns_fd: int):
     """Run the body in the network namespace behind ``ns_fd`` (calling thread only)."""
-    if os.fstat(ns_fd).st_ino == _ns_ino():
-        yield
-        return
-    own = os.open(_NS_PATH, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if L.setns(ns_fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise XdpError(err, f"cannot enter the network namespace of the attachment: "
-                                f"{_word(err)}")
-        try:
-            yield
-        finally:
-            if L.setns(own, _CLONE_NEWNET) != 0:  # pragma: no cover - cannot really fail
-                raise XdpError(ctypes.get_errno(), "cannot return to the caller's namespace")
+        ctx = netns.inside(ns_fd)
+        ctx.__enter__()
+    except OSError as e:
+        raise XdpError(e.errno, f"cannot enter the network namespace of the attachment: "
+                                f"{_word(e.errno)}") from None
+    try:
+        yield
     finally:
-        os.close(own)
+        ctx.__exit__(None, None, None)
 
 
 def _ifindex(ifname: str, mode: str | None = None) -> int:
@@ -401,7 +390,7 @@ class Steering:
         self._attached = False
         self._closed = False
         self._lock = threading.Lock()
-        self._ns_fd = os.open(_NS_PATH, os.O_RDONLY | os.O_CLOEXEC)
+        self._ns_fd = netns.open_current()
         try:
             self.ifindex = _ifindex(ifname, None if mode == "auto" else mode)
             self.obj_path = str(obj_path) if obj_path is not None else find_object()

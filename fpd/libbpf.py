@@ -313,7 +313,7 @@ lib.bpf_xdp_query_id.restype = c_int
 lib.bpf_xdp_query_id.argtypes = [c_int, c_int, ctypes.POINTER(c_uint32)]
 bpf_xdp_query_id = lib.bpf_xdp_query_id
 
-# --- libc, for formatting libbpf's log messages -----------------------------------------
+# --- libc: formatting libbpf's log messages, namespaces, binding AF_XDP sockets -----------
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 # int vsnprintf(char *str, size_t size, const char *format, va_list ap);
@@ -325,3 +325,9 @@ vsnprintf = libc.vsnprintf
 libc.setns.restype = c_int
 libc.setns.argtypes = [c_int, c_int]
 setns = libc.setns
+
+# int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen);
+# (Python's socket.bind knows no AF_XDP address, so struct sockaddr_xdp goes through here)
+libc.bind.restype = c_int
+libc.bind.argtypes = [c_int, c_char_p, c_uint32]
+bind = libc.bind

@@ -312,7 +312,8 @@ class Connection:
             data = bytes(q)
             q.clear()
         else:
-            data = bytes(q[:max_bytes])
+            with memoryview(q) as qv:          # one copy, not slice + bytes()
+                data = bytes(qv[:max_bytes])
             del q[:max_bytes]
         self._read_done()
         return data
@@ -325,7 +326,8 @@ class Connection:
         mv = memoryview(buf)
         if len(mv) < n:
             n = len(mv)
-        mv[:n] = q[:n]
+        with memoryview(q) as qv:
+            mv[:n] = qv[:n]
         del q[:n]
         self._read_done()
         return n

@@ -15,15 +15,14 @@ Safety rules the class enforces:
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import secrets
 import socket
 import subprocess
-import threading
 
 from pyroute2 import IPRoute, netns
+
+from fpd import netns as fpd_netns
 
 SRV_IP = "10.77.0.1"
 PEER_IP = "10.77.0.2"
@@ -31,44 +30,8 @@ PREFIX = 24
 SRV_IF = "fpd0"
 PEER_IF = "fpd1"
 
-CLONE_NEWNET = 0x40000000
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.setns.restype = ctypes.c_int
-_setns_lock = threading.Lock()
-
-
 class TestBedError(RuntimeError):
     __test__ = False
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise TestBedError(f"setns failed: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def in_netns(name: str):
-    """Run the body with the *calling thread* inside network namespace ``name``.
-
-    Sockets created in the body stay in that namespace after it ends. Only the calling
-    thread moves (network namespaces are per-thread), and it is always moved back.
-    """
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(own)
-    finally:
-        os.close(own)
 
 
 class TestBed:
@@ -190,7 +153,7 @@ class TestBed:
     def inside(self, ns: str):
         """The calling thread runs inside ``ns`` for the body (sockets stay there)."""
         self._check_ns(ns)
-        with in_netns(ns):
+        with fpd_netns.inside_named(ns):
             yield
 
     def socket(self, ns: str, family=socket.AF_INET, type=socket.SOCK_STREAM, proto=0):

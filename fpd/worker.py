@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import dataclasses
 import os
 import select
@@ -65,6 +64,7 @@ import threading
 import time
 
 from . import neigh as _neigh
+from . import netns
 from . import wire
 from .stack import ANY, Stack, StackConfig
 from .wire import MalformedFrame, build_frame_into, parse_frame
@@ -77,37 +77,12 @@ RX_HEADROOM = 256
 ETH_VLAN_HLEN = 18
 
 _ONE = (1).to_bytes(8, sys.byteorder)       # an eventfd increment
-_NS_PATH = "/proc/thread-self/ns/net"
-_CLONE_NEWNET = 0x40000000
 
 
 class WorkerError(RuntimeError):
     """The worker cannot be set up on this interface (no MAC, MTU too large, ...)."""
 
 
-# --- namespaces -------------------------------------------------------------------------
-def _setns(fd: int) -> None:
-    from . import libbpf as _L           # the one place ctypes declarations live
-    if _L.setns(fd, _CLONE_NEWNET) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"setns: {os.strerror(e)}")
-
-
-@contextlib.contextmanager
-def _in_netns(ns_fd: int):
-    """The body runs in the network namespace behind ``ns_fd`` (calling thread only)."""
-    if os.fstat(ns_fd).st_ino == os.stat(_NS_PATH).st_ino:
-        yield
-        return
-    own = os.open(_NS_PATH, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(ns_fd)
-        try:
-            yield
-        finally:
-            _setns(own)
-    finally:
-        os.close(own)
 
 
 # --- the worker --------------------------------------------------------------------------
@@ -175,7 +150,7 @@ class Worker:
         self._neg: dict = {}                       # IP -> until (recently failed)
         self._neigh_sweep = clock() + neigh_ttl
         try:
-            self._ns_fd = os.open(_NS_PATH, os.O_RDONLY | os.O_CLOEXEC)
+            self._ns_fd = netns.open_current()
             try:
                 ifindex, mac, mtu = _neigh.iface_info(ifname)
             except _neigh.NeighError as e:
@@ -537,7 +512,7 @@ class Worker:
         """Next-hop MAC for ``ip`` from the kernel, in the worker's namespace. Raises
         NeighError; a route through another interface is ``_NoRoute``."""
         self.neigh_lookups += 1
-        with _in_netns(self._ns_fd):
+        with netns.inside(self._ns_fd):
             try:
                 oif, gw, _src = _neigh.route_get(ip)
             except _neigh.NeighError as e:

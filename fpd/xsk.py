@@ -33,7 +33,6 @@ simulated rings. need_wakeup policy:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import mmap
@@ -43,6 +42,7 @@ import socket
 import struct
 import time
 
+from . import libbpf as _L
 from . import umem as _u
 from .umem import (APP, KRX, KTX, SOL_XDP, AF_XDP, ConsumerRing, ProducerRing, Umem,
                    FrameError)
@@ -69,10 +69,6 @@ ETHTOOL_GCHANNELS = 0x0000003C
 ETHTOOL_CHANNELS = struct.Struct("=9I")
 IFNAMSIZ = 16
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-# int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen);
-_libc.bind.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-_libc.bind.restype = ctypes.c_int
 
 
 class XskError(OSError):
@@ -427,7 +423,7 @@ class XskSocket(XskRings):
         while True:
             flags = tries[i]
             sa = SOCKADDR_XDP.pack(AF_XDP, flags, self.ifindex, self.queue, 0)
-            if _libc.bind(fd, sa, len(sa)) == 0:
+            if _L.bind(fd, sa, len(sa)) == 0:
                 break
             e = ctypes.get_errno()
             if e == errno.EOPNOTSUPP and i + 1 < len(tries):

@@ -16,9 +16,8 @@ from pyroute2 import IPRoute
 
 from fpd import wire
 from fpd.stack import Stack, StackConfig
-from fpd import tcp
 from fpd.tun import EngineOverTun, TunDevice
-from kernelpeer import kernel_duplex, pattern
+from kernelpeer import Duplex, kernel_duplex, pattern
 
 ENGINE_IP = "10.77.0.50"
 KERNEL_IP = "10.77.0.2"
@@ -38,65 +37,9 @@ def tunbed(testbed):
         tun.close()
 
 
-class Sink:
-    """Engine-side app: hashes what it receives, sends ``out`` bytes, closes after EOF."""
-
-    def __init__(self, out: bytes, close_first: bool = False):
-        self.out = memoryview(out)
-        self.sent = 0
-        self.rx = hashlib.sha256()
-        self.rx_bytes = 0
-        self.conn = None
-        self.eof = False
-        self.closed = False
-        self.reset = False
-        self.close_first = close_first
-        self.shut = False
-        self.done = threading.Event()
-        self.states = []
-
-    def attach(self, conn):
-        self.conn = conn
-
-    def pump(self, now):
-        c = self.conn
-        if c is None:
-            return
-        while c.readable:
-            data = c.recv(1 << 20)
-            if not data:
-                break
-            self.rx.update(data)
-            self.rx_bytes += len(data)
-        while self.sent < len(self.out):
-            n = c.send(self.out[self.sent:self.sent + 65536], now)
-            if not n:
-                break
-            self.sent += n
-        if self.sent == len(self.out) and not self.closed:
-            if self.eof:
-                c.close(now)
-                self.closed = True
-            elif self.close_first and not self.shut:
-                c.shutdown(now)  # half-close: our FIN goes first, we still read
-                self.shut = True
-
-
-def run_engine(tun, stack, app, until, listen=None):
-    def on_events(runner, evs, now):
-        for ev in evs:
-            kind = ev[0]
-            if kind == tcp.EV_ACCEPTED:
-                app.attach(ev[2])
-            elif kind == tcp.EV_PEER_CLOSED:
-                app.eof = True
-            elif kind in (tcp.EV_RESET, tcp.EV_TIMED_OUT, tcp.EV_REFUSED):
-                app.reset = True
-            elif kind == tcp.EV_CLOSED:
-                app.done.set()
-        app.pump(now)
-
-    runner = EngineOverTun(stack, tun, on_events)
+def run_engine(tun, stack, app, until):
+    """The engine pumping the TUN device in a thread, ``app`` (a Duplex) handling events."""
+    runner = EngineOverTun(stack, tun, app)
     t = threading.Thread(target=runner.run, kwargs={"until": until, "max_seconds": 200},
                          daemon=True)
     t.start()
@@ -113,7 +56,7 @@ def test_passive_open_50mb_both_ways_kernel_closes_first(tunbed):
     stack.listen(wire.ip_to_bytes(ENGINE_IP), 5001)
     engine_out = pattern(SIZE, 1)
     kernel_out = pattern(SIZE, 2)
-    app = Sink(engine_out)
+    app = Duplex(engine_out)
     runner, t = run_engine(tun, stack, app, until=lambda: app.done.is_set())
     try:
         s = bed.socket(bed.peer_ns)
@@ -126,7 +69,7 @@ def test_passive_open_50mb_both_ways_kernel_closes_first(tunbed):
         assert app.done.wait(60), "engine connection never reached CLOSED"
         assert app.rx_bytes == SIZE
         assert app.rx.hexdigest() == hashlib.sha256(kernel_out).hexdigest()
-        assert not app.reset
+        assert app.error is None
         # really MTU-sized segments through the TUN device, not some offload shortcut
         assert runner.packets_in > SIZE // 1500 and runner.packets_out > SIZE // 1500
     finally:
@@ -146,7 +89,7 @@ def test_active_open_engine_closes_first(tunbed):
     size = 5 * 1000 * 1000
     engine_out = pattern(size, 3)
     kernel_out = pattern(size, 4)
-    app = Sink(engine_out, close_first=True)
+    app = Duplex(engine_out, close_first=True)
     result = {}
 
     def kernel_server():
@@ -161,7 +104,7 @@ def test_active_open_engine_closes_first(tunbed):
         return app.done.is_set()
 
     conn = stack.connect(time.monotonic(), wire.ip_to_bytes(ENGINE_IP), 40001, wire.ip_to_bytes(KERNEL_IP), port)
-    app.attach(conn)
+    app.conn = conn
     runner, t = run_engine(tun, stack, app, until)
     try:
         ks.join(60)
@@ -182,7 +125,7 @@ def test_handshake_options_seen_by_kernel(tunbed):
     bed, tun = tunbed
     stack = Stack(isn_key=os.urandom(16), config=StackConfig(time_wait=0.5))
     stack.listen(wire.ip_to_bytes(ENGINE_IP), 5003)
-    app = Sink(b"")
+    app = Duplex(b"")
     runner, t = run_engine(tun, stack, app, until=lambda: app.done.is_set())
     try:
         s = bed.socket(bed.peer_ns)
@@ -208,7 +151,7 @@ def test_handshake_options_seen_by_kernel(tunbed):
 def test_kernel_connect_to_closed_port_is_refused(tunbed):
     bed, tun = tunbed
     stack = Stack(isn_key=os.urandom(16), config=StackConfig())
-    app = Sink(b"")
+    app = Duplex(b"")
     stop = threading.Event()
     runner, t = run_engine(tun, stack, app, until=stop.is_set)
     try:
@@ -242,7 +185,7 @@ def test_transfer_with_5_percent_loss_both_ways(tunbed):
     size = 4 * 1000 * 1000
     engine_out = pattern(size, 5)
     kernel_out = pattern(size, 6)
-    app = Sink(engine_out)
+    app = Duplex(engine_out)
     runner, t = run_engine(tun, stack, app, until=lambda: app.done.is_set())
     try:
         s = bed.socket(bed.peer_ns)

@@ -20,72 +20,11 @@ from fpd import tcp, wire
 from fpd.bpf import Steering
 from fpd.stack import ANY, StackConfig
 from fpd.worker import Worker, serve
-from kernelpeer import kernel_duplex, pattern, sha
+from kernelpeer import Duplex, kernel_duplex, pattern, sha
 
 SIZE = 50 * 1000 * 1000
 ACTIVE_PORT = 61001          # the engine's local port for active opens (reserved below)
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
-
-
-class Duplex:
-    """Engine-side app for one connection: sends ``out``, hashes what it receives.
-
-    ``close_first``: half-close (shutdown) once everything is queued, close after the
-    peer's EOF. Otherwise: wait for the peer's EOF, then close."""
-
-    def __init__(self, out: bytes, close_first: bool = False):
-        self.out = memoryview(out)
-        self.sent = 0
-        self.rx = hashlib.sha256()
-        self.rx_bytes = 0
-        self.conn = None
-        self.eof = False
-        self.close_first = close_first
-        self.shut = False
-        self.closed = False
-        self.error = None
-        self.info = None
-        self.connected = threading.Event()
-        self.done = threading.Event()
-
-    def __call__(self, w, evs, now):
-        for ev in evs:
-            kind = ev[0]
-            if kind == tcp.EV_ACCEPTED:
-                self.conn = ev[2]
-                self.connected.set()
-            elif kind == tcp.EV_CONNECTED:
-                self.connected.set()
-            elif kind == tcp.EV_PEER_CLOSED:
-                self.eof = True
-            elif kind in (tcp.EV_RESET, tcp.EV_TIMED_OUT, tcp.EV_REFUSED):
-                self.error = kind
-            elif kind == tcp.EV_CLOSED:
-                self.done.set()
-        self.pump(now)
-
-    def pump(self, now):
-        c = self.conn
-        if c is None or self.closed or self.error:
-            return
-        if self.info is None and c.state == tcp.ESTABLISHED:
-            self.info = c.info()
-        while c.readable:
-            data = c.recv(1 << 20)
-            self.rx.update(data)
-            self.rx_bytes += len(data)
-        while self.sent < len(self.out):
-            n = c.send(self.out[self.sent:self.sent + 65536], now)
-            if not n:
-                break
-            self.sent += n
-        if self.sent == len(self.out):
-            if self.eof:
-                c.close(now)
-                self.closed = True
-            elif self.close_first and not self.shut:
-                c.shutdown(now)
-                self.shut = True
 
 
 @contextlib.contextmanager
