@@ -121,7 +121,7 @@ __all__ = [
 
 # --- identity ----------------------------------------------------------------------------
 MAGIC = b"FPD-SHM\x00"
-VERSION = 1
+VERSION = 2                 # 2: slot control carries the connection's addresses
 
 PAGE = 4096                 # layout alignment (fixed, so the layout is machine-independent)
 LINE = 64                   # cache line: each shared word group owns one
@@ -183,12 +183,17 @@ RECORD = struct.Struct("=IHHQ")
 Record = namedtuple("Record", "slot kind gen arg")
 
 # struct fpd_slot_ctl {                 /* 128 bytes */
-#     u32 state; u32 gen; i32 error; u32 reserved; u8 pad[48];     /* +0  daemon line */
+#     u32 state; u32 gen; i32 error; u32 reserved;                 /* +0  daemon line */
+#     u8 laddr[4]; u16 lport; u8 raddr[4]; u16 rport; u8 pad[36];  /* +16 (network order
+#                                        addresses and ports, set before the slot is announced) */
 #     u32 c_flags; u32 c_gen; u8 pad[56];                          /* +64 client line */
 # };
-SLOT_CTL = struct.Struct("=IIiI48xII56x")
-SlotCtlFields = namedtuple("SlotCtlFields", "state gen error reserved c_flags c_gen")
+SLOT_CTL = struct.Struct("=IIiI4sH4sH36xII56x")
+SlotCtlFields = namedtuple("SlotCtlFields", "state gen error reserved laddr lport raddr "
+                                            "rport c_flags c_gen")
 CTL_DAEMON = struct.Struct("=IIiI")     # +0
+CTL_ADDRS = struct.Struct("!4sH4sH")    # +16 (network order)
+CTL_ADDRS_OFF = 16
 CTL_CLIENT = struct.Struct("=II")       # +64
 CTL_CLIENT_OFF = 64
 
@@ -883,7 +888,8 @@ class SlotControl:
         if daemon:
             self._gen = (gen or 0) & U32
             self._state, self._error = S_FREE, 0
-            mv[off:off + SLOT_CTL.size] = SLOT_CTL.pack(S_FREE, self._gen, 0, 0, 0, 0)
+            mv[off:off + SLOT_CTL.size] = SLOT_CTL.pack(S_FREE, self._gen, 0, 0, b"\0" * 4, 0,
+                                                         b"\0" * 4, 0, 0, 0)
         else:
             self._state = self._gen = self._error = None
 
@@ -896,6 +902,17 @@ class SlotControl:
             raise ShmError("only the daemon sets a slot's state")
         self._state, self._error = state, error
         CTL_DAEMON.pack_into(self._mv, self._off, state, self._gen, error, 0)
+
+    def set_addrs(self, laddr: bytes, lport: int, raddr: bytes, rport: int) -> None:
+        """The connection's addresses (4-byte network-order addresses, int ports)."""
+        if not self.daemon:
+            raise ShmError("only the daemon sets a slot's addresses")
+        CTL_ADDRS.pack_into(self._mv, self._off + CTL_ADDRS_OFF, laddr, lport, raddr, rport)
+
+    def addrs(self) -> tuple:
+        """``(laddr, lport, raddr, rport)`` as the daemon wrote them (any value is
+        well-formed: 4 bytes and a port)."""
+        return CTL_ADDRS.unpack_from(self._mv, self._off + CTL_ADDRS_OFF)
 
     def client(self) -> tuple:
         """``(c_flags, c_gen)`` from the client line, checked (daemon side)."""

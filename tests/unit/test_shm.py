@@ -107,7 +107,8 @@ def _hdr(**changes) -> bytes:
 
 @pytest.mark.parametrize("header,size,match", [
     (_hdr(magic=b"NOT-FPD\x00"), SMALL.region_size, "magic"),
-    (_hdr(version=2), SMALL.region_size, "version 2, this library speaks version 1"),
+    (_hdr(version=shm.VERSION + 1), SMALL.region_size,
+     f"version {shm.VERSION + 1}, this library speaks version {shm.VERSION}"),
     (_hdr(version=0), SMALL.region_size, "version 0"),
     (_hdr(record_size=32), SMALL.region_size, "structure sizes"),
     (_hdr(rx_size=100), SMALL.region_size, "invalid geometry"),
