@@ -68,6 +68,805 @@ def recv_msg(sock: socket.socket, maxfds: int = 0):
     return obj, fds
 
 
+# --- the service ---------------------------------------------------------------------------
+import collections
+import errno as _errno
+import logging
+import os
+import select
+import time
+
+from . import shm as _shm
+from . import tcp as _tcp
+from . import wire as _wire
+from .shm import (NO_SLOT, OP_ABORT, OP_CLOSE, OP_KICK, OP_SHUTDOWN, S_CLOSED,
+                  S_CONNECTING, S_ESTABLISHED, S_LISTENING, ShmCorrupt)
+
+log = logging.getLogger("fpd.worker")
+
+_ERRNO_OF = {ConnectionResetError: _errno.ECONNRESET, TimeoutError: _errno.ETIMEDOUT,
+             ConnectionRefusedError: _errno.ECONNREFUSED}
+SOCKOPTS = ("nodelay", "keepalive", "rcvbuf", "sndbuf")
+MAX_SLOTS_PER_CLIENT = 65536
+EVENT_BACKLOG_LIMIT = 5.0          # seconds a client's event ring may stay full
+SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
+
+
+class ControlError(Exception):
+    """A request the worker refuses: carries the errno the client raises."""
+
+    def __init__(self, err: int, text: str):
+        super().__init__(text)
+        self.errno = err
+
+
+class _Entry:
+    """One slot of one client: a connection or a listener."""
+
+    __slots__ = ("client", "slot", "gen", "conn", "listener", "ends", "tx_pending",
+                 "rx_blocked", "peer_fin", "eof_set", "closing", "shut_wr", "done",
+                 "opts", "armed")
+
+    def __init__(self, client, slot, gen, ends):
+        self.client = client
+        self.slot = slot
+        self.gen = gen
+        self.ends = ends               # shm.Slot (daemon side)
+        self.conn = None
+        self.listener = None
+        self.tx_pending = False        # look at the TX ring
+        self.rx_blocked = False        # engine holds bytes the RX ring had no room for
+        self.peer_fin = False
+        self.eof_set = False
+        self.closing = False           # OP_CLOSE: drain TX, then conn.close
+        self.shut_wr = False           # OP_SHUTDOWN(WR): drain TX, then conn.shutdown
+        self.done = False              # slot announced CLOSED; nothing more happens here
+        self.opts = {}
+        self.armed = False
+
+
+class _Client:
+    __slots__ = ("id", "sock", "cred", "region", "app_bell", "daemon_bell", "entries",
+                 "free", "next_gen", "pending", "full_since", "touched", "dead", "nslots",
+                 "events", "commands", "accepted", "connects")
+
+    def __init__(self, cid, sock, cred, region, app_bell, daemon_bell):
+        self.id = cid
+        self.sock = sock
+        self.cred = cred
+        self.region = region
+        self.app_bell = app_bell
+        self.daemon_bell = daemon_bell
+        self.events = region.events
+        self.commands = region.commands
+        self.nslots = region.layout.nslots
+        self.entries: dict[int, _Entry] = {}
+        self.free: list[int] = []          # released slot numbers (reused LIFO)
+        self.next_gen = 1
+        self.pending = collections.deque()     # events that found the ring full
+        self.full_since = None
+        self.touched = False
+        self.dead = False
+        self.accepted = 0
+        self.connects = 0
+
+
+class Service:
+    """Serves the clients of one :class:`fpd.worker.Worker` (see docs/DAEMON.md).
+
+    It rides on the worker's loop: ``worker.app`` receives the engine's events, the loop
+    polls the clients' control sockets and daemon bells, ``iter_hook`` moves bytes
+    between the clients' rings and the engine, ``sleep_hook`` arms the rings' wake-ups.
+    """
+
+    def __init__(self, worker, cfg: WorkerConfig, *, neigh_lookup=None):
+        self.w = worker
+        self.stack = worker.stack
+        self.cfg = cfg
+        self.ports = set(int(p) for p in cfg.ports)
+        self.addr = _wire.ip_to_bytes(cfg.addr) if cfg.addr else None
+        self.local_ports = list(cfg.local_ports)
+        self._lp_next = 0
+        self.clients: dict[int, _Client] = {}
+        self._next_cid = 1
+        self.by_conn: dict = {}              # engine Connection -> _Entry
+        self.by_listener: dict = {}          # engine Listener -> _Entry
+        self.listening: dict = {}            # (addr bytes, port) -> _Entry
+        self.dirty: set = set()              # entries whose TX ring must be looked at
+        self.blocked: set = set()            # entries with rx_blocked
+        self._armed: list = []
+        self.counters = collections.Counter()
+        self._neigh_lookup = neigh_lookup
+        worker.app = self._on_events
+        worker.iter_hook = self._step
+        worker.sleep_hook = self._may_sleep
+        worker.wake_hook = self._woke
+
+    # -- clients ---------------------------------------------------------------------------
+    def adopt(self, sock: socket.socket, attach: dict, cred: dict) -> None:
+        """A client's control connection (its ``attach`` already read by the supervisor)."""
+        try:
+            lay = _shm.Layout(nslots=_int(attach, "slots", 1024, 1, MAX_SLOTS_PER_CLIENT),
+                              rx_size=_int(attach, "rx_size", 262144, 4096, 1 << 26),
+                              tx_size=_int(attach, "tx_size", 262144, 4096, 1 << 26))
+        except (ControlError, ValueError) as e:
+            self._reply_err(sock, e)
+            sock.close()
+            return
+        region = app_bell = daemon_bell = None
+        try:
+            region = _shm.Region.create(lay, name=f"fpd-q{self.cfg.queue}-client")
+            app_bell = _shm.Doorbell()
+            daemon_bell = _shm.Doorbell()
+            cid = self._next_cid
+            self._next_cid += 1
+            c = _Client(cid, sock, dict(cred or {}), region, app_bell, daemon_bell)
+            c.free = list(range(lay.nslots - 1, -1, -1))
+            sock.setblocking(False)
+            send_msg(sock, {"ok": True, "queue": self.cfg.queue, "mss": self.w.mss,
+                            "generation": region.generation, "slots": lay.nslots,
+                            "rx_size": lay.rx_size, "tx_size": lay.tx_size,
+                            "workers": self.cfg.nqueues,
+                            "local_addr": self._local_addr_str()},
+                     [region.fd, app_bell.fd, daemon_bell.fd])
+        except OSError as e:
+            log.warning("attach from %s failed: %s", cred, e)
+            for o in (region, app_bell, daemon_bell):
+                if o is not None:
+                    o.close()
+            sock.close()
+            return
+        self.clients[cid] = c
+        self.w.add_reader(sock.fileno(), lambda now, c=c: self._on_control(c, now))
+        self.w.add_reader(daemon_bell.fd, lambda now, c=c: c.daemon_bell.drain())
+        self.counters["clients_attached"] += 1
+        log.info("client %d attached (pid %s uid %s): %d slots", cid, c.cred.get("pid"),
+                 c.cred.get("uid"), lay.nslots)
+
+    def _local_addr_str(self):
+        return self.cfg.addr or None
+
+    def drop(self, c: _Client, why: str, now: float | None = None) -> None:
+        """Forget a client: reset its connections, close its listeners and memory."""
+        if c.dead:
+            return
+        c.dead = True
+        now = self.w.clock() if now is None else now
+        log.info("client %d dropped: %s", c.id, why)
+        self.counters["clients_dropped"] += 1
+        for e in list(c.entries.values()):
+            self._kill_entry(e, now, reset=True)
+        self.clients.pop(c.id, None)
+        self.w.remove_reader(c.sock.fileno())
+        self.w.remove_reader(c.daemon_bell.fd)
+        c.sock.close()
+        c.app_bell.close()
+        c.daemon_bell.close()
+        c.region.close()
+
+    def _kill_entry(self, e: _Entry, now: float, reset: bool) -> None:
+        if e.listener is not None:
+            self._unlisten(e)
+        elif e.conn is not None:
+            conn = e.conn
+            self._detach(e)
+            if reset:
+                conn.abort(now)
+        self.dirty.discard(e)
+        self.blocked.discard(e)
+        e.done = True
+
+    def _detach(self, e: _Entry) -> None:
+        if e.conn is not None:
+            self.by_conn.pop(e.conn, None)
+            e.conn = None
+
+    # -- control messages ------------------------------------------------------------------
+    def _on_control(self, c: _Client, now: float) -> None:
+        for _ in range(64):
+            if c.dead:
+                return
+            try:
+                msg, _fds = recv_msg(c.sock)
+            except BlockingIOError:
+                return
+            except (ValueError, OSError) as e:
+                self.drop(c, f"bad control message: {e}", now)
+                return
+            if msg is None:
+                self.drop(c, "control connection closed", now)
+                return
+            try:
+                reply = self._request(c, msg, now)
+                reply["ok"] = True
+            except ControlError as e:
+                reply = {"ok": False, "errno": e.errno, "error": str(e)}
+            except (KeyError, TypeError, ValueError) as e:
+                reply = {"ok": False, "errno": _errno.EINVAL, "error": f"bad request: {e}"}
+            if "id" in msg:
+                reply["id"] = msg["id"]
+            try:
+                send_msg(c.sock, reply)
+            except OSError as e:
+                self.drop(c, f"cannot answer: {e}", now)
+                return
+
+    def _reply_err(self, sock, e) -> None:
+        err = getattr(e, "errno", None) or _errno.EINVAL
+        try:
+            send_msg(sock, {"ok": False, "errno": err, "error": str(e)})
+        except OSError:
+            pass
+
+    def _request(self, c: _Client, msg: dict, now: float) -> dict:
+        op = msg.get("op")
+        if op == "listen":
+            return self._listen(c, msg, now)
+        if op == "connect":
+            return self._connect(c, msg, now)
+        if op == "unlisten":
+            e = self._entry(c, msg)
+            if e.listener is None:
+                raise ControlError(_errno.EINVAL, f"slot {e.slot} is not listening")
+            self._close_entry(e, now, announce=False)
+            return {}
+        if op == "setopt":
+            e = self._entry(c, msg)
+            name = msg["name"]
+            if name not in SOCKOPTS:
+                raise ControlError(_errno.ENOPROTOOPT, f"option {name!r} not supported")
+            e.opts[name] = msg["value"]
+            if e.conn is not None:
+                self._apply_opts(e.conn, {name: msg["value"]})
+            return {}
+        if op == "info":
+            e = self._entry(c, msg)
+            if e.conn is None:
+                return {"info": None}
+            return {"info": _jsonable(e.conn.info())}
+        raise ControlError(_errno.EOPNOTSUPP, f"unknown op {op!r}")
+
+    def _entry(self, c: _Client, msg: dict) -> _Entry:
+        slot = msg["slot"]
+        e = c.entries.get(slot) if isinstance(slot, int) else None
+        if e is None or e.done:
+            raise ControlError(_errno.EBADF, f"slot {slot!r} is not in use")
+        return e
+
+    def _alloc(self, c: _Client):
+        if not c.free:
+            return None
+        slot = c.free.pop()
+        gen = c.next_gen
+        c.next_gen = (gen + 1) & 0xFFFFFFFF or 1
+        ends = c.region.open_slot(slot, gen)
+        e = _Entry(c, slot, gen, ends)
+        c.entries[slot] = e
+        return e
+
+    def _free(self, e: _Entry) -> None:
+        c = e.client
+        if c.entries.get(e.slot) is e:
+            del c.entries[e.slot]
+            c.region.close_slot(e.slot)
+            c.free.append(e.slot)
+
+    def _listen(self, c: _Client, msg: dict, now: float) -> dict:
+        port = msg["port"]
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ControlError(_errno.EINVAL, f"bad port {port!r}")
+        if port not in self.ports:
+            raise ControlError(_errno.EACCES, f"port {port} is not steered by this fpd "
+                               f"(ports: {sorted(self.ports)}); start fpd with -p {port}")
+        addr = msg.get("addr") or "0.0.0.0"
+        la = _wire.ip_to_bytes(addr)
+        if la != _tcp_any() and self.addr is not None and la != self.addr:
+            raise ControlError(_errno.EADDRNOTAVAIL,
+                               f"fpd serves {self.cfg.addr}, not {addr}")
+        for (a, p), other in self.listening.items():
+            if p == port and (a == la or a == _tcp_any() or la == _tcp_any()):
+                raise ControlError(_errno.EADDRINUSE,
+                                   f"{addr}:{port} is already listened on (client pid "
+                                   f"{other.client.cred.get('pid')})")
+        e = self._alloc(c)
+        if e is None:
+            raise ControlError(_errno.EMFILE, "no free slot in this client's region")
+        opts = msg.get("opts") or {}
+        over = {k: int(v) for k, v in opts.items() if k in ("rcvbuf", "sndbuf")}
+        try:
+            lst = self.stack.listen(la, port, backlog=int(msg.get("backlog") or 128), **over)
+        except Exception as ex:
+            self._free(e)
+            raise ControlError(_errno.EINVAL, f"listen: {ex}") from None
+        e.listener = lst
+        e.opts = {k: v for k, v in opts.items() if k in SOCKOPTS}
+        self.by_listener[lst] = e
+        self.listening[(la, port)] = e
+        e.ends.ctl.set_addrs(la, port, b"\0\0\0\0", 0)
+        e.ends.ctl.set_state(S_LISTENING)
+        log.info("client %d listens on %s:%d (slot %d)", c.id, addr, port, e.slot)
+        return {"slot": e.slot, "gen": e.gen}
+
+    def _unlisten(self, e: _Entry) -> None:
+        lst = e.listener
+        if lst is None:
+            return
+        e.listener = None
+        self.by_listener.pop(lst, None)
+        for k, v in list(self.listening.items()):
+            if v is e:
+                del self.listening[k]
+        self.stack.unlisten(lst)
+
+    def _route(self, dst: bytes):
+        """(source address) for a connection to ``dst`` through our interface."""
+        if self._neigh_lookup is not None:
+            return self._neigh_lookup(dst)
+        from . import neigh, netns
+        with netns.inside(self.w._ns_fd):
+            try:
+                oif, _gw, src = neigh.route_get(dst)
+            except neigh.NeighError as e:
+                raise ControlError(_errno.ENETUNREACH, str(e)) from None
+        if oif != self.w.ifindex:
+            raise ControlError(_errno.EHOSTUNREACH,
+                               f"the route to {_wire.ip_to_str(dst)} leaves through "
+                               f"another interface, not {self.w.ifname} (fpd's)")
+        return _wire.ip_to_bytes(src) if isinstance(src, str) else src
+
+    def _connect(self, c: _Client, msg: dict, now: float) -> dict:
+        port = msg["port"]
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ControlError(_errno.EINVAL, f"bad port {port!r}")
+        try:
+            dst = _wire.ip_to_bytes(msg["addr"])
+        except (OSError, ValueError, TypeError):
+            raise ControlError(_errno.EINVAL, f"bad address {msg['addr']!r}") from None
+        src = self.addr or self._route(dst)
+        if not src or src == _tcp_any():
+            raise ControlError(_errno.EADDRNOTAVAIL, "no source address for the route")
+        sport = msg.get("bind_port") or 0
+        if sport:
+            if sport not in self.local_ports and sport not in self.ports:
+                raise ControlError(_errno.EADDRNOTAVAIL,
+                                   f"local port {sport} is not steered by this fpd worker")
+            if self.stack.find((src, sport), (dst, port)) is not None:
+                raise ControlError(_errno.EADDRINUSE, f"{sport} -> {msg['addr']}:{port} in use")
+        else:
+            sport = self._pick_port(src, dst, port)
+        e = self._alloc(c)
+        if e is None:
+            raise ControlError(_errno.EMFILE, "no free slot in this client's region")
+        opts = {k: v for k, v in (msg.get("opts") or {}).items() if k in SOCKOPTS}
+        over = {k: int(v) for k, v in opts.items() if k in ("rcvbuf", "sndbuf")}
+        try:
+            conn = self.stack.connect(now, src, sport, dst, port, **over)
+        except Exception as ex:
+            self._free(e)
+            raise ControlError(_errno.EAGAIN, f"connect: {ex}") from None
+        e.conn = conn
+        e.opts = opts
+        self._apply_opts(conn, opts)
+        self.by_conn[conn] = e
+        e.ends.ctl.set_addrs(src, sport, dst, port)
+        e.ends.ctl.set_state(S_CONNECTING)
+        c.connects += 1
+        return {"slot": e.slot, "gen": e.gen, "local": [_wire.ip_to_str(src), sport]}
+
+    def _pick_port(self, src, dst, dport) -> int:
+        lp = self.local_ports
+        n = len(lp)
+        if not n:
+            raise ControlError(_errno.EADDRNOTAVAIL, "this fpd has no local ports for "
+                               "connect (--local-ports)")
+        find = self.stack.find
+        for i in range(n):
+            p = lp[(self._lp_next + i) % n]
+            if find((src, p), (dst, dport)) is None:
+                self._lp_next = (self._lp_next + i + 1) % n
+                return p
+        raise ControlError(_errno.EADDRNOTAVAIL, f"all {n} local ports are in use towards "
+                           f"{_wire.ip_to_str(dst)}:{dport}")
+
+    @staticmethod
+    def _apply_opts(conn, opts: dict) -> None:
+        if "nodelay" in opts:
+            conn.nodelay = bool(opts["nodelay"])
+        if "keepalive" in opts:
+            conn.keepalive = bool(opts["keepalive"])
+
+    # -- events: engine -> clients ---------------------------------------------------------
+    def _post(self, c: _Client, slot: int, kind: int, arg: int = 0, gen: int = 0) -> None:
+        if c.dead:
+            return
+        c.touched = True
+        if c.pending or not c.events.put(slot, kind, arg, gen):
+            c.pending.append((slot, kind, arg, gen))
+
+    def _on_events(self, worker, evs, now) -> None:
+        by_conn = self.by_conn
+        for ev in evs:
+            kind = ev[0]
+            if kind == _tcp.EV_ACCEPTED:
+                self._accepted(ev[1], ev[2], now)
+                continue
+            e = by_conn.get(ev[1])
+            if e is None:
+                continue
+            if kind == _tcp.EV_READABLE:
+                self._deliver(e)
+            elif kind == _tcp.EV_WRITABLE:
+                e.tx_pending = True
+                self.dirty.add(e)
+            elif kind == _tcp.EV_PEER_CLOSED:
+                e.peer_fin = True
+                self._deliver(e)
+            elif kind == _tcp.EV_CONNECTED:
+                e.ends.ctl.set_state(S_ESTABLISHED)
+                self._post(e.client, e.slot, _shm.EV_CONNECTED, 0, e.gen)
+                if e.tx_pending:
+                    self.dirty.add(e)
+            elif kind in (_tcp.EV_RESET, _tcp.EV_TIMED_OUT, _tcp.EV_REFUSED):
+                conn = e.conn
+                err = _ERRNO_OF.get(conn.error, _errno.ECONNABORTED)
+                self._deliver(e)                  # what arrived before the RST stays readable
+                self._detach(e)
+                self._finish(e, err)
+            elif kind == _tcp.EV_CLOSED:
+                self._detach(e)
+                self._finish(e, 0)
+
+    def _accepted(self, lst, conn, now) -> None:
+        le = self.by_listener.get(lst)
+        if le is None or le.client.dead:
+            conn.abort(now)
+            self.counters["accept_orphaned"] += 1
+            return
+        c = le.client
+        e = self._alloc(c)
+        if e is None:
+            conn.abort(now)
+            self.counters["accept_no_slot"] += 1
+            return
+        e.conn = conn
+        self.by_conn[conn] = e
+        e.opts = dict(le.opts)
+        self._apply_opts(conn, e.opts)
+        (la, lp), (ra, rp) = conn.local, conn.remote
+        e.ends.ctl.set_addrs(la, lp, ra, rp)
+        e.ends.ctl.set_state(S_ESTABLISHED)
+        c.accepted += 1
+        self._post(c, e.slot, _shm.EV_ACCEPTED, le.slot, e.gen)
+        if conn.readable or conn.eof:
+            self._deliver(e)
+
+    def _deliver(self, e: _Entry) -> None:
+        """Engine receive buffer -> RX ring (as much as fits), EOF after the last byte."""
+        conn = e.conn
+        if conn is None or e.done or e.eof_set:
+            return
+        rx = e.ends.rx
+        try:
+            n = conn.readable
+            if n:
+                room = rx.writable()
+                if room:
+                    data = conn.recv(room if room < n else n)
+                    rx.write(data)
+                    n -= len(data)
+                if n:
+                    if not e.rx_blocked:
+                        e.rx_blocked = True
+                        self.blocked.add(e)
+                elif e.rx_blocked:
+                    e.rx_blocked = False
+                    self.blocked.discard(e)
+            if not n and (e.peer_fin or conn.eof) and not e.eof_set:
+                e.eof_set = True
+                rx.shutdown()
+            if rx.wake_needed():
+                self._post(e.client, e.slot, _shm.EV_READABLE, 0, e.gen)
+        except ShmCorrupt as ex:
+            self._corrupt(e, ex)
+
+    def _finish(self, e: _Entry, err: int) -> None:
+        """The connection is gone: tell the client (EV_CLOSED), slot state CLOSED."""
+        if e.done:
+            return
+        e.done = True
+        self.dirty.discard(e)
+        self.blocked.discard(e)
+        try:
+            if not e.eof_set:
+                e.eof_set = True
+                e.ends.rx.shutdown()
+            e.ends.ctl.set_state(S_CLOSED, err)
+        except ShmCorrupt:
+            pass
+        self._post(e.client, e.slot, _shm.EV_CLOSED, err, e.gen)
+        if e.closing:                 # the client released it already: reusable now
+            self._free(e)
+
+    def _corrupt(self, e: _Entry, ex: ShmCorrupt) -> None:
+        log.warning("client %d: %s: connection reset", e.client.id, ex)
+        self.counters["shm_corrupt"] += 1
+        now = self.w.clock()
+        if e.conn is not None:
+            conn = e.conn
+            self._detach(e)
+            conn.abort(now)
+        if e.listener is not None:
+            self._unlisten(e)
+        self._finish(e, _errno.EPROTO)
+
+    # -- the per-iteration step: clients -> engine -----------------------------------------
+    def _step(self, now: float) -> int:
+        work = 0
+        for c in list(self.clients.values()):
+            if c.pending:
+                self._flush_pending(c, now)
+            try:
+                recs = c.commands.get_many(256)
+            except ShmCorrupt as ex:
+                self.drop(c, str(ex), now)
+                continue
+            if recs:
+                work += len(recs)
+                self._commands(c, recs, now)
+        if self.blocked:
+            for e in list(self.blocked):
+                self._deliver(e)
+        if self.dirty:
+            dirty, self.dirty = self.dirty, set()
+            for e in dirty:
+                self._drain_tx(e, now)
+                work += 1
+        for c in list(self.clients.values()):
+            if c.touched:
+                c.touched = False
+                try:
+                    if c.events.wake_needed():
+                        c.app_bell.ring()
+                except OSError:
+                    pass
+        return work
+
+    def _flush_pending(self, c: _Client, now: float) -> None:
+        p = c.pending
+        while p and c.events.put(*p[0]):
+            p.popleft()
+            c.touched = True
+        if p:
+            if c.full_since is None:
+                c.full_since = now
+            elif now - c.full_since > EVENT_BACKLOG_LIMIT:
+                self.drop(c, f"event ring full for {EVENT_BACKLOG_LIMIT:g} s", now)
+        else:
+            c.full_since = None
+
+    def _commands(self, c: _Client, recs, now: float) -> None:
+        entries = c.entries
+        for r in recs:
+            e = entries.get(r.slot)
+            if e is None or (e.gen & 0xFFFF) != r.gen:
+                self.counters["stale_commands"] += 1
+                continue
+            op = r.kind
+            if op == OP_KICK:
+                if e.conn is not None:
+                    e.tx_pending = True
+                    self.dirty.add(e)
+                    if e.rx_blocked:
+                        self._deliver(e)
+            elif op == OP_SHUTDOWN:
+                if r.arg in (SHUT_WR, SHUT_RDWR):
+                    e.shut_wr = True
+                    e.tx_pending = True
+                    self.dirty.add(e)
+            elif op == OP_CLOSE:
+                self._close_entry(e, now, announce=True)
+            elif op == OP_ABORT:
+                if e.conn is not None:
+                    conn = e.conn
+                    self._detach(e)
+                    conn.abort(now)
+                e.closing = True
+                if e.listener is not None:
+                    self._unlisten(e)
+                if e.done:
+                    self._free(e)
+                else:
+                    self._finish(e, 0)
+
+    def _close_entry(self, e: _Entry, now: float, announce: bool) -> None:
+        e.closing = True
+        if e.listener is not None:
+            self._unlisten(e)
+            e.done = True
+            if announce:
+                self._post(e.client, e.slot, _shm.EV_CLOSED, 0, e.gen)
+            self._free(e)
+            return
+        if e.done:                      # already announced CLOSED (error or peer went)
+            self._free(e)
+            return
+        e.tx_pending = True
+        self._drain_tx(e, now)
+
+    def _drain_tx(self, e: _Entry, now: float) -> None:
+        """TX ring -> engine send buffer; then the FIN or close the client asked for."""
+        conn = e.conn
+        if conn is None or e.done:
+            return
+        tx = e.ends.tx
+        try:
+            left = 0
+            if e.tx_pending:
+                e.tx_pending = False
+                first, second = tx.peek_view()
+                total = len(first) + len(second)
+                if total:
+                    try:
+                        n = conn.send(first, now) if first else 0
+                        if n == len(first) and second:
+                            n += conn.send(second, now)
+                    except (OSError, ConnectionError):
+                        n = total                # connection dead: the bytes are lost
+                    finally:
+                        first.release()
+                        second.release()
+                    tx.release(n)
+                    left = total - n
+                    if tx.wake_needed():
+                        self._post(e.client, e.slot, _shm.EV_WRITABLE, 0, e.gen)
+                    if left:                     # engine buffer full: EV_WRITABLE resumes
+                        return
+                if tx.at_eof() and not e.shut_wr:
+                    e.shut_wr = True
+            if e.closing:
+                if tx.readable():
+                    e.tx_pending = True
+                    return
+                self._detach(e)
+                unread = e.ends.rx.pending()     # bytes in the RX ring the app never read
+                if unread or conn.readable:
+                    conn.abort(now)              # Linux: close with unread data -> RST
+                    self.counters["close_unread_rst"] += 1
+                else:
+                    conn.close(now)
+                self._finish(e, 0)
+            elif e.shut_wr and not tx.readable():
+                conn.shutdown(now)
+        except ShmCorrupt as ex:
+            self._corrupt(e, ex)
+
+    # -- sleeping --------------------------------------------------------------------------
+    def _may_sleep(self, now: float) -> bool:
+        if self.dirty:
+            return False
+        armed = self._armed
+        for c in self.clients.values():
+            if c.pending:
+                return self._disarm_false()
+            try:
+                if not c.commands.arm(1):
+                    return self._disarm_false()
+            except ShmCorrupt:
+                return self._disarm_false()
+            armed.append(c.commands)
+        for e in self.blocked:
+            try:
+                if not e.ends.rx.arm(1):
+                    return self._disarm_false()
+            except ShmCorrupt:
+                return self._disarm_false()
+            armed.append(e.ends.rx)
+        return True
+
+    def _disarm_false(self) -> bool:
+        self._woke()
+        return False
+
+    def _woke(self) -> None:
+        for end in self._armed:
+            try:
+                end.disarm()
+            except Exception:
+                pass
+        self._armed.clear()
+
+    # -- reporting, stopping ---------------------------------------------------------------
+    def stats(self) -> dict:
+        d = self.w.stats()
+        d["queue"] = self.cfg.queue
+        d["clients"] = len(self.clients)
+        d["slots_in_use"] = sum(len(c.entries) for c in self.clients.values())
+        d["service"] = dict(self.counters)
+        return d
+
+    def conns(self) -> dict:
+        conns, listeners = [], []
+        for c in self.clients.values():
+            for e in c.entries.values():
+                if e.listener is not None:
+                    la, lp = e.listener.addr, e.listener.port
+                    listeners.append({"queue": self.cfg.queue, "slot": e.slot,
+                                      "local": _addr_str(la, lp),
+                                      "owner_pid": c.cred.get("pid"),
+                                      "owner_uid": c.cred.get("uid")})
+        for conn in self.stack.connections():
+            e = self.by_conn.get(conn)
+            i = conn.info()
+            d = {"queue": self.cfg.queue,
+                 "local": _addr_str(*conn.local), "remote": _addr_str(*conn.remote),
+                 "state": conn.state, "slot": e.slot if e else None,
+                 "owner_pid": e.client.cred.get("pid") if e else None,
+                 "owner_uid": e.client.cred.get("uid") if e else None}
+            for k in ("cwnd", "ssthresh", "srtt", "rttvar", "rto", "bytes_in", "bytes_out",
+                      "retransmits", "snd_wnd", "rcv_wnd", "in_flight", "mss", "unread",
+                      "send_queue"):
+                d[k] = _jsonable(i.get(k))
+            conns.append(d)
+        return {"conns": conns, "listeners": listeners}
+
+    def shutdown(self) -> None:
+        """The daemon stops: every client is told (EV_SHUTDOWN), connections reset."""
+        now = self.w.clock()
+        for c in list(self.clients.values()):
+            for e in list(c.entries.values()):
+                if e.conn is not None:
+                    conn = e.conn
+                    self._detach(e)
+                    conn.abort(now)
+                if e.listener is not None:
+                    self._unlisten(e)
+                if not e.done:
+                    e.done = True
+                    try:
+                        e.ends.rx.shutdown()
+                        e.ends.ctl.set_state(S_CLOSED, _errno.ECONNRESET)
+                    except ShmCorrupt:
+                        pass
+            try:
+                c.events.put(NO_SLOT, _shm.EV_SHUTDOWN, 0, 0)
+                c.app_bell.ring()
+            except (ShmCorrupt, OSError):
+                pass
+        self.stack.events()
+        for c in list(self.clients.values()):
+            self.drop(c, "daemon stopping", now)
+
+
+def _int(msg: dict, key: str, default: int, lo: int, hi: int) -> int:
+    v = msg.get(key, default)
+    if v is None:
+        v = default
+    if not isinstance(v, int) or not lo <= v <= hi:
+        raise ControlError(_errno.EINVAL, f"{key} must be an integer in {lo}..{hi}")
+    return v
+
+
+def _tcp_any() -> bytes:
+    return b"\0\0\0\0"
+
+
+def _addr_str(a, p) -> str:
+    return f"{_wire.ip_to_str(a)}:{p}"
+
+
+def _jsonable(v):
+    if isinstance(v, bytes):
+        return _wire.ip_to_str(v) if len(v) == 4 else v.hex()
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, float) and v != v:
+        return None
+    return v
+
+
+# --- the worker process --------------------------------------------------------------------
 def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
     """Run one worker until the supervisor says stop or goes away. Returns an exit code.
 
@@ -84,4 +883,83 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
     - ``{"op":"stop"}`` -> clients told (EV_SHUTDOWN), connections reset, then
       ``{"ok":true}`` and return 0.
     """
-    raise NotImplementedError("written by the lead (in progress)")
+    from .stack import StackConfig
+    from .worker import Worker
+
+    try:
+        sc = StackConfig(**cfg.stack) if cfg.stack else None
+        w = Worker(cfg.ifname, cfg.queue, sc, cfg.isn_key or None, **(cfg.worker or {}))
+    except Exception as e:
+        try:
+            send_msg(chan, {"op": "error", "queue": cfg.queue,
+                            "error": f"worker q{cfg.queue}: {e}"})
+        except OSError:
+            pass
+        return 1
+    svc = Service(w, cfg)
+    state = {"stop": False}
+
+    def on_chan(now):
+        for _ in range(16):
+            try:
+                msg, fds = recv_msg(chan, maxfds=4)
+            except BlockingIOError:
+                return
+            except (OSError, ValueError) as e:
+                log.error("worker q%d: channel: %s", cfg.queue, e)
+                state["stop"] = True
+                w.stop()
+                return
+            if msg is None:                    # the supervisor is gone
+                state["stop"] = True
+                w.stop()
+                return
+            op = msg.get("op")
+            try:
+                if op == "client":
+                    if len(fds) != 1:
+                        raise ValueError("client without exactly one fd")
+                    s = socket.socket(fileno=fds.pop())
+                    svc.adopt(s, msg.get("attach") or {}, msg.get("cred") or {})
+                    continue                   # no reply: the client got its answer
+                elif op == "stats":
+                    reply = {"ok": True, "stats": _jsonable(svc.stats())}
+                elif op == "conns":
+                    reply = {"ok": True, **svc.conns()}
+                elif op == "stop":
+                    state["stop"] = True
+                    w.stop()
+                    return
+                else:
+                    reply = {"ok": False, "errno": _errno.EOPNOTSUPP,
+                             "error": f"unknown op {op!r}"}
+            except Exception as e:
+                reply = {"ok": False, "errno": _errno.EIO, "error": str(e)}
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            send_msg(chan, reply)
+
+    code = 0
+    try:
+        send_msg(chan, {"op": "ready", "queue": cfg.queue, "mss": w.mss,
+                        "bind_mode": w.xsk.bind_mode, "pid": os.getpid()}, [w.fileno()])
+        chan.setblocking(False)
+        w.add_reader(chan.fileno(), on_chan)
+        while not state["stop"]:
+            w.run()
+    except Exception:
+        log.exception("worker q%d crashed", cfg.queue)
+        code = 1
+    finally:
+        try:
+            svc.shutdown()
+        except Exception:
+            log.exception("worker q%d: shutdown", cfg.queue)
+        w.close()
+        try:
+            chan.setblocking(True)
+            send_msg(chan, {"ok": True, "op": "stopped", "queue": cfg.queue})
+        except OSError:
+            pass
+    return code

@@ -143,6 +143,15 @@ class Worker:
         self.max_backlog = 0
         self.rx_csum_partial = 0       # frames whose TCP checksum was CHECKSUM_PARTIAL
         self._calls: collections.deque = collections.deque()
+        # hooks for a service riding on the loop (fpd.control): extra fds to poll, a
+        # per-iteration step, and a veto on sleeping (it arms its shared-memory rings)
+        self._readers: dict = {}                   # fd -> fn(now)
+        self._ready: list = []                     # readers poll() reported
+        self.iter_hook = None                      # fn(now) -> work done (int)
+        self.sleep_hook = None                     # fn(now) -> True: may sleep (armed)
+        self.wake_hook = None                      # fn() after a sleep (disarm)
+        self.reader_interval = 0.001               # busy loop: look at readers this often
+        self._readers_at = 0.0
         self._txq: list = []                       # segments waiting for TX room, in order
         self._macs: dict = {}                      # destination IP -> next-hop MAC
         self._mac_until: dict = {}                 # destination IP -> refresh time
@@ -225,6 +234,31 @@ class Worker:
         except (BlockingIOError, OSError):
             pass
 
+    def add_reader(self, fd: int, fn) -> None:
+        """Also wait for ``fd`` to become readable; then ``fn(now)`` runs in the loop (at
+        the start of the next iteration). While busy, readers are looked at every
+        ``reader_interval`` seconds (one poll() without sleeping)."""
+        self._readers[fd] = fn
+        self._poll.register(fd, select.POLLIN)
+
+    def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None:
+            try:
+                self._poll.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+
+    def _poll_fds(self, ms: int) -> None:
+        readers = self._readers
+        for fd, _ in self._poll.poll(ms):
+            if fd == self._wake_r:
+                try:
+                    os.read(self._wake_r, 8)
+                except BlockingIOError:
+                    pass
+            elif fd in readers:
+                self._ready.append(fd)
+
     def poll_once(self, timeout: float = 0.0) -> int:
         """One loop iteration (see the module docstring). If there is nothing to do it
         first sleeps up to ``timeout`` seconds waiting for frames or a wake-up. Returns
@@ -233,20 +267,35 @@ class Worker:
         if xsk is None:
             raise ValueError("worker is closed")
         self.iterations += 1
-        if timeout > 0 and not self._calls and not xsk.rx.available() and not self._txq:
-            self.sleeps += 1
-            ms = int(timeout * 1000.0 + 0.999)
-            for fd, _ in self._poll.poll(ms):
-                if fd == self._wake_r:
-                    try:
-                        os.read(self._wake_r, 8)
-                    except BlockingIOError:
-                        pass
+        slept = False
+        if timeout > 0 and not self._calls and not xsk.rx.available() and not self._txq \
+                and not self._ready:
+            hook = self.sleep_hook
+            if hook is None or hook(self.clock()):
+                self.sleeps += 1
+                slept = True
+                try:
+                    self._poll_fds(int(timeout * 1000.0 + 0.999))
+                finally:
+                    if self.wake_hook is not None:
+                        self.wake_hook()
         now = self.clock()
+        if not slept and self._readers and now >= self._readers_at:
+            self._readers_at = now + self.reader_interval
+            self._poll_fds(0)
         stack = self.stack
         calls = self._calls
         while calls:
             calls.popleft()(self, now)
+        n_rd = 0
+        if self._ready:
+            ready, self._ready = self._ready, []
+            readers = self._readers
+            for fd in ready:
+                fn = readers.get(fd)
+                if fn is not None:
+                    fn(now)
+                    n_rd += 1
         # ---- RX: the whole burst into the engine, then the frames back to the kernel
         addrs, lens = xsk.rx_burst(self.batch)
         n_rx = len(addrs)
@@ -290,6 +339,14 @@ class Worker:
             n_ev += len(evs)
             if app is not None:
                 app(self, evs, now)
+        hook = self.iter_hook
+        if hook is not None:
+            n_ev += hook(now)
+            evs = stack.events()
+            if evs:
+                n_ev += len(evs)
+                if app is not None:
+                    app(self, evs, now)
         # ---- TX
         if self._parked:
             self._retry_parked(now)
@@ -299,7 +356,7 @@ class Worker:
         if self.umem.ktx:
             xsk.complete()
         xsk.fill()
-        return n_rx + n_tx + n_ev
+        return n_rx + n_tx + n_ev + n_rd
 
     def run(self, until=None, max_seconds: float | None = None) -> None:
         """Loop until ``until()`` is true, :meth:`stop` is called, or ``max_seconds`` pass

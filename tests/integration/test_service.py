@@ -1,0 +1,314 @@
+"""The worker service (fpd/control.py) at the protocol level, the kernel's TCP as peer.
+
+No client library here: the test speaks docs/DAEMON.md itself (control messages, slots,
+command and event rings), so a failure points at the worker, not at the library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from fpd import netns, shm
+from fpd.bpf import Steering
+from fpd.control import WorkerConfig, recv_msg, send_msg, worker_main
+
+PORT = 7100
+LOCAL = list(range(60100, 60108))
+
+
+class RawClient:
+    """A minimal client of one worker: the protocol by hand."""
+
+    def __init__(self, chan, slots=16, rx=65536, tx=65536):
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        send_msg(chan, {"op": "client", "attach": {"slots": slots, "rx_size": rx,
+                                                  "tx_size": tx},
+                        "cred": {"pid": os.getpid(), "uid": 0, "gid": 0}}, [b.fileno()])
+        b.close()
+        self.sock = a
+        a.settimeout(5)
+        reply, fds = recv_msg(a, 4)
+        assert reply["ok"], reply
+        self.region = shm.Region.attach(fds[0])
+        self.app_bell = shm.Doorbell(fds[1])
+        self.daemon_bell = shm.Doorbell(fds[2])
+        self.backlog = []
+
+    def call(self, **msg):
+        send_msg(self.sock, msg)
+        reply, _ = recv_msg(self.sock)
+        return reply
+
+    def kick(self, slot, op=shm.OP_KICK, arg=0):
+        gen = self.region.slot(slot).ctl.read()[1]
+        assert self.region.commands.put(slot, op, arg, gen)
+        if self.region.commands.wake_needed():
+            self.daemon_bell.ring()
+
+    def event(self, kinds, slot=None, timeout=5.0):
+        """Wait for the next event of one of ``kinds`` (for ``slot``)."""
+        deadline = time.monotonic() + timeout
+        ev = self.region.events
+        while True:
+            for i, r in enumerate(self.backlog):
+                if r.kind in kinds and (slot is None or r.slot == slot):
+                    return self.backlog.pop(i)
+            recs = ev.get_many()
+            if recs:
+                self.backlog.extend(recs)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no event {kinds} for slot {slot}; saw {self.backlog}")
+            shm.wait_ready(ev, self.app_bell, timeout=min(left, 0.05))
+
+    def read_all(self, slot, n, timeout=10.0):
+        s = self.region.slot(slot)
+        out = bytearray()
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            got = s.rx.read(n - len(out))
+            if got:
+                out += got
+                if s.rx.wake_needed():
+                    self.kick(slot)
+                continue
+            if s.rx.at_eof():
+                break
+            assert time.monotonic() < deadline, f"read {len(out)} of {n}"
+            self.wait(s.rx)
+        return bytes(out)
+
+    def wait(self, end, want=1):
+        """Arm the ring end and the event ring, sleep on the app bell (short)."""
+        if end.arm(want):
+            try:
+                if self.region.events.arm(1):
+                    try:
+                        self.app_bell.wait(0.05)
+                    finally:
+                        self.region.events.disarm()
+            finally:
+                end.disarm()
+        self.backlog.extend(self.region.events.get_many())
+
+    def write_all(self, slot, data, timeout=10.0):
+        s = self.region.slot(slot)
+        mv = memoryview(data)
+        deadline = time.monotonic() + timeout
+        while mv:
+            n = s.tx.write(mv)
+            if n:
+                mv = mv[n:]
+                self.kick(slot)
+                continue
+            assert time.monotonic() < deadline, f"{len(mv)} bytes left to write"
+            self.wait(s.tx, min(len(mv), s.tx.size // 2))
+
+    def close(self):
+        self.sock.close()
+        self.app_bell.close()
+        self.daemon_bell.close()
+        self.region.close()
+
+
+@contextlib.contextmanager
+def worker(bed, ports=(PORT,), local=LOCAL):
+    """worker_main in a thread inside the server namespace, XDP steering around it."""
+    chan, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    cfg = WorkerConfig(ifname=bed.srv_if, queue=0, nqueues=1, ports=list(ports),
+                       local_ports=list(local), isn_key=os.urandom(16),
+                       stack={"time_wait": 0.5})
+    result = {}
+
+    def body():
+        with netns.inside_named(bed.srv_ns):
+            result["code"] = worker_main(theirs, cfg)
+
+    t = threading.Thread(target=body, daemon=True)
+    with bed.inside(bed.srv_ns):
+        st = Steering(bed.srv_if)
+    try:
+        t.start()
+        chan.settimeout(10)
+        msg, fds = recv_msg(chan, 4)
+        assert msg["op"] == "ready", msg
+        st.set_xsk(0, fds[0])
+        os.close(fds[0])
+        for p in (*ports, *local):
+            st.add_port(p)
+        yield chan
+    finally:
+        with contextlib.suppress(OSError):
+            send_msg(chan, {"op": "stop"})
+        t.join(10)
+        st.close()
+        chan.close()
+        theirs.close()
+    assert not t.is_alive()
+    assert result.get("code") == 0, result
+
+
+def _accept(cl, lslot):
+    r = cl.event({shm.EV_ACCEPTED})
+    assert r.arg == lslot
+    return r.slot
+
+
+def test_listen_accept_echo_close(testbed):
+    data = os.urandom(3 * 1024 * 1024)
+    with worker(testbed) as chan:
+        cl = RawClient(chan)
+        rep = cl.call(op="listen", port=PORT)
+        assert rep["ok"], rep
+        lslot = rep["slot"]
+        peer = testbed.socket(testbed.peer_ns)
+        peer.settimeout(10)
+        peer.connect((testbed.srv_ip, PORT))
+        slot = _accept(cl, lslot)
+        la, lp, ra, rp = cl.region.slot(slot).ctl.addrs()
+        assert (socket.inet_ntoa(la), lp) == (testbed.srv_ip, PORT)
+        assert (socket.inet_ntoa(ra), rp) == peer.getsockname()
+        # peer -> app -> peer, 3 MB, duplex
+        got = bytearray()
+
+        def reader():
+            while len(got) < len(data):
+                b = peer.recv(1 << 16)
+                if not b:
+                    break
+                got.extend(b)
+
+        rt = threading.Thread(target=reader)
+        rt.start()
+        sender = threading.Thread(target=peer.sendall, args=(data,))
+        sender.start()
+        left = len(data)
+        while left:
+            chunk = cl.read_all(slot, min(left, 1 << 16))
+            assert chunk, "EOF too early"
+            cl.write_all(slot, chunk)
+            left -= len(chunk)
+        sender.join(10)
+        rt.join(20)
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+        # peer half-closes: EOF on the RX ring; we close: the peer sees FIN
+        peer.shutdown(socket.SHUT_WR)
+        assert cl.read_all(slot, 1) == b""
+        assert cl.region.slot(slot).rx.at_eof()
+        cl.kick(slot, shm.OP_CLOSE)
+        assert cl.event({shm.EV_CLOSED}, slot).arg == 0
+        assert peer.recv(10) == b""
+        peer.close()
+        cl.close()
+
+
+def test_connect_refused_reset_and_client_death(testbed):
+    with worker(testbed) as chan:
+        cl = RawClient(chan)
+        # refused: nobody listens on the peer's port
+        rep = cl.call(op="connect", addr=testbed.peer_ip, port=9)
+        assert rep["ok"], rep
+        r = cl.event({shm.EV_CONNECTED, shm.EV_CLOSED}, rep["slot"])
+        assert (r.kind, r.arg) == (shm.EV_CLOSED, errno.ECONNREFUSED)
+        cl.kick(rep["slot"], shm.OP_CLOSE)
+        # a kernel listener in the peer namespace
+        lsock = testbed.socket(testbed.peer_ns)
+        lsock.bind((testbed.peer_ip, 8000))
+        lsock.listen()
+        lsock.settimeout(5)
+        rep = cl.call(op="connect", addr=testbed.peer_ip, port=8000)
+        assert rep["ok"] and rep["local"][1] in LOCAL, rep
+        assert cl.event({shm.EV_CONNECTED, shm.EV_CLOSED}, rep["slot"]).kind == \
+            shm.EV_CONNECTED
+        k, addr = lsock.accept()
+        assert addr == (testbed.srv_ip, rep["local"][1])
+        k.sendall(b"hello")
+        assert cl.read_all(rep["slot"], 5) == b"hello"
+        # the kernel resets: EV_CLOSED with ECONNRESET
+        k.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        k.close()
+        r = cl.event({shm.EV_CLOSED}, rep["slot"])
+        assert r.arg == errno.ECONNRESET
+        # another connection; then the client dies: the kernel side sees a reset
+        rep = cl.call(op="connect", addr=testbed.peer_ip, port=8000)
+        assert cl.event({shm.EV_CONNECTED}, rep["slot"])
+        k2, _ = lsock.accept()
+        k2.settimeout(5)
+        cl.close()
+        with pytest.raises(ConnectionResetError):
+            k2.recv(10)
+        k2.close()
+        lsock.close()
+        # errors are answered, not fatal
+        cl2 = RawClient(chan)
+        assert cl2.call(op="listen", port=PORT + 1)["errno"] == errno.EACCES
+        assert cl2.call(op="listen", port=PORT)["ok"]
+        cl3 = RawClient(chan)
+        assert cl3.call(op="listen", port=PORT)["errno"] == errno.EADDRINUSE
+        assert cl3.call(op="bogus")["errno"] == errno.EOPNOTSUPP
+        cl3.close()
+        cl2.close()
+
+
+def test_corrupt_ring_costs_only_that_connection(testbed):
+    with worker(testbed) as chan:
+        good, bad = RawClient(chan), RawClient(chan)
+        lg = good.call(op="listen", port=PORT)["slot"]
+        peers = []
+        for _ in range(2):
+            p = testbed.socket(testbed.peer_ns)
+            p.settimeout(5)
+            p.connect((testbed.srv_ip, PORT))
+            peers.append(p)
+        s1, s2 = _accept(good, lg), _accept(good, lg)
+        # a second client's connection out, then it scribbles on its TX ring header
+        lsock = testbed.socket(testbed.peer_ns)
+        lsock.bind((testbed.peer_ip, 8001))
+        lsock.listen()
+        lsock.settimeout(5)
+        rep = bad.call(op="connect", addr=testbed.peer_ip, port=8001)
+        bad.event({shm.EV_CONNECTED}, rep["slot"])
+        kb, _ = lsock.accept()
+        kb.settimeout(5)
+        bad.region.slot(rep["slot"])                                 # our ends, before
+        lay = bad.region.layout
+        prod_off = lay.slot_ctl(rep["slot"]) + shm.SLOT_TX_HDR      # TX producer index
+        bad.region.mv[prod_off:prod_off + 8] = (10 ** 9).to_bytes(8, "little")
+        bad.kick(rep["slot"])
+        assert bad.event({shm.EV_CLOSED}, rep["slot"]).arg == errno.EPROTO
+        with pytest.raises(ConnectionResetError):
+            kb.recv(10)
+        # the other client's connections still work
+        for p, s in zip(peers, (s1, s2)):
+            p.sendall(b"ping")
+            assert good.read_all(s, 4) == b"ping"
+            good.write_all(s, b"pong")
+            assert p.recv(4) == b"pong"
+        # scribbling over the command ring header drops that client only
+        bad.region.mv[lay.cmd_hdr_off:lay.cmd_hdr_off + 8] = (2 ** 40).to_bytes(8, "little")
+        bad.daemon_bell.ring()
+        deadline = time.monotonic() + 5
+        while bad.sock.recv(100) != b"":
+            assert time.monotonic() < deadline
+        peers[0].sendall(b"again")
+        assert good.read_all(s1, 5) == b"again"
+        stats = None
+        send_msg(chan, {"op": "stats"})
+        stats, _ = recv_msg(chan)
+        assert stats["ok"] and stats["stats"]["service"]["shm_corrupt"] >= 1
+        assert stats["stats"]["clients"] == 1
+        for p in peers:
+            p.close()
+        kb.close()
+        lsock.close()
+        good.close()
+        bad.close()
