@@ -32,6 +32,9 @@ class WorkerConfig:
     isn_key: bytes = b""
     stack: dict = dataclasses.field(default_factory=dict)        # StackConfig overrides
     worker: dict = dataclasses.field(default_factory=dict)       # fpd.worker.Worker kwargs
+    # several queues: AF_UNIX datagram socket fds, per queue (rx_fd, tx_fd), made by the
+    # supervisor before it forks; worker q reads fwd[q][0] and sends to fwd[k][1]
+    fwd: list = dataclasses.field(default_factory=list)
 
 
 def send_msg(sock: socket.socket, obj: dict, fds=()) -> None:
@@ -897,6 +900,10 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
             pass
         return 1
     svc = Service(w, cfg)
+    if cfg.nqueues > 1 and cfg.fwd:
+        rx = socket.socket(fileno=cfg.fwd[cfg.queue][0])
+        tx = {k: socket.socket(fileno=t) for k, (_r, t) in enumerate(cfg.fwd)}
+        w.enable_forwarding(cfg.nqueues, rx, tx)
     state = {"stop": False}
 
     def on_chan(now):

@@ -168,6 +168,10 @@ class Stack:
         self._ca_count = 0
         self._eph = None
         self.stats = Stats()
+        # unmatched(seg) -> True: a segment no connection or listener takes is handled
+        # elsewhere (a worker forwards it to the engine of another queue) instead of
+        # being answered with RST. None: RST, as RFC 9293 says.
+        self.unmatched = None
 
     # ============================================================== public API ====
     def listen(self, addr, port, backlog=128, **overrides):
@@ -386,6 +390,9 @@ class Stack:
             if flags & ACK and not flags & SYN and lst.cookies_recent(now):
                 if self._cookie_ack(lst, seg, now):
                     return
+        hook = self.unmatched
+        if hook is not None and hook(seg):
+            return                      # another engine may own it (several queues)
         self._rst_reply(seg)
 
     def _rst_reply(self, seg):

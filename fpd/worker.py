@@ -59,6 +59,7 @@ import contextlib
 import dataclasses
 import os
 import select
+import socket
 import sys
 import threading
 import time
@@ -234,6 +235,69 @@ class Worker:
         except (BlockingIOError, OSError):
             pass
 
+    # -- several queues: segments that reached the wrong worker --------------------------
+    def enable_forwarding(self, nqueues: int, rx: socket.socket, tx: dict) -> None:
+        """Share one interface's flows between ``nqueues`` workers.
+
+        The NIC (or veth) chooses the queue; it may deliver a connection's segment to a
+        worker that does not own it: the SYN-ACK of a connection another worker opened,
+        or a segment after the peer re-hashed its flow (Linux changes a socket's TX hash
+        after an RTO, which on veth moves the flow to another queue). Such a segment
+        matches nothing in this worker's stack; instead of answering RST the worker passes
+        it (as an IP packet with a 2-byte header: origin queue, hops) to the next worker
+        (``tx[(q+1) % n]``, AF_UNIX datagram sockets); the one that owns it takes it; after
+        ``nqueues - 1`` hops the last one answers RST as usual. Costs nothing for
+        segments that arrive at their owner."""
+        self.nqueues = nqueues
+        self._fwd_rx = rx
+        self._fwd_tx = tx
+        self._fwd_hops = 0
+        self.forwarded_out = self.forwarded_in = self.forward_drops = 0
+        self.stack.unmatched = self._forward
+        rx.setblocking(False)
+        self.add_reader(rx.fileno(), self._forwarded)
+
+    def _forward(self, seg) -> bool:
+        hops = self._fwd_hops + 1
+        if hops >= self.nqueues:
+            return False                       # went round: nobody owns it -> RST
+        if seg.flags & 0x04:                   # RST for nothing: drop silently
+            return False
+        try:
+            pkt = wire.build_packet(seg)
+        except ValueError:
+            return False
+        nxt = (self.queue + 1) % self.nqueues
+        try:
+            self._fwd_tx[nxt].send(bytes((self.queue, hops)) + pkt)
+            self.forwarded_out += 1
+        except OSError:                        # full: the peer will retransmit
+            self.forward_drops += 1
+        return True
+
+    def _forwarded(self, now: float) -> None:
+        rx = self._fwd_rx
+        inp = self.stack.input
+        for _ in range(256):
+            try:
+                data = rx.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            if len(data) < 2:
+                continue
+            try:
+                fr = wire.parse_packet(memoryview(data)[2:], False)
+            except MalformedFrame:
+                continue
+            if fr is None:
+                continue
+            self.forwarded_in += 1
+            self._fwd_hops = data[1]
+            try:
+                inp(fr.seg, now)
+            finally:
+                self._fwd_hops = 0
+
     def add_reader(self, fd: int, fn) -> None:
         """Also wait for ``fd`` to become readable; then ``fn(now)`` runs in the loop (at
         the start of the next iteration). While busy, readers are looked at every
@@ -406,6 +470,10 @@ class Worker:
             "neigh_parked": sum(len(p[3]) for p in list(self._parked.values())),
             "iterations": self.iterations, "sleeps": self.sleeps, "batches": self.batches,
         }
+        if self.stack.unmatched is not None:
+            d["forwarded_out"] = self.forwarded_out
+            d["forwarded_in"] = self.forwarded_in
+            d["forward_drops"] = self.forward_drops
         x = self.xsk
         if x is not None:
             d["kicks"] = x.kicks
