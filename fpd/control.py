@@ -489,35 +489,44 @@ class Service:
     def _on_events(self, worker, evs, now) -> None:
         by_conn = self.by_conn
         for ev in evs:
-            kind = ev[0]
-            if kind == _tcp.EV_ACCEPTED:
-                self._accepted(ev[1], ev[2], now)
-                continue
-            e = by_conn.get(ev[1])
-            if e is None:
-                continue
-            if kind == _tcp.EV_READABLE:
-                self._deliver(e)
-            elif kind == _tcp.EV_WRITABLE:
-                e.tx_pending = True
+            try:
+                self._on_event(ev, by_conn, now)
+            except Exception:
+                e = by_conn.get(ev[-1])
+                if e is None:
+                    raise
+                self._bug(e.client, now)
+
+    def _on_event(self, ev, by_conn, now) -> None:
+        kind = ev[0]
+        if kind == _tcp.EV_ACCEPTED:
+            self._accepted(ev[1], ev[2], now)
+            return
+        e = by_conn.get(ev[1])
+        if e is None:
+            return
+        if kind == _tcp.EV_READABLE:
+            self._deliver(e)
+        elif kind == _tcp.EV_WRITABLE:
+            e.tx_pending = True
+            self.dirty.add(e)
+        elif kind == _tcp.EV_PEER_CLOSED:
+            e.peer_fin = True
+            self._deliver(e)
+        elif kind == _tcp.EV_CONNECTED:
+            e.ends.ctl.set_state(S_ESTABLISHED)
+            self._post(e.client, e.slot, _shm.EV_CONNECTED, 0, e.gen)
+            if e.tx_pending:
                 self.dirty.add(e)
-            elif kind == _tcp.EV_PEER_CLOSED:
-                e.peer_fin = True
-                self._deliver(e)
-            elif kind == _tcp.EV_CONNECTED:
-                e.ends.ctl.set_state(S_ESTABLISHED)
-                self._post(e.client, e.slot, _shm.EV_CONNECTED, 0, e.gen)
-                if e.tx_pending:
-                    self.dirty.add(e)
-            elif kind in (_tcp.EV_RESET, _tcp.EV_TIMED_OUT, _tcp.EV_REFUSED):
-                conn = e.conn
-                err = _ERRNO_OF.get(conn.error, _errno.ECONNABORTED)
-                self._deliver(e)                  # what arrived before the RST stays readable
-                self._detach(e)
-                self._finish(e, err)
-            elif kind == _tcp.EV_CLOSED:
-                self._detach(e)
-                self._finish(e, 0)
+        elif kind in (_tcp.EV_RESET, _tcp.EV_TIMED_OUT, _tcp.EV_REFUSED):
+            conn = e.conn
+            err = _ERRNO_OF.get(conn.error, _errno.ECONNABORTED)
+            self._deliver(e)                  # what arrived before the RST stays readable
+            self._detach(e)
+            self._finish(e, err)
+        elif kind == _tcp.EV_CLOSED:
+            self._detach(e)
+            self._finish(e, 0)
 
     def _accepted(self, lst, conn, now) -> None:
         le = self.by_listener.get(lst)
@@ -603,26 +612,45 @@ class Service:
         self._finish(e, _errno.EPROTO)
 
     # -- the per-iteration step: clients -> engine -----------------------------------------
+    def _bug(self, c: _Client, now: float) -> None:
+        """An unexpected exception while serving ``c``: our bug. Log it, drop that client
+        (its connections are reset), keep serving the others."""
+        log.exception("worker q%d: internal error serving client %d", self.cfg.queue, c.id)
+        self.counters["internal_errors"] += 1
+        try:
+            self.drop(c, "internal error (see the daemon's log)", now)
+        except Exception:
+            log.exception("worker q%d: dropping client %d", self.cfg.queue, c.id)
+
     def _step(self, now: float) -> int:
         work = 0
         for c in list(self.clients.values()):
-            if c.pending:
-                self._flush_pending(c, now)
             try:
-                recs = c.commands.get_many(256)
-            except ShmCorrupt as ex:
-                self.drop(c, str(ex), now)
-                continue
-            if recs:
-                work += len(recs)
-                self._commands(c, recs, now)
+                if c.pending:
+                    self._flush_pending(c, now)
+                try:
+                    recs = c.commands.get_many(256)
+                except ShmCorrupt as ex:
+                    self.drop(c, str(ex), now)
+                    continue
+                if recs:
+                    work += len(recs)
+                    self._commands(c, recs, now)
+            except Exception:
+                self._bug(c, now)
         if self.blocked:
             for e in list(self.blocked):
-                self._deliver(e)
+                try:
+                    self._deliver(e)
+                except Exception:
+                    self._bug(e.client, now)
         if self.dirty:
             dirty, self.dirty = self.dirty, set()
             for e in dirty:
-                self._drain_tx(e, now)
+                try:
+                    self._drain_tx(e, now)
+                except Exception:
+                    self._bug(e.client, now)
                 work += 1
         for c in list(self.clients.values()):
             if c.touched:
@@ -729,6 +757,7 @@ class Service:
             if e.closing:
                 if tx.readable():
                     e.tx_pending = True
+                    self.dirty.add(e)
                     return
                 self._detach(e)
                 unread = e.ends.rx.pending()     # bytes in the RX ring the app never read
