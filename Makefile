@@ -29,7 +29,7 @@ deps:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml | deps
+$(VENV)/.installed: pyproject.toml setup.py fpd/_accel.c | deps
 	$(PYTHON_SYS) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>/dev/null || true
 	$(PY) -m pip install -q -e '.[test]'
@@ -49,4 +49,4 @@ test-fast: venv
 	$(PY) -m pytest tests/unit tests/engine $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) bpf/*.o build *.egg-info
+	rm -rf $(VENV) bpf/*.o build *.egg-info fpd/_accel*.so

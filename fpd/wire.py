@@ -85,6 +85,7 @@ Segment.copy(**changes), Segment.fields().
 """
 
 import ipaddress
+import os
 import struct
 
 FIN = 0x01
@@ -293,16 +294,32 @@ class Frame:
 # zero"). An odd trailing byte is the high byte of a last word padded with zero: shift
 # left by 8.
 
+def _wsum_py(data):
+    """Reference: the buffer as one big-endian integer (odd length: zero-padded word),
+    congruent modulo 0xFFFF to its 16-bit word sum, 0 only for all-zero data."""
+    n = int.from_bytes(data, "big")
+    return n << 8 if len(data) & 1 else n
+
+
+# The optional C accelerator (fpd/_accel.c, built by the normal install) gives the same
+# value modulo 0xFFFF, already folded; FPD_PURE_PYTHON=1 forces the reference.
+try:
+    if os.environ.get("FPD_PURE_PYTHON"):
+        raise ImportError("FPD_PURE_PYTHON set")
+    from ._accel import wsum as _wsum
+    ACCEL = True
+except ImportError:
+    _wsum = _wsum_py
+    ACCEL = False
+
+
 def ones_sum(data, initial=0):
     """Folded 16-bit one's-complement sum of ``data`` plus ``initial`` (not complemented).
 
     ``initial`` is any non-negative partial sum, e.g. ``pseudo_header_sum(...)``.
     Returns 0 only when data and initial are all zero, otherwise 1..0xFFFF.
     """
-    n = int.from_bytes(data, "big")
-    if len(data) & 1:
-        n <<= 8
-    n += initial
+    n = _wsum(data) + initial
     if not n:
         return 0
     return n % 0xFFFF or 0xFFFF
@@ -313,10 +330,7 @@ def checksum(data, initial=0):
 
     Computed over a header whose checksum field holds the right value, the result is 0.
     """
-    n = int.from_bytes(data, "big")
-    if len(data) & 1:
-        n <<= 8
-    n += initial
+    n = _wsum(data) + initial
     if not n:
         return 0xFFFF
     return -n % 0xFFFF
@@ -353,9 +367,7 @@ def tcp_checksum_state(src, dst, tcp_bytes):
 
 def _tcp_csum_state(buf, l4, tend, addr_sum, field):
     tlen = tend - l4
-    n = int.from_bytes(buf[l4:tend], "big")
-    if tlen & 1:
-        n <<= 8
+    n = _wsum(buf[l4:tend])
     ph = addr_sum + IPPROTO_TCP + tlen
     if not (n + ph) % 0xFFFF:  # n + ph > 0 always (proto), so remainder 0 == folded 0xFFFF
         return CSUM_COMPLETE
@@ -583,9 +595,7 @@ def _l3_headers(seg, ttl, ip_id, df, tos):
     if tot > 0xFFFF:
         raise ValueError(f"segment too large for IPv4: {tot} bytes")
     addr_sum = int.from_bytes(src, "big") + int.from_bytes(dst, "big")
-    psum = int.from_bytes(payload, "big")
-    if plen & 1:
-        psum <<= 8
+    psum = _wsum(payload)
     sport = seg.sport
     dport = seg.dport
     seq = seg.seq

@@ -1,0 +1,65 @@
+"""The optional C accelerator gives the same results as the pure-Python reference."""
+
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from fpd import wire
+
+
+
+
+
+def test_accel_is_built_by_the_install():
+    # the normal install (make / pip install -e) compiles it; a silent fallback would
+    # hide a broken build, so the suite insists unless FPD_PURE_PYTHON is set on purpose
+    from fpd import _accel  # noqa: F401
+    assert wire.ACCEL
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_wsum_matches_reference(seed):
+    from fpd._accel import wsum
+    rnd = random.Random(seed)
+    for n in list(range(0, 40)) + [rnd.randrange(0, 9000) for _ in range(30)]:
+        kind = rnd.randrange(3)
+        data = bytes(n) if kind == 0 else b"\xff" * n if kind == 1 else rnd.randbytes(n)
+        ref = wire._wsum_py(data)
+        got = wsum(data)
+        assert 0 <= got <= 0xFFFF
+        assert got % 0xFFFF == ref % 0xFFFF and (got == 0) == (ref == 0), (n, got, ref)
+        mv = memoryview(bytearray(data))[1:]                 # views, offsets
+        assert wsum(mv) % 0xFFFF == wire._wsum_py(mv) % 0xFFFF
+
+
+def test_frames_identical_with_and_without_accel():
+    """Build and parse frames in a pure-Python interpreter and here: same bytes."""
+    code = r'''
+import os, random, sys
+from fpd import wire
+rnd = random.Random(7)
+out = []
+for i in range(300):
+    n = rnd.randrange(0, 1461)
+    seg = wire.Segment(b"\x0a\x4d\x00\x01", b"\x0a\x4d\x00\x02", rnd.randrange(1, 65536),
+                       rnd.randrange(1, 65536), rnd.getrandbits(32), rnd.getrandbits(32),
+                       0x18, rnd.randrange(65536), 0, None, None, False,
+                       rnd.getrandbits(32) if i % 2 else None, rnd.getrandbits(32), (),
+                       rnd.randbytes(n))
+    f = wire.build_frame(b"\x02" * 6, b"\x04" * 6, seg)
+    fr = wire.parse_frame(f)
+    assert fr.csum == wire.CSUM_COMPLETE
+    out.append(f.hex())
+sys.stdout.write(str(wire.ACCEL) + "\n" + "\n".join(out))
+'''
+    env = dict(os.environ)
+    pure = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**env, "FPD_PURE_PYTHON": "1"}, check=True).stdout
+    env.pop("FPD_PURE_PYTHON", None)
+    fast = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=True).stdout
+    assert pure.split("\n", 1)[0] == "False" and fast.split("\n", 1)[0] == "True"
+    assert pure.split("\n", 1)[1] == fast.split("\n", 1)[1]
