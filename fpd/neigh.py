@@ -21,6 +21,11 @@ table until the entry is usable, has failed, or ``timeout`` has passed.
 
 Addresses may be given as dotted strings or 4-byte ``bytes`` (fpd.wire's form). Every
 failure raises ``NeighError`` naming the address or interface.
+
+pyroute2 (0.9) opens its netlink socket per thread, in the network namespace that thread
+is in when it first uses the handle: a handle made in one namespace but used from another
+thread answers from that thread's namespace. Create the handle in the thread that uses
+it, or switch the thread's namespace around each call as ``fpd.worker`` does.
 """
 
 from __future__ import annotations
