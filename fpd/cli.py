@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import shutil
 import socket
 import sys
+import time
 
 import click
 
@@ -129,6 +131,511 @@ def xdp_detach(iface):
     except XdpError as e:
         raise click.ClickException(str(e))
     click.echo(f"{iface}: {'XDP program removed' if removed else 'nothing was attached'}")
+
+
+# --- the daemon -------------------------------------------------------------------------
+def _default_socket() -> str:
+    from fpd.daemon import DEFAULT_SOCKET
+    return DEFAULT_SOCKET
+
+
+def _socket_option(f):
+    return click.option(
+        "--socket", "socket_path", envvar="FPD_SOCKET", default=_default_socket,
+        show_default="$FPD_SOCKET, else /run/fpd/fpd.sock",
+        type=click.Path(dir_okay=False, readable=False),
+        help="The daemon's control socket (its pid, state and log files sit next to it).")(f)
+
+
+class NotRunning(click.ClickException):
+    exit_code = 3
+
+
+def _connect(path: str, timeout: float) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except FileNotFoundError:
+        s.close()
+        raise NotRunning(f"fpd is not running (no socket at {path})")
+    except ConnectionRefusedError:
+        s.close()
+        raise NotRunning(f"fpd is not running (stale socket {path}: the daemon died; "
+                         f"`fpd stop --force -i IFACE` cleans up)")
+    except PermissionError:
+        s.close()
+        who = ""
+        try:
+            st = os.stat(path)
+            import grp
+            import pwd
+            owner = pwd.getpwuid(st.st_uid).pw_name
+            group = grp.getgrgid(st.st_gid).gr_name
+            who = f" (mode {st.st_mode & 0o777:04o}, owner {owner}:{group})"
+        except (OSError, KeyError):
+            pass
+        raise click.ClickException(f"permission denied on {path}{who}: run as root or as a "
+                                   f"member of the socket's group (fpd start --group G)")
+    except OSError as e:
+        s.close()
+        raise click.ClickException(f"cannot connect to fpd at {path}: {e.strerror or e}")
+    return s
+
+
+def _ask(path: str, msg: dict, timeout: float = 10.0) -> dict:
+    """One request to the supervisor, its reply (an error reply is a ClickException)."""
+    from fpd.control import recv_msg, send_msg
+    s = _connect(path, timeout)
+    try:
+        try:
+            send_msg(s, msg)
+            reply, _ = recv_msg(s)
+        except (TimeoutError, socket.timeout):
+            raise click.ClickException(f"fpd at {path} did not answer {msg['op']} within "
+                                       f"{timeout:.0f} s")
+        except (OSError, ValueError) as e:
+            raise click.ClickException(f"talking to fpd at {path}: {e}")
+    finally:
+        s.close()
+    if reply is None:
+        raise click.ClickException(f"fpd at {path} closed the connection without answering "
+                                   f"{msg['op']}")
+    if not reply.get("ok"):
+        raise click.ClickException(f"fpd: {reply.get('error', 'request failed')}")
+    return reply
+
+
+def _parse_local_ports(value):
+    """"LO-HI" (or [lo, hi]) -> (lo, hi)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"local ports must be [LO, HI], not {value!r}")
+        lo, hi = value
+    else:
+        text = str(value).strip()
+        if "-" not in text:
+            raise ValueError(f"local ports must be a range LO-HI, not {text!r}")
+        lo, hi = text.split("-", 1)
+    try:
+        lo, hi = int(lo), int(hi)
+    except (TypeError, ValueError):
+        raise ValueError(f"local ports must be numbers LO-HI, not {value!r}") from None
+    if not (1 <= lo <= hi <= 65535):
+        raise ValueError(f"local port range {lo}-{hi} must be 1..65535 with LO <= HI")
+    return lo, hi
+
+
+def _local_ports_cb(ctx, param, value):
+    try:
+        return _parse_local_ports(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+# keys of a --config file (TOML or JSON) -> DaemonConfig fields
+CONFIG_KEYS = {
+    "iface": "ifname", "interface": "ifname", "ifname": "ifname",
+    "port": "ports", "ports": "ports", "addr": "addr", "mode": "mode", "queues": "queues",
+    "socket": "socket", "local_ports": "local_ports", "local-ports": "local_ports",
+    "group": "group", "owner": "owner", "log": "log", "foreground": "foreground",
+    "socket_mode": "sock_mode", "stack": "stack", "worker": "worker",
+}
+
+
+def load_config_file(path: str) -> dict:
+    """A TOML (``.toml``, or anything that parses as TOML) or JSON file -> DaemonConfig
+    fields. Raises ValueError with a clear message."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    text = raw.decode("utf-8", "replace")
+    data = None
+    if path.endswith(".json") or text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+    else:
+        import tomllib
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path} is not valid TOML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a table/object")
+    if isinstance(data.get("fpd"), dict) and len(data) == 1:     # [fpd] section
+        data = data["fpd"]
+    out = {}
+    unknown = sorted(k for k in data if k not in CONFIG_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key{'s' * (len(unknown) > 1)} "
+                         f"{', '.join(unknown)} (known: {', '.join(sorted(CONFIG_KEYS))})")
+    for k, v in data.items():
+        field = CONFIG_KEYS[k]
+        if field == "ports":
+            v = [v] if isinstance(v, int) else v
+            if not isinstance(v, list) or not all(isinstance(p, int) and not
+                                                  isinstance(p, bool) for p in v):
+                raise ValueError(f"{path}: {k} must be a port number or a list of them")
+        elif field == "local_ports":
+            v = _parse_local_ports(v)
+        elif field == "queues" and v is not None and (isinstance(v, bool)
+                                                      or not isinstance(v, int)):
+            raise ValueError(f"{path}: queues must be a number")
+        elif field in ("stack", "worker") and not isinstance(v, dict):
+            raise ValueError(f"{path}: {k} must be a table")
+        elif field == "sock_mode" and isinstance(v, str):
+            v = int(v, 8)
+        elif field == "foreground" and not isinstance(v, bool):
+            raise ValueError(f"{path}: foreground must be true or false")
+        elif field in ("ifname", "addr", "mode", "socket", "log") and v is not None \
+                and not isinstance(v, str):
+            raise ValueError(f"{path}: {k} must be a string")
+        out[field] = v
+    return out
+
+
+def build_config(given: dict, from_file: dict):
+    """DaemonConfig from the command line (``given``: only the options the user set) over
+    the config file's values over the defaults."""
+    from fpd.daemon import DaemonConfig
+    merged = {**from_file, **{k: v for k, v in given.items() if v is not None}}
+    if not merged.get("ifname"):
+        raise click.UsageError("Missing option '-i' / '--iface' (or iface in --config).")
+    if not merged.get("ports"):
+        raise click.UsageError("Missing option '-p' / '--port' (or ports in --config).")
+    merged["ports"] = list(merged["ports"])
+    if "local_ports" in merged:
+        merged["local_ports"] = tuple(merged["local_ports"])
+    return DaemonConfig(**merged)
+
+
+def _serving_line(cfg, info: dict) -> str:
+    where = f" at {cfg.addr}" if cfg.addr else ""
+    return (f"fpd serving {cfg.ifname} ({info.get('mode', '?')} XDP) queues "
+            f"{info.get('queues', '?')} ports {','.join(map(str, cfg.ports))}{where} on "
+            f"{cfg.socket} (pid {info.get('pid', '?')}); log {cfg.log_path}")
+
+
+def _daemonize(cfg, timeout: float = 90.0) -> int:
+    """Fork; the child setsid()s and runs the daemon; we wait for its verdict on a pipe."""
+    import select
+    import signal as _signal
+
+    from fpd import daemon
+
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:                                   # the daemon
+        rc = 1
+        try:
+            os.close(r)
+            os.setsid()
+            os.chdir("/")
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            if null > 2:
+                os.close(null)
+            rc = daemon.run(cfg, ready_fd=w)
+        except BaseException:                      # noqa: BLE001  (always _exit)
+            rc = 1
+        finally:
+            os._exit(rc)
+    os.close(w)
+    data = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, _signal.SIGTERM)
+                raise click.ClickException(f"fpd (pid {pid}) did not finish starting within "
+                                           f"{timeout:.0f} s: stopped it; see {cfg.log_path}")
+            ready, _, _ = select.select([r], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(r)
+    text = data.decode("utf-8", "replace").strip()
+    if text.startswith("ok"):
+        try:
+            info = json.loads(text[2:].strip() or "{}")
+        except ValueError:
+            info = {}
+        click.echo(_serving_line(cfg, info))
+        return 0
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)                          # it exits after reporting the error
+    if text.startswith("error:"):
+        raise click.ClickException(text[len("error:"):].strip())
+    raise click.ClickException(f"fpd died during start-up; see {cfg.log_path}")
+
+
+@main.command()
+@click.option("-i", "--iface", help="Interface to serve (its XDP hook and every queue).")
+@click.option("-p", "--port", "ports", type=click.IntRange(1, 65535), multiple=True,
+              help="TCP port to terminate (repeat for more).")
+@click.option("--addr", help="Serve the ports at this local IPv4 address only "
+                             "(default: any address of the interface).")
+@click.option("--mode", type=click.Choice(["auto", "native", "generic"]),
+              help="XDP mode; auto = native if the driver allows, else generic. "
+                   "[default: auto]")
+@click.option("--queues", type=click.IntRange(1, 64),
+              help="Serve only the first N queues (default: all active queues).")
+@_socket_option
+@click.option("--foreground", "-f", is_flag=True, default=None,
+              help="Stay in the foreground (log to stderr too) instead of daemonizing.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML or JSON file with the same keys (iface, ports, addr, mode, queues, "
+                   "socket, local_ports, group, owner, log, foreground, stack, worker); "
+                   "the command line wins.")
+@click.option("--local-ports", callback=_local_ports_cb,
+              help="Local port range LO-HI for outgoing connections, steered to fpd and "
+                   "reserved from the kernel. [default: 60000-60255]")
+@click.option("--group", help="Group that may use the socket (mode 0660).")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False),
+              help="Log file. [default: SOCKET.log, e.g. /run/fpd/fpd.sock.log]")
+@click.pass_context
+def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config_file,
+          local_ports, group, log_file):
+    """Start the daemon: attach XDP to IFACE, steer the ports, serve apps on the socket.
+
+    Needs root. Without --foreground, returns once the daemon serves (exit 0) or with its
+    start-up error (exit 1). Stop it with `fpd stop`.
+    """
+    from click.core import ParameterSource
+    from fpd import daemon
+
+    def given(name):
+        src = ctx.get_parameter_source(name)
+        return src not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+    from_file = {}
+    if config_file:
+        try:
+            from_file = load_config_file(config_file)
+        except ValueError as e:
+            raise click.ClickException(str(e))
+    cli_values = {"ifname": iface, "ports": list(ports) or None, "addr": addr, "mode": mode,
+                  "queues": queues, "local_ports": local_ports, "group": group,
+                  "log": log_file, "foreground": foreground}
+    if given("socket_path") or "socket" not in from_file:
+        cli_values["socket"] = os.path.abspath(socket_path)
+    cfg = build_config(cli_values, from_file)
+    if cfg.socket and not os.path.isabs(cfg.socket):
+        cfg.socket = os.path.abspath(cfg.socket)
+    if cfg.log and not os.path.isabs(cfg.log):
+        cfg.log = os.path.abspath(cfg.log)
+    try:
+        daemon.preflight(cfg)
+    except daemon.DaemonError as e:
+        raise click.ClickException(str(e))
+    if cfg.foreground:
+        sys.exit(daemon.run(cfg))
+    sys.exit(_daemonize(cfg))
+
+
+@main.command()
+@click.option("--force", is_flag=True,
+              help="The daemon died (SIGKILL, crash): detach its XDP program from IFACE, "
+                   "give back the reserved ports, remove stale files (kills a hung daemon).")
+@click.option("-i", "--iface", help="Interface (with --force).")
+@click.option("--timeout", type=float, default=15.0, show_default=True,
+              help="Seconds to wait for the daemon to exit.")
+@_socket_option
+def stop(force, iface, timeout, socket_path):
+    """Stop the daemon: clients are told, connections reset, XDP detached, files removed."""
+    from fpd import daemon
+    if force:
+        if not iface:
+            raise click.UsageError("--force needs -i IFACE (the interface to clean up)")
+        if os.geteuid() != 0:
+            raise click.ClickException("fpd stop --force needs root (it detaches XDP and "
+                                       "writes /proc/sys)")
+        try:
+            daemon.check_interface(iface)
+        except daemon.DaemonError as e:
+            raise click.ClickException(str(e))
+        did = daemon.force_stop(iface, socket_path, wait=min(timeout, 10.0))
+        for line in did:
+            click.echo(line)
+        if not did:
+            click.echo(f"nothing to clean up on {iface} / {socket_path}")
+        return
+    if iface:
+        raise click.UsageError("-i is only for --force")
+    from fpd.control import recv_msg, send_msg
+    s = _connect(socket_path, timeout)
+    try:
+        try:
+            send_msg(s, {"op": "stop"})
+            reply, _ = recv_msg(s)
+        except (TimeoutError, socket.timeout):
+            raise click.ClickException(f"fpd at {socket_path} did not answer stop within "
+                                       f"{timeout:.0f} s")
+        except OSError as e:
+            raise click.ClickException(f"talking to fpd at {socket_path}: {e}")
+        if reply is None or not reply.get("ok"):
+            raise click.ClickException(f"fpd refused to stop: "
+                                       f"{(reply or {}).get('error', 'connection closed')}")
+        pid = reply.get("pid", "?")
+        # the daemon closes this connection when it has cleaned up (or exits)
+        s.settimeout(timeout)
+        try:
+            while s.recv(65536):
+                pass
+        except (TimeoutError, socket.timeout):
+            raise click.ClickException(f"fpd (pid {pid}) did not stop within {timeout:g} s; "
+                                       f"`fpd stop --force -i IFACE` kills it and cleans up")
+        except OSError:
+            pass
+    finally:
+        s.close()
+    click.echo(f"fpd (pid {pid}) stopped")
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")
+@_socket_option
+def status(as_json, socket_path):
+    """Is the daemon running? Interface, XDP mode, ports, workers, clients."""
+    r = _ask(socket_path, {"op": "status"})
+    if as_json:
+        click.echo(json.dumps(r, indent=2, sort_keys=True))
+        return
+    where = f"at {r['addr']}" if r.get("addr") else "at any address"
+    up = _age(time.time() - r["started"]) if r.get("started") else "?"
+    click.echo(f"fpd running, pid {r.get('pid')}, up {up}, socket {socket_path}")
+    click.echo(f"  {r.get('ifname')}: {r.get('mode')} XDP (prog id {r.get('prog_id', '?')}), "
+               f"ports {','.join(map(str, r.get('ports', [])))} {where}, local ports "
+               f"{'-'.join(map(str, r.get('local_ports', [])))}")
+    for w in r.get("workers", []):
+        state = "alive" if w.get("alive") else "DEAD"
+        err = f" ({w['error']})" if w.get("error") else ""
+        click.echo(f"  worker q{w.get('queue')}: pid {w.get('pid')} {state}{err}")
+    click.echo(f"  clients {r.get('clients', 0)}, connections {r.get('connections', 0)}")
+
+
+def _flat(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")
+@_socket_option
+def stats(as_json, socket_path):
+    """Counters: the XDP program's, and each worker's (frames, XSK drops, the TCP stack)."""
+    r = _ask(socket_path, {"op": "stats"})
+    if as_json:
+        click.echo(json.dumps(r, indent=2, sort_keys=True))
+        return
+    xdp = r.get("xdp", {})
+    click.echo("xdp: " + " ".join(f"{k}={v}" for k, v in xdp.items()))
+    drops = r.get("drops", {})
+    if drops:
+        click.echo("drops: " + " ".join(f"{k}={v}" for k, v in drops.items()))
+    for w in r.get("workers", []):
+        click.echo(f"worker q{w.get('queue')} (pid {w.get('pid')}):")
+        if "error" in w:
+            click.echo(f"  error: {w['error']}")
+            continue
+        items = [(k, v) for k, v in _flat(w) if k not in ("queue", "pid")]
+        width = max((len(k) for k, _ in items), default=0)
+        for k, v in items:
+            click.echo(f"  {k:<{width}} {v}")
+
+
+def _addr(a) -> str:
+    if a is None:
+        return "*"
+    if isinstance(a, (list, tuple)) and len(a) == 2:
+        host = a[0] if a[0] not in (None, "", "0.0.0.0") else "*"
+        return f"{host}:{a[1]}"
+    return str(a)
+
+
+def _ms(v) -> str:
+    if v is None:
+        return "-"
+    try:
+        return f"{float(v) * 1000:.1f}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def conns_table(r: dict) -> list[str]:
+    """`fpd conns` as text lines (an `ss -ti`-like table)."""
+    head = ("Q", "State", "Local", "Remote", "Owner", "cwnd", "srtt(ms)", "rto(ms)",
+            "bytes_in", "bytes_out", "retrans")
+    rows = []
+    for li in r.get("listeners", []):
+        local = li.get("local")
+        if local is None and "port" in li:
+            local = [li.get("addr"), li["port"]]
+        rows.append((str(li.get("queue", "")), "LISTEN", _addr(local), "*:*",
+                     str(li.get("owner_pid", "-")), "", "", "", "", "", ""))
+    for c in r.get("conns", []):
+        rows.append((str(c.get("queue", "")), str(c.get("state", "?")), _addr(c.get("local")),
+                     _addr(c.get("remote")), str(c.get("owner_pid", "-")),
+                     str(c.get("cwnd", "-")), _ms(c.get("srtt")), _ms(c.get("rto")),
+                     str(c.get("bytes_in", "-")), str(c.get("bytes_out", "-")),
+                     str(c.get("retransmits", "-"))))
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    out = [line(head)] + [line(row) for row in rows]
+    if r.get("truncated"):
+        out.append(f"({r['truncated']} more connections not shown)")
+    for e in r.get("errors", []):
+        out.append(f"worker q{e.get('queue')}: {e.get('error')}")
+    return out
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")
+@_socket_option
+def conns(as_json, socket_path):
+    """Connections and listeners (like `ss -ti`): state, owner, cwnd, RTT, bytes, retransmits."""
+    r = _ask(socket_path, {"op": "conns"})
+    if as_json:
+        click.echo(json.dumps(r, indent=2, sort_keys=True))
+        return
+    for line in conns_table(r):
+        click.echo(line)
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="A short run (smoke test).")
+def demo(quick):
+    """Run the demo: a test bed, fpd serving in it, the kernel's TCP talking to it (root)."""
+    from fpd import demo as _demo
+    sys.exit(_demo.run(echo=click.echo, quick=quick))
 
 
 if __name__ == "__main__":

@@ -898,6 +898,31 @@ def _jsonable(v):
     return v
 
 
+def _send_fitting(sock, reply: dict) -> None:
+    """Send a channel reply; a list too long for one message is cut (``truncated`` says
+    how many entries were left out) instead of failing the worker."""
+    try:
+        send_msg(sock, reply)
+        return
+    except ValueError:
+        pass
+    cut = 0
+    for key in ("conns", "listeners"):
+        lst = reply.get(key)
+        while isinstance(lst, list) and lst:
+            drop = max(1, len(lst) // 2)
+            cut += drop
+            del lst[len(lst) - drop:]
+            reply["truncated"] = cut
+            try:
+                send_msg(sock, reply)
+                return
+            except ValueError:
+                continue
+    send_msg(sock, {"ok": False, "errno": _errno.EMSGSIZE, "seq": reply.get("seq"),
+                    "error": "reply too large for one control message"})
+
+
 # --- the worker process --------------------------------------------------------------------
 def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
     """Run one worker until the supervisor says stop or goes away. Returns an exit code.
@@ -974,7 +999,9 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
             finally:
                 for fd in fds:
                     os.close(fd)
-            send_msg(chan, reply)
+            if "seq" in msg:
+                reply["seq"] = msg["seq"]
+            _send_fitting(chan, reply)
 
     code = 0
     try:

@@ -401,3 +401,29 @@ def test_two_queues_accept_and_connect(testbed_factory):
         assert per_q[0] + per_q[1] == 16
         # not asserted: which queue the kernel picks (its choice); reported for the log
         print(f"accepted per queue {per_q}; segments forwarded between workers: {fw}")
+
+
+def test_conns_reply_that_does_not_fit_is_cut_not_fatal(testbed):
+    """~400 connections make a conns list larger than one control message."""
+    with worker(testbed, local=list(range(60100, 60108))) as chan:
+        cl = RawClient(chan, slots=1024)
+        assert cl.call(op="listen", port=PORT)["ok"]
+        peers = []
+        for _ in range(400):
+            p = testbed.socket(testbed.peer_ns)
+            p.connect((testbed.srv_ip, PORT))
+            peers.append(p)
+        deadline = time.monotonic() + 10
+        while True:
+            send_msg(chan, {"op": "conns", "seq": 7})
+            rep, _ = recv_msg(chan)
+            assert rep["ok"] and rep["seq"] == 7, rep
+            if len(rep["conns"]) + rep.get("truncated", 0) >= 400:
+                break
+            assert time.monotonic() < deadline, len(rep["conns"])
+            time.sleep(0.05)
+        assert rep["truncated"] > 0 and rep["conns"], rep.get("truncated")
+        assert _stats(chan)["clients"] == 1          # the worker lives on
+        for p in peers:
+            p.close()
+        cl.close()

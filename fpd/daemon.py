@@ -1,0 +1,1435 @@
+"""The fpd supervisor: one process that owns the XDP attachment, the control socket and
+the workers (see docs/DAEMON.md, the contract this module implements).
+
+    cfg = DaemonConfig(ifname="eth0", ports=[80], socket="/run/fpd/fpd.sock")
+    sys.exit(run(cfg))               # foreground; `fpd start` daemonizes around it
+
+Start-up, in this order (any failure undoes every earlier step, so a failed start leaves
+nothing attached, reserved or created):
+
+1. checks: privileges (root, or CAP_NET_ADMIN + CAP_NET_RAW + CAP_BPF), ports, the
+   interface exists in this network namespace, enough queues;
+2. ``PATH.pid`` created and locked (``flock``): a second daemon on the same socket path
+   finds it locked and says "fpd is already running (pid N) on PATH"; a ``PATH.state``
+   left by a daemon that died makes start-up refuse until ``fpd stop --force`` ran;
+3. no XDP program may be attached to the interface yet (another fpd?);
+4. ``PATH.state`` (JSON) written: what ``fpd stop --force`` needs after a SIGKILL;
+5. ``bpf.Steering`` attached, the listen ports and the local port range steered;
+6. the local port range added to ``/proc/sys/net/ipv4/ip_local_reserved_ports`` of the
+   network namespace (merged with what is there; given back on exit);
+7. the unix socket (SOCK_SEQPACKET, mode 0660, owner/group if asked; its directory is
+   created 0755);
+8. one worker per queue, forked; each sends ``{"op":"ready"}`` with its XSK fd, which
+   goes into ``fpd_xsks[q]``;
+9. "ok" written to ``ready_fd`` (the pipe ``fpd start`` waits on), then serving.
+
+Files: the socket ``PATH`` (default ``/run/fpd/fpd.sock``), ``PATH.pid``, ``PATH.state``
+and, unless ``--log`` says otherwise, the log ``PATH.log`` (kept after exit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import errno as E
+import fcntl
+import grp
+import json
+import logging
+import os
+import pwd
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import traceback
+
+from fpd import control
+
+log = logging.getLogger("fpd.daemon")
+
+DEFAULT_SOCKET = "/run/fpd/fpd.sock"
+DEFAULT_LOCAL_PORTS = (60000, 60255)
+RESERVED_PORTS = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+PROTOCOL_VERSION = 1
+MAX_STEER = 1024          # FPD_MAX_STEER in bpf/steer.c
+MAX_QUEUES = 64           # FPD_MAX_QUEUES in bpf/steer.c
+READY_TIMEOUT = 30.0      # for all workers to report ready
+WORKER_TIMEOUT = 2.0      # for a stats/conns answer
+STOP_TIMEOUT = 5.0        # for the workers to exit after "stop"
+CLIENT_TIMEOUT = 5.0      # for a new connection's first message
+
+CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF = 12, 13, 39
+PR_SET_PDEATHSIG = 1
+
+__all__ = ["DaemonConfig", "DaemonError", "run", "preflight", "force_stop",
+           "merge_reserved", "restore_reserved", "parse_port_list", "format_port_list",
+           "read_state", "DEFAULT_SOCKET", "DEFAULT_LOCAL_PORTS"]
+
+
+class DaemonError(RuntimeError):
+    """Start-up refused or failed; ``str()`` is the one-line message for the user."""
+
+
+# --- configuration ----------------------------------------------------------------------
+@dataclasses.dataclass
+class DaemonConfig:
+    """Everything ``fpd start`` decides. ``queues`` None = every active queue;
+    ``addr`` None = any local address; ``log`` None = ``socket + ".log"``."""
+    ifname: str
+    ports: list = dataclasses.field(default_factory=list)
+    addr: str | None = None
+    mode: str = "auto"
+    queues: int | None = None
+    socket: str = DEFAULT_SOCKET
+    local_ports: tuple = DEFAULT_LOCAL_PORTS
+    sock_mode: int = 0o660
+    owner: str | int | None = None
+    group: str | int | None = None
+    log: str | None = None
+    stack: dict = dataclasses.field(default_factory=dict)    # StackConfig overrides
+    worker: dict = dataclasses.field(default_factory=dict)   # fpd.worker.Worker kwargs
+    foreground: bool = False
+
+    @property
+    def log_path(self) -> str:
+        return self.log or self.socket + ".log"
+
+    @property
+    def pid_path(self) -> str:
+        return self.socket + ".pid"
+
+    @property
+    def state_path(self) -> str:
+        return self.socket + ".state"
+
+
+def _check_port(p, what="port") -> int:
+    if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535:
+        raise DaemonError(f"{what} must be 1..65535, not {p!r}")
+    return p
+
+
+def validate(cfg: DaemonConfig) -> None:
+    """The checks that need no privileges and no system state."""
+    from fpd.bpf import MODES
+    if not cfg.ifname or not isinstance(cfg.ifname, str):
+        raise DaemonError("an interface is required (-i IFACE)")
+    if len(cfg.ifname) > 15 or "/" in cfg.ifname:
+        raise DaemonError(f"not an interface name: {cfg.ifname!r}")
+    if not cfg.ports:
+        raise DaemonError("at least one port to serve is required (-p PORT)")
+    for p in cfg.ports:
+        _check_port(p)
+    if len(set(cfg.ports)) != len(cfg.ports):
+        raise DaemonError(f"a port is given twice: {cfg.ports}")
+    if cfg.mode not in MODES:
+        raise DaemonError(f"mode must be one of {', '.join(MODES)}, not {cfg.mode!r}")
+    if cfg.addr is not None:
+        import ipaddress
+        try:
+            ipaddress.IPv4Address(cfg.addr)
+        except ValueError:
+            raise DaemonError(f"--addr must be an IPv4 address, not {cfg.addr!r}") from None
+    try:
+        lo, hi = cfg.local_ports
+    except (TypeError, ValueError):
+        raise DaemonError(f"local ports must be a range LO-HI, not {cfg.local_ports!r}") \
+            from None
+    _check_port(lo, "local port range start")
+    _check_port(hi, "local port range end")
+    if lo > hi:
+        raise DaemonError(f"local port range {lo}-{hi} is empty (LO > HI)")
+    clash = sorted(p for p in cfg.ports if lo <= p <= hi)
+    if clash:
+        raise DaemonError(f"port {clash[0]} is inside the local port range {lo}-{hi} "
+                          f"(used for connect): choose another range (--local-ports)")
+    if (hi - lo + 1) + len(cfg.ports) > MAX_STEER:
+        raise DaemonError(f"{len(cfg.ports)} ports + the local range {lo}-{hi} "
+                          f"({hi - lo + 1} ports) exceed the {MAX_STEER} entries of the "
+                          f"steer map: use a smaller --local-ports range")
+    if cfg.queues is not None:
+        if isinstance(cfg.queues, bool) or not isinstance(cfg.queues, int) \
+                or not 1 <= cfg.queues <= MAX_QUEUES:
+            raise DaemonError(f"--queues must be 1..{MAX_QUEUES}, not {cfg.queues!r}")
+    if not cfg.socket or not os.path.isabs(cfg.socket):
+        raise DaemonError(f"the socket path must be absolute, not {cfg.socket!r}")
+    if len(os.fsencode(cfg.socket)) > 107:
+        raise DaemonError(f"socket path too long for a unix socket (max 107 bytes): "
+                          f"{cfg.socket}")
+    _uid_gid(cfg)
+
+
+def _uid_gid(cfg: DaemonConfig) -> tuple[int, int]:
+    """(uid, gid) for the socket's chown; -1 = unchanged."""
+    uid = gid = -1
+    if cfg.owner not in (None, ""):
+        try:
+            uid = int(cfg.owner) if str(cfg.owner).isdigit() else pwd.getpwnam(cfg.owner).pw_uid
+        except KeyError:
+            raise DaemonError(f"no such user: {cfg.owner}") from None
+    if cfg.group not in (None, ""):
+        try:
+            gid = int(cfg.group) if str(cfg.group).isdigit() else grp.getgrnam(cfg.group).gr_gid
+        except KeyError:
+            raise DaemonError(f"no such group: {cfg.group}") from None
+    return uid, gid
+
+
+def _capabilities() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def check_privileges() -> None:
+    if os.geteuid() == 0:
+        return
+    caps = _capabilities()
+    missing = [n for n, bit in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_NET_RAW", CAP_NET_RAW),
+                                ("CAP_BPF", CAP_BPF)) if not caps >> bit & 1]
+    if missing:
+        raise DaemonError(f"fpd start needs root (or CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF; "
+                          f"missing {', '.join(missing)}): run it with sudo")
+
+
+def check_interface(ifname: str) -> int:
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        raise DaemonError(f"no interface {ifname} in this network namespace") from None
+
+
+def preflight(cfg: DaemonConfig) -> None:
+    """The quick checks ``fpd start`` makes before it forks (run() makes them again)."""
+    validate(cfg)
+    check_privileges()
+    check_interface(cfg.ifname)
+
+
+# --- ip_local_reserved_ports ------------------------------------------------------------
+def parse_port_list(text: str) -> set[int]:
+    """"8080,9000-9010" -> the set of ports (the format of ip_local_reserved_ports)."""
+    out: set[int] = set()
+    for part in text.replace("\n", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            a, b = part.split("-", 1)
+            a, b = int(a), int(b)
+            if a > b:
+                a, b = b, a
+            out.update(range(a, b + 1))
+        else:
+            out.add(int(part))
+    return out
+
+
+def format_port_list(ports) -> str:
+    """The inverse of :func:`parse_port_list`: sorted, runs as ranges."""
+    ps = sorted(set(ports))
+    parts = []
+    i = 0
+    while i < len(ps):
+        j = i
+        while j + 1 < len(ps) and ps[j + 1] == ps[j] + 1:
+            j += 1
+        parts.append(str(ps[i]) if i == j else f"{ps[i]}-{ps[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def merge_reserved(current: str, lo: int, hi: int) -> str:
+    """``current`` with lo..hi added."""
+    return format_port_list(parse_port_list(current) | set(range(lo, hi + 1)))
+
+
+def restore_reserved(current: str, original: str, lo: int, hi: int) -> str:
+    """Give back what fpd added: the ports of lo..hi that were not reserved at start
+    (``original``) leave ``current``; anything else (reserved by others since) stays."""
+    ours = set(range(lo, hi + 1)) - parse_port_list(original)
+    return format_port_list(parse_port_list(current) - ours)
+
+
+def read_reserved() -> str:
+    with open(RESERVED_PORTS) as f:
+        return f.read().strip()
+
+
+def write_reserved(text: str) -> None:
+    with open(RESERVED_PORTS, "w") as f:
+        f.write((text or "") + "\n")
+
+
+# --- files --------------------------------------------------------------------------------
+def read_state(path: str) -> dict | None:
+    """The JSON state file, or None if missing or unreadable as such."""
+    try:
+        with open(path) as f:
+            st = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return st if isinstance(st, dict) else None
+
+
+def write_state(path: str, state: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_pid(path: str) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def looks_like_fpd(pid: int) -> bool:
+    """Is ``pid`` an fpd daemon or worker (by its command line: ``fpd ... start ...``,
+    ``python -m fpd start ...``)?"""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"start" in argv and any(a == b"fpd" or a.endswith(b"/fpd")
+                                    or a in (b"fpd.cli", b"fpd.daemon") for a in argv)
+
+
+def pid_file_locked(path: str) -> bool:
+    """Does a live process hold the lock on the pid file?"""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def prog_name(prog_id: int) -> str:
+    """The name of BPF program ``prog_id`` (via bpftool), or "" if unknown."""
+    try:
+        p = subprocess.run(["bpftool", "-j", "prog", "show", "id", str(prog_id)],
+                           capture_output=True, text=True, timeout=5)
+        return json.loads(p.stdout).get("name", "") if p.returncode == 0 else ""
+    except (OSError, ValueError, subprocess.SubprocessError, AttributeError):
+        return ""
+
+
+# --- fork helpers -------------------------------------------------------------------------
+def _set_pdeathsig(sig: int = signal.SIGKILL) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+
+
+def _peercred(conn: socket.socket) -> dict:
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", raw)
+        return {"pid": pid, "uid": uid, "gid": gid}
+    except OSError:
+        return {"pid": 0, "uid": -1, "gid": -1}
+
+
+def _err(errno_: int, text: str) -> dict:
+    return {"ok": False, "errno": errno_, "error": text}
+
+
+class _Worker:
+    """The supervisor's view of one worker."""
+
+    def __init__(self, queue: int, pid: int, chan: socket.socket):
+        self.queue = queue
+        self.pid = pid
+        self.chan = chan
+        self.ready = False
+        self.alive = True
+        self.exit_status = None
+        self.info: dict = {}
+        self.seq = 0
+
+    def describe_exit(self) -> str:
+        st = self.exit_status
+        if st is None:
+            return "still running"
+        if os.WIFSIGNALED(st):
+            sig = os.WTERMSIG(st)
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = str(sig)
+            return f"killed by {name}"
+        return f"exited with status {os.WEXITSTATUS(st)}"
+
+
+# --- the supervisor -----------------------------------------------------------------------
+class Supervisor:
+    def __init__(self, cfg: DaemonConfig):
+        self.cfg = cfg
+        self.pid = os.getpid()
+        self.workers: list[_Worker] = []
+        self.steering = None
+        self.listener: socket.socket | None = None
+        self.sel: selectors.BaseSelector | None = None
+        self.lock_fd = -1
+        self.created: list[str] = []          # files to remove on exit
+        self.sock_ino = None
+        self.reserved_original: str | None = None
+        self.reserved_written = False
+        self.started = time.time()
+        self.nqueues = 0
+        self.stopping = False
+        self.exit_code = 0
+        self.stop_waiters: list[socket.socket] = []
+        self.clients: dict[int, tuple[socket.socket, float]] = {}
+        self._sig_r = self._sig_w = -1
+        self._old_handlers: dict = {}
+        self._old_wakeup = -1
+        self._cleaned = False
+        self.ready_fd = -1                    # the `fpd start` pipe: not for the workers
+        self.fwd: list = []                   # socketpairs between workers while forking
+
+    # -- signals ---------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._old_wakeup = signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
+        sigs = [signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP]
+        for s in sigs:
+            self._old_handlers[s] = signal.signal(s, self._on_signal)
+
+    def _on_signal(self, signum, frame):  # the work is done in the loop (wake-up fd)
+        pass
+
+    def _restore_signals(self) -> None:
+        for s, h in self._old_handlers.items():
+            with contextlib.suppress(Exception):
+                signal.signal(s, h)
+        self._old_handlers.clear()
+        with contextlib.suppress(Exception):
+            signal.set_wakeup_fd(self._old_wakeup)
+        for fd in (self._sig_r, self._sig_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._sig_r = self._sig_w = -1
+
+    def _read_signals(self) -> list[int]:
+        out = []
+        while True:
+            try:
+                data = os.read(self._sig_r, 256)
+            except BlockingIOError:
+                break
+            except OSError:
+                break
+            if not data:
+                break
+            out += list(data)
+        return out
+
+    def _handle_signals(self, sigs) -> None:
+        for s in sigs:
+            if s in (signal.SIGTERM, signal.SIGINT) or (s == signal.SIGHUP
+                                                          and self.cfg.foreground):
+                if not self.stopping:
+                    log.info("%s received: stopping", signal.Signals(s).name)
+                self._request_stop(0)
+            elif s == signal.SIGHUP:
+                log.info("SIGHUP ignored")
+        self._reap()      # SIGCHLD, or a signal that may hide one
+
+    def _reap(self) -> None:
+        """Collect exited workers (each by its pid: other children are not ours to reap)."""
+        for w in self.workers:
+            if not w.alive:
+                continue
+            try:
+                pid, status = os.waitpid(w.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = w.pid, 0
+            if pid == 0:
+                continue
+            w.alive = False
+            w.exit_status = status
+            if not self.stopping:
+                log.error("worker q%d (pid %d) %s: shutting down", w.queue, w.pid,
+                          w.describe_exit())
+                self._request_stop(1)
+
+    def _request_stop(self, code: int) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.exit_code = code
+        elif code:
+            self.exit_code = self.exit_code or code
+
+    # -- start-up --------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.cfg
+        validate(cfg)
+        check_privileges()
+        check_interface(cfg.ifname)
+        self._install_signals()
+        from fpd import xsk
+        try:
+            avail = xsk.queues_of(cfg.ifname)
+        except OSError as e:
+            raise DaemonError(f"cannot count the queues of {cfg.ifname}: {e}") from None
+        n = cfg.queues if cfg.queues is not None else min(avail, MAX_QUEUES)
+        if n > avail:
+            raise DaemonError(f"{cfg.ifname} has {avail} active queue{'s' * (avail != 1)}; "
+                              f"--queues {n} asks for more")
+        self.nqueues = n
+        self._make_dir()
+        self._lock()
+        self._check_xdp_free()
+        # the state file first: after a SIGKILL from here on, `stop --force` can clean up
+        try:
+            self.reserved_original = read_reserved()
+        except OSError as e:
+            raise DaemonError(f"cannot read {RESERVED_PORTS}: {e.strerror}") from None
+        self._write_state()
+        self._attach()
+        self._reserve()
+        self._listen()
+        self._fork_workers()
+        self._wait_ready()
+        self._write_state()
+        log.info("serving %s (%s XDP, prog id %d) queues %d ports %s local ports %d-%d "
+                 "on %s (pid %d)", cfg.ifname, self.steering.mode, self.steering.prog_id,
+                 self.nqueues, ",".join(map(str, cfg.ports)), *cfg.local_ports,
+                 cfg.socket, self.pid)
+
+    def _make_dir(self) -> None:
+        d = os.path.dirname(self.cfg.socket)
+        if not os.path.isdir(d):
+            try:
+                os.makedirs(d, mode=0o755, exist_ok=True)
+                os.chmod(d, 0o755)
+            except OSError as e:
+                raise DaemonError(f"cannot create {d}: {e.strerror}") from None
+            log.info("created %s", d)
+
+    def _lock(self) -> None:
+        path = self.cfg.pid_path
+        existed = os.path.exists(path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise DaemonError(f"cannot create {path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            pid = read_pid(path)
+            raise DaemonError(f"fpd is already running (pid {pid or '?'}) on "
+                              f"{self.cfg.socket}") from None
+        try:
+            self._check_stale()          # before touching a dead daemon's pid file
+        except DaemonError:
+            if not existed:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            os.close(fd)
+            raise
+        self.lock_fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{self.pid}\n".encode(), 0)
+        self.created.append(path)
+
+    def _check_stale(self) -> None:
+        st = read_state(self.cfg.state_path)
+        if st is None and not os.path.exists(self.cfg.state_path):
+            return
+        pid = (st or {}).get("pid", "?")
+        ifname = (st or {}).get("ifname", self.cfg.ifname)
+        raise DaemonError(f"a previous fpd (pid {pid}) on {self.cfg.socket} died without "
+                          f"cleaning up ({self.cfg.state_path} is still there): run "
+                          f"`fpd stop --force -i {ifname} --socket {self.cfg.socket}` first")
+
+    def _check_xdp_free(self) -> None:
+        from fpd.bpf import XdpError, attached_prog_id
+        try:
+            pid = attached_prog_id(self.cfg.ifname)
+        except XdpError as e:
+            raise DaemonError(str(e)) from None
+        if pid:
+            name = prog_name(pid) or "unknown"
+            raise DaemonError(f"{self.cfg.ifname} already has an XDP program (id {pid}, name "
+                              f"{name}): another fpd? use `fpd stop --force -i "
+                              f"{self.cfg.ifname}` if it is stale")
+
+    def state(self) -> dict:
+        cfg = self.cfg
+        return {"pid": self.pid, "ifname": cfg.ifname, "mode": getattr(self.steering, "mode",
+                                                                        None) or cfg.mode,
+                "socket": cfg.socket, "reserved_ports": self.reserved_original,
+                "local_ports": list(cfg.local_ports), "ports": list(cfg.ports),
+                "addr": cfg.addr, "queues": self.nqueues,
+                "prog_id": getattr(self.steering, "prog_id", 0),
+                "workers": [w.pid for w in self.workers], "started": self.started,
+                "log": cfg.log_path}
+
+    def _write_state(self) -> None:
+        path = self.cfg.state_path
+        try:
+            write_state(path, self.state())
+        except OSError as e:
+            raise DaemonError(f"cannot write {path}: {e.strerror}") from None
+        if path not in self.created:
+            self.created.append(path)
+
+    def _attach(self) -> None:
+        from fpd.bpf import Steering, XdpError
+        cfg = self.cfg
+        try:
+            self.steering = Steering(cfg.ifname, cfg.mode)
+        except XdpError as e:
+            raise DaemonError(str(e).splitlines()[0] if e.errno != E.EACCES
+                              else str(e)) from None
+        except FileNotFoundError as e:
+            raise DaemonError(str(e)) from None
+        st = self.steering
+        if st.fallback_reason:
+            log.info("native XDP refused on %s: %s; generic mode", cfg.ifname,
+                     st.fallback_reason)
+        log.info("attached fpd_steer (prog id %d) to %s in %s mode", st.prog_id, cfg.ifname,
+                 st.mode)
+        try:
+            for p in cfg.ports:
+                st.add_port(p, cfg.addr)
+            lo, hi = cfg.local_ports
+            for p in range(lo, hi + 1):
+                st.add_port(p, cfg.addr)
+        except XdpError as e:
+            raise DaemonError(str(e)) from None
+
+    def _reserve(self) -> None:
+        lo, hi = self.cfg.local_ports
+        new = merge_reserved(self.reserved_original, lo, hi)
+        if new == self.reserved_original:
+            log.info("local ports %d-%d were already reserved", lo, hi)
+            return
+        try:
+            write_reserved(new)
+        except OSError as e:
+            raise DaemonError(f"cannot reserve ports {lo}-{hi} in {RESERVED_PORTS}: "
+                              f"{e.strerror}") from None
+        self.reserved_written = True
+        log.info("reserved local ports %d-%d (%s was %r)", lo, hi, RESERVED_PORTS,
+                 self.reserved_original)
+
+    def _listen(self) -> None:
+        cfg = self.cfg
+        path = cfg.socket
+        if os.path.lexists(path):      # we hold the lock: no live daemon owns it
+            log.info("removing stale socket %s", path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            old = os.umask(0o077)
+            try:
+                s.bind(path)
+            finally:
+                os.umask(old)
+            self.created.append(path)
+            self.sock_ino = os.stat(path).st_ino
+            uid, gid = _uid_gid(cfg)
+            if uid != -1 or gid != -1:
+                os.chown(path, uid, gid)
+            os.chmod(path, cfg.sock_mode)
+            s.listen(64)
+            s.setblocking(False)
+        except OSError as e:
+            s.close()
+            raise DaemonError(f"cannot create the socket {path}: {e.strerror or e}") from None
+        self.listener = s
+
+    def _fork_workers(self) -> None:
+        cfg = self.cfg
+        n = self.nqueues
+        isn_key = os.urandom(16)
+        lo, hi = cfg.local_ports
+        local = list(range(lo, hi + 1))
+        # several queues: a datagram socketpair per worker, through which the others pass
+        # it segments of its connections that the NIC delivered to their queue
+        # (control.WorkerConfig.fwd: worker q reads fwd[q][0], sends to fwd[k][1])
+        self.fwd = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    for _ in range(n)] if n > 1 else []
+        fwd_fds = [(r.fileno(), t.fileno()) for r, t in self.fwd]
+        try:
+            self._fork_each(n, isn_key, local, fwd_fds)
+        finally:
+            for pair in self.fwd:                  # the workers have theirs
+                for sk in pair:
+                    sk.close()
+            self.fwd = []
+
+    def _fork_each(self, n, isn_key, local, fwd_fds) -> None:
+        cfg = self.cfg
+        for q in range(n):
+            wcfg = control.WorkerConfig(
+                ifname=cfg.ifname, queue=q, nqueues=n, ports=list(cfg.ports), addr=cfg.addr,
+                local_ports=local[q::n], isn_key=isn_key, stack=dict(cfg.stack),
+                worker=dict(cfg.worker), fwd=list(fwd_fds))
+            parent_end, child_end = socket.socketpair(
+                socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+            for h in logging.getLogger().handlers + logging.getLogger("fpd").handlers:
+                with contextlib.suppress(Exception):
+                    h.flush()
+            pid = os.fork()
+            if pid == 0:                            # the worker
+                parent_end.close()
+                self._child(q, child_end, wcfg)     # never returns
+            child_end.close()
+            parent_end.settimeout(5.0)
+            self.workers.append(_Worker(q, pid, parent_end))
+            log.info("forked worker q%d (pid %d, %d local ports)", q, pid,
+                     len(wcfg.local_ports))
+
+    def _child(self, q: int, chan: socket.socket, wcfg) -> None:
+        rc = 1
+        try:
+            _set_pdeathsig(signal.SIGKILL)
+            if os.getppid() != self.pid:           # the supervisor died before prctl
+                os._exit(1)
+            with contextlib.suppress(Exception):
+                signal.set_wakeup_fd(-1)
+            for s in self._old_handlers:
+                signal.signal(s, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)   # ^C: the supervisor stops us
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            for fd in (self._sig_r, self._sig_w, self.lock_fd, self.ready_fd):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            if self.listener is not None:
+                self.listener.close()
+            for w in self.workers:
+                w.chan.close()
+            for k, (r, _t) in enumerate(self.fwd):  # other workers' receive ends
+                if k != q:
+                    r.close()
+            for c, _ in self.clients.values():
+                c.close()
+            chan.settimeout(None)
+            rc = control.worker_main(chan, wcfg)
+            if not isinstance(rc, int):
+                rc = 0 if rc is None else 1
+        except BaseException as e:                 # noqa: BLE001  (always os._exit)
+            rc = 1
+            text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            with contextlib.suppress(BaseException):
+                log.error("worker q%d failed: %s\n%s", q, text, traceback.format_exc())
+            with contextlib.suppress(BaseException):
+                control.send_msg(chan, {"op": "error", "queue": q, "error": text})
+        finally:
+            with contextlib.suppress(BaseException):
+                for h in logging.getLogger("fpd").handlers:
+                    h.flush()
+            os._exit(rc)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        waiting = {w.chan.fileno(): w for w in self.workers}
+        sel = selectors.DefaultSelector()
+        try:
+            for fd in waiting:
+                sel.register(fd, selectors.EVENT_READ)
+            sel.register(self._sig_r, selectors.EVENT_READ)
+            while waiting:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    qs = ", ".join(f"q{w.queue}" for w in waiting.values())
+                    raise DaemonError(f"worker {qs} did not report ready within "
+                                      f"{READY_TIMEOUT:.0f} s")
+                for key, _ in sel.select(left):
+                    if key.fd == self._sig_r:
+                        self._handle_signals(self._read_signals())
+                        if self.stopping and self.exit_code == 0:
+                            raise DaemonError("stopped by a signal during start-up")
+                        continue
+                    w = waiting[key.fd]
+                    try:
+                        msg, fds = control.recv_msg(w.chan, maxfds=1)
+                    except (OSError, ValueError) as e:
+                        raise DaemonError(f"worker q{w.queue} failed during start-up: "
+                                          f"{e}") from None
+                    try:
+                        self._on_ready(w, msg, fds)
+                    finally:
+                        for fd in fds:
+                            with contextlib.suppress(OSError):
+                                os.close(fd)
+                    if w.ready:
+                        sel.unregister(key.fd)
+                        del waiting[key.fd]
+        finally:
+            sel.close()
+
+    def _on_ready(self, w: _Worker, msg, fds) -> None:
+        if msg is None:
+            deadline = time.monotonic() + 1.0
+            while w.alive and time.monotonic() < deadline:
+                self._reap()
+                time.sleep(0.02)
+            how = "" if w.alive else f" ({w.describe_exit()})"
+            raise DaemonError(f"worker q{w.queue} failed during start-up: it exited{how}; "
+                              f"see {self.cfg.log_path}")
+        op = msg.get("op")
+        if op == "error" or msg.get("ok") is False:
+            raise DaemonError(f"worker q{w.queue} failed during start-up: "
+                              f"{msg.get('error', 'unknown error')}")
+        if op != "ready":
+            log.warning("worker q%d: unexpected message during start-up: %r", w.queue, msg)
+            return
+        if len(fds) != 1:
+            raise DaemonError(f"worker q{w.queue} reported ready without its XSK fd")
+        from fpd.bpf import XdpError
+        try:
+            self.steering.set_xsk(w.queue, fds[0])
+        except XdpError as e:
+            raise DaemonError(f"worker q{w.queue}: {e}") from None
+        w.ready = True
+        w.info = {k: v for k, v in msg.items() if k != "op"}
+        log.info("worker q%d ready (pid %d) %s", w.queue, w.pid, w.info)
+
+    # -- serving ---------------------------------------------------------------------------
+    def serve(self) -> int:
+        sel = self.sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ, ("listen", None))
+        sel.register(self._sig_r, selectors.EVENT_READ, ("signal", None))
+        for w in self.workers:
+            sel.register(w.chan, selectors.EVENT_READ, ("worker", w))
+        self._reap()     # a worker that died between ready and here
+        while not self.stopping:
+            timeout = None
+            if self.clients:
+                timeout = max(0.0, min(t for _, t in self.clients.values()) - time.monotonic())
+            for key, _ in sel.select(timeout):
+                kind, obj = key.data
+                try:
+                    if kind == "listen":
+                        self._accept()
+                    elif kind == "signal":
+                        self._handle_signals(self._read_signals())
+                    elif kind == "worker":
+                        self._on_worker_msg(obj)
+                    elif kind == "client":
+                        self._on_client(obj)
+                except Exception:
+                    log.exception("error handling %s", kind)
+                if self.stopping:
+                    break
+            now = time.monotonic()
+            for fd, (c, t) in list(self.clients.items()):
+                if t <= now:
+                    log.info("dropping a client that sent nothing for %.0f s", CLIENT_TIMEOUT)
+                    self._drop_client(c)
+        return self.exit_code
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                c, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("accept: %s", e)
+                return
+            c.setblocking(False)
+            self.clients[c.fileno()] = (c, time.monotonic() + CLIENT_TIMEOUT)
+            self.sel.register(c, selectors.EVENT_READ, ("client", c))
+
+    def _drop_client(self, c: socket.socket) -> None:
+        self.clients.pop(c.fileno(), None)
+        with contextlib.suppress(Exception):
+            self.sel.unregister(c)
+        c.close()
+
+    def _reply(self, c: socket.socket, obj: dict) -> None:
+        c.settimeout(2.0)
+        try:
+            control.send_msg(c, obj)
+        except ValueError:                       # too big for one message
+            if "conns" in obj:
+                full = len(obj["conns"])
+                while obj["conns"]:
+                    obj["conns"] = obj["conns"][: len(obj["conns"]) // 2]
+                    obj["truncated"] = full - len(obj["conns"])
+                    try:
+                        control.send_msg(c, obj)
+                        return
+                    except ValueError:
+                        continue
+            control.send_msg(c, _err(E.EMSGSIZE, "reply too large"))
+
+    def _on_client(self, c: socket.socket) -> None:
+        try:
+            msg, _ = control.recv_msg(c)
+        except BlockingIOError:
+            return
+        except ValueError as e:
+            with contextlib.suppress(OSError):
+                self._reply(c, _err(E.EINVAL, str(e)))
+            self._drop_client(c)
+            return
+        except OSError:
+            self._drop_client(c)
+            return
+        self.clients.pop(c.fileno(), None)
+        self.sel.unregister(c)
+        if msg is None:
+            c.close()
+            return
+        op = msg.get("op")
+        keep = False
+        try:
+            if op == "hello":
+                self._reply(c, self._hello(msg))
+            elif op == "attach":
+                keep = self._attach_client(c, msg)
+            elif op == "status":
+                self._reply(c, self._status())
+            elif op == "stats":
+                self._reply(c, self._stats())
+            elif op == "conns":
+                self._reply(c, self._conns())
+            elif op == "stop":
+                cred = _peercred(c)
+                log.info("stop requested by pid %s uid %s", cred["pid"], cred["uid"])
+                self._reply(c, {"ok": True, "pid": self.pid})
+                self.stop_waiters.append(c)      # closed when everything is cleaned up
+                keep = True
+                self._request_stop(0)
+            else:
+                self._reply(c, _err(E.EOPNOTSUPP, f"unknown op {op!r}"))
+        except OSError as e:
+            log.info("client went away during %s: %s", op, e)
+        finally:
+            if not keep:
+                c.close()
+
+    def _hello(self, msg) -> dict:
+        v = msg.get("version", PROTOCOL_VERSION)
+        if v != PROTOCOL_VERSION:
+            return _err(E.EPROTONOSUPPORT, f"protocol version {v!r} not supported "
+                                           f"(this daemon speaks {PROTOCOL_VERSION})")
+        cfg = self.cfg
+        return {"ok": True, "version": PROTOCOL_VERSION, "workers": len(self.workers),
+                "pid": self.pid, "ifname": cfg.ifname, "addr": cfg.addr,
+                "ports": list(cfg.ports), "local_ports": list(cfg.local_ports)}
+
+    def _attach_client(self, c: socket.socket, msg) -> bool:
+        q = msg.get("queue")
+        if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q < len(self.workers):
+            self._reply(c, _err(E.EINVAL, f"no worker for queue {q!r} (this daemon has "
+                                          f"{len(self.workers)})"))
+            return False
+        w = self.workers[q]
+        if not w.alive:
+            self._reply(c, _err(E.ECONNREFUSED, f"worker q{q} is not running"))
+            return False
+        cred = _peercred(c)
+        try:
+            control.send_msg(w.chan, {"op": "client", "attach": msg, "cred": cred},
+                             fds=[c.fileno()])
+        except (OSError, ValueError) as e:
+            log.warning("cannot hand a client to worker q%d: %s", q, e)
+            with contextlib.suppress(OSError):
+                self._reply(c, _err(E.EAGAIN, f"cannot reach worker q{q}: {e}"))
+        return False               # the worker has its own copy: close ours
+
+    def _on_worker_msg(self, w: _Worker) -> None:
+        try:
+            msg, fds = control.recv_msg(w.chan, maxfds=4)
+        except (BlockingIOError, TimeoutError, socket.timeout):
+            return
+        except (OSError, ValueError) as e:
+            if isinstance(e, ValueError):
+                log.warning("worker q%d sent a bad message: %s", w.queue, e)
+                return
+            msg, fds = None, []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if msg is None:
+            self._worker_gone(w)
+            return
+        self._worker_note(w, msg)
+
+    def _worker_note(self, w: _Worker, msg: dict) -> None:
+        """A message from a worker that answers nothing we are waiting for."""
+        if msg.get("op") == "log":
+            log.log(logging.getLevelName(str(msg.get("level", "INFO")).upper())
+                    if isinstance(logging.getLevelName(str(msg.get("level", "INFO")).upper()),
+                                  int) else logging.INFO,
+                    "worker q%d: %s", w.queue, msg.get("msg", msg.get("text", "")))
+        elif msg.get("op") == "error" or msg.get("ok") is False:
+            log.warning("worker q%d: %s", w.queue, msg.get("error", msg))
+        else:
+            log.debug("worker q%d: %r", w.queue, msg)
+
+    def _worker_gone(self, w: _Worker) -> None:
+        with contextlib.suppress(Exception):
+            self.sel.unregister(w.chan)
+        self._reap()
+        if self.stopping:
+            return
+        time.sleep(0.05)
+        self._reap()
+        how = w.describe_exit() if not w.alive else "closed its channel"
+        log.error("worker q%d (pid %d) %s: shutting down", w.queue, w.pid, how)
+        self._request_stop(1)
+
+    def _ask_workers(self, op: str, key: str, timeout: float = WORKER_TIMEOUT) -> dict:
+        """Send ``{"op": op}`` to every live worker, collect the replies carrying ``key``
+        within ``timeout``. Returns {queue: reply or {"error": text}}."""
+        out: dict[int, dict] = {}
+        pending: dict[int, _Worker] = {}
+        for w in self.workers:
+            if not w.alive:
+                out[w.queue] = {"error": f"worker q{w.queue} is not running"}
+                continue
+            w.seq += 1
+            try:
+                control.send_msg(w.chan, {"op": op, "seq": w.seq})
+            except (OSError, ValueError) as e:
+                out[w.queue] = {"error": f"cannot reach worker q{w.queue}: {e}"}
+                continue
+            pending[w.chan.fileno()] = w
+        deadline = time.monotonic() + timeout
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            r, _, _ = select_read(list(pending), left)
+            for fd in r:
+                w = pending[fd]
+                try:
+                    msg, fds = control.recv_msg(w.chan, maxfds=4)
+                except (BlockingIOError, TimeoutError, socket.timeout):
+                    continue
+                except ValueError as e:
+                    log.warning("worker q%d sent a bad message: %s", w.queue, e)
+                    continue
+                except OSError:
+                    msg, fds = None, []
+                for f in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(f)
+                if msg is None:
+                    del pending[fd]
+                    out[w.queue] = {"error": f"worker q{w.queue} went away"}
+                    self._worker_gone(w)
+                    continue
+                if "seq" in msg and msg["seq"] != w.seq:
+                    continue                          # a late answer to an older question
+                if key in msg:
+                    out[w.queue] = msg
+                    del pending[fd]
+                elif msg.get("ok") is False and msg.get("seq", w.seq) == w.seq:
+                    out[w.queue] = {"error": msg.get("error", "failed")}
+                    del pending[fd]
+                else:
+                    self._worker_note(w, msg)
+        for w in pending.values():
+            out[w.queue] = {"error": f"worker q{w.queue} did not answer {op} within "
+                                     f"{timeout:.0f} s"}
+        return out
+
+    def _status(self) -> dict:
+        cfg = self.cfg
+        clients = conns = 0
+        answers = self._ask_workers("stats", "stats", timeout=1.0)
+        for a in answers.values():
+            s = a.get("stats") or {}
+            clients += int(s.get("clients", 0) or 0)
+            conns += int((s.get("stack") or {}).get("connections", 0) or 0)
+        return {"ok": True, "pid": self.pid, "ifname": cfg.ifname,
+                "mode": self.steering.mode, "prog_id": self.steering.prog_id,
+                "addr": cfg.addr, "ports": list(cfg.ports),
+                "local_ports": list(cfg.local_ports), "queues": self.nqueues,
+                "workers": [{"queue": w.queue, "pid": w.pid, "alive": w.alive,
+                             **({"error": answers[w.queue]["error"]}
+                                if "error" in answers.get(w.queue, {}) else {})}
+                            for w in self.workers],
+                "clients": clients, "connections": conns, "started": self.started,
+                "uptime": round(time.time() - self.started, 3), "socket": cfg.socket,
+                "log": cfg.log_path}
+
+    def _stats(self) -> dict:
+        try:
+            xdp = self.steering.stats()
+        except Exception as e:                    # noqa: BLE001
+            xdp = {"error": str(e)}
+        answers = self._ask_workers("stats", "stats")
+        workers = []
+        totals = {"redirect_failed": xdp.get("redirect_failed", 0)}
+        for w in self.workers:
+            a = answers.get(w.queue, {})
+            if "stats" in a:
+                s = dict(a["stats"]) if isinstance(a["stats"], dict) else {}
+                workers.append({"queue": w.queue, "pid": w.pid, **s})
+                for k, v in (s.get("xdp") or {}).items():
+                    if isinstance(v, int) and k != "tx_ring_empty_descs":  # not a drop
+                        totals["xsk_" + k] = totals.get("xsk_" + k, 0) + v
+            else:
+                workers.append({"queue": w.queue, "pid": w.pid,
+                                "error": a.get("error", "no answer")})
+        return {"ok": True, "xdp": xdp, "workers": workers, "drops": totals}
+
+    def _conns(self) -> dict:
+        answers = self._ask_workers("conns", "conns")
+        conns, listeners, errors = [], [], []
+        for w in self.workers:
+            a = answers.get(w.queue, {})
+            if "conns" in a:
+                for c in a.get("conns") or []:
+                    if isinstance(c, dict):
+                        conns.append({"queue": w.queue, **c})
+                for li in a.get("listeners") or []:
+                    if isinstance(li, dict):
+                        listeners.append({"queue": w.queue, **li})
+            else:
+                errors.append({"queue": w.queue, "error": a.get("error", "no answer")})
+        out = {"ok": True, "conns": conns, "listeners": listeners}
+        if errors:
+            out["errors"] = errors
+        return out
+
+    # -- stopping --------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Undo everything start() did, whatever state it got to. Idempotent.
+
+        Order: the socket (no new client), the workers (clients told, connections reset),
+        XDP, the reserved ports, then the state and pid files. If XDP or the reserved
+        ports could not be given back, the state file stays for `fpd stop --force`."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        self.stopping = True
+        for c, _ in list(self.clients.values()):
+            with contextlib.suppress(Exception):
+                c.close()
+        self.clients.clear()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        sock = self.cfg.socket
+        if sock in self.created:
+            self.created.remove(sock)
+            try:
+                if os.stat(sock).st_ino == self.sock_ino:
+                    os.unlink(sock)
+                else:
+                    log.warning("%s was replaced by someone else: left alone", sock)
+            except FileNotFoundError:
+                pass
+        self._stop_workers()
+        unclean = False
+        if self.steering is not None:
+            try:
+                self.steering.close()
+                log.info("detached XDP from %s", self.cfg.ifname)
+            except Exception as e:                # noqa: BLE001
+                unclean = True
+                log.error("detaching XDP from %s failed: %s", self.cfg.ifname, e)
+            self.steering = None
+        if self.reserved_written:
+            lo, hi = self.cfg.local_ports
+            try:
+                cur = read_reserved()
+                new = restore_reserved(cur, self.reserved_original or "", lo, hi)
+                if new != cur:
+                    write_reserved(new)
+                self.reserved_written = False
+                log.info("gave back reserved ports %d-%d (%s now %r)", lo, hi,
+                         RESERVED_PORTS, new)
+            except OSError as e:
+                unclean = True
+                log.error("cannot restore %s: %s", RESERVED_PORTS, e)
+        if unclean and self.cfg.state_path in self.created:
+            self.created.remove(self.cfg.state_path)
+            log.error("left %s: run `fpd stop --force -i %s --socket %s`",
+                      self.cfg.state_path, self.cfg.ifname, sock)
+        # the pid file last: no second daemon before we are gone
+        for path in sorted(self.created, key=lambda p: p == self.cfg.pid_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self.created.clear()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+        if self.sel is not None:
+            self.sel.close()
+            self.sel = None
+        self._restore_signals()
+        for c in self.stop_waiters:               # `fpd stop` waits for this EOF
+            with contextlib.suppress(Exception):
+                c.close()
+        self.stop_waiters.clear()
+
+    def _stop_workers(self) -> None:
+        live = [w for w in self.workers if w.alive]
+        for w in live:
+            try:
+                w.chan.settimeout(1.0)
+                control.send_msg(w.chan, {"op": "stop"})
+            except (OSError, ValueError) as e:
+                log.info("worker q%d: cannot send stop (%s)", w.queue, e)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            self._reap()
+            if not any(w.alive for w in self.workers):
+                break
+            time.sleep(0.02)
+        for w in self.workers:
+            if w.alive:
+                log.warning("worker q%d (pid %d) did not stop within %.0f s: SIGKILL",
+                            w.queue, w.pid, STOP_TIMEOUT)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    _, st = os.waitpid(w.pid, 0)
+                    w.exit_status = st
+                w.alive = False
+            else:
+                log.info("worker q%d (pid %d) %s", w.queue, w.pid, w.describe_exit())
+            with contextlib.suppress(Exception):
+                w.chan.close()
+
+
+def select_read(fds, timeout):
+    import select
+    try:
+        return select.select(fds, [], [], timeout)
+    except InterruptedError:
+        return [], [], []
+
+
+# --- logging -----------------------------------------------------------------------------
+class _Fmt(logging.Formatter):
+    def formatTime(self, record, datefmt=None):
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + \
+            f".{int(record.msecs):03d}Z"
+
+
+def setup_logging(cfg: DaemonConfig) -> list[logging.Handler]:
+    """Log file (always, appended) and, in the foreground, stderr. Returns the handlers
+    added (for :func:`teardown_logging`)."""
+    root = logging.getLogger("fpd")
+    root.setLevel(logging.INFO)
+    added = []
+    fmt = _Fmt("%(asctime)s fpd[%(process)d] %(levelname)s %(name)s: %(message)s")
+    try:
+        d = os.path.dirname(cfg.log_path)
+        if d:
+            os.makedirs(d, mode=0o755, exist_ok=True)
+        fh = logging.FileHandler(cfg.log_path)
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+        added.append(fh)
+    except OSError as e:
+        if cfg.foreground:
+            print(f"fpd: cannot open the log file {cfg.log_path}: {e.strerror}; logging to "
+                  f"stderr only", file=sys.stderr)
+    if cfg.foreground:
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(logging.Formatter("fpd[%(process)d] %(levelname)s: %(message)s"))
+        root.addHandler(sh)
+        added.append(sh)
+    return added
+
+
+def teardown_logging(handlers) -> None:
+    root = logging.getLogger("fpd")
+    for h in handlers:
+        root.removeHandler(h)
+        with contextlib.suppress(Exception):
+            h.close()
+
+
+def _notify(ready_fd, text: str) -> None:
+    if ready_fd is None:
+        return
+    try:
+        os.write(ready_fd, (text.replace("\n", " ") + "\n").encode()[:65536])
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        os.close(ready_fd)
+
+
+def run(cfg: DaemonConfig, ready_fd: int | None = None) -> int:
+    """Start the supervisor and serve until stopped. Returns the exit code (0 = orderly
+    stop, 1 = start-up failed or a worker died).
+
+    ``ready_fd``: a pipe's write end; receives ``ok {json}`` once serving (json: pid, mode,
+    queues, prog_id), or ``error: text`` if start-up failed, and is closed either way."""
+    try:
+        validate(cfg)
+        check_privileges()
+        check_interface(cfg.ifname)
+    except DaemonError as e:
+        if ready_fd is None:
+            print(f"fpd: {e}", file=sys.stderr)
+        _notify(ready_fd, f"error: {e}")
+        return 1
+    handlers = setup_logging(cfg)
+    sup = Supervisor(cfg)
+    if ready_fd is not None:
+        sup.ready_fd = ready_fd
+    try:
+        try:
+            log.info("starting: %s", {k: v for k, v in dataclasses.asdict(cfg).items()})
+            sup.start()
+        except DaemonError as e:
+            log.error("%s", e)
+            _notify(ready_fd, f"error: {e}")
+            return 1
+        except Exception as e:                    # noqa: BLE001
+            log.exception("start-up failed")
+            _notify(ready_fd, f"error: start-up failed: {type(e).__name__}: {e}")
+            return 1
+        _notify(ready_fd, "ok " + json.dumps({"pid": sup.pid, "mode": sup.steering.mode,
+                                              "queues": sup.nqueues,
+                                              "prog_id": sup.steering.prog_id}))
+        ready_fd = None
+        try:
+            rc = sup.serve()
+        except Exception:                         # noqa: BLE001
+            log.exception("supervisor failed")
+            rc = 1
+        log.info("stopping (exit code %d)", rc)
+        return rc
+    finally:
+        try:
+            sup.cleanup()
+        except Exception:                         # noqa: BLE001
+            log.exception("cleanup failed")
+        if ready_fd is not None:
+            _notify(ready_fd, "error: start-up failed (see the log)")
+        log.info("stopped")
+        teardown_logging(handlers)
+
+
+# --- fpd stop --force ----------------------------------------------------------------------
+def force_stop(ifname: str, socket_path: str = DEFAULT_SOCKET, wait: float = 5.0) -> list[str]:
+    """Clean up after a daemon that died (or kill one that hangs): kill the pid of the
+    pid file if it is alive and looks like fpd (SIGTERM, then SIGKILL after ``wait``),
+    detach an XDP program named fpd_steer (or of unknown name) from ``ifname``, give back
+    the reserved ports recorded in the state file, remove the socket, pid and state
+    files. Returns what it did (one line each)."""
+    from fpd.bpf import PROG_NAME, XdpError, attached_prog_id, force_detach
+    did: list[str] = []
+    pid_path, state_path = socket_path + ".pid", socket_path + ".state"
+    state = read_state(state_path)
+    pid = read_pid(pid_path) or int((state or {}).get("pid") or 0)
+    if pid and pid != os.getpid() and pid_alive(pid):
+        if looks_like_fpd(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + wait
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 2
+                while pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                did.append(f"killed fpd (pid {pid}) with SIGKILL")
+            else:
+                did.append(f"stopped fpd (pid {pid}) with SIGTERM")
+        else:
+            did.append(f"pid {pid} of {pid_path} is alive but is not fpd: left alone")
+    for wpid in (state or {}).get("workers") or []:
+        if isinstance(wpid, int) and pid_alive(wpid) and looks_like_fpd(wpid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(wpid, signal.SIGKILL)
+            did.append(f"killed worker pid {wpid}")
+    if state and state.get("ifname") and state["ifname"] != ifname:
+        did.append(f"note: {state_path} is for interface {state['ifname']}, not {ifname}")
+    try:
+        prog = attached_prog_id(ifname)
+    except XdpError as e:
+        did.append(f"cannot query XDP on {ifname}: {e}")
+        prog = 0
+    if prog:
+        name = prog_name(prog)
+        if name and name != PROG_NAME:
+            did.append(f"{ifname} has XDP program id {prog} named {name}, not {PROG_NAME}: "
+                       f"left alone (`fpd xdp detach -i {ifname}` removes any program)")
+        else:
+            try:
+                if force_detach(ifname):
+                    did.append(f"detached XDP program id {prog} ({name or 'name unknown'}) "
+                               f"from {ifname}")
+            except XdpError as e:
+                did.append(f"cannot detach XDP from {ifname}: {e}")
+    if state and isinstance(state.get("reserved_ports"), str) and state.get("local_ports"):
+        try:
+            lo, hi = (int(x) for x in state["local_ports"])
+            cur = read_reserved()
+            new = restore_reserved(cur, state["reserved_ports"], lo, hi)
+            if new != cur:
+                write_reserved(new)
+                did.append(f"gave back reserved ports {lo}-{hi} ({RESERVED_PORTS}: "
+                           f"{new or 'empty'})")
+        except (OSError, ValueError, TypeError) as e:
+            did.append(f"cannot restore {RESERVED_PORTS}: {e}")
+    if not pid_file_locked(pid_path):
+        for path in (socket_path, state_path, pid_path):
+            if os.path.lexists(path):
+                try:
+                    os.unlink(path)
+                    did.append(f"removed {path}")
+                except OSError as e:
+                    did.append(f"cannot remove {path}: {e.strerror}")
+    else:
+        did.append(f"{pid_path} is locked by a live process: files left in place")
+    return did

@@ -1,0 +1,407 @@
+"""The supervisor's logic without root: reserved-port arithmetic, validation, the state
+and pid files, and the control protocol against fake workers (no XDP, no fork)."""
+
+import errno
+import fcntl
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from fpd import control, daemon
+from fpd.daemon import (DaemonConfig, DaemonError, Supervisor, _Worker, format_port_list,
+                        merge_reserved, parse_port_list, restore_reserved)
+
+
+# --- ip_local_reserved_ports -----------------------------------------------------------
+@pytest.mark.parametrize("text, ports", [
+    ("", set()),
+    ("\n", set()),
+    ("8080", {8080}),
+    ("1,3-5,7", {1, 3, 4, 5, 7}),
+    (" 10-12 , 11 ", {10, 11, 12}),
+])
+def test_parse_port_list(text, ports):
+    assert parse_port_list(text) == ports
+
+
+@pytest.mark.parametrize("ports, text", [
+    (set(), ""),
+    ({5}, "5"),
+    ({1, 2, 3, 7, 9, 10}, "1-3,7,9-10"),
+    (range(60000, 60256), "60000-60255"),
+])
+def test_format_port_list(ports, text):
+    assert format_port_list(ports) == text
+    assert parse_port_list(text) == set(ports)
+
+
+def test_merge_reserved():
+    assert merge_reserved("", 60000, 60255) == "60000-60255"
+    assert merge_reserved("8080,60100-60300", 60000, 60255) == "8080,60000-60300"
+    assert merge_reserved("59999", 60000, 60001) == "59999-60001"
+
+
+def test_restore_gives_back_only_what_was_added():
+    orig = "8080,60100-60110"
+    cur = merge_reserved(orig, 60000, 60255)
+    assert restore_reserved(cur, orig, 60000, 60255) == orig
+    assert restore_reserved(cur, "", 60000, 60255) == "8080"      # state lost: ours go
+    # someone reserved 9000 and 60200 meanwhile: 9000 stays, 60200 was in our range
+    assert restore_reserved(cur + ",9000", orig, 60000, 60255) == "8080,9000,60100-60110"
+    assert restore_reserved("", orig, 60000, 60255) == ""         # nothing to give back
+
+
+# --- validation ---------------------------------------------------------------------------
+def cfg(**kw):
+    kw.setdefault("ifname", "fpd0")
+    kw.setdefault("ports", [80])
+    kw.setdefault("socket", "/run/fpd/fpd.sock")
+    return DaemonConfig(**kw)
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"ports": []}, "at least one port"),
+    ({"ports": [0]}, "1..65535"),
+    ({"ports": [70000]}, "1..65535"),
+    ({"ports": [80, 80]}, "twice"),
+    ({"mode": "turbo"}, "mode must be one of auto, native, generic"),
+    ({"addr": "nope"}, "--addr must be an IPv4 address"),
+    ({"local_ports": (60010, 60000)}, "is empty"),
+    ({"local_ports": (2000, 4000)}, "exceed the 1024 entries"),
+    ({"ports": [60005]}, "inside the local port range"),
+    ({"queues": 0}, "--queues must be 1..64"),
+    ({"socket": "rel/fpd.sock"}, "must be absolute"),
+    ({"socket": "/" + "x" * 120}, "too long"),
+    ({"ifname": ""}, "interface is required"),
+    ({"group": "no-such-group-fpd"}, "no such group"),
+])
+def test_validate(kw, words):
+    with pytest.raises(DaemonError, match=None) as ei:
+        daemon.validate(cfg(**kw))
+    assert words in str(ei.value)
+
+
+def test_validate_ok():
+    daemon.validate(cfg(ports=[7, 80], addr="10.0.0.1", local_ports=(61000, 61999)))
+
+
+def test_default_paths():
+    c = cfg(socket="/run/x/fpd.sock")
+    assert (c.pid_path, c.state_path, c.log_path) == (
+        "/run/x/fpd.sock.pid", "/run/x/fpd.sock.state", "/run/x/fpd.sock.log")
+    assert cfg(log="/var/log/fpd.log").log_path == "/var/log/fpd.log"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="checks the refusal as a normal user")
+def test_not_root_is_refused():
+    with pytest.raises(DaemonError, match="fpd start needs root"):
+        daemon.check_privileges()
+
+
+def test_missing_interface_message():
+    with pytest.raises(DaemonError, match="no interface fpd-nope9 in this network namespace"):
+        daemon.check_interface("fpd-nope9")
+
+
+# --- files ------------------------------------------------------------------------------
+def test_state_file_round_trip(tmp_path):
+    p = str(tmp_path / "fpd.sock.state")
+    st = {"pid": 1, "ifname": "fpd0", "reserved_ports": "8080", "local_ports": [1, 2]}
+    daemon.write_state(p, st)
+    assert daemon.read_state(p) == st
+    assert os.listdir(tmp_path) == ["fpd.sock.state"]        # no temporary left
+    open(p, "w").write("{not json")
+    assert daemon.read_state(p) is None
+    open(p, "w").write("[1, 2]")
+    assert daemon.read_state(p) is None
+    assert daemon.read_state(str(tmp_path / "missing")) is None
+
+
+def test_pid_file_lock(tmp_path):
+    p = str(tmp_path / "x.pid")
+    assert not daemon.pid_file_locked(p)                  # missing
+    fd = os.open(p, os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(fd, b"1234\n")
+        assert not daemon.pid_file_locked(p)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert daemon.pid_file_locked(p)
+        assert daemon.read_pid(p) == 1234
+    finally:
+        os.close(fd)
+    assert not daemon.pid_file_locked(p)
+
+
+def test_second_supervisor_on_same_socket_is_refused(tmp_path):
+    sock = str(tmp_path / "fpd.sock")
+    a = Supervisor(cfg(socket=sock))
+    a._lock()
+    try:
+        assert daemon.read_pid(sock + ".pid") == os.getpid()
+        b = Supervisor(cfg(socket=sock))
+        with pytest.raises(DaemonError) as ei:
+            b._lock()
+        assert str(ei.value) == f"fpd is already running (pid {os.getpid()}) on {sock}"
+        assert b.created == [] and b.lock_fd == -1
+    finally:
+        a.cleanup()
+    assert not os.path.exists(sock + ".pid")
+
+
+def test_stale_state_refuses_and_keeps_the_files(tmp_path):
+    sock = str(tmp_path / "fpd.sock")
+    daemon.write_state(sock + ".state", {"pid": 4242, "ifname": "eth7"})
+    open(sock + ".pid", "w").write("4242\n")
+    s = Supervisor(cfg(socket=sock))
+    with pytest.raises(DaemonError) as ei:
+        s._lock()
+    msg = str(ei.value)
+    assert "a previous fpd (pid 4242)" in msg and "fpd stop --force -i eth7" in msg
+    s.cleanup()
+    assert daemon.read_pid(sock + ".pid") == 4242 and os.path.exists(sock + ".state")
+
+
+def test_looks_like_fpd():
+    assert not daemon.looks_like_fpd(os.getpid())           # pytest
+    q = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "fpd"])
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "fpd", "start"])
+    try:
+        time.sleep(0.05)
+        assert daemon.looks_like_fpd(p.pid)
+        assert not daemon.looks_like_fpd(q.pid)          # `vim fpd` is not the daemon
+        assert daemon.pid_alive(p.pid)
+    finally:
+        for x in (p, q):
+            x.kill()
+            x.wait()
+    assert not daemon.pid_alive(p.pid)
+
+
+# --- the protocol against fake workers ----------------------------------------------------
+class FakeSteering:
+    mode = "native"
+    prog_id = 77
+    closed = False
+
+    def stats(self):
+        return {"seen": 5, "steered": 3, "passed": 2, "malformed": 0, "redirect_failed": 1}
+
+    def close(self):
+        self.closed = True
+
+
+class FakeWorker(threading.Thread):
+    """Answers the supervisor's channel like control.worker_main (no seq echo)."""
+
+    def __init__(self, q, chan, proc, slow=False):
+        super().__init__(daemon=True)
+        self.q, self.chan, self.proc, self.slow = q, chan, proc, slow
+        self.clients = []
+        self.nconns = 1
+
+    def run(self):
+        while True:
+            try:
+                msg, fds = control.recv_msg(self.chan, maxfds=4)
+            except OSError:
+                return
+            if msg is None:
+                return
+            op = msg["op"]
+            if op == "client":
+                s = socket.socket(fileno=fds[0])
+                self.clients.append((msg, s))
+                control.send_msg(s, {"ok": True, "queue": self.q, "adopted": True})
+            elif op == "stats":
+                if self.slow:
+                    time.sleep(0.5)
+                control.send_msg(self.chan, {"ok": True, "stats": {
+                    "queue": self.q, "clients": len(self.clients),
+                    "xdp": {"rx_dropped": 2, "tx_ring_empty_descs": 9},
+                    "stack": {"connections": 1}}})
+            elif op == "conns":
+                control.send_msg(self.chan, {"ok": True, "conns": [
+                    {"queue": self.q, "local": "10.0.0.1:80", "remote": f"10.0.0.2:{5555 + i}",
+                     "state": "ESTABLISHED", "srtt": 0.0012, "pad": "x" * 200}
+                    for i in range(self.nconns)],
+                    "listeners": [{"queue": self.q, "local": "0.0.0.0:80", "slot": 0}]})
+            elif op == "stop":
+                self.proc.kill()
+                control.send_msg(self.chan, {"ok": True, "op": "stopped"})
+                return
+
+
+@pytest.fixture
+def sup(tmp_path):
+    """A Supervisor serving in a thread with two fake workers; yields (sup, socket path,
+    [(fake worker, its stand-in process)])."""
+    yield from _sup(tmp_path, serve=True)
+
+
+@pytest.fixture
+def idle_sup(tmp_path):
+    """As ``sup``, but not serving (the test drives the supervisor itself)."""
+    yield from _sup(tmp_path, serve=False)
+
+
+def _sup(tmp_path, serve):
+    sock = str(tmp_path / "fpd.sock")
+    s = Supervisor(cfg(socket=sock, ports=[7, 80]))
+    s.steering = FakeSteering()
+    s.nqueues = 2
+    s._sig_r, s._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    fakes = []
+    for q in range(2):
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        proc = subprocess.Popen(["sleep", "60"])
+        w = _Worker(q, proc.pid, a)
+        a.settimeout(5)
+        s.workers.append(w)
+        f = FakeWorker(q, b, proc, slow=False)
+        f.start()
+        fakes.append((f, proc))
+    s._listen()
+    t = threading.Thread(target=lambda: setattr(s, "rc", s.serve()), daemon=True)
+    if serve:
+        t.start()
+    try:
+        yield s, sock, fakes
+    finally:
+        if t.is_alive():
+            s._request_stop(0)
+            os.write(s._sig_w, b"\0")
+            t.join(5)
+        s.cleanup()
+        for f, proc in fakes:
+            proc.kill()
+            proc.wait()
+
+
+def ask(sock, msg, fds=False):
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    c.settimeout(5)
+    c.connect(sock)
+    control.send_msg(c, msg)
+    reply, _ = control.recv_msg(c)
+    c.close()
+    return reply
+
+
+def test_hello_status_stats_conns(sup):
+    s, sock, _ = sup
+    h = ask(sock, {"op": "hello", "version": 1})
+    assert h == {"ok": True, "version": 1, "workers": 2, "pid": os.getpid(), "ifname": "fpd0",
+                 "addr": None, "ports": [7, 80], "local_ports": [60000, 60255]}
+    bad = ask(sock, {"op": "hello", "version": 9})
+    assert bad["ok"] is False and bad["errno"] == errno.EPROTONOSUPPORT
+    st = ask(sock, {"op": "status"})
+    assert st["ok"] and st["mode"] == "native" and st["queues"] == 2
+    assert st["clients"] == 0 and st["connections"] == 2
+    assert [w["alive"] for w in st["workers"]] == [True, True]
+    stats = ask(sock, {"op": "stats"})
+    assert stats["xdp"]["redirect_failed"] == 1
+    assert [w["queue"] for w in stats["workers"]] == [0, 1]
+    assert stats["drops"] == {"redirect_failed": 1, "xsk_rx_dropped": 4}
+    conns = ask(sock, {"op": "conns"})
+    assert [c["queue"] for c in conns["conns"]] == [0, 1]
+    assert len(conns["listeners"]) == 2
+    from fpd.cli import conns_table
+    lines = conns_table(conns)
+    assert lines[0].split()[:4] == ["Q", "State", "Local", "Remote"]
+    assert "LISTEN" in lines[1] and "ESTABLISHED" in lines[3] and "1.2" in lines[3]
+
+
+def test_attach_hands_the_connection_to_the_worker(sup):
+    s, sock, fakes = sup
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    c.settimeout(5)
+    c.connect(sock)
+    control.send_msg(c, {"op": "attach", "queue": 1, "pid": 123})
+    reply, _ = control.recv_msg(c)              # answered by the (fake) worker
+    assert reply == {"ok": True, "queue": 1, "adopted": True}
+    msg, _ = fakes[1][0].clients[0]
+    assert msg["attach"] == {"op": "attach", "queue": 1, "pid": 123}
+    assert msg["cred"] == {"pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid()}
+    c.close()
+    r = ask(sock, {"op": "attach", "queue": 2})
+    assert r["ok"] is False and r["errno"] == errno.EINVAL and "queue 2" in r["error"]
+
+
+def test_bad_requests(sup):
+    s, sock, _ = sup
+    r = ask(sock, {"op": "frobnicate"})
+    assert r["ok"] is False and r["errno"] == errno.EOPNOTSUPP
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    c.settimeout(5)
+    c.connect(sock)
+    c.send(b"not json")
+    reply, _ = control.recv_msg(c)
+    assert reply["ok"] is False and reply["errno"] == errno.EINVAL
+    c.close()
+    assert ask(sock, {"op": "hello"})["ok"]      # still serving
+
+
+def test_stop_replies_then_closes_after_cleanup(sup):
+    s, sock, fakes = sup
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    c.settimeout(10)
+    c.connect(sock)
+    control.send_msg(c, {"op": "stop"})
+    reply, _ = control.recv_msg(c)
+    assert reply == {"ok": True, "pid": os.getpid()}
+    deadline = time.monotonic() + 5
+    while getattr(s, "rc", None) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert s.rc == 0
+    s.cleanup()
+    assert c.recv(100) == b""                    # EOF once cleaned up
+    assert s.steering is None
+    assert not os.path.exists(sock) and not os.path.exists(sock + ".pid")
+    assert all(not w.alive for w in s.workers)
+
+
+def test_dead_worker_stops_the_supervisor(sup):
+    s, sock, fakes = sup
+    fakes[0][0].chan.shutdown(socket.SHUT_RDWR)  # worker q0's channel closes (it died)
+    fakes[0][1].kill()
+    deadline = time.monotonic() + 5
+    while getattr(s, "rc", None) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert s.rc == 1
+
+
+def test_ask_workers_times_out_and_skips_late_answers(idle_sup):
+    s, sock, fakes = idle_sup
+    fakes[1][0].slow = True
+    out = s._ask_workers("stats", "stats", timeout=0.2)
+    assert "stats" in out[0] and "did not answer stats" in out[1]["error"]
+    time.sleep(0.6)                               # the late answer is now queued
+    fakes[1][0].slow = False
+    out = s._ask_workers("conns", "conns", timeout=2)
+    assert "conns" in out[0] and "conns" in out[1]   # the late stats answer was skipped
+
+
+def test_conns_reply_too_big_is_truncated(sup):
+    s, sock, fakes = sup
+    for f, _ in fakes:
+        f.nconns = 150                      # 2 x ~40 KB: more than one 64 KiB message
+    r = ask(sock, {"op": "conns"})
+    assert r["ok"] and 0 < len(r["conns"]) < 300 and r["truncated"] == 300 - len(r["conns"])
+
+
+def test_silent_client_is_dropped(sup, monkeypatch):
+    s, sock, _ = sup
+    monkeypatch.setattr(daemon, "CLIENT_TIMEOUT", 0.2)
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    c.settimeout(5)
+    c.connect(sock)
+    t0 = time.monotonic()
+    assert c.recv(100) == b""
+    assert 0.1 < time.monotonic() - t0 < 3
+    c.close()
+    assert ask(sock, {"op": "hello"})["ok"]
