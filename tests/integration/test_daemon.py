@@ -18,7 +18,6 @@ import pytest
 from fpd.bpf import STAT_NAMES, Steering, attached_prog_id
 from fpdd import RESERVED, fpd_daemon
 
-HAVE_SETPRIV = shutil.which("setpriv") is not None
 
 
 def fpd_cli(bed, *args, user=None, timeout=30):
@@ -178,7 +177,6 @@ def test_too_many_queues(testbed, tmpsock):
     assert files_of(tmpsock) == [] and xdp_prog(bed) == 0 and reserved(bed) == before
 
 
-@pytest.mark.skipif(not HAVE_SETPRIV, reason="setpriv (util-linux) not installed")
 def test_not_root(testbed, tmpsock):
     bed = testbed
     p = fpd_cli(bed, "start", "-i", "fpd0", "-p", "7", "--socket", tmpsock, user="nobody")
@@ -201,10 +199,9 @@ def test_group_may_use_the_socket(testbed):
     with fpd_daemon(bed, [7], extra=["--group", "nogroup"]) as d:
         st = os.stat(d.socket)
         assert st.st_gid == 65534 and st.st_mode & 0o777 == 0o660
-        if HAVE_SETPRIV:
-            p = fpd_cli(bed, "status", "--json", "--socket", d.socket, user="nobody")
-            assert p.returncode == 0, p.stderr
-            assert json.loads(p.stdout)["pid"] == d.pid
+        p = fpd_cli(bed, "status", "--json", "--socket", d.socket, user="nobody")
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["pid"] == d.pid
 
 
 def test_sigkill_then_stop_force(testbed):

@@ -96,8 +96,10 @@ def test_start_semantic_errors(tmp_path):
     assert r.exit_code == 1 and "inside the local port range 60000-60255" in r.output
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="as a normal user")
-def test_start_not_root(tmp_path):
+def test_start_not_root(tmp_path, monkeypatch):
+    from fpd import daemon
+    monkeypatch.setattr(daemon.os, "geteuid", lambda: 1000)     # a normal user, faked
+    monkeypatch.setattr(daemon, "_capabilities", lambda: 0)
     r = run("start", "-i", "lo", "-p", "80", "--socket", str(tmp_path / "s"))
     assert r.exit_code == 1 and "fpd start needs root" in r.output
 

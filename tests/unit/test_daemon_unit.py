@@ -97,10 +97,15 @@ def test_default_paths():
     assert cfg(log="/var/log/fpd.log").log_path == "/var/log/fpd.log"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="checks the refusal as a normal user")
-def test_not_root_is_refused():
-    with pytest.raises(DaemonError, match="fpd start needs root"):
+def test_not_root_is_refused(monkeypatch):
+    # as a normal user without capabilities (faked, so it runs as root too)
+    monkeypatch.setattr(daemon.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(daemon, "_capabilities", lambda: 0)
+    with pytest.raises(DaemonError, match="fpd start needs root.*missing CAP_NET_ADMIN"):
         daemon.check_privileges()
+    all_caps = (1 << daemon.CAP_NET_ADMIN) | (1 << daemon.CAP_NET_RAW) | (1 << daemon.CAP_BPF)
+    monkeypatch.setattr(daemon, "_capabilities", lambda: all_caps)
+    daemon.check_privileges()                 # capabilities are enough
 
 
 def test_missing_interface_message():
