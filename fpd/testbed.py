@@ -57,6 +57,7 @@ class TestBed:
         self.peer_mac = ""
         self.srv_ifindex = 0
         self._created: list[str] = []
+        self._owner = os.getpid()      # a forked child (pyroute2 forks) never tears down
 
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self):
@@ -120,6 +121,8 @@ class TestBed:
         return self
 
     def down(self) -> None:
+        if os.getpid() != self._owner:
+            return                      # a fork of the process that made the test bed
         while self._created:
             name = self._created.pop()
             try:
