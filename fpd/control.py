@@ -589,10 +589,12 @@ class Service:
         self.dirty.discard(e)
         self.blocked.discard(e)
         try:
+            # state (and errno) before the EOF: a client that sees EOF then reads the
+            # state knows a reset from a FIN
+            e.ends.ctl.set_state(S_CLOSED, err)
             if not e.eof_set:
                 e.eof_set = True
                 e.ends.rx.shutdown()
-            e.ends.ctl.set_state(S_CLOSED, err)
         except ShmCorrupt:
             pass
         self._post(e.client, e.slot, _shm.EV_CLOSED, err, e.gen)
@@ -855,8 +857,8 @@ class Service:
                 if not e.done:
                     e.done = True
                     try:
-                        e.ends.rx.shutdown()
                         e.ends.ctl.set_state(S_CLOSED, _errno.ECONNRESET)
+                        e.ends.rx.shutdown()
                     except ShmCorrupt:
                         pass
             try:
