@@ -108,7 +108,7 @@ class _Entry:
 
     __slots__ = ("client", "slot", "gen", "conn", "listener", "ends", "tx_pending",
                  "rx_blocked", "peer_fin", "eof_set", "closing", "shut_wr", "done",
-                 "opts", "armed")
+                 "opts", "armed", "bell")
 
     def __init__(self, client, slot, gen, ends):
         self.client = client
@@ -126,6 +126,7 @@ class _Entry:
         self.done = False              # slot announced CLOSED; nothing more happens here
         self.opts = {}
         self.armed = False
+        self.bell = None               # the slot's own doorbell (op "bell"), if any
 
 
 class _Client:
@@ -239,6 +240,9 @@ class Service:
         self.counters["clients_dropped"] += 1
         for e in list(c.entries.values()):
             self._kill_entry(e, now, reset=True)
+            if e.bell is not None:
+                e.bell.close()
+                e.bell = None
         self.clients.pop(c.id, None)
         self.w.remove_reader(c.sock.fileno())
         self.w.remove_reader(c.daemon_bell.fd)
@@ -270,7 +274,7 @@ class Service:
             if c.dead:
                 return
             try:
-                msg, _fds = recv_msg(c.sock)
+                msg, fds = recv_msg(c.sock, maxfds=1)
             except BlockingIOError:
                 return
             except (ValueError, OSError) as e:
@@ -280,12 +284,20 @@ class Service:
                 self.drop(c, "control connection closed", now)
                 return
             try:
-                reply = self._request(c, msg, now)
+                if fds:
+                    reply = self._set_bell(c, msg, fds.pop())
+                else:
+                    reply = self._request(c, msg, now)
                 reply["ok"] = True
             except ControlError as e:
                 reply = {"ok": False, "errno": e.errno, "error": str(e)}
             except (KeyError, TypeError, ValueError) as e:
                 reply = {"ok": False, "errno": _errno.EINVAL, "error": f"bad request: {e}"}
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            if msg.get("noreply"):
+                continue
             if "id" in msg:
                 reply["id"] = msg["id"]
             try:
@@ -322,12 +334,41 @@ class Service:
             if e.conn is not None:
                 self._apply_opts(e.conn, {name: msg["value"]})
             return {}
+        if op == "bell":
+            raise ControlError(_errno.EINVAL, "bell needs one fd attached")
         if op == "info":
             e = self._entry(c, msg)
             if e.conn is None:
                 return {"info": None}
             return {"info": _jsonable(e.conn.info())}
         raise ControlError(_errno.EOPNOTSUPP, f"unknown op {op!r}")
+
+    def _set_bell(self, c: _Client, msg: dict, fd: int) -> dict:
+        """``{"op":"bell","slot":s}`` + an eventfd: from now on the daemon rings it
+        (instead of posting EV_READABLE/EV_WRITABLE) when the client armed that slot's
+        RX consumer or TX producer, and also on EV_CONNECTED, EV_ACCEPTED (a listener's
+        bell) and EV_CLOSED, which still go to the event ring. A thread blocked on one
+        socket then sleeps on that socket's bell and is woken directly, not through
+        another thread that drains the event ring."""
+        if msg.get("op") != "bell":
+            os.close(fd)
+            raise ControlError(_errno.EINVAL, f"op {msg.get('op')!r} takes no fd")
+        try:
+            e = self._entry(c, msg)
+        except ControlError:
+            os.close(fd)
+            raise
+        if e.bell is not None:
+            e.bell.close()
+        e.bell = _shm.Doorbell(fd)
+        return {}
+
+    def _ring(self, e: _Entry) -> None:
+        try:
+            e.bell.ring()
+        except OSError:
+            e.bell.close()
+            e.bell = None
 
     def _entry(self, c: _Client, msg: dict) -> _Entry:
         slot = msg["slot"]
@@ -348,6 +389,9 @@ class Service:
         return e
 
     def _free(self, e: _Entry) -> None:
+        if e.bell is not None:
+            e.bell.close()
+            e.bell = None
         c = e.client
         if c.entries.get(e.slot) is e:
             del c.entries[e.slot]
@@ -516,6 +560,8 @@ class Service:
         elif kind == _tcp.EV_CONNECTED:
             e.ends.ctl.set_state(S_ESTABLISHED)
             self._post(e.client, e.slot, _shm.EV_CONNECTED, 0, e.gen)
+            if e.bell is not None:
+                self._ring(e)
             if e.tx_pending:
                 self.dirty.add(e)
         elif kind in (_tcp.EV_RESET, _tcp.EV_TIMED_OUT, _tcp.EV_REFUSED):
@@ -549,6 +595,8 @@ class Service:
         e.ends.ctl.set_state(S_ESTABLISHED)
         c.accepted += 1
         self._post(c, e.slot, _shm.EV_ACCEPTED, le.slot, e.gen)
+        if le.bell is not None:
+            self._ring(le)
         if conn.readable or conn.eof:
             self._deliver(e)
 
@@ -577,7 +625,10 @@ class Service:
                 e.eof_set = True
                 rx.shutdown()
             if rx.wake_needed():
-                self._post(e.client, e.slot, _shm.EV_READABLE, 0, e.gen)
+                if e.bell is not None:
+                    self._ring(e)
+                else:
+                    self._post(e.client, e.slot, _shm.EV_READABLE, 0, e.gen)
         except ShmCorrupt as ex:
             self._corrupt(e, ex)
 
@@ -598,6 +649,8 @@ class Service:
         except ShmCorrupt:
             pass
         self._post(e.client, e.slot, _shm.EV_CLOSED, err, e.gen)
+        if e.bell is not None:
+            self._ring(e)
         if e.closing:                 # the client released it already: reusable now
             self._free(e)
 
@@ -751,7 +804,10 @@ class Service:
                     tx.release(n)
                     left = total - n
                     if tx.wake_needed():
-                        self._post(e.client, e.slot, _shm.EV_WRITABLE, 0, e.gen)
+                        if e.bell is not None:
+                            self._ring(e)
+                        else:
+                            self._post(e.client, e.slot, _shm.EV_WRITABLE, 0, e.gen)
                     if left:                     # engine buffer full: EV_WRITABLE resumes
                         return
                 if tx.at_eof() and not e.shut_wr:
@@ -861,6 +917,8 @@ class Service:
                         e.ends.rx.shutdown()
                     except ShmCorrupt:
                         pass
+                    if e.bell is not None:
+                        self._ring(e)
             try:
                 c.events.put(NO_SLOT, _shm.EV_SHUTDOWN, 0, 0)
                 c.app_bell.ring()

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from fpd import netns, shm
+from fpd.shm import send_fds
 from fpd.bpf import Steering
 from fpd.control import WorkerConfig, recv_msg, send_msg, worker_main
 
@@ -427,3 +428,41 @@ def test_conns_reply_that_does_not_fit_is_cut_not_fatal(testbed):
         for p in peers:
             p.close()
         cl.close()
+
+
+def test_slot_bell_wakes_the_waiting_thread_directly(testbed):
+    with worker(testbed) as chan:
+        cl = RawClient(chan)
+        lslot = cl.call(op="listen", port=PORT)["slot"]
+        lbell = shm.Doorbell()
+        send_fds(cl.sock, b'{"op":"bell","slot":%d,"noreply":true}' % lslot, [lbell.fd])
+        peer = testbed.socket(testbed.peer_ns)
+        peer.settimeout(5)
+        peer.connect((testbed.srv_ip, PORT))
+        assert lbell.wait(5), "the listener's bell did not ring for EV_ACCEPTED"
+        slot = _accept(cl, lslot)
+        bell = shm.Doorbell()
+        rep = cl.call(op="bell", slot=slot)                 # without fd: refused
+        assert rep["errno"] == errno.EINVAL
+        send_fds(cl.sock, b'{"op":"bell","slot":%d}' % slot, [bell.fd])
+        assert recv_msg(cl.sock)[0]["ok"]
+        s = cl.region.slot(slot)
+        for i in range(20):                                  # request/response
+            assert s.rx.arm(1)
+            peer.sendall(b"q%02d" % i)
+            assert bell.wait(5), f"bell not rung for message {i}"
+            s.rx.disarm()
+            assert s.rx.read(3) == b"q%02d" % i
+            cl.write_all(slot, b"a%02d" % i)
+            assert peer.recv(3) == b"a%02d" % i
+        assert not [r for r in cl.region.events.get_many() if r.kind == shm.EV_READABLE]
+        # a reset rings it too, with the state set before
+        assert s.rx.arm(1)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        peer.close()
+        assert bell.wait(5)
+        assert s.ctl.read()[0] == shm.S_CLOSED and s.ctl.read()[2] == errno.ECONNRESET
+        cl.kick(slot, shm.OP_CLOSE)
+        cl.close()
+        bell.close()
+        lbell.close()
