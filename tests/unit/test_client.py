@@ -1,0 +1,798 @@
+"""fpd.client and fpd.aio against a fake daemon (tests/unit/fakedaemon.py): no root.
+
+The fake joins slots back to back, so the library talks to itself: a listener and its
+clients in this process, on two workers (regions) at once."""
+
+import asyncio
+import errno
+import os
+import select
+import selectors
+import shutil
+import socket as std_socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fakedaemon import ADDR, BLACKHOLE, FakeDaemon  # noqa: E402
+
+from fpd import aio, client, shm  # noqa: E402
+from fpd import client as socket  # noqa: E402
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _finish(c):
+    """Wait for a (dead) client's pump thread to end, then close its descriptors."""
+    if c is None:
+        return
+    t = c.pump_thread
+    if t is not None:
+        t.join(5)
+    c._close_workers()
+
+
+@pytest.fixture
+def fake():
+    d = tempfile.mkdtemp(prefix="fpdc")
+    f = FakeDaemon(d)
+    client.set_default_socket(f.path)
+    try:
+        yield f
+    finally:
+        c = client._client
+        if f.thread.is_alive():
+            f.kill()
+        client.set_default_socket(None)
+        if c is not None:
+            deadline = time.monotonic() + 5
+            while c.dead is None and time.monotonic() < deadline:
+                c.set_dead("test over")
+            _finish(c)
+        shutil.rmtree(d, ignore_errors=True)
+        assert f.error is None, f.error
+        left = [t.name for t in threading.enumerate()
+                if t.name in ("fake-fpd", "fpd-pump") and t.is_alive()]
+        assert not left, f"threads left behind: {left}"
+
+
+def pair(port=8080, srv=None):
+    """A connected (client, server-side) pair through the fake daemon."""
+    own = srv is None
+    if own:
+        srv = socket.create_server(("", port))
+    try:
+        c = socket.create_connection((ADDR, port), timeout=5)
+        srv.settimeout(5)
+        a, peer = srv.accept()
+        assert peer == c.getsockname()
+        return c, a
+    finally:
+        if own:
+            srv.close()
+
+
+def fill(sock):
+    """Send until the TX ring and the peer's RX ring are full (peer not reading)."""
+    sock.setblocking(False)
+    n = 0
+    quiet = 0
+    while quiet < 5:
+        try:
+            n += sock.send(b"f" * 65536)
+            quiet = 0
+        except BlockingIOError:
+            quiet += 1
+            time.sleep(0.02)
+    return n
+
+
+# --- API surface ----------------------------------------------------------------------------
+def test_standard_names_reexported():
+    assert socket.AF_INET == std_socket.AF_INET and socket.SOCK_STREAM == std_socket.SOCK_STREAM
+    assert socket.timeout is TimeoutError and socket.error is OSError
+    assert socket.getaddrinfo is std_socket.getaddrinfo
+    assert socket.gethostname() == std_socket.gethostname()
+    assert socket.inet_aton("1.2.3.4") == b"\x01\x02\x03\x04"
+    assert socket.SocketType is socket.socket
+    for name in ("TCP_NODELAY", "SO_KEEPALIVE", "SHUT_WR", "MSG_PEEK", "gaierror", "herror",
+                 "getdefaulttimeout", "setdefaulttimeout", "htons", "SOMAXCONN"):
+        assert hasattr(socket, name), name
+
+
+def test_other_families_and_types_are_standard_sockets():
+    for args in ((socket.AF_UNIX, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_DGRAM),
+                 (socket.AF_INET6, socket.SOCK_STREAM)):
+        s = socket.socket(*args)
+        try:
+            assert type(s) is std_socket.socket
+        finally:
+            s.close()
+    a, b = socket.socketpair()
+    a.close(), b.close()
+    s = socket.socket()
+    assert isinstance(s, socket.socket) and s.family == socket.AF_INET
+    assert s.type == socket.SOCK_STREAM
+    s.close()
+    s.close()                     # twice is fine
+    assert s.fileno() == -1
+
+
+def test_daemon_not_running_clear_error(tmp_path):
+    client.set_default_socket(str(tmp_path / "nope.sock"))
+    try:
+        with pytest.raises(OSError, match="fpd daemon not reachable at .*nope.sock") as ei:
+            socket.create_connection((ADDR, 7))
+        assert isinstance(ei.value, (FileNotFoundError, ConnectionRefusedError))
+        # a socket file nobody listens on
+        p = str(tmp_path / "dead.sock")
+        s = std_socket.socket(std_socket.AF_UNIX, std_socket.SOCK_SEQPACKET)
+        s.bind(p)
+        s.close()
+        client.set_default_socket(p)
+        with pytest.raises(ConnectionRefusedError, match="not reachable"):
+            socket.create_server(("", 8080))
+    finally:
+        client.set_default_socket(None)
+
+
+def test_env_path(fake, monkeypatch):
+    client.set_default_socket(None)
+    monkeypatch.setenv("FPD_SOCKET", fake.path)
+    assert client.daemon_info()["workers"] == 2
+
+
+# --- data ---------------------------------------------------------------------------------------
+def test_echo_send_recv_into_and_addresses(fake):
+    with socket.create_connection((ADDR, 7), timeout=5) as s:
+        assert s.getpeername() == (ADDR, 7)
+        assert s.getsockname()[0] == ADDR
+        assert s.send(b"hello") == 5
+        assert s.recv(5) == b"hello"
+        s.sendall(memoryview(b"abcdef")[1:4])
+        buf = bytearray(10)
+        n = 0
+        while n < 3:
+            n += s.recv_into(memoryview(buf)[n:])
+        assert buf[:3] == b"bcd"
+        big = os.urandom(300_000)          # > both rings: needs the waits on both sides
+        got = bytearray()
+
+        def rd():
+            while len(got) < len(big):
+                got.extend(s.recv(70000))
+        t = threading.Thread(target=rd)
+        t.start()
+        s.sendall(big)
+        t.join(10)
+        assert bytes(got) == big
+        s.sendall(b"peek")
+        while len(s.recv(4, socket.MSG_PEEK)) < 4:
+            time.sleep(0.005)
+        assert s.recv(4) == b"peek"
+    assert s.fileno() == -1
+    with pytest.raises(OSError) as ei:
+        s.send(b"x")
+    assert ei.value.errno == errno.EBADF
+
+
+def test_server_accept_connect_and_workers(fake):
+    srv = socket.create_server(("", 8080))
+    try:
+        assert srv.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        pairs = [pair(srv=srv) for _ in range(6)]
+        # accepted connections arrived on both workers' regions
+        assert {a._w.q for c, a in pairs} == {0, 1}
+        for i, (c, a) in enumerate(pairs):
+            c.sendall(b"ping%d" % i)
+            assert a.recv(10) == b"ping%d" % i
+            a.sendall(b"pong%d" % i)
+            assert c.recv(10) == b"pong%d" % i
+            assert a.getpeername() == c.getsockname()
+            assert a.getsockname() == ("10.77.0.1", 8080)
+            c.close()
+            assert a.recv(10) == b""
+            a.close()
+    finally:
+        srv.close()
+    # the port is free again
+    socket.create_server(("", 8080)).close()
+
+
+def test_half_close_both_ways(fake):
+    c, a = pair()
+    with c, a:
+        c.sendall(b"request")
+        c.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            d = a.recv(100)
+            if not d:
+                break
+            got += d
+        assert got == b"request"
+        for i in range(20):                 # the peer keeps sending after our FIN
+            a.sendall(b"x" * 1000)
+        a.shutdown(socket.SHUT_WR)
+        n = 0
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            n += len(d)
+        assert n == 20_000
+        with pytest.raises(BrokenPipeError):
+            c.send(b"late")
+
+
+def test_makefile(fake):
+    with socket.create_connection((ADDR, 7), timeout=5) as s:
+        f = s.makefile("rwb")
+        f.write(b"line one\nline two\n")
+        f.flush()
+        assert f.readline() == b"line one\n"
+        assert f.readline() == b"line two\n"
+        f.close()
+        t = s.makefile("r", encoding="ascii")
+        s.sendall(b"text\n")
+        assert t.readline() == "text\n"
+        t.close()
+
+
+def test_recv_view_zero_copy(fake):
+    with socket.create_connection((ADDR, 7), timeout=5) as s:
+        s.sendall(b"0123456789")
+        v = s.recv_view(4)
+        assert bytes(v) == b"0123" and v.readonly
+        del v
+        s.release()
+        with s.viewing() as v:
+            while len(v) < 6:          # the rest may come in two pieces
+                break
+            rest = bytes(v)
+        while len(rest) < 6:
+            rest += s.recv(6 - len(rest))
+        assert rest == b"456789"
+        with pytest.raises(ValueError):
+            s.release(1)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+def test_refused_and_connect_ex(fake):
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((ADDR, 9999), timeout=5)
+    s = socket.socket()
+    try:
+        assert s.connect_ex((ADDR, 9999)) == errno.ECONNREFUSED
+        assert s.connect_ex((ADDR, 7)) == 0            # the same socket may retry
+        s.sendall(b"ok")
+        assert s.recv(2) == b"ok"
+    finally:
+        s.close()
+    with pytest.raises(OSError) as ei:
+        socket.socket().recv(1)
+    assert ei.value.errno == errno.ENOTCONN
+    with pytest.raises(OSError) as ei:
+        socket.socket().getpeername()
+    assert ei.value.errno == errno.ENOTCONN
+
+
+def test_listen_errors(fake):
+    s = socket.socket()
+    with pytest.raises(OSError) as ei:
+        s.listen()                        # not bound
+    assert ei.value.errno == errno.EINVAL
+    s.close()
+    srv = socket.create_server(("", 8081))
+    try:
+        with pytest.raises(OSError) as ei:
+            socket.create_server(("", 8081))
+        assert ei.value.errno == errno.EADDRINUSE
+        with pytest.raises(PermissionError, match="not steered"):
+            socket.create_server(("", 4444))
+    finally:
+        srv.close()
+
+
+def test_timeouts(fake):
+    t0 = time.monotonic()
+    with pytest.raises(socket.timeout):
+        socket.create_connection((BLACKHOLE, 80), timeout=0.3)
+    assert 0.25 < time.monotonic() - t0 < 3
+    s = socket.socket()
+    s.settimeout(0.2)
+    assert s.gettimeout() == 0.2
+    assert s.connect_ex((BLACKHOLE, 80)) == errno.EAGAIN
+    s.close()
+    with socket.create_connection((ADDR, 7), timeout=0.2) as s:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            s.recv(10)
+        assert 0.15 < time.monotonic() - t0 < 3
+        s.sendall(b"still works")
+        assert s.recv(100) == b"still works"
+    srv = socket.create_server(("", 8082))
+    srv.settimeout(0.1)
+    with pytest.raises(TimeoutError):
+        srv.accept()
+    srv.close()
+
+
+def test_nonblocking(fake):
+    fake.connect_delay = 0.1             # else the connect may be done before we look
+    srv = socket.create_server(("", 8083))
+    srv.setblocking(False)
+    assert srv.getblocking() is False
+    with pytest.raises(BlockingIOError):
+        srv.accept()
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    assert c.gettimeout() == 0.0
+    with pytest.raises(BlockingIOError) as ei:
+        c.connect((ADDR, 8083))
+    assert ei.value.errno == errno.EINPROGRESS
+    sel = selectors.DefaultSelector()
+    sel.register(c, selectors.EVENT_WRITE)
+    assert sel.select(5)                          # writable = connected
+    assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    with pytest.raises(BlockingIOError):
+        c.recv(10)
+    srv.setblocking(True)
+    a, _ = srv.accept()
+    a.sendall(b"x")
+    sel.modify(c, selectors.EVENT_READ)
+    assert sel.select(5)
+    assert c.recv(10) == b"x"
+    sel.close()
+    # a refused non-blocking connect: writable, and SO_ERROR says why
+    r = socket.socket()
+    r.setblocking(False)
+    assert r.connect_ex((ADDR, 9999)) == errno.EINPROGRESS
+    _, w, _ = select.select([], [r], [], 5)
+    assert w == [r]
+    assert r.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED
+    for x in (r, a, c, srv):
+        x.close()
+
+
+def test_reset_by_peer(fake):
+    c, a = pair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    a.close()
+    c.settimeout(5)
+    with pytest.raises(ConnectionResetError):
+        c.recv(10)
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        c.sendall(b"x" * 200_000)
+    c.close()
+
+
+def test_sockopts(fake):
+    s = socket.socket()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 100000)
+    assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
+    with pytest.raises(OSError) as ei:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1000)
+    assert ei.value.errno == errno.ENOPROTOOPT
+    s.connect((ADDR, 7))
+    conn_req = [r for r in fake.requests if r.get("op") == "connect"][-1]
+    assert conn_req["opts"] == {"nodelay": 1, "keepalive": 1, "rcvbuf": 100000}
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    assert fake.requests[-1] == {"op": "setopt", "slot": s._slot, "name": "sndbuf",
+                                 "value": 4096}
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 4096
+    s.close()
+
+
+# --- readiness descriptors ----------------------------------------------------------------------
+def test_fileno_readiness_exact(fake):
+    srv = socket.create_server(("", 8084))
+    sel = selectors.DefaultSelector()
+    sel.register(srv, selectors.EVENT_READ)
+    assert sel.select(0.05) == []                     # nothing pending
+    c = socket.create_connection((ADDR, 8084), timeout=5)
+    assert len(sel.select(5)) == 1                    # a pending accept
+    a, _ = srv.accept()
+    assert sel.select(0.05) == []
+    sel.register(a, selectors.EVENT_READ)
+    assert sel.select(0.05) == []                     # no data
+    c.sendall(b"abc")
+    ev = sel.select(5)
+    assert [k.fileobj for k, _ in ev] == [a]
+    assert a.recv(1) == b"a"
+    assert sel.select(0.05)                           # still data
+    assert a.recv(10) == b"bc"
+    assert sel.select(0.05) == []                     # drained
+    # writability: the ring's free space
+    p = select.poll()
+    p.register(a.fileno(), select.POLLOUT)
+    assert p.poll(1000) == [(a.fileno(), select.POLLOUT)]
+    n = fill(a)
+    assert n >= 2 * 65536
+    assert p.poll(100) == []                          # full: not writable
+    got = 0
+    while got < n:
+        got += len(c.recv(1 << 20))
+    assert p.poll(5000) == [(a.fileno(), select.POLLOUT)]
+    # EOF is readable
+    c.close()
+    assert sel.select(5)
+    assert a.recv(10) == b""
+    sel.close()
+    a.close()
+    srv.close()
+
+
+def test_fileno_readable_from_idle_pump(fake):
+    """The app sleeps in select only: the library's pump thread must flip the fd."""
+    c, a = pair(8085)
+    fd = a.fileno()
+    hits = []
+
+    def later():
+        time.sleep(0.2)
+        c.sendall(b"wake")
+    t = threading.Thread(target=later)
+    t.start()
+    r, _, _ = select.select([fd], [], [], 5)
+    hits.append(r)
+    t.join()
+    assert r == [fd]
+    assert a.recv(10) == b"wake"
+    c.close(), a.close()
+
+
+# --- threads ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("pump_thread", [False, True], ids=["no-fileno", "with-pump-thread"])
+def test_threaded_server_under_load(fake, pump_thread):
+    srv = socket.create_server(("", 9000), backlog=64)
+    if pump_thread:
+        srv.fileno()             # the library's pump thread now takes turns leading too
+    stop = threading.Event()
+    errors = []
+    served = []
+
+    def serve(conn):
+        try:
+            with conn:
+                while True:
+                    d = conn.recv(65536)
+                    if not d:
+                        break
+                    conn.sendall(d)
+        except Exception as e:
+            errors.append(e)
+
+    def acceptor():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            t = threading.Thread(target=serve, args=(conn,))
+            t.start()
+            served.append(t)
+
+    def talker(i):
+        try:
+            with socket.create_connection((ADDR, 9000), timeout=10) as s:
+                if i % 3 == 0:
+                    s.settimeout(None)
+                for j in range(30):
+                    msg = b"%d-%d;" % (i, j) * (1 + j * 10)
+                    s.sendall(msg)
+                    got = b""
+                    while len(got) < len(msg):
+                        got += s.recv(65536)
+                    assert got == msg
+        except Exception as e:
+            errors.append(e)
+
+    at = threading.Thread(target=acceptor)
+    at.start()
+    ts = [threading.Thread(target=talker, args=(i,)) for i in range(16)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(20)
+    stop.set()
+    at.join(5)
+    for t in served:
+        t.join(5)
+    srv.close()
+    assert not errors, errors
+    assert len(served) == 16
+
+
+def test_nonblocking_app_without_fileno_sees_everything(fake):
+    """An app that polls non-blocking calls (no fileno, never blocks) still sees
+    pending connections and resets: EAGAIN paths drain the event ring."""
+    srv = socket.create_server(("", 8085))
+    srv.setblocking(False)
+    c = socket.create_connection((ADDR, 8085), timeout=5)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            a, _ = srv.accept()
+            break
+        except BlockingIOError:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    a.setblocking(False)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    deadline = time.monotonic() + 5
+    with pytest.raises(ConnectionResetError):
+        while True:
+            try:
+                a.recv(10)
+            except BlockingIOError:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+    a.close()
+    srv.close()
+
+
+def test_close_wakes_blocked_reader(fake):
+    c, a = pair()
+    res = []
+
+    def rd():
+        try:
+            res.append(a.recv(10))
+        except OSError as e:
+            res.append(e)
+    t = threading.Thread(target=rd)
+    t.start()
+    time.sleep(0.2)
+    a.close()
+    t.join(5)
+    assert not t.is_alive()
+    assert isinstance(res[0], OSError) and res[0].errno == errno.EBADF
+    c.close()
+
+
+# --- the daemon goes away, or lies ---------------------------------------------------------------
+def test_daemon_killed_no_hang(fake):
+    s = socket.create_connection((ADDR, 7), timeout=None)
+    srv = socket.create_server(("", 8080))
+    res = {}
+
+    def rd():
+        try:
+            s.recv(10)
+        except OSError as e:
+            res["recv"] = e
+
+    def acc():
+        try:
+            srv.accept()
+        except OSError as e:
+            res["accept"] = e
+    ts = [threading.Thread(target=rd), threading.Thread(target=acc)]
+    for t in ts:
+        t.start()
+    time.sleep(0.2)
+    fake.kill()
+    for t in ts:
+        t.join(5)
+        assert not t.is_alive()
+    assert isinstance(res["recv"], ConnectionResetError)
+    assert "fpd daemon at" in str(res["recv"]) and fake.path in str(res["recv"])
+    assert isinstance(res["accept"], OSError)
+    with pytest.raises(BrokenPipeError, match="fpd daemon"):
+        s.sendall(b"x")
+    with pytest.raises(OSError, match="not reachable"):
+        socket.create_connection((ADDR, 7))
+    s.close()
+    srv.close()
+
+
+def test_daemon_stops_shutdown_event(fake):
+    s = socket.create_connection((ADDR, 7), timeout=5)
+    fake.stop()
+    with pytest.raises(ConnectionResetError, match="fpd daemon"):
+        s.recv(10)
+    s.close()
+
+
+def test_hostile_slot_words_only_break_that_socket(fake):
+    bad = socket.create_connection((ADDR, 7), timeout=5)
+    good = socket.create_connection((ADDR, 7), timeout=5)
+
+    def scribble(f):
+        for cl in f.clients:
+            for c in cl.conns.values():
+                if c.s.ctl.addrs()[1] == bad.getsockname()[1]:
+                    off = cl.region.layout.slot_ctl(c.slot) + shm.SLOT_RX_HDR
+                    cl.region.mv[off:off + 8] = (2**63).to_bytes(8, "little")
+                    return True
+    assert fake.call(scribble)
+    with pytest.raises(OSError) as ei:
+        bad.recv(10)
+    assert ei.value.errno == errno.EPROTO and "corrupt" in str(ei.value)
+    good.sendall(b"fine")
+    assert good.recv(10) == b"fine"
+    bad.close()
+    good.close()
+
+
+def test_hostile_event_ring_drops_client_library_survives(fake):
+    s = socket.create_connection((ADDR, 7), timeout=5)
+    old = client._client
+
+    def scribble(f):
+        cl = f.clients[0]
+        ev = cl.region.events
+        # a record naming a slot outside the region
+        shm.RECORD.pack_into(ev._data, (ev._pos & ev.mask) * 16, 10**6, shm.EV_READABLE, 0, 0)
+        ev._publish((ev._pos + 1) & shm.M64)
+        cl.app_bell.ring()
+    fake.call(scribble)
+    with pytest.raises(OSError, match="corrupt"):
+        s.recv(10)
+    s.close()
+    # a new socket makes a new connection to the daemon
+    with socket.create_connection((ADDR, 7), timeout=5) as t:
+        t.sendall(b"again")
+        assert t.recv(10) == b"again"
+    assert client._client is not old
+    _finish(old)
+
+
+def test_fork_child_gets_its_own_connection(fake):
+    s = socket.create_connection((ADDR, 7), timeout=5)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            try:
+                s.send(b"x")
+            except OSError as e:
+                assert e.errno == errno.EBADF and "fork" in str(e)
+                with socket.create_connection((ADDR, 7), timeout=5) as t:
+                    t.sendall(b"child")
+                    if t.recv(10) == b"child":
+                        code = 0
+        finally:
+            os.write(w, bytes([code]))
+            os._exit(code)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(r, 1) == b"\0" and os.waitstatus_to_exitcode(status) == 0
+    os.close(r)
+    s.sendall(b"parent")
+    assert s.recv(10) == b"parent"
+    s.close()
+
+
+# --- asyncio --------------------------------------------------------------------------------------
+def test_aio_echo_both_ways(fake):
+    async def handle(r, w):
+        assert w.get_extra_info("sockname") == (ADDR, 8080)
+        while True:
+            d = await r.read(65536)
+            if not d:
+                break
+            w.write(d)
+            await w.drain()
+        w.close()
+        await w.wait_closed()
+
+    async def main():
+        srv = await aio.start_server(handle, "", 8080)
+        async with srv:
+            assert srv.is_serving() and len(srv.sockets) == 1
+            r, w = await aio.open_connection(ADDR, 8080)
+            assert w.get_extra_info("peername") == (ADDR, 8080)
+            w.write(b"line 1\nline 2\nrest")
+            await w.drain()
+            assert await r.readline() == b"line 1\n"
+            assert await r.readuntil(b"2\n") == b"line 2\n"
+            assert await r.readexactly(4) == b"rest"
+            big = os.urandom(500_000)
+            reader = asyncio.ensure_future(r.read())
+            w.writelines([big[:1000], big[1000:]])
+            await w.drain()
+            w.write_eof()
+            assert await reader == big
+            assert r.at_eof()
+            w.close()
+            assert w.is_closing()
+            await w.wait_closed()
+            # the client side of fpd against the echo port
+            r2, w2 = await aio.open_connection(ADDR, 7)
+            w2.write(b"abc")
+            with pytest.raises(asyncio.IncompleteReadError):
+                w2.write_eof()
+                await r2.readexactly(4)
+            w2.close()
+            await w2.wait_closed()
+            with pytest.raises(ConnectionRefusedError):
+                await aio.open_connection(ADDR, 9999)
+        assert not srv.is_serving()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_aio_serve_forever_and_close(fake):
+    async def main():
+        srv = await aio.start_server(lambda r, w: w.close(), "", 8081, start_serving=False)
+        assert not srv.is_serving()
+        task = asyncio.ensure_future(srv.serve_forever())
+        await asyncio.sleep(0.05)
+        assert srv.is_serving()
+        r, w = await aio.open_connection(ADDR, 8081)
+        assert await r.read() == b""
+        w.close()
+        srv.close()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await srv.wait_closed()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_hostile_control_replies_and_event_args(fake):
+    real = fake._handle
+
+    def lying(cl, msg):
+        if msg.get("op") == "listen":
+            return {"ok": True, "slot": 10**6, "gen": 0}          # no such slot
+        if msg.get("op") == "connect" and msg.get("port") == 8082:
+            return {"ok": False, "errno": "nonsense", "error": 42}
+        return real(cl, msg)
+    fake._handle = lying
+    with pytest.raises(OSError) as ei:
+        socket.create_server(("", 8080))
+    assert ei.value.errno == errno.EPROTO
+    with pytest.raises(OSError) as ei:
+        socket.create_connection((ADDR, 8082), timeout=5)
+    assert ei.value.errno == errno.EPROTO
+    fake._handle = real
+    # an EV_CLOSED whose errno is out of range becomes EPROTO, not a crash
+    s = socket.create_connection((ADDR, 7), timeout=5)
+
+    def bad_close(f):
+        for cl in f.clients:
+            for c in cl.conns.values():
+                c.post(shm.EV_CLOSED, 2**40)
+    fake.call(bad_close)
+    with pytest.raises(OSError) as ei:
+        s.recv(10)
+    assert ei.value.errno == errno.EPROTO
+    s.close()
+    # the library still works
+    with socket.create_connection((ADDR, 7), timeout=5) as t:
+        t.sendall(b"ok")
+        assert t.recv(2) == b"ok"
+
+
+def test_send_waits_for_a_connect_in_progress(fake):
+    fake.connect_delay = 0.2
+    s = socket.socket()
+    s.setblocking(False)
+    assert s.connect_ex((ADDR, 7)) == errno.EINPROGRESS
+    with pytest.raises(BlockingIOError):
+        s.send(b"early")                       # non-blocking: EAGAIN until connected
+    s.settimeout(5)
+    s.sendall(b"early")                        # blocking: waits for the connection
+    assert s.recv(10) == b"early"
+    s.close()
+    r = socket.socket()
+    r.setblocking(False)
+    assert r.connect_ex((ADDR, 9999)) == errno.EINPROGRESS
+    r.settimeout(5)
+    with pytest.raises(ConnectionRefusedError):
+        r.sendall(b"lost?")                    # not silently swallowed
+    r.close()
