@@ -1,4 +1,5 @@
 # fpd — one file sets the machine up and runs everything.
+#   make demo   installs what is missing, then runs `fpd demo` (fpd's main job on a test bed)
 #   make test   installs what is missing (apt + venv), builds the BPF object, runs the suite
 #   make test-fast  unit + engine tests only (no root)
 #
@@ -15,7 +16,7 @@ APT_PKGS   := clang llvm libbpf-dev bpftool ethtool iproute2 nftables iperf3 soc
               wrk iputils-ping python3 python3-venv python3-dev python3-bpfcc gcc make
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv bpf test test-fast clean
+.PHONY: all deps venv bpf demo test test-fast clean
 
 all: venv bpf
 
@@ -41,6 +42,9 @@ bpf/steer.o: bpf/steer.c | deps
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 bpf: deps bpf/steer.o
+
+demo: venv bpf
+	$(VENV)/bin/fpd demo
 
 test: venv bpf
 	$(PY) -m pytest $(PYTEST_ARGS)
