@@ -1069,8 +1069,19 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
                         "bind_mode": w.xsk.bind_mode, "pid": os.getpid()}, [w.fileno()])
         chan.setblocking(False)
         w.add_reader(chan.fileno(), on_chan)
-        while not state["stop"]:
-            w.run()
+        prof = None
+        out = os.environ.get("FPD_PROFILE")      # developers: cProfile a worker's loop
+        if out:
+            import cProfile
+            prof = cProfile.Profile()
+            prof.enable()
+        try:
+            while not state["stop"]:
+                w.run()
+        finally:
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(f"{out}.q{cfg.queue}")
     except Exception:
         log.exception("worker q%d crashed", cfg.queue)
         code = 1
