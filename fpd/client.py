@@ -134,6 +134,13 @@ _ShmError = _shm.ShmError
 _NEW, _CONNECTING, _CONNECTED, _LISTENING, _FAILED, _CLOSED = range(6)
 _SHUT_RD, _SHUT_WR = 1, 2
 _WANT_MAX = 64 * 1024          # low-water mark of a blocking sendall/recv wait
+# A blocking wait first polls the rings without sleeping for this long (seconds): on a
+# machine with a core to spare it saves the wake-up (eventfd + scheduler) per message;
+# with cores shared it takes CPU from the daemon or the peer. FPD_SPIN_US sets it.
+try:
+    _SPIN = max(0.0, float(os.environ.get("FPD_SPIN_US", "0")) / 1e6)
+except ValueError:
+    _SPIN = 0.0
 
 _default_path: str | None = None
 _attach_opts: dict = {}
@@ -477,6 +484,62 @@ class _Client:
                 s._cond.notify_all()
 
     # -- pumping -------------------------------------------------------------------------
+    def wait_direct(self, ready, direct, deadline) -> bool:
+        """Like :meth:`wait`, sleeping on one socket's own doorbell (``direct`` =
+        ``(bell, poll)`` from ``socket._direct``) instead of pumping the event rings:
+        the daemon wakes this thread itself. ``ready()`` arms the ring end."""
+        mu = self.mu
+        bell, cfd, dw = direct
+        bfd = bell.fd
+        p = _select.poll()                 # per wait: poll objects are not thread-safe
+        p.register(bfd, _select.POLLIN)
+        p.register(cfd, 0)                 # the control connection: hang-up only
+        with mu:
+            dw[0] += 1
+        try:
+            return self._wait_direct(ready, bell, p, dw, bfd, deadline)
+        finally:
+            with mu:
+                dw[0] -= 1
+
+    def wait_settling(self, ready, cond, deadline) -> bool:
+        """:meth:`wait` in slices of 1 ms (a slot bell is being registered: the daemon
+        may ring it instead of posting the event this wait expects)."""
+        while True:
+            d = _now() + 0.001
+            if deadline is not None and deadline < d:
+                return self.wait(ready, cond, deadline)
+            if self.wait(ready, cond, d):
+                return True
+
+    def _wait_direct(self, ready, bell, p, dw, bfd, deadline) -> bool:
+        mu = self.mu
+        spin_end = _now() + _SPIN if _SPIN else 0.0
+        while True:
+            with mu:
+                if ready():
+                    return True
+                if self.dead is not None:
+                    raise self.gone_error()
+            if spin_end:
+                if _now() < spin_end:
+                    continue
+                spin_end = 0.0
+            if deadline is None:
+                ms = -1
+            else:
+                left = deadline - _now()
+                if left <= 0:
+                    return False
+                ms = int(left * 1000 + 0.999)
+            if dw[0] > 1 and (ms < 0 or ms > 1):
+                ms = 1      # a reader and a writer share the bell: one drain may take the
+                #             other's wake-up, so both look at their ring every ms
+            for fd, ev in p.poll(ms):
+                if fd != bfd and ev & (_select.POLLHUP | _select.POLLERR | _select.POLLNVAL):
+                    self.set_dead("its control connection hung up")
+            bell.drain()
+
     def wait(self, ready, cond, deadline) -> bool:
         """Block until ``ready()`` (evaluated with ``mu`` held) is true; False at the
         deadline. One waiting thread at a time pumps the event rings (the leader); the
@@ -486,6 +549,15 @@ class _Client:
         followers = self.followers
         mu.acquire()
         try:
+            if _SPIN and not self.leading and self.dead is None:
+                end = _now() + _SPIN
+                while True:
+                    if ready():
+                        return True
+                    if _now() >= end:
+                        break
+                    mu.release()
+                    mu.acquire()
             while True:
                 if ready():
                     return True
@@ -652,7 +724,8 @@ class socket:
                  "_wlock", "_cond", "_timeout", "_state", "_errno", "_so_error", "_gone",
                  "_dead", "_shut", "_bind", "_laddr", "_raddr", "_opts", "_listen",
                  "_acceptq", "_pair", "_fd_r", "_fd_w", "_dirty_r", "_dirty_w",
-                 "_linger0", "_view", "_type", "_io_refs", "_wlowat", "__weakref__")
+                 "_linger0", "_view", "_type", "_io_refs", "_wlowat", "_sbell", "_sbpoll",
+                 "_dw", "__weakref__")
 
     def __new__(cls, family=-1, type=-1, proto=-1, fileno=None):
         fam = _AF_INET if family == -1 else family
@@ -694,6 +767,9 @@ class socket:
         self._linger0 = False
         self._view = 0
         self._io_refs = 0
+        self._sbell = None             # this socket's own doorbell (see _direct)
+        self._sbpoll = None
+        self._dw = [0]                 # threads sleeping on that bell (a shared counter)
         self._wlowat = 1
 
     # -- plumbing ------------------------------------------------------------------------
@@ -797,7 +873,53 @@ class socket:
             return _errno.EPROTO
         return (err or _errno.ECONNABORTED) if st == _shm.S_CLOSED else 0
 
+    def _direct(self):
+        """``(bell, ctl_fd, waiters)`` when a blocking wait on this connection may
+        sleep on the socket's own doorbell (the daemon rings it directly: no other thread
+        between the daemon and this one); None: wait the usual way. The first call
+        registers the bell (one control message, no round trip) and returns False: until
+        the daemon confirms it (``D_BELL`` in the slot's flags) it may ring the bell
+        instead of posting events, so the usual wait then looks at the ring every
+        millisecond. Sockets whose fileno() is in use keep the event-ring path."""
+        if self._pair is not None or self._ctl is None or self._w is None:
+            return None
+        b = self._sbell
+        if b is None:
+            w = self._w
+            if w.dead is not None:
+                return None
+            b = _shm.Doorbell()
+            try:
+                with w.ctl_lock:
+                    _shm.send_fds(w.ctl, b'{"op":"bell","slot":%d,"noreply":true}'
+                                  % self._slot, [b.fd])
+            except OSError:
+                b.close()
+                return None
+            self._sbell, self._sbpoll = b, w.ctl.fileno()
+            return False
+        try:
+            if not self._ctl.dflags() & _shm.D_BELL:
+                return False
+        except (_ShmCorrupt, AttributeError, TypeError):
+            return None
+        return b, self._sbpoll, self._dw
+
+    def _undirect(self) -> None:
+        """Back to event-ring wake-ups (fileno() is being used): synchronous, so no
+        wake-up falls between the two ways."""
+        b, self._sbell = self._sbell, None
+        self._sbpoll = None
+        if b is None:
+            return
+        try:
+            self._w.request({"op": "bell", "slot": self._slot})
+        except OSError:
+            pass
+        b.close()
+
     def _forked(self) -> None:
+        self._sbell = self._sbpoll = None
         self._rlock = threading.Lock()
         self._wlock = threading.Lock()
         self._rx = self._tx = self._ctl = None
@@ -824,6 +946,8 @@ class socket:
             return -1
         p = self._pair
         if p is None:
+            if self._sbell is not None:
+                self._undirect()         # readiness needs the daemon's events again
             a, b = _std.socketpair(_std.AF_UNIX, _std.SOCK_STREAM)
             a.setsockopt(_SOL_SOCKET, _std.SO_SNDBUF, 1)     # the kernel's minimum
             a.setblocking(False)
@@ -1368,10 +1492,18 @@ class socket:
             if self._state != _CONNECTED or self._dead is not None or self._gone \
                     or self._shut & _SHUT_WR:
                 return True
+            if direct and self._ctl.read()[0] == _shm.S_CLOSED:
+                return True                      # (nobody pumps EV_CLOSED for us)
             tx.disarm()
             return not tx.arm(want)
+        direct = self._direct()
         try:
-            ok = c.wait(ready, self._cond, deadline)
+            if direct:
+                ok = c.wait_direct(ready, direct, deadline)
+            elif direct is False:
+                ok = c.wait_settling(ready, self._cond, deadline)
+            else:
+                ok = c.wait(ready, self._cond, deadline)
         except _ShmCorrupt as e:
             raise self._broken(e) from None
         finally:
@@ -1543,8 +1675,14 @@ class socket:
                 return True
             rx.disarm()
             return not rx.arm(1)
+        direct = self._direct()
         try:
-            ok = c.wait(ready, self._cond, None if to is None else _now() + to)
+            if direct:
+                ok = c.wait_direct(ready, direct, None if to is None else _now() + to)
+            elif direct is False:
+                ok = c.wait_settling(ready, self._cond, None if to is None else _now() + to)
+            else:
+                ok = c.wait(ready, self._cond, None if to is None else _now() + to)
         except _ShmCorrupt as e:
             raise self._broken(e) from None
         finally:
@@ -1760,12 +1898,22 @@ class socket:
                 c.wake_bell.ring()       # a leader sleeping for this socket wakes up
             except (OSError, AttributeError, TypeError):
                 pass
+            b = self._sbell
+            if b is not None:
+                try:
+                    b.ring()             # so does a thread sleeping on its own bell
+                except (OSError, TypeError):
+                    pass
         self._state = _CLOSED
         with self._rlock, self._wlock:
             if st == _LISTENING:
                 self._unlisten()
             elif self._w is not None:
                 self._release_slot(self._linger0)
+            b, self._sbell = self._sbell, None
+            self._sbpoll = None
+            if b is not None:
+                b.close()
         p, self._pair = self._pair, None
         if p is not None:
             p[0].close()

@@ -334,8 +334,13 @@ class Service:
             if e.conn is not None:
                 self._apply_opts(e.conn, {name: msg["value"]})
             return {}
-        if op == "bell":
-            raise ControlError(_errno.EINVAL, "bell needs one fd attached")
+        if op == "bell":                        # without an fd: back to events
+            e = self._entry(c, msg)
+            if e.bell is not None:
+                e.bell.close()
+                e.bell = None
+            e.ends.ctl.set_dflags(0)
+            return {}
         if op == "info":
             e = self._entry(c, msg)
             if e.conn is None:
@@ -361,6 +366,7 @@ class Service:
         if e.bell is not None:
             e.bell.close()
         e.bell = _shm.Doorbell(fd)
+        e.ends.ctl.set_dflags(_shm.D_BELL)       # the client may sleep on it from now on
         return {}
 
     def _ring(self, e: _Entry) -> None:

@@ -183,13 +183,13 @@ RECORD = struct.Struct("=IHHQ")
 Record = namedtuple("Record", "slot kind gen arg")
 
 # struct fpd_slot_ctl {                 /* 128 bytes */
-#     u32 state; u32 gen; i32 error; u32 reserved;                 /* +0  daemon line */
+#     u32 state; u32 gen; i32 error; u32 dflags;                  /* +0  daemon line */
 #     u8 laddr[4]; u16 lport; u8 raddr[4]; u16 rport; u8 pad[36];  /* +16 (network order
 #                                        addresses and ports, set before the slot is announced) */
 #     u32 c_flags; u32 c_gen; u8 pad[56];                          /* +64 client line */
 # };
 SLOT_CTL = struct.Struct("=IIiI4sH4sH36xII56x")
-SlotCtlFields = namedtuple("SlotCtlFields", "state gen error reserved laddr lport raddr "
+SlotCtlFields = namedtuple("SlotCtlFields", "state gen error dflags laddr lport raddr "
                                             "rport c_flags c_gen")
 CTL_DAEMON = struct.Struct("=IIiI")     # +0
 CTL_ADDRS = struct.Struct("!4sH4sH")    # +16 (network order)
@@ -209,6 +209,8 @@ assert RECORD.size == 16 and SLOT_CTL_SIZE == 384
 # slot states (daemon line)
 S_FREE, S_CONNECTING, S_ESTABLISHED, S_CLOSING, S_CLOSED, S_LISTENING = range(6)
 STATE_NAMES = ("FREE", "CONNECTING", "ESTABLISHED", "CLOSING", "CLOSED", "LISTENING")
+# daemon flags (daemon line, the former "reserved" word)
+D_BELL = 1 << 0              # the daemon rings the slot's own doorbell (op "bell")
 # client flags (client line)
 C_ABORT = 1 << 0             # close with RST (SO_LINGER 0)
 C_RELEASED = 1 << 1          # the app will not touch this slot again until re-announced
@@ -877,7 +879,7 @@ class SlotControl:
     """The control block of one slot: the daemon line (state, gen, error) and the client
     line (flags, gen). Each side writes its own line and checks the other's."""
 
-    __slots__ = ("slot", "daemon", "_mv", "_off", "_state", "_gen", "_error")
+    __slots__ = ("slot", "daemon", "_mv", "_off", "_state", "_gen", "_error", "_dflags")
 
     def __init__(self, mv: memoryview, off: int, slot: int, *, daemon: bool,
                  gen: int | None = None):
@@ -885,6 +887,7 @@ class SlotControl:
         self.daemon = daemon
         self._mv = mv
         self._off = off
+        self._dflags = 0
         if daemon:
             self._gen = (gen or 0) & U32
             self._state, self._error = S_FREE, 0
@@ -901,7 +904,19 @@ class SlotControl:
         if not self.daemon:
             raise ShmError("only the daemon sets a slot's state")
         self._state, self._error = state, error
-        CTL_DAEMON.pack_into(self._mv, self._off, state, self._gen, error, 0)
+        CTL_DAEMON.pack_into(self._mv, self._off, state, self._gen, error, self._dflags)
+
+    def set_dflags(self, flags: int) -> None:
+        """The daemon's flag word (``D_BELL``: the slot's own doorbell is in use)."""
+        if not self.daemon:
+            raise ShmError("only the daemon sets a slot's flags")
+        self._dflags = flags & U32
+        CTL_DAEMON.pack_into(self._mv, self._off, self._state, self._gen, self._error,
+                             self._dflags)
+
+    def dflags(self) -> int:
+        """The daemon's flag word as last written (client side; unknown bits ignored)."""
+        return CTL_DAEMON.unpack_from(self._mv, self._off)[3]
 
     def set_addrs(self, laddr: bytes, lport: int, raddr: bytes, rport: int) -> None:
         """The connection's addresses (4-byte network-order addresses, int ports)."""

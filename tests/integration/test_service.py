@@ -442,11 +442,11 @@ def test_slot_bell_wakes_the_waiting_thread_directly(testbed):
         assert lbell.wait(5), "the listener's bell did not ring for EV_ACCEPTED"
         slot = _accept(cl, lslot)
         bell = shm.Doorbell()
-        rep = cl.call(op="bell", slot=slot)                 # without fd: refused
-        assert rep["errno"] == errno.EINVAL
+        s = cl.region.slot(slot)
+        assert not s.ctl.dflags() & shm.D_BELL
         send_fds(cl.sock, b'{"op":"bell","slot":%d}' % slot, [bell.fd])
         assert recv_msg(cl.sock)[0]["ok"]
-        s = cl.region.slot(slot)
+        assert s.ctl.dflags() & shm.D_BELL
         for i in range(20):                                  # request/response
             assert s.rx.arm(1)
             peer.sendall(b"q%02d" % i)
@@ -456,6 +456,15 @@ def test_slot_bell_wakes_the_waiting_thread_directly(testbed):
             cl.write_all(slot, b"a%02d" % i)
             assert peer.recv(3) == b"a%02d" % i
         assert not [r for r in cl.region.events.get_many() if r.kind == shm.EV_READABLE]
+        assert cl.call(op="bell", slot=slot)["ok"]            # without fd: events again
+        assert not s.ctl.dflags() & shm.D_BELL
+        assert s.rx.arm(1)
+        peer.sendall(b"ev")
+        r = cl.event({shm.EV_READABLE}, slot)
+        s.rx.disarm()
+        assert s.rx.read(2) == b"ev" and not bell.drain()
+        bell = shm.Doorbell()
+        send_fds(cl.sock, b'{"op":"bell","slot":%d,"noreply":true}' % slot, [bell.fd])
         # a reset rings it too, with the state set before
         assert s.rx.arm(1)
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")

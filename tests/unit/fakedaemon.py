@@ -357,11 +357,13 @@ class FakeDaemon:
     # -- control requests ----------------------------------------------------------------
     def _ctl(self, cl: FClient, ev):
         try:
-            msg, _ = recv_msg(cl.sock)
+            msg, fds = recv_msg(cl.sock, maxfds=1)
         except BlockingIOError:
             return
         except (OSError, ValueError):
-            msg = None
+            msg, fds = None, []
+        for fd in fds:              # a slot bell: this fake keeps to event wake-ups
+            os.close(fd)            # (it never sets D_BELL, as the protocol allows)
         if msg is None:
             self._drop(cl)
             return
@@ -370,6 +372,8 @@ class FakeDaemon:
             reply = self._handle(cl, msg)
         except OSError as e:
             reply = {"ok": False, "errno": e.errno, "error": e.strerror}
+        if msg.get("noreply"):
+            return
         try:
             send_msg(cl.sock, reply)
         except OSError:
@@ -411,6 +415,8 @@ class FakeDaemon:
             if msg["name"] not in ("nodelay", "keepalive", "rcvbuf", "sndbuf"):
                 raise OSError(errno.ENOPROTOOPT, "unknown option")
             c.opts[msg["name"]] = msg["value"]
+            return {"ok": True}
+        if op == "bell":
             return {"ok": True}
         if op == "info":
             c = cl.conns.get(msg["slot"])
