@@ -269,6 +269,18 @@ class _Worker:
             raise _oserror(code, f"fpd: {reply.get('error') or _errtext(code)}")
         return reply
 
+    def notify(self, obj: dict) -> None:
+        """A control message that gets no answer (``noreply``): no round trip."""
+        c = self.client
+        if self.dead is not None:
+            raise c.gone_error()
+        with self.ctl_lock:
+            try:
+                _send_msg(self.ctl, obj)
+            except (OSError, ValueError) as e:
+                c.set_dead(f"its control connection failed: {e}")
+                raise c.gone_error() from None
+
     # -- commands ------------------------------------------------------------------------
     def cmd(self, slot: int, op: int, arg: int = 0, gen: int = 0) -> None:
         """Put one command; ring the daemon if it sleeps. Waits (briefly) if the ring
@@ -1127,10 +1139,22 @@ class socket:
         if name in ("nodelay", "keepalive"):
             v = 1 if v else 0
         self._opts[name] = v
+        val = bool(v) if name in ("nodelay", "keepalive") else v
+        # no round trip: the option was checked here, and the daemon applies control
+        # messages in order (a send after this call is sent with the option)
         if self._state in (_CONNECTING, _CONNECTED) and self._w is not None \
                 and self._dead is None:
-            self._w.request({"op": "setopt", "slot": self._slot, "name": name,
-                             "value": bool(v) if name in ("nodelay", "keepalive") else v})
+            self._w.notify({"op": "setopt", "slot": self._slot, "name": name,
+                            "value": val, "noreply": True})
+        elif self._state == _LISTENING and self._dead is None:
+            for w, slot, _gen in list(self._listen):   # future accepts inherit it
+                w.notify({"op": "setopt", "slot": slot, "name": name, "value": val,
+                          "noreply": True})
+
+    def _sockopts(self) -> dict:
+        return {k: (bool(v) if k in ("nodelay", "keepalive") else v)
+                for k, v in self._opts.items()
+                if k in ("nodelay", "keepalive", "rcvbuf", "sndbuf")}
 
     def getsockopt(self, level, optname, buflen=None):
         self._check_open()
@@ -1194,7 +1218,7 @@ class socket:
                     w.inflight += 1
                 try:
                     r = w.request({"op": "listen", "addr": host, "port": port,
-                                   "backlog": backlog})
+                                   "backlog": backlog, "opts": self._sockopts()})
                     slot, gen = int(r["slot"]), int(r["gen"])
                     if not 0 <= slot < w.region.layout.nslots:
                         raise _oserror(_errno.EPROTO, f"fpd: listen reply names slot "
@@ -1290,15 +1314,8 @@ class socket:
         conn._timeout = _std.getdefaulttimeout()
         o = self._opts
         for name in ("nodelay", "keepalive", "rcvbuf", "sndbuf"):
-            if name in o:
+            if name in o:                 # the daemon applied the listener's options
                 conn._opts[name] = o[name]
-                try:
-                    conn._w.request({"op": "setopt", "slot": conn._slot, "name": name,
-                                     "value": bool(o[name]) if name in ("nodelay",
-                                                                        "keepalive")
-                                     else o[name]})
-                except OSError:
-                    pass
         return conn, conn._raddr
 
     def _start_connect(self, address) -> None:

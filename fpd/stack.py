@@ -95,7 +95,7 @@ _STAT_NAMES = (
     "ooo_queued", "ooo_dropped", "paws_drops", "dup_segs_in", "dupacks_in", "dsacks_sent",
     "delayed_acks", "window_probes", "keepalive_probes", "rcv_wnd_trims",
     "active_opens", "passive_opens", "tw_reuses", "tw_overflow", "aborts_on_close",
-    "aborts_on_data", "scoreboard_recounts", "sack_trimmed",
+    "aborts_on_data", "scoreboard_recounts", "sack_trimmed", "acks_coalesced",
 )
 
 
@@ -280,6 +280,40 @@ class Stack:
         out = self._out
         self._out = []
         return out
+
+    def output_coalesced(self):
+        """:meth:`output`, without the pure ACKs that a later pure ACK of the same
+        connection in the same batch makes redundant (its ACK number is higher: it
+        acknowledges everything the earlier one did and carries a fresher window).
+
+        For a caller that feeds a whole receive burst through :meth:`input` and then
+        sends: one ACK per connection per burst instead of one per two segments, as a
+        Linux receiver with GRO does. Duplicate ACKs (same ACK number: the peer's fast
+        retransmit counts them), ACKs with SACK blocks, and anything with data or
+        SYN/FIN/RST are always kept."""
+        out = self._out
+        self._out = []
+        n = len(out)
+        if n < 2:
+            return out
+        last = {}                           # 4-tuple -> ack of the latest pure ACK seen
+        keep = [True] * n
+        dropped = 0
+        for i in range(n - 1, -1, -1):      # newest first
+            seg = out[i]
+            if seg.flags & 0x17 != ACK or seg.payload or seg.sack:   # FIN|SYN|RST|ACK
+                continue
+            key = (seg.dst, seg.dport, seg.sport)
+            newer = last.get(key)
+            if newer is None:
+                last[key] = seg.ack
+            elif 0 < (newer - seg.ack) & MASK < 0x80000000:
+                keep[i] = False
+                dropped += 1
+        if not dropped:
+            return out
+        self.stats.acks_coalesced += dropped
+        return [seg for seg, k in zip(out, keep) if k]
 
     def events(self):
         ev = self._events

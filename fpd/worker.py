@@ -450,6 +450,8 @@ class Worker:
                         timeout = min(timeout, 0.002)
                 if self.poll_once(timeout):
                     last = clock()
+                else:
+                    self._readers_at = 0.0     # idle: look at the readers next time
         finally:
             self._stop = False
 
@@ -547,7 +549,7 @@ class Worker:
     # -- TX --------------------------------------------------------------------------------
     def _flush(self, now: float) -> int:
         """Frame and submit everything the stack produced (plus what waited)."""
-        out = self.stack.output()
+        out = self.stack.output_coalesced()     # one pure ACK per connection per burst
         txq = self._txq
         if txq:
             if out:

@@ -465,6 +465,10 @@ def test_slot_bell_wakes_the_waiting_thread_directly(testbed):
         assert s.rx.read(2) == b"ev" and not bell.drain()
         bell = shm.Doorbell()
         send_fds(cl.sock, b'{"op":"bell","slot":%d,"noreply":true}' % slot, [bell.fd])
+        deadline = time.monotonic() + 5
+        while not s.ctl.dflags() & shm.D_BELL:               # no reply: the flag says
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
         # a reset rings it too, with the state set before
         assert s.rx.arm(1)
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
