@@ -638,5 +638,17 @@ def demo(quick):
     sys.exit(_demo.run(echo=click.echo, quick=quick))
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args):
+    """fpd against the kernel's TCP, side by side in one run (root).
+
+    Every option goes to the benchmark: `fpd bench --help` lists them
+    (--quick, --rounds, --duration, --json FILE, --png FILE, ...). Results and method:
+    docs/PERFORMANCE.md."""
+    from fpd import bench as _bench
+    sys.exit(_bench.main(list(args)))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""The application that ``fpd bench`` runs on every variant (kernel, kernel+xdp, fpd).
+
+One function, :func:`serve`, takes the socket *module* as a parameter: the kernel
+variants pass Python's standard ``socket``, the fpd variant passes ``fpd.client``. That
+is the one-import swap an application makes to move to fpd; nothing else differs.
+
+    python bench/apps.py --module socket     --host 10.77.0.1 --port 5001
+    python bench/apps.py --module fpd.client --host 0.0.0.0   --port 5001
+
+It is a threaded server (one thread per connection, blocking calls only: the subset of
+the socket API every drop-in module must have). The first byte a client sends picks the
+service of that connection:
+
+    E   echo: every byte received is sent back; at EOF the connection is closed.
+        (request/response with any message size, and connect-request-close)
+    U   upload sink: count bytes to EOF, answer with the count (8 bytes, big-endian), close
+    D   download source: send a pattern until the peer goes away (or MAX_SOURCE_SECONDS)
+    I   idle: answer b"i" and keep the connection open, unread, with no thread on it
+    R   release: close every connection held by I; answer their number (8 bytes), close
+
+It prints ``ready <host>:<port> <module>`` once it listens, and exits on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import resource
+import signal
+import struct
+import sys
+import threading
+import time
+
+COUNT = struct.Struct("!Q")
+CHUNK = 65536
+SOURCE_BLOCK = bytes(range(256)) * 1024          # 256 KiB per sendall
+MAX_SOURCE_SECONDS = 120.0                       # a source never streams longer than this
+
+
+class _Stop(Exception):
+    pass
+
+
+class App:
+    """The service, written against ``sock`` (a socket module)."""
+
+    def __init__(self, sock, host: str, port: int, backlog: int = 1024):
+        self.sock = sock
+        self.held = []
+        self.lock = threading.Lock()
+        self.listener = sock.socket(sock.AF_INET, sock.SOCK_STREAM)
+        try:
+            self.listener.setsockopt(sock.SOL_SOCKET, sock.SO_REUSEADDR, 1)
+            self.listener.bind((host, port))
+            self.listener.listen(backlog)
+        except BaseException:
+            self.listener.close()
+            raise
+        self.address = self.listener.getsockname()[:2]
+
+    def serve_forever(self) -> None:
+        while True:
+            conn, _ = self.listener.accept()
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn) -> None:
+        sock = self.sock
+        keep = False
+        try:
+            conn.setsockopt(sock.IPPROTO_TCP, sock.TCP_NODELAY, 1)
+            first = conn.recv(CHUNK)
+            if not first:
+                return
+            op, rest = first[:1], first[1:]
+            if op == b"E":
+                data = rest
+                while True:
+                    if data:
+                        conn.sendall(data)
+                    data = conn.recv(CHUNK)
+                    if not data:
+                        break
+            elif op == b"U":
+                n = len(rest)
+                while True:
+                    data = conn.recv(CHUNK)
+                    if not data:
+                        break
+                    n += len(data)
+                conn.sendall(COUNT.pack(n))
+            elif op == b"D":
+                end = time.monotonic() + MAX_SOURCE_SECONDS
+                block = SOURCE_BLOCK
+                while time.monotonic() < end:
+                    conn.sendall(block)
+            elif op == b"I":
+                with self.lock:
+                    self.held.append(conn)
+                keep = True
+                conn.sendall(b"i")
+            elif op == b"R":
+                with self.lock:
+                    held, self.held = self.held, []
+                for c in held:
+                    try:
+                        c.close()
+                    except OSError:
+                        pass
+                conn.sendall(COUNT.pack(len(held)))
+        except OSError:
+            pass                    # the peer went away (the download source ends so)
+        finally:
+            if not keep:
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        with self.lock:
+            held, self.held = self.held, []
+        for c in held:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def serve(sock, host: str = "0.0.0.0", port: int = 5001, ready=None) -> None:
+    """Run the application on socket module ``sock`` until SIGTERM/SIGINT (main thread)
+    or an exception. ``ready(address)`` is called once it listens."""
+    app = App(sock, host, port)
+    try:
+        if ready is not None:
+            ready(app.address)
+        app.serve_forever()
+    finally:
+        app.close()
+
+
+def _on_signal(signum, frame):
+    raise _Stop(signum)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="fpd bench application")
+    ap.add_argument("--module", default="socket", help="socket module: socket or fpd.client")
+    ap.add_argument("--host", default="0.0.0.0")
+    ap.add_argument("--port", type=int, default=5001)
+    ap.add_argument("--slots", type=int, default=0,
+                    help="fpd.client only: connections per worker region (0 = default)")
+    args = ap.parse_args(argv)
+    # Process set-up, not application logic: many idle connections need many fds on the
+    # kernel variants.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    sock = importlib.import_module(args.module)
+    if args.slots and hasattr(sock, "set_default_socket"):
+        # fpd's counterpart of the fd limit above: room for that many connections
+        sock.set_default_socket(slots=args.slots)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    def ready(addr):
+        print(f"ready {addr[0]}:{addr[1]} {args.module} pid {os.getpid()}", flush=True)
+
+    try:
+        serve(sock, args.host, args.port, ready)
+    except _Stop:
+        pass
+    except OSError as e:
+        print(f"apps.py: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1303 @@
+"""``fpd bench``: fpd against the kernel's TCP, side by side, in one run.
+
+Three *variants* serve the same application (``bench/apps.py``: one function that takes
+the socket module as a parameter) to the same load generator (Python, the kernel's
+TCP, in the peer namespace of a test bed):
+
+    kernel       the app on the standard ``socket`` module, no XDP program attached
+    kernel+xdp   the same, with fpd's XDP program (fpd_steer) attached to the server's
+                 interface, no port steered: every frame is XDP_PASSed to the kernel
+                 (native XDP on veth costs the kernel TSO/GRO: see PLATFORM-NOTES)
+    fpd          the app on ``fpd.client``; the fpd daemon serves the port
+
+Each variant has a test bed of its own (two namespaces, one veth pair), all three made
+alike, so they never disturb one another and each gets the same interface setup. The
+measurements are interleaved: for every round, every workload is measured on every
+variant (the variants' order rotates each round), and the report gives the median and
+min-max over the rounds, and the ratios fpd/kernel and fpd/kernel+xdp.
+
+    fpd bench [--rounds 5] [--duration 2] [--idle 2000] [--quick]
+              [--json FILE] [--png FILE] [--cpus APP,LOADGEN,DAEMON | --no-pin]
+
+docs/PERFORMANCE.md says what every number means and how it is counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+APPS = REPO / "bench" / "apps.py"
+COUNT = struct.Struct("!Q")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+VARIANTS = ("kernel", "kernel+xdp", "fpd")
+
+# name -> (load generator command, description)
+WORKLOADS = {
+    "bulk_up": ({"op": "bulk_up"}, "bulk peer->app, 1 connection"),
+    "bulk_down": ({"op": "bulk_down"}, "bulk app->peer, 1 connection"),
+    "rr_1B_1c": ({"op": "rr", "size": 1, "conns": 1}, "request/response 1 B, 1 connection"),
+    "rr_1K_1c": ({"op": "rr", "size": 1024, "conns": 1},
+                 "request/response 1 KiB, 1 connection"),
+    "rr_1B_32c": ({"op": "rr", "size": 1, "conns": 32},
+                  "request/response 1 B, 32 connections"),
+    "rr_1K_32c": ({"op": "rr", "size": 1024, "conns": 32},
+                  "request/response 1 KiB, 32 connections"),
+    "crr": ({"op": "crr"}, "connect-request(1 B)-response-close"),
+    "idle": ({"op": "idle_open"}, "idle connections held"),
+}
+
+# workload -> [(metric, unit, higher_is_better)]
+_RR = [("tps", "trans/s", True), ("p50_us", "us", False), ("p99_us", "us", False)]
+METRICS = {
+    "bulk_up": [("gbps", "Gbit/s", True), ("cpu_s_per_gb", "CPU s/GB", False)],
+    "bulk_down": [("gbps", "Gbit/s", True), ("cpu_s_per_gb", "CPU s/GB", False)],
+    "rr_1B_1c": _RR, "rr_1K_1c": _RR, "rr_1B_32c": _RR, "rr_1K_32c": _RR,
+    "crr": [("cps", "conn/s", True), ("p50_us", "us", False)],
+    "idle": [("held", "conns", True), ("bytes_per_conn", "B/conn", False)],
+}
+
+
+@dataclasses.dataclass
+class Config:
+    rounds: int = 5
+    duration: float = 2.0            # seconds per timed measurement
+    idle: int = 2000                 # idle connections asked for
+    quick: bool = False
+    json: str | None = None
+    png: str | None = None
+    mode: str = "native"             # XDP mode for kernel+xdp and fpd
+    port: int = 5001
+    pin: bool = True
+    cpu_app: int = 0
+    cpu_loadgen: int = 0
+    cpu_daemon: int = 1
+    variants: tuple = VARIANTS
+    workloads: tuple = tuple(WORKLOADS)
+    crr_max: int = 50000             # connections per crr measurement, at most
+    peer_offloads: bool = True       # veth defaults on the peer (TSO, tx checksum)
+    verbose: bool = True
+    keep_logs: bool = False
+
+    @classmethod
+    def quick_config(cls, **kw) -> "Config":
+        base = dict(rounds=2, duration=0.25, idle=200, quick=True, crr_max=2000)
+        base.update(kw)
+        return cls(**base)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+class Unavailable(BenchError):
+    """A variant cannot run at all (e.g. the fpd daemon does not start)."""
+
+
+# =========================================================================================
+# The load generator (runs in the peer namespace: python -m fpd.bench --loadgen)
+# =========================================================================================
+_BLOCK = memoryview(bytes(range(256)) * 1024)      # 256 KiB
+
+
+def _recv_exact(s, view) -> None:
+    got, n = 0, len(view)
+    while got < n:
+        k = s.recv_into(view[got:])
+        if not k:
+            raise ConnectionError("the server closed the connection")
+        got += k
+
+
+def _pct(sorted_ns, q: float) -> float:
+    if not sorted_ns:
+        return 0.0
+    i = min(len(sorted_ns) - 1, int(len(sorted_ns) * q))
+    return sorted_ns[i] / 1000.0
+
+
+def _nodelay(s) -> None:
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _lg_bulk_up(addr, seconds):
+    s = socket.create_connection(addr, timeout=30)
+    try:
+        s.sendall(b"U")
+        n = 0
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while time.perf_counter() < end:
+            s.sendall(_BLOCK)
+            n += len(_BLOCK)
+        s.shutdown(socket.SHUT_WR)
+        got = bytearray(8)
+        _recv_exact(s, memoryview(got))
+        dt = time.perf_counter() - t0
+        counted = COUNT.unpack(got)[0]
+        if counted != n:
+            return {"ok": False, "error": f"server counted {counted} bytes, sent {n}"}
+        return {"ok": True, "bytes": n, "seconds": dt}
+    finally:
+        s.close()
+
+
+def _lg_bulk_down(addr, seconds):
+    s = socket.create_connection(addr, timeout=30)
+    try:
+        buf = bytearray(1 << 20)
+        s.sendall(b"D")
+        total = 0
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while time.perf_counter() < end:
+            k = s.recv_into(buf)
+            if not k:
+                return {"ok": False, "error": "the server closed the download early"}
+            total += k
+        dt = time.perf_counter() - t0
+        return {"ok": True, "bytes": total, "seconds": dt}
+    finally:
+        # unread data: close() sends RST, which ends the server's sendall
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+
+
+def _lg_rr(addr, size, conns, seconds):
+    msg = b"x" * size
+    buf = bytearray(max(size, 1))
+    view = memoryview(buf)[:size]
+    socks = []
+    try:
+        for _ in range(conns):
+            s = socket.create_connection(addr, timeout=10)
+            _nodelay(s)
+            socks.append(s)
+            s.sendall(b"E" + msg)          # first transaction: picks the service, warms up
+            _recv_exact(s, view)
+        lat = array.array("q")
+        if conns == 1:
+            s = socks[0]
+            for _ in range(20):
+                s.sendall(msg)
+                _recv_exact(s, view)
+            clock = time.perf_counter_ns
+            t0 = clock()
+            end = t0 + int(seconds * 1e9)
+            now = t0
+            while now < end:
+                a = clock()
+                s.sendall(msg)
+                _recv_exact(s, view)
+                now = clock()
+                lat.append(now - a)
+            elapsed = (now - t0) / 1e9
+        else:
+            elapsed = _rr_many(socks, msg, seconds, lat)
+        srt = sorted(lat)
+        return {"ok": True, "count": len(lat), "seconds": elapsed,
+                "p50_us": _pct(srt, 0.50), "p99_us": _pct(srt, 0.99)}
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _rr_many(socks, msg, seconds, lat) -> float:
+    size = len(msg)
+    ep = select.epoll()
+    st = {}
+    clock = time.perf_counter_ns
+    try:
+        for s in socks:
+            s.setblocking(False)
+            ep.register(s.fileno(), select.EPOLLIN)
+            st[s.fileno()] = [s, 0, 0]
+        t0 = clock()
+        end = t0 + int(seconds * 1e9)
+        hard = end + int(10e9)
+        for e in st.values():
+            e[2] = clock()
+            _send_all_nb(e[0], msg)
+        active = len(st)
+        last = t0
+        while active:
+            evs = ep.poll(0.5)
+            if clock() > hard:
+                raise TimeoutError(f"{active} connections without an answer for 10 s")
+            for fd, _ in evs:
+                e = st[fd]
+                try:
+                    d = e[0].recv(65536)
+                except BlockingIOError:
+                    continue
+                if not d:
+                    raise ConnectionError("the server closed a connection")
+                e[1] += len(d)
+                if e[1] >= size:
+                    e[1] -= size
+                    now = clock()
+                    lat.append(now - e[2])
+                    last = now
+                    if now < end:
+                        e[2] = now
+                        _send_all_nb(e[0], msg)
+                    else:
+                        active -= 1
+        return (last - t0) / 1e9
+    finally:
+        ep.close()
+
+
+def _send_all_nb(s, msg) -> None:
+    try:
+        n = s.send(msg)
+    except BlockingIOError:
+        n = 0
+    if n < len(msg):
+        s.setblocking(True)
+        try:
+            s.sendall(msg[n:])
+        finally:
+            s.setblocking(False)
+
+
+def _lg_crr(addr, seconds, max_count):
+    clock = time.perf_counter_ns
+    lat = array.array("q")
+    one = bytearray(1)
+    view = memoryview(one)
+    t0 = clock()
+    end = t0 + int(seconds * 1e9)
+    now = t0
+    while now < end and len(lat) < max_count:
+        a = clock()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.settimeout(10)
+            _nodelay(s)
+            s.connect(addr)
+            s.sendall(b"Ex")
+            _recv_exact(s, view)
+        finally:
+            s.close()                 # the client closes first (its TIME_WAIT, tw_reuse)
+        now = clock()
+        lat.append(now - a)
+    srt = sorted(lat)
+    return {"ok": True, "count": len(lat), "seconds": (now - t0) / 1e9,
+            "p50_us": _pct(srt, 0.5), "p99_us": _pct(srt, 0.99)}
+
+
+_held: list = []
+
+
+def _lg_idle_open(addr, n, seconds):
+    """Open up to n connections one after the other, each answered by the app (b"i");
+    stop at the first failure or after ``seconds``. They stay open until idle_close."""
+    if _held:                         # left over from a failed measurement
+        _lg_idle_close(addr)
+    err = None
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    one = bytearray(1)
+    while len(_held) < n and time.perf_counter() < end:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.settimeout(max(1.0, min(5.0, end - time.perf_counter())))
+            s.connect(addr)
+            s.sendall(b"I")
+            _recv_exact(s, memoryview(one))
+            if one != b"i":
+                raise ConnectionError(f"unexpected answer {bytes(one)!r}")
+        except OSError as e:
+            s.close()
+            err = f"connection {len(_held) + 1}: {type(e).__name__}: {e}"
+            break
+        _held.append(s)
+    return {"ok": True, "held": len(_held), "asked": n,
+            "seconds": time.perf_counter() - t0, "stopped_by": err}
+
+
+def _lg_idle_close(addr):
+    for s in _held:
+        s.close()                     # the client closes first: no TIME_WAIT at the app
+    n = len(_held)
+    _held.clear()
+    s = socket.create_connection(addr, timeout=30)
+    try:
+        s.sendall(b"R")
+        got = bytearray(8)
+        _recv_exact(s, memoryview(got))
+    finally:
+        s.close()
+    return {"ok": True, "closed": n, "released": COUNT.unpack(got)[0]}
+
+
+def loadgen_main() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    out = sys.stdout
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        op = cmd.get("op")
+        if op == "quit":
+            break
+        addr = (cmd.get("host", "10.77.0.1"), cmd.get("port", 5001))
+        try:
+            if op == "ping":
+                res = {"ok": True, "pid": os.getpid()}
+            elif op == "bulk_up":
+                res = _lg_bulk_up(addr, cmd["seconds"])
+            elif op == "bulk_down":
+                res = _lg_bulk_down(addr, cmd["seconds"])
+            elif op == "rr":
+                res = _lg_rr(addr, cmd["size"], cmd["conns"], cmd["seconds"])
+            elif op == "crr":
+                res = _lg_crr(addr, cmd["seconds"], cmd.get("max", 50000))
+            elif op == "idle_open":
+                res = _lg_idle_open(addr, cmd["n"], cmd["seconds"])
+            elif op == "idle_close":
+                res = _lg_idle_close(addr)
+            else:
+                res = {"ok": False, "error": f"unknown op {op!r}"}
+        except Exception as e:  # reported to the orchestrator, which records it
+            res = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        out.write(json.dumps(res) + "\n")
+        out.flush()
+    return 0
+
+
+# =========================================================================================
+# Accounting: CPU and memory from /proc
+# =========================================================================================
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a whole process (all its threads, living and exited), seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def system_cpu() -> dict:
+    """/proc/stat's first line, seconds: user nice system idle iowait irq softirq steal."""
+    with open("/proc/stat") as f:
+        v = f.readline().split()[1:9]
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    return {k: int(x) / CLK_TCK for k, x in zip(names, v)}
+
+
+def proc_pss(pid: int) -> int:
+    """Proportional set size of a process in bytes (shared pages split among sharers)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+# The slab caches a TCP socket's memory lives in (a socket: its struct tcp_sock in "TCP",
+# inode + socket in "sock_inode_cache", its file in "filp", its dentry; a listener's
+# embryos in request_sock_TCP; TIME_WAIT minisockets; epoll items). The general kmalloc-*
+# caches are left out: a socket takes little from them and other processes move them a
+# lot (the machine-wide total is kept in the raw data as "slab_all").
+SOCKET_CACHES = ("TCP", "request_sock_TCP", "tw_sock_TCP", "sock_inode_cache", "filp",
+                 "dentry", "eventpoll_epi", "eventpoll_pwq")
+
+
+def slab_bytes(caches=SOCKET_CACHES) -> int:
+    """Bytes in use in the named slab caches (all caches if None): sum of
+    active_objs x objsize from /proc/slabinfo."""
+    total = 0
+    with open("/proc/slabinfo") as f:
+        for line in f:
+            if line.startswith(("slabinfo", "#")):
+                continue
+            p = line.split()
+            if caches is None or p[0] in caches:
+                total += int(p[1]) * int(p[3])
+    return total
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append(int(d))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def pin_all_tasks(pid: int, cpus: set) -> None:
+    """sched_setaffinity for every thread of ``pid`` (new threads inherit it)."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return
+    for tid in tids:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, cpus)
+
+
+# =========================================================================================
+# The server side of a variant
+# =========================================================================================
+def _readline(pipe, timeout: float) -> str:
+    r, _, _ = select.select([pipe], [], [], timeout)
+    if not r:
+        return ""
+    return pipe.readline()
+
+
+def _stop_proc(p: subprocess.Popen | None, timeout: float = 5.0) -> None:
+    """Stop a process started by the bench (by its PID only)."""
+    if p is None or p.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            p.kill()
+        p.wait(5)
+
+
+class FpdDaemon:
+    """``python -m fpd start`` in the bed's server namespace (daemonized), stopped with
+    ``fpd stop``; SIGKILL + ``fpd stop --force`` + force_detach if that fails."""
+
+    def __init__(self, bed, port: int, mode: str, tmpdir: str, cpu: int | None):
+        self.bed = bed
+        self.port = port
+        self.mode = mode
+        self.socket = os.path.join(tmpdir, "fpd.sock")
+        self.log = os.path.join(tmpdir, "fpd.log")
+        self.cpu = cpu
+        self.pid = 0
+        self.workers: list[int] = []
+
+    def _argv(self, *args) -> list[str]:
+        return [sys.executable, "-m", "fpd", *map(str, args)]
+
+    def _run(self, *args, timeout=60) -> subprocess.CompletedProcess:
+        return self.bed.run(self.bed.srv_ns, self._argv(*args), check=False,
+                            timeout=timeout, cwd=str(REPO),
+                            env=dict(os.environ, FPD_SOCKET=self.socket))
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            with open(self.log, errors="replace") as f:
+                return "\n".join(f.read().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def start(self) -> None:
+        args = ["start", "-i", self.bed.srv_if, "-p", self.port, "--mode", self.mode,
+                "--socket", self.socket, "--log", self.log]
+        argv = self._argv(*args)
+        if self.cpu is not None:           # the daemon and its forked workers inherit it
+            argv = ["taskset", "-c", str(self.cpu), *argv]
+        try:
+            p = self.bed.run(self.bed.srv_ns, argv, check=False, timeout=60, cwd=str(REPO),
+                             env=dict(os.environ, FPD_SOCKET=self.socket))
+        except subprocess.TimeoutExpired:
+            self._read_pid()
+            raise Unavailable("fpd start did not return in 60 s")
+        self._read_pid()
+        if p.returncode != 0:
+            raise Unavailable(f"fpd start failed ({p.returncode}): {p.stderr.strip()} "
+                              f"{p.stdout.strip()}\nlog:\n{self.log_tail()}")
+        if not self.pid:
+            raise Unavailable(f"fpd start wrote no pid file next to {self.socket}")
+        self.refresh()
+
+    def _read_pid(self) -> None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(self.socket + ".pid") as f:
+                self.pid = int(f.read().split()[0])
+
+    def refresh(self) -> None:
+        if self.pid:
+            self.workers = children_of(self.pid)
+
+    def pids(self) -> list[int]:
+        return ([self.pid] if self.pid else []) + list(self.workers)
+
+    def stats(self) -> dict:
+        """Counters of the daemon's workers, summed (the control socket's ``stats``):
+        loop iterations, sleeps, frames, retransmits. {} if the daemon does not answer."""
+        from fpd.control import recv_msg, send_msg
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        s.settimeout(5)
+        try:
+            s.connect(self.socket)
+            send_msg(s, {"op": "stats"})
+            r, _ = recv_msg(s)
+        except (OSError, ValueError):
+            return {}
+        finally:
+            s.close()
+        out: dict = {}
+        for w in (r or {}).get("workers", []):
+            st = w.get("stack") or {}
+            for k, v in (("iterations", w.get("iterations")), ("sleeps", w.get("sleeps")),
+                         ("rx_frames", w.get("rx_frames")), ("tx_frames", w.get("tx_frames")),
+                         ("retransmits", st.get("retransmits"))):
+                if isinstance(v, int):
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    def pin(self, cpus: set) -> None:
+        for pid in self.pids():
+            pin_all_tasks(pid, cpus)
+
+    def alive(self) -> bool:
+        return bool(self.pid) and _alive(self.pid)
+
+    def stop(self) -> list[str]:
+        problems = []
+        if not self.pid:
+            self._read_pid()
+        pids = self.pids()
+        if self.alive():
+            try:
+                p = self._run("stop", "--socket", self.socket, "--timeout", "8", timeout=20)
+                if p.returncode != 0:
+                    problems.append(f"fpd stop: {p.returncode} {p.stderr.strip()}")
+            except subprocess.TimeoutExpired:
+                problems.append("fpd stop hung")
+        deadline = time.monotonic() + 5
+        while any(_alive(q) for q in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [q for q in pids if _alive(q)]
+        for q in left:
+            problems.append(f"fpd process {q} still alive after fpd stop: SIGKILL")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(q, signal.SIGKILL)
+        if left or any(os.path.exists(self.socket + s) for s in ("", ".pid", ".state")):
+            with contextlib.suppress(Exception):
+                self._run("stop", "--force", "-i", self.bed.srv_if, "--socket", self.socket,
+                          timeout=20)
+        with contextlib.suppress(Exception):
+            from fpd.bpf import attached_prog_id, force_detach
+            with self.bed.inside(self.bed.srv_ns):
+                if attached_prog_id(self.bed.srv_if):
+                    problems.append("XDP program left on the interface: force_detach")
+                    force_detach(self.bed.srv_if)
+        return problems
+
+
+class Variant:
+    """One variant: its test bed, app process, load generator and (fpd) daemon."""
+
+    def __init__(self, name: str, cfg: Config, tmpdir: str):
+        self.name = name
+        self.cfg = cfg
+        self.tmpdir = os.path.join(tmpdir, name.replace("+", "_"))
+        os.makedirs(self.tmpdir, exist_ok=True)
+        os.chmod(self.tmpdir, 0o755)
+        self.bed = None
+        self.steering = None
+        self.daemon: FpdDaemon | None = None
+        self.app: subprocess.Popen | None = None
+        self.loadgen: subprocess.Popen | None = None
+        self.problems: list[str] = []
+
+    # -- life cycle -------------------------------------------------------------------
+    def _taskset(self, cpu: int) -> list[str]:
+        return ["taskset", "-c", str(cpu)] if self.cfg.pin else []
+
+    def start(self, namespaces: list | None = None) -> None:
+        from fpd.testbed import TestBed
+        cfg = self.cfg
+        self.bed = TestBed(peer_tx_csum=cfg.peer_offloads, peer_tso=cfg.peer_offloads)
+        if namespaces is not None:
+            namespaces += [self.bed.srv_ns, self.bed.peer_ns]
+        self.bed.up()
+        # the load generator makes many short connections: reuse its TIME_WAIT ports
+        self.bed.run(self.bed.peer_ns, ["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1",
+                                        "net.ipv4.ip_local_port_range=10000 65000"])
+        if self.name == "kernel+xdp":
+            from fpd.bpf import Steering
+            with self.bed.inside(self.bed.srv_ns):
+                self.steering = Steering(self.bed.srv_if, mode=cfg.mode)
+        elif self.name == "fpd":
+            self.daemon = FpdDaemon(self.bed, cfg.port, cfg.mode, self.tmpdir,
+                                    cfg.cpu_daemon if cfg.pin else None)
+            self.daemon.start()
+            if cfg.pin:
+                self.daemon.pin({cfg.cpu_daemon})
+        self.start_app()
+        self.start_loadgen()
+
+    def affinity(self) -> dict:
+        """The CPUs each of the variant's processes (all their threads) may run on."""
+        procs = {"app": [self.app.pid], "loadgen": [self.loadgen.pid]}
+        if self.daemon is not None:
+            self.daemon.refresh()
+            procs["daemon"] = self.daemon.pids()
+        out = {}
+        for role, pids in procs.items():
+            cpus = set()
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    for tid in os.listdir(f"/proc/{pid}/task"):
+                        with contextlib.suppress(OSError):
+                            cpus |= os.sched_getaffinity(int(tid))
+            out[role] = sorted(cpus)
+        return out
+
+    def start_app(self) -> None:
+        cfg = self.cfg
+        module = "fpd.client" if self.name == "fpd" else "socket"
+        argv = [*self._taskset(cfg.cpu_app), sys.executable, str(APPS), "--module", module,
+                "--host", "0.0.0.0", "--port", str(cfg.port)]
+        env = dict(os.environ)
+        if self.daemon is not None:
+            env["FPD_SOCKET"] = self.daemon.socket
+            argv += ["--slots", str(max(1024, cfg.idle + 64))]
+        self.app_log = os.path.join(self.tmpdir, "app.log")
+        with open(self.app_log, "ab") as err:
+            self.app = self.bed.popen(self.bed.srv_ns, argv, stdout=subprocess.PIPE,
+                                      stderr=err, stdin=subprocess.DEVNULL, text=True,
+                                      cwd=str(REPO), env=env)
+        line = _readline(self.app.stdout, 30)
+        if not line.startswith("ready"):
+            _stop_proc(self.app)
+            raise (Unavailable if self.name == "fpd" else BenchError)(
+                f"{self.name}: the app did not start: {line!r} {self._tail(self.app_log)}")
+
+    def start_loadgen(self) -> None:
+        argv = [*self._taskset(self.cfg.cpu_loadgen), sys.executable, "-m", "fpd.bench",
+                "--loadgen"]
+        self.lg_log = os.path.join(self.tmpdir, "loadgen.log")
+        with open(self.lg_log, "ab") as err:
+            self.loadgen = self.bed.popen(self.bed.peer_ns, argv, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=err, text=True,
+                                          cwd=str(REPO))
+        self.ask({"op": "ping"}, timeout=30)
+
+    def ensure_running(self) -> None:
+        """Restart the app or the load generator if one died (the failed measurement
+        was recorded as an error)."""
+        if self.daemon is not None and not self.daemon.alive():
+            raise Unavailable(f"the fpd daemon died\nlog:\n{self.daemon.log_tail()}")
+        if self.app is None or self.app.poll() is not None:
+            self.problems.append(f"app restarted (exit {self.app and self.app.returncode})")
+            self.start_app()
+        if self.loadgen is None or self.loadgen.poll() is not None:
+            self.problems.append("load generator restarted")
+            self.start_loadgen()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.loadgen is not None and self.loadgen.poll() is None:
+                self.loadgen.stdin.write('{"op": "quit"}\n')
+                self.loadgen.stdin.flush()
+                self.loadgen.wait(5)
+        with contextlib.suppress(Exception):
+            _stop_proc(self.loadgen)
+        with contextlib.suppress(Exception):
+            _stop_proc(self.app)
+        if self.daemon is not None:
+            try:
+                self.problems += self.daemon.stop()
+            except Exception as e:
+                self.problems.append(f"stopping the daemon: {e}")
+        if self.steering is not None:
+            try:
+                self.steering.close()
+            except Exception as e:
+                self.problems.append(f"detaching XDP: {e}")
+            self.steering = None
+        if self.bed is not None:
+            self.bed.down()
+
+    @staticmethod
+    def _tail(path: str, n: int = 15) -> str:
+        try:
+            with open(path, errors="replace") as f:
+                return "\n".join(f.read().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    # -- measuring -----------------------------------------------------------------------
+    def ask(self, cmd: dict, timeout: float) -> dict:
+        cmd = dict(cmd, host=self.bed.srv_ip, port=self.cfg.port)
+        lg = self.loadgen
+        lg.stdin.write(json.dumps(cmd) + "\n")
+        lg.stdin.flush()
+        line = _readline(lg.stdout, timeout)
+        if not line:
+            _stop_proc(lg, 2)
+            raise BenchError(f"the load generator gave no answer to {cmd['op']} in "
+                             f"{timeout:.0f} s {self._tail(self.lg_log)}")
+        r = json.loads(line)
+        if not r.get("ok"):
+            raise BenchError(f"{cmd['op']}: {r.get('error')}")
+        return r
+
+    def server_pids(self) -> list[int]:
+        pids = [self.app.pid] if self.app else []
+        if self.daemon is not None:
+            self.daemon.refresh()
+            pids += self.daemon.pids()
+        return pids
+
+    def cpu_snapshot(self) -> dict:
+        s = {"app": proc_cpu(self.app.pid),
+             "daemon": sum(proc_cpu(p) for p in self.daemon.pids()) if self.daemon else 0.0,
+             "loadgen": proc_cpu(self.loadgen.pid),
+             "ksoftirqd": sum(proc_cpu(p) for p in ksoftirqd_pids()),
+             "t": time.perf_counter()}
+        s.update(system_cpu())
+        return s
+
+    def mem_snapshot(self) -> dict:
+        return {"app": proc_pss(self.app.pid),
+                "daemon": sum(proc_pss(p) for p in self.daemon.pids()) if self.daemon else 0,
+                "slab": slab_bytes(), "slab_all": slab_bytes(None)}
+
+
+def _cpu_delta(a: dict, b: dict) -> dict:
+    """CPU seconds used during a measurement.
+
+    ``total``: the app, the fpd daemon (supervisor and workers), the load generator and
+    the kernel's ksoftirqd threads, utime + stime each. A task's utime + stime is its
+    whole run time, including the softirq work (the network stacks) that ran in its
+    context; on veth the receiving side's stack mostly runs in the *sender's* context,
+    so the two ends cannot be told apart and only the sum is fair. ``server``: app +
+    daemon only. ``busy_all``: /proc/stat, every CPU, every process (incl. unrelated
+    ones), for comparison. /proc/stat's softirq column is *not* added to the process
+    times: without CONFIG_IRQ_TIME_ACCOUNTING that time is inside them already."""
+    d = {k: b[k] - a[k] for k in a}
+    d["server"] = d["app"] + d["daemon"]
+    d["total"] = d["app"] + d["daemon"] + d["loadgen"] + d["ksoftirqd"]
+    d["busy_all"] = sum(d[k] for k in ("user", "nice", "system", "irq", "softirq", "steal"))
+    return d
+
+
+_KSOFTIRQD: list[int] = []
+
+
+def ksoftirqd_pids() -> list[int]:
+    if not _KSOFTIRQD:
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                with contextlib.suppress(OSError):
+                    with open(f"/proc/{d}/comm") as f:
+                        if f.read().startswith("ksoftirqd/"):
+                            _KSOFTIRQD.append(int(d))
+    return _KSOFTIRQD
+
+
+def measure(v: Variant, workload: str, cfg: Config) -> dict:
+    """One measurement of one workload on one variant: a dict of metrics + raw data."""
+    cmd, _ = WORKLOADS[workload]
+    cmd = dict(cmd)
+    dur = cfg.duration
+    if workload == "idle":
+        time.sleep(0.3)                    # as before m1: the same settling time
+        m0 = v.mem_snapshot()
+        r = v.ask({"op": "idle_open", "n": cfg.idle, "seconds": max(10 * dur, 10.0)},
+                  timeout=max(10 * dur, 10.0) + 30)
+        time.sleep(0.3)                    # let the app's threads finish and settle
+        m1 = v.mem_snapshot()
+        rc = v.ask({"op": "idle_close"}, timeout=60)
+        held = r["held"]
+        return {"held": held, "asked": r["asked"], "stopped_by": r["stopped_by"],
+                "open_seconds": r["seconds"], "released": rc["released"],
+                "d_app": m1["app"] - m0["app"], "d_daemon": m1["daemon"] - m0["daemon"],
+                "d_slab": m1["slab"] - m0["slab"],
+                "d_slab_all": m1["slab_all"] - m0["slab_all"]}
+    if workload == "crr":
+        cmd.update(seconds=dur, max=cfg.crr_max)
+    else:
+        cmd.update(seconds=dur)
+    f0 = v.daemon.stats() if v.daemon is not None else None
+    c0 = v.cpu_snapshot()
+    r = v.ask(cmd, timeout=dur + 60)
+    c1 = v.cpu_snapshot()
+    cpu = _cpu_delta(c0, c1)
+    out = {"cpu": cpu}
+    if f0 is not None:
+        f1 = v.daemon.stats()
+        out["fpd_stats"] = {k: f1[k] - f0[k] for k in f0 if k in f1}
+    if workload.startswith("bulk"):
+        gb = r["bytes"] / 1e9
+        out.update(gbps=r["bytes"] * 8 / r["seconds"] / 1e9, bytes=r["bytes"],
+                   seconds=r["seconds"], cpu_s_per_gb=cpu["total"] / gb if gb else 0.0,
+                   server_cpu_s_per_gb=cpu["server"] / gb if gb else 0.0)
+    elif workload.startswith("rr"):
+        out.update(tps=r["count"] / r["seconds"], p50_us=r["p50_us"], p99_us=r["p99_us"],
+                   count=r["count"], seconds=r["seconds"],
+                   cpu_us_per_trans=cpu["total"] / max(1, r["count"]) * 1e6)
+    elif workload == "crr":
+        out.update(cps=r["count"] / r["seconds"], p50_us=r["p50_us"], p99_us=r["p99_us"],
+                   count=r["count"], seconds=r["seconds"],
+                   cpu_us_per_trans=cpu["total"] / max(1, r["count"]) * 1e6)
+    return out
+
+
+def _finish_idle(samples: dict) -> dict:
+    """Bytes per idle connection on the server side, from the raw deltas.
+
+    The slab delta is machine-wide: it holds the load generator's client sockets too (the
+    peer namespace shares the kernel). The fpd variant has no kernel socket on the server
+    side, so its slab delta per connection is the peer's share; it is subtracted from
+    every variant's. Without an fpd measurement, half of the kernel's delta is taken."""
+    per_conn = [s["d_slab"] / s["held"] for s in samples.get("fpd", []) if s.get("held")]
+    if per_conn:
+        peer, method = statistics.median(per_conn), "fpd variant's slab delta"
+    else:
+        k = [s["d_slab"] / s["held"] for s in samples.get("kernel", []) if s.get("held")]
+        peer, method = (statistics.median(k) / 2 if k else 0.0), "half the kernel's"
+    for ss in samples.values():
+        for s in ss:
+            if not s.get("held"):
+                s["bytes_per_conn"] = 0.0
+                continue
+            s["peer_slab_per_conn"] = peer
+            s["server_slab_per_conn"] = s["d_slab"] / s["held"] - peer
+            s["bytes_per_conn"] = (s["d_app"] + s["d_daemon"]) / s["held"] + \
+                s["server_slab_per_conn"]
+    return {"peer_slab_per_conn": peer, "peer_share_method": method}
+
+
+# =========================================================================================
+# The run
+# =========================================================================================
+def machine_info() -> dict:
+    model = ""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    mem = 0
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo") as f:
+            mem = int(f.readline().split()[1]) * 1024
+    return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+            "python_executable": sys.executable, "mem_total_bytes": mem,
+            "hostname": platform.node()}
+
+
+def _log(cfg: Config, msg: str) -> None:
+    if cfg.verbose:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _stat(xs: list) -> dict:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs),
+            "samples": xs}
+
+
+def run(config) -> dict:
+    """Run the bench; return the result dict (also written to --json/--png if set)."""
+    cfg = config if isinstance(config, Config) else Config(**dict(config))
+    if os.geteuid() != 0:
+        raise BenchError("fpd bench needs root (network namespaces, XDP)")
+    if not APPS.exists():
+        raise BenchError(f"{APPS} is missing (fpd bench runs from a source checkout)")
+    if cfg.pin:
+        ncpu = os.cpu_count() or 1
+        for c in (cfg.cpu_app, cfg.cpu_loadgen, cfg.cpu_daemon):
+            if not 0 <= c < ncpu:
+                raise BenchError(f"CPU {c} does not exist (nproc {ncpu})")
+    started = time.time()
+    tmpdir = tempfile.mkdtemp(prefix="fpd-bench-")
+    os.chmod(tmpdir, 0o755)
+    variants: dict[str, Variant] = {}
+    unavailable: dict[str, str] = {}
+    errors: list[dict] = []
+    raw: dict = {w: {v: [] for v in cfg.variants} for w in cfg.workloads}
+    problems: list[str] = []
+    namespaces: list[str] = []
+    observed: dict = {}
+    own_affinity = os.sched_getaffinity(0)
+    try:
+        if cfg.pin:
+            # the orchestrator itself mostly sleeps; keep it off the daemon's CPU
+            os.sched_setaffinity(0, {cfg.cpu_loadgen})
+        for name in cfg.variants:
+            v = Variant(name, cfg, tmpdir)
+            variants[name] = v
+            _log(cfg, f"setting up {name} ...")
+            try:
+                v.start(namespaces)
+            except Unavailable as e:
+                unavailable[name] = str(e)
+                _log(cfg, f"{name} UNAVAILABLE: {e}")
+                v.stop()
+                problems += [f"{name}: {p}" for p in v.problems]
+                del variants[name]
+        live = [n for n in cfg.variants if n in variants]
+        for name in live:
+            with contextlib.suppress(Exception):
+                observed[name] = variants[name].affinity()
+        for name in live:                  # warm-up: ARP, caches, the engine's code paths
+            with contextlib.suppress(BenchError):
+                variants[name].ask({"op": "rr", "size": 1, "conns": 1, "seconds": 0.2},
+                                   timeout=60)
+        for rnd in range(cfg.rounds):
+            k = rnd % max(1, len(live))
+            order = live[k:] + live[:k]
+            for wl in cfg.workloads:
+                for name in order:
+                    if name not in variants:
+                        continue
+                    v = variants[name]
+                    try:
+                        v.ensure_running()
+                        res = measure(v, wl, cfg)
+                        raw[wl][name].append(res)
+                        _log(cfg, f"round {rnd + 1}/{cfg.rounds} {wl:<10} {name:<11} "
+                                  + _brief(wl, res))
+                    except Unavailable as e:
+                        unavailable[name] = str(e)
+                        errors.append({"round": rnd + 1, "workload": wl, "variant": name,
+                                       "error": str(e)})
+                        _log(cfg, f"{name} UNAVAILABLE: {e}")
+                        v.stop()
+                        problems += [f"{name}: {p}" for p in v.problems]
+                        del variants[name]
+                    except (BenchError, OSError, ValueError, KeyError) as e:
+                        errors.append({"round": rnd + 1, "workload": wl, "variant": name,
+                                       "error": f"{type(e).__name__}: {e}"})
+                        _log(cfg, f"round {rnd + 1} {wl} {name}: ERROR {e}")
+    finally:
+        for name, v in list(variants.items()):
+            try:
+                v.stop()
+            except Exception as e:
+                problems.append(f"{name}: cleanup: {e}")
+            problems += [f"{name}: {p}" for p in v.problems]
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, own_affinity)
+        if not cfg.keep_logs:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    result = _assemble(cfg, raw, unavailable, errors, problems, started)
+    result["namespaces"] = namespaces
+    result["pinning"]["observed"] = observed
+    if cfg.keep_logs:
+        result["logs"] = tmpdir
+    with contextlib.suppress(Exception):
+        from pyroute2 import netns as _netns
+        left = set(namespaces) & set(_netns.listnetns())
+        if left:
+            result["problems"].append(f"namespaces left behind: {sorted(left)}")
+    if cfg.json:
+        with open(cfg.json, "w") as f:
+            json.dump(result, f, indent=1, sort_keys=False)
+    if cfg.png:
+        write_chart(result, cfg.png)
+    return result
+
+
+def _brief(wl: str, r: dict) -> str:
+    if wl.startswith("bulk"):
+        return f"{r['gbps']:.3f} Gbit/s, {r['cpu_s_per_gb']:.2f} CPU s/GB"
+    if wl.startswith("rr"):
+        return f"{r['tps']:,.0f} trans/s p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us"
+    if wl == "crr":
+        return f"{r['cps']:,.0f} conn/s p50 {r['p50_us']:.0f} us"
+    if wl == "idle":
+        return (f"held {r['held']}/{r['asked']} app {r['d_app'] / max(1, r['held']):,.0f} "
+                f"daemon {r['d_daemon'] / max(1, r['held']):,.0f} "
+                f"slab {r['d_slab'] / max(1, r['held']):,.0f} B/conn"
+                + (f" ({r['stopped_by']})" if r["stopped_by"] else ""))
+    return ""
+
+
+def _assemble(cfg, raw, unavailable, errors, problems, started) -> dict:
+    workloads = {}
+    for wl in cfg.workloads:
+        extra = {}
+        if wl == "idle":
+            extra = _finish_idle(raw[wl])
+        results = {}
+        for name in cfg.variants:
+            samples = raw[wl][name]
+            if not samples:
+                continue
+            results[name] = {m: _stat([s[m] for s in samples]) for m, _, _ in METRICS[wl]}
+            if wl == "idle":
+                # memory: the first round only. A process's heap (and fpd's shared slot
+                # pages) keep their high-water mark, so later rounds re-use memory and
+                # show almost no growth, while the kernel frees its sockets each time.
+                results[name]["bytes_per_conn"] = _stat([samples[0]["bytes_per_conn"]])
+        ratios = {}
+        for m, _, _ in METRICS[wl]:
+            ratios[m] = {}
+            for base in ("kernel", "kernel+xdp"):
+                f, b = results.get("fpd", {}).get(m), results.get(base, {}).get(m)
+                ratios[m][f"fpd/{base}"] = (f["median"] / b["median"]
+                                            if f and b and b["median"] else None)
+        workloads[wl] = {
+            "description": WORKLOADS[wl][1],
+            "metrics": {m: {"unit": u, "higher_is_better": h} for m, u, h in METRICS[wl]},
+            "results": results, "ratios": ratios, "raw": raw[wl], **extra}
+    pinning = ({"app": cfg.cpu_app, "loadgen": cfg.cpu_loadgen, "daemon": cfg.cpu_daemon,
+                "how": "taskset -c (app, load generator, fpd start: the daemon's workers "
+                       "inherit it) + sched_setaffinity on every thread of the daemon"}
+               if cfg.pin else {"how": "not pinned"})
+    return {
+        "version": 1,
+        "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(),
+        "elapsed_s": round(time.time() - started, 1),
+        "machine": machine_info(),
+        "config": dataclasses.asdict(cfg),
+        "pinning": pinning,
+        "variants": list(cfg.variants),
+        "unavailable": unavailable,
+        "errors": errors,
+        "problems": problems,
+        "workloads": workloads,
+    }
+
+
+# =========================================================================================
+# Output
+# =========================================================================================
+def _fmt(x: float) -> str:
+    if x is None:
+        return "-"
+    a = abs(x)
+    if a >= 1000:
+        return f"{x:,.0f}"
+    if a >= 100:
+        return f"{x:.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    if a >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def table(result: dict) -> str:
+    """The human-readable table: medians (min-max) per variant, ratios."""
+    vs = result["variants"]
+    head = f"{'workload':<12} {'metric':<13}" + "".join(f"{v:>24}" for v in vs) + \
+        f"{'fpd/kernel':>12}{'fpd/k+xdp':>11}"
+    lines = [head, "-" * len(head)]
+    for wl, w in result["workloads"].items():
+        for m, meta in w["metrics"].items():
+            cells = []
+            for v in vs:
+                s = w["results"].get(v, {}).get(m)
+                cells.append(f"{_fmt(s['median'])} ({_fmt(s['min'])}-{_fmt(s['max'])})"
+                             if s else "n/a")
+            r = w["ratios"].get(m, {})
+            rk, rx = r.get("fpd/kernel"), r.get("fpd/kernel+xdp")
+            label = f"{m} [{meta['unit']}]" + ("" if meta["higher_is_better"] else "*")
+            lines.append(f"{wl:<12} {label:<13}" + "".join(f"{c:>24}" for c in cells)
+                         + f"{(f'{rk:.3f}' if rk else '-'):>12}"
+                         + f"{(f'{rx:.3f}' if rx else '-'):>11}")
+    lines.append("* lower is better; everything else: higher is better. "
+                 "Median (min-max) over the rounds.")
+    for name, why in result.get("unavailable", {}).items():
+        lines.append(f"{name}: UNAVAILABLE: {why.splitlines()[0] if why else ''}")
+    for e in result.get("errors", []):
+        lines.append(f"error: round {e['round']} {e['workload']} {e['variant']}: {e['error']}")
+    for p in result.get("problems", []):
+        lines.append(f"cleanup: {p}")
+    return "\n".join(lines)
+
+
+def markdown_table(result: dict) -> str:
+    vs = result["variants"]
+    out = ["| workload | metric | " + " | ".join(vs) + " | fpd/kernel | fpd/kernel+xdp |",
+           "|---|---|" + "---|" * len(vs) + "---|---|"]
+    for wl, w in result["workloads"].items():
+        for m, meta in w["metrics"].items():
+            cells = []
+            for v in vs:
+                s = w["results"].get(v, {}).get(m)
+                cells.append(f"{_fmt(s['median'])} ({_fmt(s['min'])}–{_fmt(s['max'])})"
+                             if s else "n/a")
+            r = w["ratios"].get(m, {})
+            rk, rx = r.get("fpd/kernel"), r.get("fpd/kernel+xdp")
+            arrow = "↑" if meta["higher_is_better"] else "↓"
+            out.append(f"| {w['description']} | {m} ({meta['unit']}) {arrow} | "
+                       + " | ".join(cells)
+                       + f" | {f'{rk:.3f}' if rk else '–'} | {f'{rx:.3f}' if rx else '–'} |")
+    return "\n".join(out)
+
+
+def write_chart(result: dict, path: str) -> None:
+    """A PNG of the median ratios fpd/kernel and fpd/kernel+xdp, one row per metric, on a
+    log scale around 1.0 (bars to the right: fpd's number is larger)."""
+    from fpd.pngchart import bar_chart
+    rows = []
+    for wl, w in result["workloads"].items():
+        for m, meta in w["metrics"].items():
+            r = w["ratios"].get(m, {})
+            tag = "  (LOWER IS BETTER)" if not meta["higher_is_better"] else ""
+            rows.append((f"{wl} {m}{tag}", [r.get("fpd/kernel"), r.get("fpd/kernel+xdp")]))
+    mach = result.get("machine", {})
+    cfg = result.get("config", {})
+    title = (f"FPD BENCH {result['started'][:16]}Z: FPD / KERNEL, MEDIANS OF "
+             f"{cfg.get('rounds')} ROUNDS")
+    notes = [f"{mach.get('nproc')} CPU {mach.get('cpu_model', '')}, LINUX "
+             f"{mach.get('kernel', '')}, {mach.get('python', '')}",
+             "RIGHT OF THE RED LINE: FPD'S NUMBER IS THE LARGER ONE"]
+    png = bar_chart(rows, ["FPD/KERNEL", "FPD/KERNEL+XDP"], title=title, log=True,
+                    notes=notes, width=1100)
+    with open(path, "wb") as f:
+        f.write(png)
+
+
+# =========================================================================================
+# Command line
+# =========================================================================================
+def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
+    ap = argparse.ArgumentParser(prog="fpd bench",
+                                 description="fpd against the kernel's TCP, side by side "
+                                             "(root; makes its own test beds)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 5; quick 2)")
+    ap.add_argument("--duration", type=float,
+                    help="seconds per timed measurement (default 2; quick 0.25)")
+    ap.add_argument("--idle", type=int, help="idle connections to hold (default 2000; "
+                                             "quick 200)")
+    ap.add_argument("--quick", action="store_true", help="a smoke run (about 20-30 s)")
+    ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    ap.add_argument("--png", metavar="FILE", help="write a bar chart of the ratios")
+    ap.add_argument("--mode", choices=("native", "generic", "auto"), default="native",
+                    help="XDP mode of kernel+xdp and fpd (default native)")
+    ap.add_argument("--port", type=int, default=5001)
+    ap.add_argument("--cpus", default="0,0,1", metavar="APP,LOADGEN,DAEMON",
+                    help="CPUs to pin the app, the load generator and the fpd daemon to "
+                         "(default 0,0,1)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin anything")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"comma-separated subset of {','.join(VARIANTS)}")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS),
+                    help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    ap.add_argument("--peer-offloads", choices=("on", "off"), default="on",
+                    help="TSO/GSO and tx checksum offload on the peer's veth (default on, "
+                         "veth's defaults)")
+    ap.add_argument("--keep-logs", action="store_true",
+                    help="keep the app/daemon/load generator logs (path printed)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    ap.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.loadgen:
+        return None, a
+    try:
+        cpus = [int(x) for x in a.cpus.split(",")]
+        assert len(cpus) == 3
+    except (ValueError, AssertionError):
+        ap.error("--cpus wants three numbers: APP,LOADGEN,DAEMON")
+    variants = tuple(x for x in a.variants.split(",") if x)
+    workloads = tuple(x for x in a.workloads.split(",") if x)
+    for x in variants:
+        if x not in VARIANTS:
+            ap.error(f"unknown variant {x!r}")
+    for x in workloads:
+        if x not in WORKLOADS:
+            ap.error(f"unknown workload {x!r}")
+    kw = dict(json=a.json, png=a.png, mode=a.mode, port=a.port, pin=not a.no_pin,
+              cpu_app=cpus[0], cpu_loadgen=cpus[1], cpu_daemon=cpus[2],
+              variants=variants, workloads=workloads, peer_offloads=a.peer_offloads == "on",
+              verbose=not a.quiet, keep_logs=a.keep_logs)
+    for k in ("rounds", "duration", "idle"):
+        if getattr(a, k) is not None:
+            kw[k] = getattr(a, k)
+    cfg = Config.quick_config(**kw) if a.quick else Config(**kw)
+    if cfg.rounds < 1 or cfg.duration <= 0 or cfg.idle < 1:
+        ap.error("--rounds, --duration and --idle must be positive")
+    return cfg, a
+
+
+class _Terminated(Exception):
+    pass
+
+
+_MAIN_PID = 0
+
+
+def _on_term(signum, frame):
+    if os.getpid() != _MAIN_PID:
+        # a forked helper (pyroute2 forks one per namespace) inherited this handler:
+        # die the default way, as it expects
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise _Terminated(signal.Signals(signum).name)
+
+
+def main(argv=None) -> int:
+    cfg, a = parse_args(argv)
+    if cfg is None:
+        return loadgen_main()
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
+    old = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        result = run(cfg)
+    except (BenchError, _Terminated, KeyboardInterrupt) as e:
+        print(f"fpd bench: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    m = result["machine"]
+    print(f"\nfpd bench: {cfg.rounds} interleaved rounds, {cfg.duration:g} s per "
+          f"measurement, idle {cfg.idle}; {m['nproc']} CPUs ({m['cpu_model']}), "
+          f"Linux {m['kernel']}, {m['python']}; pinning: "
+          + (f"app CPU {cfg.cpu_app}, load generator CPU {cfg.cpu_loadgen}, "
+             f"fpd daemon CPU {cfg.cpu_daemon}" if cfg.pin else "none"))
+    print(table(result))
+    if cfg.json:
+        print(f"JSON: {cfg.json}")
+    if cfg.png:
+        print(f"PNG: {cfg.png}")
+    if result.get("logs"):
+        print(f"logs: {result['logs']}")
+    bad = result["unavailable"] or result["errors"]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
