@@ -642,8 +642,10 @@ def build_frame_into(buf, offset, src_mac, dst_mac, seg, ttl=64, ip_id=0, vlan=N
     Raises ValueError on bad arguments or when the frame does not fit in ``buf``.
     """
     st, values, opts, payload = _l3_headers(seg, ttl, ip_id, df, tos)
-    src_mac = _mac(src_mac)
-    dst_mac = _mac(dst_mac)
+    if type(src_mac) is not bytes or len(src_mac) != 6:      # the worker passes bytes
+        src_mac = _mac(src_mac)
+    if type(dst_mac) is not bytes or len(dst_mac) != 6:
+        dst_mac = _mac(dst_mac)
     l3 = offset + (ETH_HLEN if vlan is None else ETH_HLEN + VLAN_HLEN)
     p = l3 + st.size
     olen = len(opts)
