@@ -772,7 +772,7 @@ class socket:
         self._raddr = None
         self._opts = {}
         self._listen = []
-        self._acceptq = collections.deque()
+        self._acceptq = None           # listeners only (a deque costs ~0.7 KB)
         self._pair = None
         self._fd_r = self._fd_w = False
         self._dirty_r = self._dirty_w = False
@@ -1205,6 +1205,8 @@ class socket:
             return
         if self._state != _NEW:
             raise _oserror(_errno.EINVAL, "Invalid argument")
+        if self._acceptq is None:
+            self._acceptq = collections.deque()
         if self._bind is None or self._bind[1] == 0:
             raise _oserror(_errno.EINVAL, "fpd: bind() to a port the daemon steers "
                                           "(fpd start -p PORT) before listen()")
@@ -1279,7 +1281,7 @@ class socket:
                 except OSError:
                     pass
         with c.mu:
-            q, self._acceptq = list(self._acceptq), collections.deque()
+            q, self._acceptq = list(self._acceptq or ()), collections.deque()
         for s in q:
             s.close()
 
