@@ -100,7 +100,7 @@ class Worker:
 
     def __init__(self, ifname: str, queue: int = 0, stack_config: StackConfig | None = None,
                  isn_key: bytes | None = None, *, app=None, mss: int | None = None,
-                 batch: int = 64, nframes: int = 4096, chunk_size: int | None = None,
+                 batch: int = 256, nframes: int = 4096, chunk_size: int | None = None,
                  ring_size: int = 2048, check: bool = False, copy_payload: bool = False,
                  verify_checksum: bool = True, tx_budget: int | None = None,
                  tx_backlog: int = 4096, spin: float = 0.0005, max_sleep: float = 0.05,
