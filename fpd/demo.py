@@ -44,6 +44,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import daemon as _daemon
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 FPD_ECHO, FPD_HTTP = 7007, 8080          # steered to fpd
@@ -717,26 +719,8 @@ def _sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _pid_from_file(path: str) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+_pid_from_file = _daemon.read_pid
+_alive = _daemon.pid_alive
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:

@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from fpd.daemon import pid_alive
+
 RESERVED = "/proc/sys/net/ipv4/ip_local_reserved_ports"
 # subcommands that take --socket (doctor/xdp/demo do not)
 _SOCKET_CMDS = {"start", "stop", "status", "stats", "conns"}
@@ -39,19 +41,8 @@ class DaemonError(AssertionError):
     """The daemon did not start, or did not clean up after itself."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is not alive (it is not our child unless started by us without fork)
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+_alive = pid_alive     # a zombie is not alive
+
 
 
 def _wait_gone(pids, timeout: float) -> list[int]:
