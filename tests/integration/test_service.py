@@ -479,3 +479,42 @@ def test_slot_bell_wakes_the_waiting_thread_directly(testbed):
         cl.close()
         bell.close()
         lbell.close()
+
+
+def test_a_client_that_stops_reading_only_stalls_itself(testbed):
+    """Its RX ring fills, then the engine's receive buffer, then the window closes:
+    the peer stops, nothing is dropped, and another client's connection is unaffected."""
+    with worker(testbed, ports=(PORT, PORT + 1)) as chan:
+        lazy, good = RawClient(chan), RawClient(chan)
+        ll = lazy.call(op="listen", port=PORT)["slot"]
+        lg = good.call(op="listen", port=PORT + 1)["slot"]
+        p1 = testbed.socket(testbed.peer_ns)
+        p1.connect((testbed.srv_ip, PORT))
+        s1 = _accept(lazy, ll)
+        p1.setblocking(False)
+        sent = 0
+        chunk = b"z" * 65536
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:          # until the peer cannot send more
+            try:
+                sent += p1.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.05)
+        ring = lazy.region.layout.rx_size
+        assert ring < sent < 16 * 1024 * 1024, sent   # bounded by rings and windows
+        p2 = testbed.socket(testbed.peer_ns)
+        p2.settimeout(5)
+        p2.connect((testbed.srv_ip, PORT + 1))
+        s2 = _accept(good, lg)
+        for i in range(20):
+            p2.sendall(b"%04d" % i)
+            assert good.read_all(s2, 4) == b"%04d" % i
+            good.write_all(s2, b"ok")
+            assert p2.recv(2) == b"ok"
+        # the lazy client wakes up: every byte the peer sent arrives, in order
+        got = lazy.read_all(s1, sent, timeout=20)
+        assert len(got) == sent and got == b"z" * sent
+        p1.close()
+        p2.close()
+        lazy.close()
+        good.close()
