@@ -157,6 +157,7 @@ class Stack:
         self._conns = {}
         self._listeners = {}
         self._out = []
+        self._acks = []            # connections owing an ACK built at output time
         self._events = []
         self._timers = []          # heap of (deadline, seq, conn); lazily invalidated
         self._stale = 0            # entries known to be dead (for compaction)
@@ -277,9 +278,22 @@ class Stack:
         return None
 
     def output(self):
+        if self._acks:
+            self._flush_acks()
         out = self._out
         self._out = []
         return out
+
+    def _flush_acks(self):
+        """The ACKs the fast path owes (``Connection.ack_queued``), built now: one per
+        connection however many segments asked for it since the last output, and none
+        if a segment sent since then carried it already."""
+        acks, self._acks = self._acks, []
+        now = self._now
+        for c in acks:
+            c.ack_queued = False
+            if c.ack_now and c.state != CLOSED:
+                c._send_ack(now)
 
     def output_coalesced(self):
         """:meth:`output`, without the pure ACKs that a later pure ACK of the same
@@ -291,6 +305,8 @@ class Stack:
         Linux receiver with GRO does. Duplicate ACKs (same ACK number: the peer's fast
         retransmit counts them), ACKs with SACK blocks, and anything with data or
         SYN/FIN/RST are always kept."""
+        if self._acks:
+            self._flush_acks()
         out = self._out
         self._out = []
         n = len(out)

@@ -115,7 +115,7 @@ class Connection:
         # receive side
         "irs", "rcv_nxt_o", "rcv_adv_o", "rcv_wup_o", "rcv_shift", "rcvq", "rcvbuf",
         "ooo", "ooo_bytes", "ooo_stamp", "ooo_fin_o", "fin_rcvd", "rcv_mss", "dsack",
-        "ack_pending", "ack_now", "quick", "sws_thresh",
+        "ack_pending", "ack_now", "ack_queued", "quick", "sws_thresh",
         # options
         "ts_ok", "sack_ok", "ws_ok", "ts_off", "ts_recent", "ts_recent_stamp",
         # rtt / timers
@@ -195,6 +195,7 @@ class Connection:
         self.dsack = None
         self.ack_pending = False
         self.ack_now = False
+        self.ack_queued = False
         self.quick = cfg.quickack
         self.sws_thresh = 536
         # options
@@ -847,7 +848,11 @@ class Connection:
                 if d or self.snd_nxt_o < self.sndq_o + len(self.sndq):
                     self._xmit(now)
                 if self.ack_now:
-                    self._send_ack(now)
+                    # built when the caller takes the output (Stack._flush_acks): a
+                    # burst of in-order segments gets one ACK, not one per two segments
+                    if not self.ack_queued:
+                        self.ack_queued = True
+                        self.stack._acks.append(self)
                 elif self.ack_pending and self.t_dack is None:
                     self.t_dack = now + self.cfg.delack
                 return None            # Stack.input calls _sched()
