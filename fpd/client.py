@@ -1737,27 +1737,26 @@ class socket:
         """recv's slow path (rlock held)."""
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
-        if True:
-            while True:
-                rx = self._rx
-                if rx is not None:
-                    try:
-                        if flags & _MSG_PEEK:
-                            a, b = rx.peek_view(bufsize)
-                            data = bytes(a) + bytes(b)
-                        else:
-                            data = rx.read(bufsize)
-                        if data:
-                            if rx.wake_needed():
-                                self._w.kick_rx(self._slot, self._gen16)
-                            break
-                    except _ShmCorrupt as e:
-                        raise self._broken(e) from None
-                if not bufsize or self._recv_slow(rx, flags):
-                    data = b""
-                    break
-            if self._pair is not None:
-                self._set_fd_r(self._readable_now())
+        while True:
+            rx = self._rx
+            if rx is not None:
+                try:
+                    if flags & _MSG_PEEK:
+                        a, b = rx.peek_view(bufsize)
+                        data = bytes(a) + bytes(b)
+                    else:
+                        data = rx.read(bufsize)
+                    if data:
+                        if rx.wake_needed():
+                            self._w.kick_rx(self._slot, self._gen16)
+                        break
+                except _ShmCorrupt as e:
+                    raise self._broken(e) from None
+            if not bufsize or self._recv_slow(rx, flags):
+                data = b""
+                break
+        if self._pair is not None:
+            self._set_fd_r(self._readable_now())
         return data
 
     def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
@@ -1788,30 +1787,29 @@ class socket:
             raise ValueError("negative buffersize in recv_into")
         if nbytes:
             buffer = memoryview(buffer).cast("B")[:nbytes]
-        if True:
-            while True:
-                rx = self._rx
-                if rx is not None:
-                    try:
-                        if flags & _MSG_PEEK:
-                            a, b = rx.peek_view(len(memoryview(buffer).cast("B")))
-                            mv = memoryview(buffer).cast("B")
-                            mv[:len(a)] = a
-                            mv[len(a):len(a) + len(b)] = b
-                            n = len(a) + len(b)
-                        else:
-                            n = rx.read_into(buffer)
-                        if n:
-                            if rx.wake_needed():
-                                self._w.kick_rx(self._slot, self._gen16)
-                            break
-                    except _ShmCorrupt as e:
-                        raise self._broken(e) from None
-                if not memoryview(buffer).nbytes or self._recv_slow(rx, flags):
-                    n = 0
-                    break
-            if self._pair is not None:
-                self._set_fd_r(self._readable_now())
+        while True:
+            rx = self._rx
+            if rx is not None:
+                try:
+                    if flags & _MSG_PEEK:
+                        a, b = rx.peek_view(len(memoryview(buffer).cast("B")))
+                        mv = memoryview(buffer).cast("B")
+                        mv[:len(a)] = a
+                        mv[len(a):len(a) + len(b)] = b
+                        n = len(a) + len(b)
+                    else:
+                        n = rx.read_into(buffer)
+                    if n:
+                        if rx.wake_needed():
+                            self._w.kick_rx(self._slot, self._gen16)
+                        break
+                except _ShmCorrupt as e:
+                    raise self._broken(e) from None
+            if not memoryview(buffer).nbytes or self._recv_slow(rx, flags):
+                n = 0
+                break
+        if self._pair is not None:
+            self._set_fd_r(self._readable_now())
         return n
 
     def recvfrom(self, bufsize: int, flags: int = 0):
