@@ -61,6 +61,7 @@ MAX_QUEUES = 64           # FPD_MAX_QUEUES in bpf/steer.c
 READY_TIMEOUT = 30.0      # for all workers to report ready
 WORKER_TIMEOUT = 2.0      # for a stats/conns answer
 STOP_TIMEOUT = 5.0        # for the workers to exit after "stop"
+IFACE_CHECK = 1.0          # seconds between checks that the interface still exists
 CLIENT_TIMEOUT = 5.0      # for a new connection's first message
 
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF = 12, 13, 39
@@ -499,6 +500,18 @@ class Supervisor:
                           w.describe_exit())
                 self._request_stop(1)
 
+    def _check_interface(self) -> None:
+        """The interface went away (NIC removed, veth peer deleted, namespace torn down
+        around us): nothing can reach the workers any more, so stop and clean up."""
+        try:
+            idx = socket.if_nametoindex(self.cfg.ifname)
+        except OSError:
+            idx = 0
+        if idx != getattr(self, "ifindex", idx):
+            log.error("interface %s disappeared (ifindex %s is now %s): stopping",
+                      self.cfg.ifname, self.ifindex, idx or "gone")
+            self._request_stop(1)
+
     def _request_stop(self, code: int) -> None:
         if not self.stopping:
             self.stopping = True
@@ -511,7 +524,7 @@ class Supervisor:
         cfg = self.cfg
         validate(cfg)
         check_privileges()
-        check_interface(cfg.ifname)
+        self.ifindex = check_interface(cfg.ifname)
         self._install_signals()
         from fpd import xsk
         try:
@@ -846,10 +859,12 @@ class Supervisor:
         for w in self.workers:
             sel.register(w.chan, selectors.EVENT_READ, ("worker", w))
         self._reap()     # a worker that died between ready and here
+        next_if_check = time.monotonic() + IFACE_CHECK
         while not self.stopping:
-            timeout = None
+            timeout = max(0.0, next_if_check - time.monotonic())
             if self.clients:
-                timeout = max(0.0, min(t for _, t in self.clients.values()) - time.monotonic())
+                timeout = min(timeout, max(0.0, min(t for _, t in self.clients.values())
+                                           - time.monotonic()))
             for key, _ in sel.select(timeout):
                 kind, obj = key.data
                 try:
@@ -866,6 +881,9 @@ class Supervisor:
                 if self.stopping:
                     break
             now = time.monotonic()
+            if now >= next_if_check:
+                next_if_check = now + IFACE_CHECK
+                self._check_interface()
             for fd, (c, t) in list(self.clients.items()):
                 if t <= now:
                     log.info("dropping a client that sent nothing for %.0f s", CLIENT_TIMEOUT)

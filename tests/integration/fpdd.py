@@ -216,9 +216,10 @@ def _teardown(d: Daemon, reserved_before: str) -> list[str]:
     leftovers = [s for s in ("", ".pid", ".state") if os.path.exists(d.socket + s)]
     try:
         prog = _xdp_prog_on(bed)
-    except Exception as e:  # the namespace/interface is gone: nothing attached there
+    except Exception as e:
         prog = 0
-        problems.append(f"cannot query XDP on {bed.srv_if}: {e}")
+        if "does not exist" not in str(e):    # the interface is gone: nothing attached
+            problems.append(f"cannot query XDP on {bed.srv_if}: {e}")
     try:
         reserved_now = _read_reserved(bed)
     except Exception as e:

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from fpd.bpf import STAT_NAMES, Steering, attached_prog_id
+from fpd.daemon import pid_alive
 from fpdd import RESERVED, fpd_daemon
 
 
@@ -386,3 +387,21 @@ def test_stop_force_on_a_live_daemon(testbed):
         assert f"stopped fpd (pid {d.pid}) with SIGTERM" in p.stdout, p.stdout
         assert wait_gone(d.pid, 5)
         assert files_of(d.socket) == [] and xdp_prog(bed) == 0 and reserved(bed) == before
+
+
+def test_interface_gone_stops_the_daemon_cleanly(testbed):
+    """The veth pair is deleted under a running daemon: it stops on its own (exit 1),
+    removes its files and gives the reserved ports back."""
+    bed = testbed
+    before = reserved(bed)
+    with fpd_daemon(bed, [7]) as d:
+        assert d.status()["ok"]
+        bed.run(bed.peer_ns, ["ip", "link", "del", "fpd1"])      # both ends go
+        deadline = time.monotonic() + 10
+        while pid_alive(d.pid):
+            assert time.monotonic() < deadline, "the daemon did not notice"
+            time.sleep(0.1)
+        assert files_of(d.socket) == []
+        assert reserved(bed) == before
+        log = d.log_text()
+        assert "interface fpd0 disappeared" in log, log[-2000:]
