@@ -15,7 +15,7 @@ import dataclasses
 import json
 import socket
 
-__all__ = ["WorkerConfig", "worker_main", "send_msg", "recv_msg", "MAX_MSG"]
+__all__ = ["WorkerConfig", "worker_main", "send_msg", "recv_msg", "send_fitting", "MAX_MSG"]
 
 MAX_MSG = 65536
 
@@ -964,7 +964,7 @@ def _jsonable(v):
     return v
 
 
-def _send_fitting(sock, reply: dict) -> None:
+def send_fitting(sock, reply: dict) -> None:
     """Send a channel reply; a list too long for one message is cut (``truncated`` says
     how many entries were left out) instead of failing the worker."""
     try:
@@ -985,8 +985,11 @@ def _send_fitting(sock, reply: dict) -> None:
                 return
             except ValueError:
                 continue
-    send_msg(sock, {"ok": False, "errno": _errno.EMSGSIZE, "seq": reply.get("seq"),
-                    "error": "reply too large for one control message"})
+    err = {"ok": False, "errno": _errno.EMSGSIZE,
+           "error": "reply too large for one control message"}
+    if "seq" in reply:
+        err["seq"] = reply["seq"]
+    send_msg(sock, err)
 
 
 # --- the worker process --------------------------------------------------------------------
@@ -1067,7 +1070,7 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
                     os.close(fd)
             if "seq" in msg:
                 reply["seq"] = msg["seq"]
-            _send_fitting(chan, reply)
+            send_fitting(chan, reply)
 
     code = 0
     try:

@@ -911,20 +911,7 @@ class Supervisor:
 
     def _reply(self, c: socket.socket, obj: dict) -> None:
         c.settimeout(2.0)
-        try:
-            control.send_msg(c, obj)
-        except ValueError:                       # too big for one message
-            if "conns" in obj:
-                full = len(obj["conns"])
-                while obj["conns"]:
-                    obj["conns"] = obj["conns"][: len(obj["conns"]) // 2]
-                    obj["truncated"] = full - len(obj["conns"])
-                    try:
-                        control.send_msg(c, obj)
-                        return
-                    except ValueError:
-                        continue
-            control.send_msg(c, _err(E.EMSGSIZE, "reply too large"))
+        control.send_fitting(c, obj)             # a list too long for one message is cut
 
     def _on_client(self, c: socket.socket) -> None:
         try:
