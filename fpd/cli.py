@@ -507,6 +507,19 @@ def stop(force, iface, timeout, socket_path):
     click.echo(f"fpd (pid {pid}) stopped")
 
 
+_json_option = click.option("--json", "as_json", is_flag=True,
+                            help="Print the daemon's answer as JSON.")
+
+
+def _query(socket_path: str, op: str, as_json: bool):
+    """The daemon's answer to ``op``; printed as JSON (and None returned) with --json."""
+    r = _ask(socket_path, {"op": op})
+    if as_json:
+        click.echo(json.dumps(r, indent=2, sort_keys=True))
+        return None
+    return r
+
+
 def _age(seconds: float) -> str:
     s = int(seconds)
     if s < 60:
@@ -517,13 +530,12 @@ def _age(seconds: float) -> str:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")
+@_json_option
 @_socket_option
 def status(as_json, socket_path):
     """Is the daemon running? Interface, XDP mode, ports, workers, clients."""
-    r = _ask(socket_path, {"op": "status"})
-    if as_json:
-        click.echo(json.dumps(r, indent=2, sort_keys=True))
+    r = _query(socket_path, "status", as_json)
+    if r is None:
         return
     where = f"at {r['addr']}" if r.get("addr") else "at any address"
     up = _age(time.time() - r["started"]) if r.get("started") else "?"
@@ -547,13 +559,12 @@ def _flat(d, prefix=""):
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")
+@_json_option
 @_socket_option
 def stats(as_json, socket_path):
     """Counters: the XDP program's, and each worker's (frames, XSK drops, the TCP stack)."""
-    r = _ask(socket_path, {"op": "stats"})
-    if as_json:
-        click.echo(json.dumps(r, indent=2, sort_keys=True))
+    r = _query(socket_path, "stats", as_json)
+    if r is None:
         return
     xdp = r.get("xdp", {})
     click.echo("xdp: " + " ".join(f"{k}={v}" for k, v in xdp.items()))
@@ -618,13 +629,12 @@ def conns_table(r: dict) -> list[str]:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")
+@_json_option
 @_socket_option
 def conns(as_json, socket_path):
     """Connections and listeners (like `ss -ti`): state, owner, cwnd, RTT, bytes, retransmits."""
-    r = _ask(socket_path, {"op": "conns"})
-    if as_json:
-        click.echo(json.dumps(r, indent=2, sort_keys=True))
+    r = _query(socket_path, "conns", as_json)
+    if r is None:
         return
     for line in conns_table(r):
         click.echo(line)
