@@ -459,11 +459,8 @@ def children_of(pid: int) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    from .daemon import pid_alive
+    return pid_alive(pid)
 
 
 def pin_all_tasks(pid: int, cpus: set) -> None:

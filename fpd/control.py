@@ -11,9 +11,19 @@ connection. Everything a client writes into its region is hostile input.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import errno as _errno
 import json
+import logging
+import os
 import socket
+
+from . import shm as _shm
+from . import tcp as _tcp
+from . import wire as _wire
+from .shm import (NO_SLOT, OP_ABORT, OP_CLOSE, OP_KICK, OP_SHUTDOWN, S_CLOSED,
+                  S_CONNECTING, S_ESTABLISHED, S_LISTENING, ShmCorrupt, recv_fds, send_fds)
 
 __all__ = ["WorkerConfig", "worker_main", "send_msg", "recv_msg", "send_fitting", "MAX_MSG"]
 
@@ -39,7 +49,6 @@ class WorkerConfig:
 
 def send_msg(sock: socket.socket, obj: dict, fds=()) -> None:
     """One JSON object as one SEQPACKET message, ``fds`` attached (SCM_RIGHTS)."""
-    from .shm import send_fds
     data = json.dumps(obj, separators=(",", ":")).encode()
     if len(data) > MAX_MSG:
         raise ValueError(f"control message of {len(data)} bytes exceeds {MAX_MSG}")
@@ -52,14 +61,12 @@ def send_msg(sock: socket.socket, obj: dict, fds=()) -> None:
 def recv_msg(sock: socket.socket, maxfds: int = 0):
     """``(obj, fds)``; ``(None, [])`` at EOF. Raises ValueError on a message that is not
     a JSON object (hostile or broken peer)."""
-    from .shm import recv_fds
     if maxfds:
         data, fds = recv_fds(sock, maxfds, MAX_MSG)
     else:
         data, fds = sock.recv(MAX_MSG), []
     if not data:
         for fd in fds:
-            import os
             os.close(fd)
         return None, []
     try:
@@ -72,19 +79,6 @@ def recv_msg(sock: socket.socket, maxfds: int = 0):
 
 
 # --- the service ---------------------------------------------------------------------------
-import collections
-import errno as _errno
-import logging
-import os
-import select
-import time
-
-from . import shm as _shm
-from . import tcp as _tcp
-from . import wire as _wire
-from .shm import (NO_SLOT, OP_ABORT, OP_CLOSE, OP_KICK, OP_SHUTDOWN, S_CLOSED,
-                  S_CONNECTING, S_ESTABLISHED, S_LISTENING, ShmCorrupt)
-
 log = logging.getLogger("fpd.worker")
 
 _ERRNO_OF = {ConnectionResetError: _errno.ECONNRESET, TimeoutError: _errno.ETIMEDOUT,
@@ -108,7 +102,7 @@ class _Entry:
 
     __slots__ = ("client", "slot", "gen", "conn", "listener", "ends", "tx_pending",
                  "rx_blocked", "peer_fin", "eof_set", "closing", "shut_wr", "done",
-                 "opts", "armed", "bell")
+                 "opts", "bell")
 
     def __init__(self, client, slot, gen, ends):
         self.client = client
@@ -125,14 +119,13 @@ class _Entry:
         self.shut_wr = False           # OP_SHUTDOWN(WR): drain TX, then conn.shutdown
         self.done = False              # slot announced CLOSED; nothing more happens here
         self.opts = {}
-        self.armed = False
         self.bell = None               # the slot's own doorbell (op "bell"), if any
 
 
 class _Client:
     __slots__ = ("id", "sock", "cred", "region", "app_bell", "daemon_bell", "entries",
                  "free", "next_gen", "pending", "full_since", "touched", "dead", "nslots",
-                 "events", "commands", "accepted", "connects")
+                 "events", "commands")
 
     def __init__(self, cid, sock, cred, region, app_bell, daemon_bell):
         self.id = cid
@@ -151,8 +144,6 @@ class _Client:
         self.full_since = None
         self.touched = False
         self.dead = False
-        self.accepted = 0
-        self.connects = 0
 
 
 class Service:
@@ -211,7 +202,7 @@ class Service:
                             "generation": region.generation, "slots": lay.nslots,
                             "rx_size": lay.rx_size, "tx_size": lay.tx_size,
                             "workers": self.cfg.nqueues,
-                            "local_addr": self._local_addr_str()},
+                            "local_addr": self.cfg.addr or None},
                      [region.fd, app_bell.fd, daemon_bell.fd])
         except OSError as e:
             log.warning("attach from %s failed: %s", cred, e)
@@ -226,9 +217,6 @@ class Service:
         self.counters["clients_attached"] += 1
         log.info("client %d attached (pid %s uid %s): %d slots", cid, c.cred.get("pid"),
                  c.cred.get("uid"), lay.nslots)
-
-    def _local_addr_str(self):
-        return self.cfg.addr or None
 
     def drop(self, c: _Client, why: str, now: float | None = None) -> None:
         """Forget a client: reset its connections, close its listeners and memory."""
@@ -503,7 +491,6 @@ class Service:
         self.by_conn[conn] = e
         e.ends.ctl.set_addrs(src, sport, dst, port)
         e.ends.ctl.set_state(S_CONNECTING)
-        c.connects += 1
         return {"slot": e.slot, "gen": e.gen, "local": [_wire.ip_to_str(src), sport]}
 
     def _pick_port(self, src, dst, dport) -> int:
@@ -599,7 +586,6 @@ class Service:
         (la, lp), (ra, rp) = conn.local, conn.remote
         e.ends.ctl.set_addrs(la, lp, ra, rp)
         e.ends.ctl.set_state(S_ESTABLISHED)
-        c.accepted += 1
         self._post(c, e.slot, _shm.EV_ACCEPTED, le.slot, e.gen)
         if le.bell is not None:
             self._ring(le)
@@ -713,7 +699,7 @@ class Service:
                 except Exception:
                     self._bug(e.client, now)
                 work += 1
-        for c in list(self.clients.values()):
+        for c in self.clients.values():        # (ringing a bell drops no client)
             if c.touched:
                 c.touched = False
                 try:

@@ -1,7 +1,6 @@
 """Stack.output_coalesced: one pure ACK per connection per receive burst, never at the
 cost of the signals the peer needs (duplicate ACKs, SACK, data, FIN/SYN/RST)."""
 
-from fpd import wire
 from fpd.stack import Stack, StackConfig
 from fpd.wire import ACK, PSH, SYN, Segment
 

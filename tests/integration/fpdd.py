@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from fpd.daemon import pid_alive
+from fpd.daemon import pid_alive, read_pid
 
 RESERVED = "/proc/sys/net/ipv4/ip_local_reserved_ports"
 # subcommands that take --socket (doctor/xdp/demo do not)
@@ -122,12 +122,7 @@ def _xdp_prog_on(bed) -> int:
         return attached_prog_id(bed.srv_if)
 
 
-def _pid_from_file(path: str) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0
+_pid_from_file = read_pid
 
 
 @contextlib.contextmanager

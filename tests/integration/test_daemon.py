@@ -41,13 +41,8 @@ def xdp_prog(bed) -> int:
 def wait_gone(pid, timeout=10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):               # gone, or a zombie
             return True
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return True
         time.sleep(0.05)
     return False
 

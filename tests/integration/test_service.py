@@ -327,7 +327,6 @@ def test_corrupt_ring_costs_only_that_connection(testbed):
             assert time.monotonic() < deadline
         peers[0].sendall(b"again")
         assert good.read_all(s1, 5) == b"again"
-        stats = None
         send_msg(chan, {"op": "stats"})
         stats, _ = recv_msg(chan)
         assert stats["ok"] and stats["stats"]["service"]["shm_corrupt"] >= 1
@@ -460,9 +459,10 @@ def test_slot_bell_wakes_the_waiting_thread_directly(testbed):
         assert not s.ctl.dflags() & shm.D_BELL
         assert s.rx.arm(1)
         peer.sendall(b"ev")
-        r = cl.event({shm.EV_READABLE}, slot)
+        cl.event({shm.EV_READABLE}, slot)
         s.rx.disarm()
         assert s.rx.read(2) == b"ev" and not bell.drain()
+        bell.close()
         bell = shm.Doorbell()
         send_fds(cl.sock, b'{"op":"bell","slot":%d,"noreply":true}' % slot, [bell.fd])
         deadline = time.monotonic() + 5
