@@ -102,7 +102,7 @@ class _Entry:
 
     __slots__ = ("client", "slot", "gen", "conn", "listener", "ends", "tx_pending",
                  "rx_blocked", "peer_fin", "eof_set", "closing", "shut_wr", "done",
-                 "opts", "bell")
+                 "opts", "bell", "ending")
 
     def __init__(self, client, slot, gen, ends):
         self.client = client
@@ -120,6 +120,7 @@ class _Entry:
         self.done = False              # slot announced CLOSED; nothing more happens here
         self.opts = {}
         self.bell = None               # the slot's own doorbell (op "bell"), if any
+        self.ending = None             # errno once the engine ended the connection
 
 
 class _Client:
@@ -557,15 +558,13 @@ class Service:
                 self._ring(e)
             if e.tx_pending:
                 self.dirty.add(e)
-        elif kind in (_tcp.EV_RESET, _tcp.EV_TIMED_OUT, _tcp.EV_REFUSED):
-            conn = e.conn
-            err = _ERRNO_OF.get(conn.error, _errno.ECONNABORTED)
-            self._deliver(e)                  # what arrived before the RST stays readable
-            self._detach(e)
-            self._finish(e, err)
-        elif kind == _tcp.EV_CLOSED:
-            self._detach(e)
-            self._finish(e, 0)
+        elif kind in (_tcp.EV_RESET, _tcp.EV_TIMED_OUT, _tcp.EV_REFUSED, _tcp.EV_CLOSED):
+            # the connection is over, but bytes it received stay readable (the engine's
+            # buffer outlives it): deliver them all, then the end (see _deliver)
+            if e.ending is None:
+                e.ending = 0 if kind == _tcp.EV_CLOSED else \
+                    _ERRNO_OF.get(e.conn.error, _errno.ECONNABORTED)
+            self._deliver(e)
 
     def _accepted(self, lst, conn, now) -> None:
         le = self.by_listener.get(lst)
@@ -613,6 +612,10 @@ class Service:
                 elif e.rx_blocked:
                     e.rx_blocked = False
                     self.blocked.discard(e)
+            if not n and e.ending is not None:
+                self._detach(e)                   # everything delivered: now the end
+                self._finish(e, e.ending)
+                return
             if not n and (e.peer_fin or conn.eof) and not e.eof_set:
                 e.eof_set = True
                 rx.shutdown()
@@ -765,6 +768,9 @@ class Service:
                 self._post(e.client, e.slot, _shm.EV_CLOSED, 0, e.gen)
             self._free(e)
             return
+        if e.ending is not None and not e.done:     # ended, bytes still undelivered
+            self._detach(e)
+            self._finish(e, e.ending)
         if e.done:                      # already announced CLOSED (error or peer went)
             self._free(e)
             return
@@ -774,8 +780,8 @@ class Service:
     def _drain_tx(self, e: _Entry, now: float) -> None:
         """TX ring -> engine send buffer; then the FIN or close the client asked for."""
         conn = e.conn
-        if conn is None or e.done:
-            return
+        if conn is None or e.done or e.ending is not None:
+            return                       # (an ended connection sends nothing more)
         tx = e.ends.tx
         try:
             left = 0

@@ -518,3 +518,35 @@ def test_a_client_that_stops_reading_only_stalls_itself(testbed):
         p2.close()
         lazy.close()
         good.close()
+
+
+def test_bytes_received_before_the_end_are_all_delivered(testbed):
+    """The engine ends a connection (here: the peer's RST) while bytes it received and
+    acknowledged still wait in its buffer because the app's RX ring is full: the app
+    gets every one of them, then the error -- never a ring's worth and then EOF."""
+    with worker(testbed) as chan:
+        cl = RawClient(chan)                                  # 64 KiB RX ring
+        lslot = cl.call(op="listen", port=PORT)["slot"]
+        peer = testbed.socket(testbed.peer_ns)
+        peer.connect((testbed.srv_ip, PORT))
+        slot = _accept(cl, lslot)
+        peer.setblocking(False)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:                    # fill ring and engine buffer
+            try:
+                peer.send(b"y" * 65536)
+            except BlockingIOError:
+                time.sleep(0.05)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        peer.close()                                          # RST
+        s = cl.region.slot(slot)
+        deadline = time.monotonic() + 5
+        while s.ctl.read()[0] != shm.S_CLOSED and time.monotonic() < deadline:
+            time.sleep(0.01)
+            cl.backlog.extend(cl.region.events.get_many())
+        got = cl.read_all(slot, 1 << 30, timeout=10)
+        ring = cl.region.layout.rx_size
+        assert len(got) > 2 * ring, f"only {len(got)} bytes delivered (ring {ring})"
+        assert got == b"y" * len(got)
+        assert s.ctl.read()[0] == shm.S_CLOSED and s.ctl.read()[2] == errno.ECONNRESET
+        cl.close()
