@@ -498,34 +498,16 @@ class _Client:
     # -- pumping -------------------------------------------------------------------------
     def wait_direct(self, ready, direct, deadline) -> bool:
         """Like :meth:`wait`, sleeping on one socket's own doorbell (``direct`` =
-        ``(bell, poll)`` from ``socket._direct``) instead of pumping the event rings:
-        the daemon wakes this thread itself. ``ready()`` arms the ring end."""
+        ``(bell, ctl_fd)`` from ``socket._direct``) instead of pumping the event rings:
+        the daemon wakes this thread itself. ``ready()`` arms the RX ring. Only recv
+        waits this way, under the socket's receive lock: one sleeper per bell, so no
+        other thread can drain the wake-up meant for it."""
         mu = self.mu
-        bell, cfd, dw = direct
+        bell, cfd = direct
         bfd = bell.fd
         p = _select.poll()                 # per wait: poll objects are not thread-safe
         p.register(bfd, _select.POLLIN)
         p.register(cfd, 0)                 # the control connection: hang-up only
-        with mu:
-            dw[0] += 1
-        try:
-            return self._wait_direct(ready, bell, p, dw, bfd, deadline)
-        finally:
-            with mu:
-                dw[0] -= 1
-
-    def wait_settling(self, ready, cond, deadline) -> bool:
-        """:meth:`wait` in slices of 1 ms (a slot bell is being registered: the daemon
-        may ring it instead of posting the event this wait expects)."""
-        while True:
-            d = _now() + 0.001
-            if deadline is not None and deadline < d:
-                return self.wait(ready, cond, deadline)
-            if self.wait(ready, cond, d):
-                return True
-
-    def _wait_direct(self, ready, bell, p, dw, bfd, deadline) -> bool:
-        mu = self.mu
         spin_end = _now() + _SPIN if _SPIN else 0.0
         while True:
             with mu:
@@ -544,13 +526,20 @@ class _Client:
                 if left <= 0:
                     return False
                 ms = int(left * 1000 + 0.999)
-            if dw[0] > 1 and (ms < 0 or ms > 1):
-                ms = 1      # a reader and a writer share the bell: one drain may take the
-                #             other's wake-up, so both look at their ring every ms
             for fd, ev in p.poll(ms):
                 if fd != bfd and ev & (_select.POLLHUP | _select.POLLERR | _select.POLLNVAL):
                     self.set_dead("its control connection hung up")
             bell.drain()
+
+    def wait_settling(self, ready, cond, deadline) -> bool:
+        """:meth:`wait` in slices of 1 ms (a slot bell is being registered: the daemon
+        may ring it instead of posting the event this wait expects)."""
+        while True:
+            d = _now() + 0.001
+            if deadline is not None and deadline < d:
+                return self.wait(ready, cond, deadline)
+            if self.wait(ready, cond, d):
+                return True
 
     def wait(self, ready, cond, deadline) -> bool:
         """Block until ``ready()`` (evaluated with ``mu`` held) is true; False at the
@@ -737,7 +726,7 @@ class socket:
                  "_dead", "_shut", "_bind", "_laddr", "_raddr", "_opts", "_listen",
                  "_acceptq", "_pair", "_fd_r", "_fd_w", "_dirty_r", "_dirty_w",
                  "_linger0", "_view", "_type", "_io_refs", "_wlowat", "_sbell", "_sbpoll",
-                 "_dw", "__weakref__")
+                 "__weakref__")
 
     def __new__(cls, family=-1, type=-1, proto=-1, fileno=None):
         fam = _AF_INET if family == -1 else family
@@ -781,7 +770,6 @@ class socket:
         self._io_refs = 0
         self._sbell = None             # this socket's own doorbell (see _direct)
         self._sbpoll = None
-        self._dw = [0]                 # threads sleeping on that bell (a shared counter)
         self._wlowat = 1
 
     # -- plumbing ------------------------------------------------------------------------
@@ -886,7 +874,7 @@ class socket:
         return (err or _errno.ECONNABORTED) if st == _shm.S_CLOSED else 0
 
     def _direct(self):
-        """``(bell, ctl_fd, waiters)`` when a blocking wait on this connection may
+        """``(bell, ctl_fd)`` when a blocking receive on this connection may
         sleep on the socket's own doorbell (the daemon rings it directly: no other thread
         between the daemon and this one); None: wait the usual way. The first call
         registers the bell (one control message, no round trip) and returns False: until
@@ -915,7 +903,7 @@ class socket:
                 return False
         except (_ShmCorrupt, AttributeError, TypeError):
             return None
-        return b, self._sbpoll, self._dw
+        return b, self._sbpoll
 
     def _undirect(self) -> None:
         """Back to event-ring wake-ups (fileno() is being used): synchronous, so no
@@ -1511,18 +1499,10 @@ class socket:
             if self._state != _CONNECTED or self._dead is not None or self._gone \
                     or self._shut & _SHUT_WR:
                 return True
-            if direct and self._ctl.read()[0] == _shm.S_CLOSED:
-                return True                      # (nobody pumps EV_CLOSED for us)
             tx.disarm()
             return not tx.arm(want)
-        direct = self._direct()
         try:
-            if direct:
-                ok = c.wait_direct(ready, direct, deadline)
-            elif direct is False:
-                ok = c.wait_settling(ready, self._cond, deadline)
-            else:
-                ok = c.wait(ready, self._cond, deadline)
+            ok = c.wait(ready, self._cond, deadline)      # EV_WRITABLE: the event ring
         except _ShmCorrupt as e:
             raise self._broken(e) from None
         finally:

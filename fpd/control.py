@@ -339,9 +339,9 @@ class Service:
 
     def _set_bell(self, c: _Client, msg: dict, fd: int) -> dict:
         """``{"op":"bell","slot":s}`` + an eventfd: from now on the daemon rings it
-        (instead of posting EV_READABLE/EV_WRITABLE) when the client armed that slot's
-        RX consumer or TX producer, and also on EV_CONNECTED, EV_ACCEPTED (a listener's
-        bell) and EV_CLOSED, which still go to the event ring. A thread blocked on one
+        (instead of posting EV_READABLE) when the client armed that slot's RX consumer,
+        and also on EV_CONNECTED, EV_ACCEPTED (a listener's bell) and EV_CLOSED, which
+        still go to the event ring; EV_WRITABLE always goes to the event ring. A thread blocked on one
         socket then sleeps on that socket's bell and is woken directly, not through
         another thread that drains the event ring."""
         if msg.get("op") != "bell":
@@ -802,10 +802,7 @@ class Service:
                     tx.release(n)
                     left = total - n
                     if tx.wake_needed():
-                        if e.bell is not None:
-                            self._ring(e)
-                        else:
-                            self._post(e.client, e.slot, _shm.EV_WRITABLE, 0, e.gen)
+                        self._post(e.client, e.slot, _shm.EV_WRITABLE, 0, e.gen)
                     if left:                     # engine buffer full: EV_WRITABLE resumes
                         return
                 if tx.at_eof() and not e.shut_wr:
