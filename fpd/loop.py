@@ -118,6 +118,9 @@ class EngineThread:
         self._thread = threading.Thread(target=self._main, name="fpd-engine", daemon=True)
         self._thread.start()
 
+    def is_current(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
+
     def pause(self) -> None:
         t = self._thread
         if t is None:
@@ -610,6 +613,7 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
         self._listeners: dict = {}        # engine Listener -> FpdServer
         self._deferred: list = []         # events that arrived while another thread drove
         self._driving = False
+        self._took_over = False           # this loop has driven the worker
         self._prev_app = None
         self._clock = time.monotonic
         if ctx is not None:
@@ -629,8 +633,12 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
         ctx = self._fpd
         if ctx is None:
             return super().run_forever()
-        if ctx.owner is not None and ctx.owner is not self:
-            raise RuntimeError("another fpd event loop is running in this process")
+        if (ctx.owner is not None and ctx.owner is not self) or \
+                (ctx.engine is not None and ctx.engine.is_current()):
+            # a second loop while one drives the worker (a library running a private
+            # loop inside a call, as pyroute2 does): a plain selector loop
+            return super().run_forever()
+        self._took_over = True
         if ctx.engine is not None:
             ctx.engine.pause()
         w = self._worker
@@ -655,7 +663,7 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
 
     def close(self):
         ctx = self._fpd
-        if ctx is not None and not self.is_running():
+        if ctx is not None and not self.is_running() and self._took_over:
             now = self._clock()
             for conn, t in list(self._conns.items()):
                 try:
