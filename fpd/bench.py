@@ -1266,6 +1266,9 @@ def _on_term(signum, frame):
 
 
 def main(argv=None) -> int:
+    if argv and argv[0] == "asyncio":           # fpd bench asyncio: fpd/bench_loop.py
+        from . import bench_loop
+        return bench_loop.main(argv[1:])
     cfg, a = parse_args(argv)
     if cfg is None:
         return loadgen_main()

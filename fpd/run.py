@@ -144,7 +144,16 @@ def app_worker_main(chan: socket.socket, cfg, app: dict) -> int:
         fpd_loop.set_context(fpd_loop.Context(
             w, ports=cfg.ports, local_ports=cfg.local_ports, addr=cfg.addr, engine=eng))
         eng.resume()
-        code = _run_program(app, state)
+        out = os.environ.get("FPD_RUN_PROFILE")      # developers / fpd bench asyncio
+        if out:
+            import cProfile
+            prof = cProfile.Profile()
+            try:
+                code = prof.runcall(_run_program, app, state)
+            finally:
+                prof.dump_stats(f"{out}.q{cfg.queue}")
+        else:
+            code = _run_program(app, state)
     except Exception:
         log.exception("worker q%d crashed", cfg.queue)
         code = 1
