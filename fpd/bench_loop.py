@@ -17,7 +17,8 @@ The load generators run in the peer namespace and are C: ``wrk`` for HTTP and a 
 client compiled here with gcc (epoll, TCP_NODELAY, one outstanding request per
 connection, nanosecond latencies) for request/response and connect-request-close: a
 Python client tops out near 15 k round trips/s on this kind of machine, below what the
-loops can serve. Rounds are interleaved (every variant once per round, order rotating);
+loops can serve. The server's processes are pinned to one CPU and the load generator
+to another (``--cpus``, ``--no-pin``). Rounds are interleaved (every variant once per round, order rotating);
 the report gives medians over the rounds and the ratio fpd/uvloop. Never a test: the
 numbers are reported, nothing is asserted.
 
@@ -44,6 +45,7 @@ import textwrap
 import time
 
 PORT = 7600
+PIN: tuple | None = (0, 1)      # (server CPU, load generator CPU); None: no pinning
 
 WORKLOADS = {
     "rr_1B_1c": "request/response 1 B, 1 connection (trans/s, p50/p99 us)",
@@ -254,6 +256,10 @@ def _server(bed, variant: str, mode: str, tmp: str, profile: str | None = None):
                 raise BenchError(f"{variant} server did not start:\n{out.read()[-2000:]}")
             time.sleep(0.05)
         time.sleep(0.2)
+        if PIN is not None:
+            for pid in _tree(p.pid):
+                subprocess.run(["taskset", "-a", "-p", "-c", str(PIN[0]), str(pid)],
+                               capture_output=True)
         yield p
     finally:
         if p.poll() is None:
@@ -266,8 +272,20 @@ def _server(bed, variant: str, mode: str, tmp: str, profile: str | None = None):
         out.close()
 
 
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    for k in kids.split():
+        out += _tree(int(k))
+    return out
+
+
+def _lg(argv: list) -> list:
+    return (["taskset", "-c", str(PIN[1])] if PIN is not None else []) + argv
+
+
 def _run_client(bed, exe, kind, conns, secs) -> dict:
-    p = bed.run(bed.peer_ns, [exe, kind, bed.srv_ip, str(PORT), str(conns), str(secs)],
+    p = bed.run(bed.peer_ns, _lg([exe, kind, bed.srv_ip, str(PORT), str(conns), str(secs)]),
                 check=False, timeout=secs + 30)
     if p.returncode != 0:
         raise BenchError(f"load generator {kind} failed: {p.stderr.strip()}")
@@ -282,8 +300,8 @@ def _unit_us(text: str) -> float:
 
 
 def _run_wrk(bed, secs) -> dict:
-    p = bed.run(bed.peer_ns, ["wrk", "-t1", "-c32", f"-d{secs:g}s", "--latency",
-                              f"http://{bed.srv_ip}:{PORT}/"], check=False, timeout=secs + 30)
+    p = bed.run(bed.peer_ns, _lg(["wrk", "-t1", "-c32", f"-d{secs:g}s", "--latency",
+                                  f"http://{bed.srv_ip}:{PORT}/"]), check=False, timeout=secs + 30)
     m = re.search(r"Requests/sec:\s+([\d.]+)", p.stdout)
     if p.returncode != 0 or not m:
         raise BenchError(f"wrk failed: {p.stdout} {p.stderr}")
@@ -413,8 +431,15 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--profile", action="store_true",
                     help="also profile fpd's loop on rr_1B_1c (cProfile)")
+    ap.add_argument("--cpus", default="0,1", metavar="SERVER,LOADGEN",
+                    help="pin the server's process tree and the load generator "
+                         "(default 0,1)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin anything")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
+    global PIN
+    PIN = None if args.no_pin or shutil.which("taskset") is None else \
+        tuple(int(x) for x in args.cpus.split(","))[:2]
     if os.geteuid() != 0:
         print("fpd bench asyncio: needs root (test bed, XDP)", file=sys.stderr)
         return 1
