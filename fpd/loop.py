@@ -40,12 +40,12 @@ handler); the loop and the worker carry on.
 from __future__ import annotations
 
 import asyncio
-import collections
 import errno as _errno
 import ipaddress
 import logging
 import selectors
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -557,9 +557,9 @@ class FpdServer(asyncio.AbstractServer):
             self._serving_forever_fut = None
 
     async def wait_closed(self):
-        if self._listener is None and self._active == 0:
-            return
-        w = self._loop.create_future()
+        if self._listener is None and (self._active == 0 or sys.version_info < (3, 12)):
+            return                      # 3.11 returns once closed; 3.12+ waits for the
+        w = self._loop.create_future()  # connections as well (as asyncio does)
         self._waiters.append(w)
         await w
 

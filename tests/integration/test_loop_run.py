@@ -256,3 +256,20 @@ def test_program_that_fails_and_unsteered_port(testbed, tmp_path):
         assert "port 7399 is not steered by fpd" in out
         assert "kernel socket: TransportSocket" in out
         assert "ValueError: the app failed" in out
+
+
+def test_two_queues_prefork(testbed_factory, tmp_path):
+    """Two queues: two workers, each running the program (pre-fork); connections land
+    on both, every echo is intact, and the first program to exit ends fpd run."""
+    bed = testbed_factory(queues=2)
+    script = _write(tmp_path, "echo.py", ECHO)
+    import concurrent.futures as cf
+    with fpd_run(bed, [7303], [script, "7303"]) as r:
+        blobs = [os.urandom(200000 + i) for i in range(16)]
+        with cf.ThreadPoolExecutor(8) as ex:
+            res = list(ex.map(lambda b: _peer_echo(bed, 7303, b, timeout=60), blobs))
+        for b, (n, digest) in zip(blobs, res):
+            assert n == len(b) and digest == hashlib.sha256(b).hexdigest()
+        assert r.output().count("loop: FpdEventLoop") == 2, r.output()
+        _quit(bed, 7303)
+        assert r.wait(30) == 3, r.output()
