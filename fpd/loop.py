@@ -51,6 +51,7 @@ import time
 import warnings
 
 from asyncio import sslproto
+from asyncio.transports import _FlowControlMixin
 
 from . import wire
 from .stack import ANY
@@ -196,11 +197,15 @@ class FpdSocket:
 
 
 # --- the transport ----------------------------------------------------------------------
-class FpdTransport(asyncio.Transport):
-    """One fpd TCP connection as an asyncio transport (see the module docstring)."""
+class FpdTransport(_FlowControlMixin):
+    """One fpd TCP connection as an asyncio transport (see the module docstring). A
+    ``_FlowControlMixin`` as asyncio's own socket transports are, so that asyncio's
+    helpers that insist on one (``loop.sendfile``'s fallback) accept it."""
+
+    _sendfile_compatible = asyncio.constants._SendfileMode.FALLBACK   # write by write
 
     def __init__(self, loop, conn, protocol, extra=None):
-        super().__init__(extra)
+        super().__init__(extra, loop)
         self._loop = loop
         self._conn = conn
         self._buf = bytearray()          # bytes the engine's send buffer did not take

@@ -523,6 +523,36 @@ def test_many_concurrent_connections(env):
     assert env.run(main(), timeout=60) == list(range(n))
 
 
+def test_loop_sendfile(env, tmp_path):
+    blob = os.urandom(3 << 20)
+    path = tmp_path / "blob"
+    path.write_bytes(blob)
+
+    async def main():
+        srv, ready = await _server(env, Recorder)
+        async with srv:
+            s = env.peer_sock()
+            await env.loop.sock_connect(s, (env.bed.srv_ip, PORT))
+            sp = await ready.get()
+
+            async def send():
+                with open(path, "rb") as f:
+                    n = await env.loop.sendfile(sp.transport, f)
+                sp.transport.close()
+                return n
+            t = asyncio.ensure_future(send())
+            h = hashlib.sha256()
+            while True:
+                d = await env.loop.sock_recv(s, 1 << 16)
+                if not d:
+                    break
+                h.update(d)
+            s.close()
+            return await t, h.hexdigest()
+    n, digest = env.run(main())
+    assert n == len(blob) and digest == hashlib.sha256(blob).hexdigest()
+
+
 # --- TLS ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tls_files():
