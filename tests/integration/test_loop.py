@@ -704,3 +704,34 @@ def test_runner_loop_factory_and_policy(testbed):
         assert isinstance(asyncio.get_event_loop_policy(), fpd_loop.FpdEventLoopPolicy)
     finally:
         asyncio.set_event_loop_policy(old)
+
+
+@pytest.mark.parametrize("env", ["fpd"], indirect=True)
+def test_answer_leaves_in_the_same_burst(env):
+    """Run to completion: a Protocol that answers in data_received sends the answer with
+    the ACK of the request in one frame, in the same pass (one TX frame per round trip;
+    an answer in a later pass would follow a separate ACK during quick-ACK mode)."""
+    class Echo(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+
+        def data_received(self, d):
+            self.t.write(d)
+
+    async def main():
+        srv = await env.loop.create_server(Echo, None, PORT)
+        async with srv:
+            s = env.peer_sock()
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await env.loop.sock_connect(s, (env.bed.srv_ip, PORT))
+            await env.loop.sock_sendall(s, b"w")
+            assert await env.loop.sock_recv(s, 1) == b"w"
+            before = env.worker.tx_frames
+            for _ in range(100):
+                await env.loop.sock_sendall(s, b"x")
+                assert await env.loop.sock_recv(s, 1) == b"x"
+            sent = env.worker.tx_frames - before
+            s.close()
+            return sent
+    sent = env.run(main())
+    assert 100 <= sent <= 102, sent
