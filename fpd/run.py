@@ -193,6 +193,9 @@ def _run_program(app: dict, state: dict) -> int:
     import faulthandler                 # developers: kill -USR1 <worker> dumps the stacks
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     sys.setswitchinterval(0.0005)       # the engine thread and the program share the GIL
+    ctx = fpd_loop.get_context()
+    if ctx is not None and ctx.engine is not None and not os.environ.get("FPD_RUN_NO_DRIVE"):
+        fpd_client._poll_hook = ctx.engine.drive     # blocked threads drive the engine
     saved_socket = sys.modules.get("socket")
     sys.modules["socket"] = fpd_client
     sys.argv = argv[:]
@@ -213,6 +216,7 @@ def _run_program(app: dict, state: dict) -> int:
             traceback.print_exc()
             return 1
     finally:
+        fpd_client._poll_hook = None
         if saved_socket is not None:
             sys.modules["socket"] = saved_socket
         try:
