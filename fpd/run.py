@@ -13,8 +13,9 @@ do) with:
   completion (a frame, the engine, the protocol callbacks and the answer in one pass);
 - the ``socket`` module swapped for :mod:`fpd.client` for every module imported from
   then on, so a blocking socket program (``socketserver``, ``http.server``, ...) gets fpd
-  sockets; these talk to the same worker over shared memory, served by an engine thread
-  in the program's process while no fpd loop runs.
+  sockets; these talk to the same worker over shared memory, and a thread that waits
+  in fpd.client drives the worker's engine itself meanwhile (an engine thread does
+  while no program thread waits and no fpd loop runs).
 
 When the program exits, fpd stops (XDP detached, ports given back, files removed) and
 the program's exit status becomes ``fpd run``'s. SIGINT/SIGTERM (Ctrl-C) stop both: the
