@@ -40,6 +40,7 @@ handler); the loop and the worker carry on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno as _errno
 import ipaddress
 import logging
@@ -753,23 +754,28 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
     def close(self):
         ctx = self._fpd
         if ctx is not None and not self.is_running() and self._took_over:
-            now = self._clock()
-            for conn, t in list(self._conns.items()):
-                try:
-                    conn.abort(now)
-                except Exception:
-                    pass
-            self._conns.clear()
-            for lst in list(self._listeners):
-                self._unlisten(lst)
-            w = self._worker
-            if w.app == self._on_events:
-                w.app = self._prev_app
-            if self._dirty and not w._closed and ctx.engine is None:
-                try:
-                    w.poll_once(0)
-                except Exception:
-                    pass
+            # the engine thread (or a waiting program thread) may be driving the worker
+            # by now: touch the stack under the engine lock
+            lock = ctx.engine.lock if ctx.engine is not None and not ctx.engine._paused \
+                else contextlib.nullcontext()
+            with lock:
+                now = self._clock()
+                for conn, t in list(self._conns.items()):
+                    try:
+                        conn.abort(now)
+                    except Exception:
+                        pass
+                self._conns.clear()
+                for lst in list(self._listeners):
+                    self._unlisten(lst)
+                w = self._worker
+                if w.app == self._on_events:
+                    w.app = self._prev_app
+                if self._dirty and not w._closed and ctx.engine is None:
+                    try:
+                        w.poll_once(0)
+                    except Exception:
+                        pass
             self._fpd = None
         super().close()
 
