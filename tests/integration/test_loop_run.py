@@ -99,7 +99,7 @@ def _wait_port(bed, port, proc, timeout=20.0):
 
 
 @contextlib.contextmanager
-def fpd_run(bed, ports, program, *, wait_port=True):
+def fpd_run(bed, ports, program, *, wait_port=True, **popen_kw):
     """``python -m fpd run -i fpd0 -p P... --socket TMP/fpd.sock PROGRAM...`` in the server
     namespace; always stopped (SIGTERM, then SIGKILL + stop --force) and checked clean."""
     tmp = tempfile.mkdtemp(prefix="fpd-run-")
@@ -111,7 +111,7 @@ def fpd_run(bed, ports, program, *, wait_port=True):
         argv += ["-p", str(p)]
     argv += list(program)
     with open(out, "w") as f:
-        proc = bed.popen(bed.srv_ns, argv, stdout=f, stderr=subprocess.STDOUT)
+        proc = bed.popen(bed.srv_ns, argv, stdout=f, stderr=subprocess.STDOUT, **popen_kw)
     r = Run(bed, proc, tmp, out)
     try:
         if wait_port:
@@ -323,3 +323,15 @@ def test_shm_client_beside_the_program(testbed, tmp_path):
                 p.wait()
         _quit(bed, 7304)
         assert r.wait(30) == 3
+
+
+def test_ctrl_c_stops_program_and_fpd(testbed, tmp_path):
+    """^C in a terminal: SIGINT to the whole process group (supervisor and workers)."""
+    bed = testbed
+    script = _write(tmp_path, "echo.py", ECHO)
+    with fpd_run(bed, [7306], [script, "7306"], start_new_session=True) as r:
+        n, _ = _peer_echo(bed, 7306, b"y" * 5000)
+        assert n == 5000
+        os.killpg(r.proc.pid, signal.SIGINT)
+        assert r.wait(30) in (0, 130), r.output()
+        assert "stopped" in r.output()
