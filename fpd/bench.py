@@ -1267,8 +1267,8 @@ def _on_term(signum, frame):
 
 def main(argv=None) -> int:
     if argv and argv[0] == "asyncio":           # fpd bench asyncio: fpd/bench_loop.py
-        from . import bench_loop
-        return bench_loop.main(argv[1:])
+        from . import bench_loop                # (a click command of its own)
+        return bench_loop.command.main(list(argv[1:]), prog_name="fpd bench asyncio")
     cfg, a = parse_args(argv)
     if cfg is None:
         return loadgen_main()
