@@ -47,9 +47,11 @@ demo: venv bpf
 	$(VENV)/bin/fpd demo
 
 test: venv bpf
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest tests/unit tests/engine $(PYTEST_ARGS)
 
 clean:

@@ -36,6 +36,7 @@ import warnings
 from pathlib import Path
 
 from fpd import libbpf as L
+from fpd import libc
 from fpd import netns
 
 log = logging.getLogger("fpd.bpf")
@@ -94,7 +95,7 @@ _LOG_BUF = 1 << 18
 def _on_libbpf_print(level, fmt, ap):
     try:
         buf = ctypes.create_string_buffer(_LOG_BUF)
-        n = L.vsnprintf(buf, _LOG_BUF, fmt, ap)
+        n = libc.vsnprintf(buf, _LOG_BUF, fmt, ap)
         text = buf.value.decode("utf-8", "replace")
         if n >= _LOG_BUF:
             text += "\n[libbpf message truncated]\n"

@@ -49,6 +49,7 @@ import time
 import traceback
 
 from fpd import control
+from fpd import libc as _libc
 
 log = logging.getLogger("fpd.daemon")
 
@@ -65,7 +66,6 @@ IFACE_CHECK = 1.0          # seconds between checks that the interface still exi
 CLIENT_TIMEOUT = 5.0      # for a new connection's first message
 
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF = 12, 13, 39
-PR_SET_PDEATHSIG = 1
 
 __all__ = ["DaemonConfig", "DaemonError", "run", "preflight", "force_stop",
            "merge_reserved", "restore_reserved", "parse_port_list", "format_port_list",
@@ -360,8 +360,7 @@ def prog_name(prog_id: int) -> str:
 
 # --- fork helpers -------------------------------------------------------------------------
 def _set_pdeathsig(sig: int = signal.SIGKILL) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+    if _libc.prctl(_libc.PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
 

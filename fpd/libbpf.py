@@ -2,7 +2,7 @@
 
 Every function carries the C prototype it mirrors (from /usr/include/bpf/*.h, libbpf 1.1.2)
 next to its ``restype``/``argtypes``. fpd/bpf.py is the only caller; everything else uses
-fpd.bpf.
+fpd.bpf. The libc calls fpd needs are declared in fpd/libc.py.
 
 Error conventions of libbpf 1.x (its "strict mode" is always on):
   * functions returning a pointer return NULL on error and set errno;
@@ -312,22 +312,3 @@ bpf_xdp_query = lib.bpf_xdp_query
 lib.bpf_xdp_query_id.restype = c_int
 lib.bpf_xdp_query_id.argtypes = [c_int, c_int, ctypes.POINTER(c_uint32)]
 bpf_xdp_query_id = lib.bpf_xdp_query_id
-
-# --- libc: formatting libbpf's log messages, namespaces, binding AF_XDP sockets -----------
-libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-# int vsnprintf(char *str, size_t size, const char *format, va_list ap);
-libc.vsnprintf.restype = c_int
-libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
-vsnprintf = libc.vsnprintf
-
-# int setns(int fd, int nstype);
-libc.setns.restype = c_int
-libc.setns.argtypes = [c_int, c_int]
-setns = libc.setns
-
-# int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen);
-# (Python's socket.bind knows no AF_XDP address, so struct sockaddr_xdp goes through here)
-libc.bind.restype = c_int
-libc.bind.argtypes = [c_int, c_char_p, c_uint32]
-bind = libc.bind

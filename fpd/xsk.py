@@ -42,7 +42,7 @@ import socket
 import struct
 import time
 
-from . import libbpf as _L
+from . import libc as _libc
 from . import umem as _u
 from .umem import (APP, KRX, KTX, SOL_XDP, AF_XDP, ConsumerRing, ProducerRing, Umem,
                    FrameError)
@@ -423,7 +423,7 @@ class XskSocket(XskRings):
         while True:
             flags = tries[i]
             sa = SOCKADDR_XDP.pack(AF_XDP, flags, self.ifindex, self.queue, 0)
-            if _L.bind(fd, sa, len(sa)) == 0:
+            if _libc.bind(fd, sa, len(sa)) == 0:
                 break
             e = ctypes.get_errno()
             if e == errno.EOPNOTSUPP and i + 1 < len(tries):
