@@ -773,13 +773,6 @@ class Variant:
             raise BenchError(f"{cmd['op']}: {r.get('error')}")
         return r
 
-    def server_pids(self) -> list[int]:
-        pids = [self.app.pid] if self.app else []
-        if self.daemon is not None:
-            self.daemon.refresh()
-            pids += self.daemon.pids()
-        return pids
-
     def cpu_snapshot(self) -> dict:
         s = {"app": proc_cpu(self.app.pid),
              "daemon": sum(proc_cpu(p) for p in self.daemon.pids()) if self.daemon else 0.0,
@@ -1141,26 +1134,6 @@ def table(result: dict) -> str:
     for p in result.get("problems", []):
         lines.append(f"cleanup: {p}")
     return "\n".join(lines)
-
-
-def markdown_table(result: dict) -> str:
-    vs = result["variants"]
-    out = ["| workload | metric | " + " | ".join(vs) + " | fpd/kernel | fpd/kernel+xdp |",
-           "|---|---|" + "---|" * len(vs) + "---|---|"]
-    for wl, w in result["workloads"].items():
-        for m, meta in w["metrics"].items():
-            cells = []
-            for v in vs:
-                s = w["results"].get(v, {}).get(m)
-                cells.append(f"{_fmt(s['median'])} ({_fmt(s['min'])}–{_fmt(s['max'])})"
-                             if s else "n/a")
-            r = w["ratios"].get(m, {})
-            rk, rx = r.get("fpd/kernel"), r.get("fpd/kernel+xdp")
-            arrow = "↑" if meta["higher_is_better"] else "↓"
-            out.append(f"| {w['description']} | {m} ({meta['unit']}) {arrow} | "
-                       + " | ".join(cells)
-                       + f" | {f'{rk:.3f}' if rk else '–'} | {f'{rx:.3f}' if rx else '–'} |")
-    return "\n".join(out)
 
 
 def write_chart(result: dict, path: str) -> None:

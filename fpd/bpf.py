@@ -450,8 +450,8 @@ class Steering:
     def _rename_steer_map(self):
         """Give the steer map its kernel name "fpd_steer" (see steer.c); returns the map.
 
-        The map is created here with the object's own BTF for its key and value (so that
-        `bpftool map dump name fpd_steer` prints fields) and handed to libbpf with
+        libbpf would name it after its C variable, so the map is created here under the
+        right name, with the object's type, sizes and flags, and handed to libbpf with
         bpf_map__reuse_fd() before the object is loaded.
         """
         obj = self._obj
@@ -461,43 +461,25 @@ class Steering:
         m = L.bpf_object__find_map_by_name(obj, STEER_MAP_C.encode())
         if not m:
             raise XdpError(E.ENOENT, f"{self.obj_path} has no map named {STEER_MAP}")
-        opts = L.bpf_map_create_opts(sz=ctypes.sizeof(L.bpf_map_create_opts))
-        opts.map_flags = L.bpf_map__map_flags(m)
-        btf_copy = None
-        btf = L.bpf_object__btf(obj)
-        if btf:
-            size = L.c_uint32()
-            raw = L.btf__raw_data(btf, ctypes.byref(size))
-            if raw:
-                btf_copy = L.btf__new(raw, size.value)
-            if btf_copy and L.btf__load_into_kernel(btf_copy) == 0:
-                opts.btf_fd = L.btf__fd(btf_copy)
-                opts.btf_key_type_id = L.bpf_map__btf_key_type_id(m)
-                opts.btf_value_type_id = L.bpf_map__btf_value_type_id(m)
+        opts = L.bpf_map_create_opts(sz=ctypes.sizeof(L.bpf_map_create_opts),
+                                     map_flags=L.bpf_map__map_flags(m))
+        fd = L.bpf_map_create(L.bpf_map__type(m), STEER_MAP.encode(), L.bpf_map__key_size(m),
+                              L.bpf_map__value_size(m), L.bpf_map__max_entries(m),
+                              ctypes.byref(opts))
+        if fd < 0:
+            err = _err_of(fd)
+            where = f"for {self.ifname} ({self.requested_mode} mode)"
+            msg = (f"not permitted: run as root or with CAP_NET_ADMIN+CAP_BPF to create "
+                   f"the BPF maps {where} ({_word(err)})" if err in (E.EPERM, E.EACCES)
+                   else f"cannot create map {STEER_MAP} {where}: {_word(err)}")
+            raise XdpError(err, msg, ifname=self.ifname, mode=self.requested_mode)
         try:
-            args = (L.bpf_map__type(m), STEER_MAP.encode(), L.bpf_map__key_size(m),
-                    L.bpf_map__value_size(m), L.bpf_map__max_entries(m))
-            fd = L.bpf_map_create(*args, ctypes.byref(opts))
-            if fd < 0 and opts.btf_fd:
-                opts.btf_fd = opts.btf_key_type_id = opts.btf_value_type_id = 0
-                fd = L.bpf_map_create(*args, ctypes.byref(opts))
-            if fd < 0:
-                err = _err_of(fd)
-                where = f"for {self.ifname} ({self.requested_mode} mode)"
-                msg = (f"not permitted: run as root or with CAP_NET_ADMIN+CAP_BPF to create "
-                       f"the BPF maps {where} ({_word(err)})" if err in (E.EPERM, E.EACCES)
-                       else f"cannot create map {STEER_MAP} {where}: {_word(err)}")
-                raise XdpError(err, msg, ifname=self.ifname, mode=self.requested_mode)
-            try:
-                ret = L.bpf_map__reuse_fd(m, fd)
-                if ret < 0:
-                    err = _err_of(ret)
-                    raise XdpError(err, f"cannot hand map {STEER_MAP} to libbpf: {_word(err)}")
-            finally:
-                os.close(fd)  # libbpf keeps its own duplicate
+            ret = L.bpf_map__reuse_fd(m, fd)
         finally:
-            if btf_copy:
-                L.btf__free(btf_copy)
+            os.close(fd)  # libbpf keeps its own duplicate
+        if ret < 0:
+            err = _err_of(ret)
+            raise XdpError(err, f"cannot hand map {STEER_MAP} to libbpf: {_word(err)}")
         return m
 
     # -- attaching ------------------------------------------------------------------------

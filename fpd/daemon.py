@@ -378,8 +378,9 @@ def _err(errno_: int, text: str) -> dict:
     return {"ok": False, "errno": errno_, "error": text}
 
 
-class _Worker:
-    """The supervisor's view of one worker."""
+class WorkerProcess:
+    """The supervisor's view of one forked worker process (pid, channel, exit status);
+    the data path in that process is :class:`fpd.worker.Worker`."""
 
     def __init__(self, queue: int, pid: int, chan: socket.socket):
         self.queue = queue
@@ -410,7 +411,7 @@ class Supervisor:
     def __init__(self, cfg: DaemonConfig):
         self.cfg = cfg
         self.pid = os.getpid()
-        self.workers: list[_Worker] = []
+        self.workers: list[WorkerProcess] = []
         self.steering = None
         self.listener: socket.socket | None = None
         self.sel: selectors.BaseSelector | None = None
@@ -739,7 +740,7 @@ class Supervisor:
                 self._child(q, child_end, wcfg)     # never returns
             child_end.close()
             parent_end.settimeout(5.0)
-            self.workers.append(_Worker(q, pid, parent_end))
+            self.workers.append(WorkerProcess(q, pid, parent_end))
             log.info("forked worker q%d (pid %d, %d local ports)", q, pid,
                      len(wcfg.local_ports))
 
@@ -823,7 +824,7 @@ class Supervisor:
         finally:
             sel.close()
 
-    def _on_ready(self, w: _Worker, msg, fds) -> None:
+    def _on_ready(self, w: WorkerProcess, msg, fds) -> None:
         if msg is None:
             deadline = time.monotonic() + 1.0
             while w.alive and time.monotonic() < deadline:
@@ -988,7 +989,7 @@ class Supervisor:
                 self._reply(c, _err(E.EAGAIN, f"cannot reach worker q{q}: {e}"))
         return False               # the worker has its own copy: close ours
 
-    def _on_worker_msg(self, w: _Worker) -> None:
+    def _on_worker_msg(self, w: WorkerProcess) -> None:
         try:
             msg, fds = control.recv_msg(w.chan, maxfds=4)
         except (BlockingIOError, TimeoutError, socket.timeout):
@@ -1006,19 +1007,14 @@ class Supervisor:
             return
         self._worker_note(w, msg)
 
-    def _worker_note(self, w: _Worker, msg: dict) -> None:
+    def _worker_note(self, w: WorkerProcess, msg: dict) -> None:
         """A message from a worker that answers nothing we are waiting for."""
-        if msg.get("op") == "log":
-            log.log(logging.getLevelName(str(msg.get("level", "INFO")).upper())
-                    if isinstance(logging.getLevelName(str(msg.get("level", "INFO")).upper()),
-                                  int) else logging.INFO,
-                    "worker q%d: %s", w.queue, msg.get("msg", msg.get("text", "")))
-        elif msg.get("op") == "error" or msg.get("ok") is False:
+        if msg.get("op") == "error" or msg.get("ok") is False:
             log.warning("worker q%d: %s", w.queue, msg.get("error", msg))
         else:
             log.debug("worker q%d: %r", w.queue, msg)
 
-    def _worker_gone(self, w: _Worker) -> None:
+    def _worker_gone(self, w: WorkerProcess) -> None:
         with contextlib.suppress(Exception):
             self.sel.unregister(w.chan)
         self._reap()
@@ -1034,7 +1030,7 @@ class Supervisor:
         """Send ``{"op": op}`` to every live worker, collect the replies carrying ``key``
         within ``timeout``. Returns {queue: reply or {"error": text}}."""
         out: dict[int, dict] = {}
-        pending: dict[int, _Worker] = {}
+        pending: dict[int, WorkerProcess] = {}
         for w in self.workers:
             if not w.alive:
                 out[w.queue] = {"error": f"worker q{w.queue} is not running"}

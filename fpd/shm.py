@@ -461,11 +461,6 @@ class _End:
         """Our own index (the private, authoritative copy)."""
         return self._pos
 
-    @property
-    def peer_index(self) -> int:
-        """The peer's index as last validated."""
-        return self._seen
-
     # -- need-wakeup ---------------------------------------------------------------------
     def ready(self, want: int = 1) -> bool:  # pragma: no cover - overridden
         raise NotImplementedError

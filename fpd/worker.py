@@ -210,11 +210,6 @@ class Worker:
         """The XSK fd (readable when frames arrived)."""
         return self.xsk.fileno() if self.xsk is not None else -1
 
-    @property
-    def wake_fd(self) -> int:
-        """An fd that becomes readable when :meth:`call_soon`/:meth:`stop` is used."""
-        return self._wake_r
-
     def call_soon(self, fn) -> None:
         """Run ``fn(worker, now)`` in the loop's thread at the next iteration (thread-safe;
         wakes a sleeping loop). The way for other threads to touch the stack."""

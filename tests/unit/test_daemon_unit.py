@@ -13,7 +13,7 @@ import time
 import pytest
 
 from fpd import control, daemon
-from fpd.daemon import (DaemonConfig, DaemonError, Supervisor, _Worker, format_port_list,
+from fpd.daemon import (DaemonConfig, DaemonError, Supervisor, WorkerProcess, format_port_list,
                         merge_reserved, parse_port_list, restore_reserved)
 
 
@@ -264,7 +264,7 @@ def _sup(tmp_path, serve):
     for q in range(2):
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         proc = subprocess.Popen(["sleep", "60"])
-        w = _Worker(q, proc.pid, a)
+        w = WorkerProcess(q, proc.pid, a)
         a.settimeout(5)
         s.workers.append(w)
         f = FakeWorker(q, b, proc, slow=False)
