@@ -77,14 +77,14 @@ def test_xdp_error_is_oserror_with_words():
     assert "Device or resource busy" in str(e)
 
 
-@pytest.mark.parametrize("module", ["fpd.libbpf", "fpd.libc"])
+@pytest.mark.parametrize("module", ["fpd.libbpf", "fpd.libc", "fpd.shm"])
 def test_ctypes_declarations_carry_their_prototype(module):
     """Every restype/argtypes pair sits under a comment with the C prototype it mirrors."""
     import importlib
     lines = Path(importlib.import_module(module).__file__).read_text().splitlines()
     declared = 0
     for i, line in enumerate(lines):
-        m = re.match(r"(lib|libc)\.(\w+)\.restype = ", line)
+        m = re.match(r"(lib|libc|libatomic)\.(\w+)\.restype = ", line)
         if not m:
             continue
         declared += 1
@@ -96,14 +96,15 @@ def test_ctypes_declarations_carry_their_prototype(module):
             comment.insert(0, lines[j])
             j -= 1
         assert any(f"{name}(" in c for c in comment), f"{name}: no C prototype above it"
-    assert declared >= {"fpd.libbpf": 20, "fpd.libc": 4}[module]
+    assert declared >= {"fpd.libbpf": 20, "fpd.libc": 4, "fpd.shm": 1}[module]
 
 
 def test_ctypes_declarations_only_in_their_library_module():
-    """No other module of fpd declares a C function (restype/argtypes) or opens a library."""
+    """No other module of fpd declares a C function (restype/argtypes) or opens a library
+    (fpd.shm declares libatomic's fence itself: it imports nothing of fpd)."""
     pkg = Path(bpf.__file__).resolve().parent
     for f in sorted(pkg.glob("*.py")):
-        if f.name in ("libbpf.py", "libc.py"):
+        if f.name in ("libbpf.py", "libc.py", "shm.py"):
             continue
         text = f.read_text()
         assert not re.search(r"\.(restype|argtypes)\s*=", text), f.name
