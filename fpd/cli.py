@@ -648,16 +648,40 @@ def demo(quick):
     sys.exit(_demo.run(echo=click.echo, quick=quick))
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args):
-    """fpd against the kernel's TCP, side by side in one run (root).
-
-    Every option goes to the benchmark: `fpd bench --help` lists them
-    (--quick, --rounds, --duration, --json FILE, --png FILE, ...). Results and method:
-    docs/PERFORMANCE.md."""
+@main.command()
+@click.option("--quick", is_flag=True, help="A smoke run (about 20-30 s).")
+@click.option("--rounds", type=int, help="Interleaved rounds (default 5; quick 2).")
+@click.option("--duration", type=float,
+              help="Seconds per timed measurement (default 2; quick 0.25).")
+@click.option("--idle", type=int, help="Idle connections to hold (default 2000; quick 200).")
+@click.option("--json", "json_path", metavar="FILE", help="Write the results as JSON.")
+@click.option("--png", metavar="FILE", help="Write a bar chart of the ratios.")
+@click.option("--mode", type=click.Choice(["native", "generic", "auto"]), default="native",
+              show_default=True, help="XDP mode of kernel+xdp and fpd.")
+@click.option("--port", type=int, default=5001, show_default=True)
+@click.option("--cpus", default="0,0,1", show_default=True, metavar="APP,LOADGEN,DAEMON",
+              help="CPUs to pin the app, the load generator and the fpd daemon to.")
+@click.option("--no-pin", is_flag=True, help="Do not pin anything.")
+@click.option("--variants", metavar="LIST",
+              help="Comma-separated subset of kernel,kernel+xdp,fpd (default: all).")
+@click.option("--workloads", metavar="LIST",
+              help="Comma-separated subset of the workloads (default: all; a wrong name "
+                   "lists them).")
+@click.option("--peer-offloads", type=click.Choice(["on", "off"]), default="on",
+              show_default=True,
+              help="TSO/GSO and tx checksum offload on the peer's veth (veth's defaults).")
+@click.option("--keep-logs", is_flag=True,
+              help="Keep the app/daemon/load generator logs (path printed).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def bench(json_path, **options):
+    """fpd against the kernel's TCP, side by side in one run (root; makes its own test
+    beds). Results and method: docs/PERFORMANCE.md."""
     from fpd import bench as _bench
-    sys.exit(_bench.main(list(args)))
+    try:
+        cfg = _bench.make_config(json=json_path, **options)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    sys.exit(_bench.main(cfg))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The example apps (examples/*.py) on the standard socket module over loopback, and the
+"""The example apps (fpd/examples/*.py) on the standard socket module over loopback, and the
 promise that moving them to fpd is one import line. No root, a few seconds."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "fpd" / "examples"
 APPS = ["echo_server.py", "http_server.py", "http_get.py"]
 SWAP = "from fpd import client as socket"
 
