@@ -152,7 +152,7 @@ def test_second_supervisor_on_same_socket_is_refused(tmp_path):
         with pytest.raises(DaemonError) as ei:
             b._lock()
         assert str(ei.value) == f"fpd is already running (pid {os.getpid()}) on {sock}"
-        assert b.created == [] and b.lock_fd == -1
+        assert b.steps == [] and b.lock_fd == -1
     finally:
         a.cleanup()
     assert not os.path.exists(sock + ".pid")
@@ -258,6 +258,7 @@ def _sup(tmp_path, serve):
     sock = str(tmp_path / "fpd.sock")
     s = Supervisor(cfg(socket=sock, ports=[7, 80]))
     s.steering = FakeSteering()
+    s.steps.append({"do": "xdp", "ifname": "fpd0", "mode": "native", "prog_id": 0})
     s.nqueues = 2
     s._sig_r, s._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     fakes = []
@@ -270,6 +271,7 @@ def _sup(tmp_path, serve):
         f = FakeWorker(q, b, proc, slow=False)
         f.start()
         fakes.append((f, proc))
+    s.steps.append({"do": "workers", "pids": [w.pid for w in s.workers]})
     s._listen()
     t = threading.Thread(target=lambda: setattr(s, "rc", s.serve()), daemon=True)
     if serve:
