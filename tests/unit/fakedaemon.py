@@ -29,7 +29,7 @@ import threading
 import time
 
 from fpd import shm
-from fpd.control import recv_msg, send_msg
+from fpd.proto import recv as recv_msg, send as send_msg
 from fpd.shm import Layout, Region
 
 ADDR = "10.77.0.1"
