@@ -115,15 +115,18 @@ class _Client:
 
 
 class Service:
-    """Serves the clients of one :class:`fpd.worker.Worker` (see docs/DAEMON.md).
+    """Serves the clients of one worker (see docs/DAEMON.md).
 
-    It rides on the worker's loop: ``worker.app`` receives the engine's events, the loop
-    polls the clients' control sockets and daemon bells, ``iter_hook`` moves bytes
-    between the clients' rings and the engine, ``sleep_hook`` arms the rings' wake-ups.
+    It rides on the worker's loop through the :class:`fpd.host.Host` interface (an
+    AF_XDP :class:`fpd.worker.Worker` in the daemon, an :class:`fpd.loopback.
+    LoopbackWorker` in tests): ``app`` receives the engine's events, the loop polls the
+    clients' control sockets and daemon bells, ``iter_hook`` moves bytes between the
+    clients' rings and the engine, ``sleep_hook`` arms the rings' wake-ups. ``route(dst)``
+    gives the source address of a connect when the configuration names none.
     """
 
-    def __init__(self, worker, cfg: WorkerConfig, *, neigh_lookup=None):
-        self.w = worker
+    def __init__(self, worker, cfg: WorkerConfig, *, route=None):
+        self.w = worker                      # an fpd.host.Host
         self.stack = worker.stack
         self.cfg = cfg
         self.ports = set(int(p) for p in cfg.ports)
@@ -139,7 +142,7 @@ class Service:
         self.blocked: set = set()            # entries with rx_blocked
         self._armed: list = []
         self.counters = collections.Counter()
-        self._neigh_lookup = neigh_lookup
+        self._route = route                  # dst -> source address (or ControlError)
         worker.app = self._on_events
         worker.iter_hook = self._step
         worker.sleep_hook = self._may_sleep
@@ -401,22 +404,6 @@ class Service:
                 del self.listening[k]
         self.stack.unlisten(lst)
 
-    def _route(self, dst: bytes):
-        """(source address) for a connection to ``dst`` through our interface."""
-        if self._neigh_lookup is not None:
-            return self._neigh_lookup(dst)
-        from . import neigh, netns
-        with netns.inside(self.w._ns_fd):
-            try:
-                oif, _gw, src = neigh.route_get(dst)
-            except neigh.NeighError as e:
-                raise ControlError(_errno.ENETUNREACH, str(e)) from None
-        if oif != self.w.ifindex:
-            raise ControlError(_errno.EHOSTUNREACH,
-                               f"the route to {_wire.ip_to_str(dst)} leaves through "
-                               f"another interface, not {self.w.ifname} (fpd's)")
-        return _wire.ip_to_bytes(src) if isinstance(src, str) else src
-
     def _connect(self, c: _Client, msg: proto.Connect, fds, now: float) -> dict:
         port = msg.port
         if not 0 < port < 65536:
@@ -425,7 +412,12 @@ class Service:
             dst = _wire.ip_to_bytes(msg.addr)
         except (OSError, ValueError, TypeError):
             raise ControlError(_errno.EINVAL, f"bad address {msg.addr!r}") from None
-        src = self.addr or self._route(dst)
+        if self.addr:
+            src = self.addr
+        elif self._route is not None:
+            src = self._route(dst)
+        else:
+            src = None
         if not src or src == _tcp_any():
             raise ControlError(_errno.EADDRNOTAVAIL, "no source address for the route")
         sport = msg.bind_port or 0
@@ -921,6 +913,22 @@ def _jsonable(v):
     return v
 
 
+def _kernel_route(w, dst: bytes) -> bytes:
+    """The source address for a connection to ``dst`` through the AF_XDP worker ``w``'s
+    interface (the kernel's route, looked up in the worker's namespace)."""
+    from . import neigh, netns
+    with netns.inside(w._ns_fd):
+        try:
+            oif, _gw, src = neigh.route_get(dst)
+        except neigh.NeighError as e:
+            raise ControlError(_errno.ENETUNREACH, str(e)) from None
+    if oif != w.ifindex:
+        raise ControlError(_errno.EHOSTUNREACH,
+                           f"the route to {_wire.ip_to_str(dst)} leaves through "
+                           f"another interface, not {w.ifname} (fpd's)")
+    return _wire.ip_to_bytes(src) if isinstance(src, str) else src
+
+
 # --- the worker process --------------------------------------------------------------------
 def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
     """Run one worker until the supervisor says stop or goes away. Returns an exit code.
@@ -945,7 +953,7 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
         except OSError:
             pass
         return 1
-    svc = Service(w, cfg)
+    svc = Service(w, cfg, route=lambda dst: _kernel_route(w, dst))
     if cfg.nqueues > 1 and cfg.fwd:
         rx = socket.socket(fileno=cfg.fwd[cfg.queue][0])
         tx = {k: socket.socket(fileno=t) for k, (_r, t) in enumerate(cfg.fwd)}
