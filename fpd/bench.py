@@ -561,14 +561,13 @@ class FpdDaemon:
     def stats(self) -> dict:
         """Counters of the daemon's workers, summed (the control socket's ``stats``):
         loop iterations, sleeps, frames, retransmits. {} if the daemon does not answer."""
-        from fpd.control import recv_msg, send_msg
+        from fpd import proto
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         s.settimeout(5)
         try:
             s.connect(self.socket)
-            send_msg(s, {"op": "stats"})
-            r, _ = recv_msg(s)
-        except (OSError, ValueError):
+            r, _ = proto.request(s, proto.Stats())
+        except (OSError, ValueError, proto.Closed):
             return {}
         finally:
             s.close()

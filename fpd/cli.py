@@ -135,7 +135,7 @@ def xdp_detach(iface):
 
 # --- the daemon -------------------------------------------------------------------------
 def _default_socket() -> str:
-    from fpd.daemon import DEFAULT_SOCKET
+    from fpd.proto import DEFAULT_SOCKET
     return DEFAULT_SOCKET
 
 
@@ -183,26 +183,25 @@ def _connect(path: str, timeout: float) -> socket.socket:
     return s
 
 
-def _ask(path: str, msg: dict, timeout: float = 10.0) -> dict:
-    """One request to the supervisor, its reply (an error reply is a ClickException)."""
-    from fpd.control import recv_msg, send_msg
+def _ask(path: str, msg, timeout: float = 10.0) -> dict:
+    """One request (an :mod:`fpd.proto` message) to the supervisor, its reply (an
+    error reply is a ClickException)."""
+    from fpd import proto
     s = _connect(path, timeout)
     try:
-        try:
-            send_msg(s, msg)
-            reply, _ = recv_msg(s)
-        except (TimeoutError, socket.timeout):
-            raise click.ClickException(f"fpd at {path} did not answer {msg['op']} within "
-                                       f"{timeout:.0f} s")
-        except (OSError, ValueError) as e:
-            raise click.ClickException(f"talking to fpd at {path}: {e}")
+        reply, _ = proto.request(s, msg)
+    except (TimeoutError, socket.timeout):
+        raise click.ClickException(f"fpd at {path} did not answer {msg.op} within "
+                                   f"{timeout:.0f} s")
+    except proto.Closed:
+        raise click.ClickException(f"fpd at {path} closed the connection without answering "
+                                   f"{msg.op}")
+    except (OSError, ValueError) as e:
+        if proto.refused(e):
+            raise click.ClickException(e.strerror)
+        raise click.ClickException(f"talking to fpd at {path}: {e}")
     finally:
         s.close()
-    if reply is None:
-        raise click.ClickException(f"fpd at {path} closed the connection without answering "
-                                   f"{msg['op']}")
-    if not reply.get("ok"):
-        raise click.ClickException(f"fpd: {reply.get('error', 'request failed')}")
     return reply
 
 
@@ -477,20 +476,21 @@ def stop(force, iface, timeout, socket_path):
         return
     if iface:
         raise click.UsageError("-i is only for --force")
-    from fpd.control import recv_msg, send_msg
+    from fpd import proto
     s = _connect(socket_path, timeout)
     try:
         try:
-            send_msg(s, {"op": "stop"})
-            reply, _ = recv_msg(s)
+            reply, _ = proto.request(s, proto.Stop())
         except (TimeoutError, socket.timeout):
             raise click.ClickException(f"fpd at {socket_path} did not answer stop within "
                                        f"{timeout:.0f} s")
-        except OSError as e:
+        except proto.Closed:
+            raise click.ClickException("fpd refused to stop: connection closed")
+        except (OSError, ValueError) as e:
+            if proto.refused(e):
+                raise click.ClickException(f"fpd refused to stop: "
+                                           f"{e.fpd_reply.get('error', 'request failed')}")
             raise click.ClickException(f"talking to fpd at {socket_path}: {e}")
-        if reply is None or not reply.get("ok"):
-            raise click.ClickException(f"fpd refused to stop: "
-                                       f"{(reply or {}).get('error', 'connection closed')}")
         pid = reply.get("pid", "?")
         # the daemon closes this connection when it has cleaned up (or exits)
         s.settimeout(timeout)
@@ -513,7 +513,8 @@ _json_option = click.option("--json", "as_json", is_flag=True,
 
 def _query(socket_path: str, op: str, as_json: bool):
     """The daemon's answer to ``op``; printed as JSON (and None returned) with --json."""
-    r = _ask(socket_path, {"op": op})
+    from fpd import proto
+    r = _ask(socket_path, proto.SUPERVISOR_OPS[op]())
     if as_json:
         click.echo(json.dumps(r, indent=2, sort_keys=True))
         return None

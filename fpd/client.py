@@ -94,8 +94,8 @@ import threading
 import weakref
 from time import monotonic as _now
 
+from . import proto as _proto
 from . import shm as _shm
-from .control import recv_msg as _recv_msg, send_msg as _send_msg
 
 # --- the standard module's names, re-exported --------------------------------------------
 for _name in _std.__all__:
@@ -110,7 +110,7 @@ __all__ = [n for n in _std.__all__ if n not in ("socket", "create_connection",
 __all__ += ["socket", "SocketType", "create_connection", "create_server",
             "set_default_socket", "daemon_info", "FPD_DEFAULT_SOCKET"]
 
-FPD_DEFAULT_SOCKET = "/run/fpd/fpd.sock"
+FPD_DEFAULT_SOCKET = _proto.DEFAULT_SOCKET
 CTL_TIMEOUT = 10.0          # seconds a control request may take before we give up
 
 _AF_INET = _std.AF_INET
@@ -132,7 +132,7 @@ _ShmError = _shm.ShmError
 
 # socket states
 _NEW, _CONNECTING, _CONNECTED, _LISTENING, _FAILED, _CLOSED = range(6)
-_SHUT_RD, _SHUT_WR = 1, 2
+_RD_SHUT, _WR_SHUT = 1, 2     # bits of socket._shut (the directions shut down)
 _WANT_MAX = 64 * 1024          # low-water mark of a blocking sendall/recv wait
 # A blocking wait first polls the rings without sleeping for this long (seconds): on a
 # machine with a core to spare it saves the wake-up (eventfd + scheduler) per message;
@@ -145,7 +145,7 @@ except ValueError:
 _default_path: str | None = None
 _attach_opts: dict = {}
 _client_lock = threading.Lock()
-_client: "_Client | None" = None
+_client: "_DaemonLink | None" = None
 
 
 def set_default_socket(path: str | None = None, *, slots: int | None = None,
@@ -164,23 +164,23 @@ def set_default_socket(path: str | None = None, *, slots: int | None = None,
 
 
 def _socket_path() -> str:
-    return _default_path or os.environ.get("FPD_SOCKET") or FPD_DEFAULT_SOCKET
+    return _proto.socket_path(_default_path)
 
 
-def _get_client() -> "_Client":
+def _get_client() -> "_DaemonLink":
     c = _client
     if c is not None and c.dead is None:
         return c
     return _new_client()
 
 
-def _new_client() -> "_Client":
+def _new_client() -> "_DaemonLink":
     global _client
     with _client_lock:
         c = _client
         if c is not None and c.dead is None:
             return c
-        c = _Client(_socket_path())
+        c = _DaemonLink(_socket_path())
         _client = c
         return c
 
@@ -203,7 +203,7 @@ def _errtext(code: int) -> str:
 
 
 # --- the daemon, one per process ----------------------------------------------------------
-class _Worker:
+class _WorkerLink:
     """One control connection (to one daemon worker) and its shared-memory region."""
 
     __slots__ = ("client", "q", "ctl", "ctl_lock", "region", "events", "commands",
@@ -245,38 +245,38 @@ class _Worker:
         self._ring = self.daemon_bell.ring
 
     # -- control requests (one at a time per connection) -------------------------------
-    def request(self, obj: dict) -> dict:
+    def request(self, msg, reply=None) -> dict:
+        """One request (a :mod:`fpd.proto` message) and its positive answer; a
+        refusal raises its OSError, a daemon gone or broken ConnectionResetError."""
         c = self.client
         if self.dead is not None:
             raise c.gone_error()
         with self.ctl_lock:
             try:
-                _send_msg(self.ctl, obj)
-                reply, _ = _recv_msg(self.ctl)
+                r, _ = _proto.request(self.ctl, msg, reply=reply)
             except TimeoutError:
                 raise TimeoutError(_errno.ETIMEDOUT, f"fpd daemon at {c.path} did not "
-                                   f"answer {obj.get('op')!r} within {CTL_TIMEOUT:g} s")
-            except (OSError, ValueError) as e:
+                                   f"answer {msg.op!r} within {CTL_TIMEOUT:g} s")
+            except _proto.ProtocolError as e:
+                raise _oserror(_errno.EPROTO, f"fpd: {e}") from None
+            except _proto.Closed:
+                c.set_dead("it closed the control connection")
+                raise c.gone_error() from None
+            except OSError as e:
+                if _proto.refused(e):
+                    raise
                 c.set_dead(f"its control connection failed: {e}")
                 raise c.gone_error() from None
-        if reply is None:
-            c.set_dead("it closed the control connection")
-            raise c.gone_error()
-        if not reply.get("ok"):
-            code = reply.get("errno")
-            if not isinstance(code, int) or not 0 < code < 4096:
-                code = _errno.EPROTO
-            raise _oserror(code, f"fpd: {reply.get('error') or _errtext(code)}")
-        return reply
+        return r
 
-    def notify(self, obj: dict) -> None:
+    def notify(self, msg) -> None:
         """A control message that gets no answer (``noreply``): no round trip."""
         c = self.client
         if self.dead is not None:
             raise c.gone_error()
         with self.ctl_lock:
             try:
-                _send_msg(self.ctl, obj)
+                _proto.send(self.ctl, msg, noreply=True)
             except (OSError, ValueError) as e:
                 c.set_dead(f"its control connection failed: {e}")
                 raise c.gone_error() from None
@@ -361,8 +361,8 @@ def _select_sleep(t: float) -> None:
     _select.select([], [], [], t)
 
 
-class _Client:
-    """The process's connection to one daemon: hello, one _Worker per daemon worker,
+class _DaemonLink:
+    """The process's connection to one daemon: hello, one _WorkerLink per daemon worker,
     the leader/followers pump and the registry of sockets."""
 
     def __init__(self, path: str):
@@ -410,45 +410,35 @@ class _Client:
                                  f"{e.strerror or e}") from None
         return s
 
-    def _ask(self, s, obj, maxfds=0):
+    def _ask(self, s, msg, maxfds=0, reply=None):
+        where = f"fpd daemon at {self.path}"
         try:
-            _send_msg(s, obj)
-            reply, fds = _recv_msg(s, maxfds)
-        except (OSError, ValueError) as e:
-            raise _oserror(getattr(e, "errno", None) or _errno.ECONNREFUSED,
-                           f"fpd daemon not reachable at {self.path}: {e}") from None
-        if reply is None:
+            return _proto.request(s, msg, maxfds=maxfds, reply=reply, prefix=where)
+        except _proto.ProtocolError as e:
+            raise _oserror(_errno.EPROTO, f"{where}: {e}") from None
+        except _proto.Closed:
             raise _oserror(_errno.ECONNREFUSED, f"fpd daemon not reachable at "
                                                 f"{self.path}: it closed the connection")
-        if not reply.get("ok"):
-            for fd in fds:
-                os.close(fd)
-            code = reply.get("errno")
-            if not isinstance(code, int) or not 0 < code < 4096:
-                code = _errno.EPROTO
-            raise _oserror(code, f"fpd daemon at {self.path}: "
-                                 f"{reply.get('error') or _errtext(code)}")
-        return reply, fds
+        except OSError as e:
+            if _proto.refused(e):
+                raise
+            raise _oserror(e.errno or _errno.ECONNREFUSED,
+                           f"fpd daemon not reachable at {self.path}: {e}") from None
 
     def _hello(self) -> dict:
         s = self._connect()
         try:
-            return self._ask(s, {"op": "hello", "version": 1})[0]
+            return self._ask(s, _proto.Hello(), reply=_proto.HelloReply)[0]
         finally:
             s.close()
 
-    def _attach(self, q: int) -> _Worker:
+    def _attach(self, q: int) -> _WorkerLink:
         s = self._connect()
         try:
-            req = {"op": "attach", "queue": q, "pid": self.pid, **_attach_opts}
-            reply, fds = self._ask(s, req, maxfds=3)
-            if len(fds) != 3:
-                for fd in fds:
-                    os.close(fd)
-                raise _oserror(_errno.EPROTO, f"fpd daemon at {self.path}: attach "
-                                              f"passed {len(fds)} fds, expected 3")
+            req = _proto.Attach(queue=q, pid=self.pid, **_attach_opts)
+            reply, fds = self._ask(s, req, maxfds=3, reply=_proto.AttachReply)
             try:
-                return _Worker(self, q, s, reply, fds)
+                return _WorkerLink(self, q, s, reply, fds)
             except _ShmError as e:
                 raise _oserror(_errno.EPROTO, f"fpd daemon at {self.path}: {e}") from None
         except BaseException:
@@ -665,7 +655,7 @@ class _Client:
             except Exception:           # never let the pump die silently
                 _select_sleep(0.01)
 
-    def pick_worker(self) -> _Worker:
+    def pick_worker(self) -> _WorkerLink:
         ws = self.workers
         self.rr = (self.rr + 1) % len(ws)
         return ws[self.rr]
@@ -773,7 +763,7 @@ class socket:
         self._wlowat = 1
 
     # -- plumbing ------------------------------------------------------------------------
-    def _attach_client(self) -> "_Client":
+    def _attach_client(self) -> "_DaemonLink":
         c = self._client
         if c is None:
             c = _get_client()
@@ -782,7 +772,7 @@ class socket:
             c.socks.add(self)
         return c
 
-    def _adopt(self, w: _Worker, slot: int, gen16: int) -> None:
+    def _adopt(self, w: _WorkerLink, slot: int, gen16: int) -> None:
         """Take slot ``slot`` of ``w``'s region (``mu`` held)."""
         region = w.region
         region.close_slot(slot)
@@ -891,8 +881,7 @@ class socket:
             b = _shm.Doorbell()
             try:
                 with w.ctl_lock:
-                    _shm.send_fds(w.ctl, b'{"op":"bell","slot":%d,"noreply":true}'
-                                  % self._slot, [b.fd])
+                    _proto.send(w.ctl, _proto.Bell(slot=self._slot), [b.fd], noreply=True)
             except OSError:
                 b.close()
                 return None
@@ -913,7 +902,7 @@ class socket:
         if b is None:
             return
         try:
-            self._w.request({"op": "bell", "slot": self._slot})
+            self._w.request(_proto.Bell(slot=self._slot))
         except OSError:
             pass
         b.close()
@@ -1005,7 +994,7 @@ class socket:
             return True
         if st != _CONNECTED:
             return False
-        if self._shut & _SHUT_RD:
+        if self._shut & _RD_SHUT:
             return True
         rx = self._rx
         try:
@@ -1023,7 +1012,7 @@ class socket:
             return st != _LISTENING or self._dead is not None
         if st != _CONNECTED:
             return False
-        if self._shut & _SHUT_WR:
+        if self._shut & _WR_SHUT:
             return True
         tx = self._tx
         try:
@@ -1132,12 +1121,10 @@ class socket:
         # messages in order (a send after this call is sent with the option)
         if self._state in (_CONNECTING, _CONNECTED) and self._w is not None \
                 and self._dead is None:
-            self._w.notify({"op": "setopt", "slot": self._slot, "name": name,
-                            "value": val, "noreply": True})
+            self._w.notify(_proto.SetOpt(slot=self._slot, name=name, value=val))
         elif self._state == _LISTENING and self._dead is None:
             for w, slot, _gen in list(self._listen):   # future accepts inherit it
-                w.notify({"op": "setopt", "slot": slot, "name": name, "value": val,
-                          "noreply": True})
+                w.notify(_proto.SetOpt(slot=slot, name=name, value=val))
 
     def _sockopts(self) -> dict:
         return {k: (bool(v) if k in ("nodelay", "keepalive") else v)
@@ -1207,8 +1194,9 @@ class socket:
                 with c.mu:
                     w.inflight += 1
                 try:
-                    r = w.request({"op": "listen", "addr": host, "port": port,
-                                   "backlog": backlog, "opts": self._sockopts()})
+                    r = w.request(_proto.Listen(addr=host, port=port, backlog=backlog,
+                                                opts=self._sockopts()),
+                                  _proto.SlotReply)
                     slot, gen = int(r["slot"]), int(r["gen"])
                     if not 0 <= slot < w.region.layout.nslots:
                         raise _oserror(_errno.EPROTO, f"fpd: listen reply names slot "
@@ -1233,7 +1221,7 @@ class socket:
             self._kick_r()
             self._kick_w()
 
-    def _accepted(self, w: _Worker, slot: int, gen16: int) -> None:
+    def _accepted(self, w: _WorkerLink, slot: int, gen16: int) -> None:
         """EV_ACCEPTED for this listener (``mu`` held): make the socket now."""
         s = socket.__new__(socket)
         socket.__init__(s)
@@ -1265,7 +1253,7 @@ class socket:
                     del w.listeners[slot]
             if w.dead is None:
                 try:
-                    w.request({"op": "unlisten", "slot": slot})
+                    w.request(_proto.Unlisten(slot=slot))
                 except OSError:
                     pass
         with c.mu:
@@ -1322,17 +1310,14 @@ class socket:
         host, port = _resolve(address)
         c = self._attach_client()
         w = c.pick_worker()
-        req = {"op": "connect", "addr": host, "port": port}
-        if self._bind is not None and self._bind[1]:
-            req["bind_port"] = self._bind[1]
-        opts = {k: v for k, v in self._opts.items()
-                if k in ("nodelay", "keepalive", "rcvbuf", "sndbuf")}
-        if opts:
-            req["opts"] = opts
+        opts = {k: v for k, v in self._opts.items() if k in _proto.SOCKOPTS}
+        req = _proto.Connect(addr=host, port=port,
+                             bind_port=self._bind[1] if self._bind is not None
+                             and self._bind[1] else None, opts=opts or None)
         with c.mu:
             w.inflight += 1
         try:
-            r = w.request(req)
+            r = w.request(req, _proto.SlotReply)
             slot, gen = int(r["slot"]), int(r["gen"])
             with c.mu:
                 self._gone = False
@@ -1479,7 +1464,7 @@ class socket:
                 return _oserror(self._so_error, _errtext(self._so_error))
             return _oserror(_errno.ENOTCONN if self._state != _CONNECTING else _errno.EAGAIN,
                             "Transport endpoint is not connected")
-        if self._shut & _SHUT_WR:
+        if self._shut & _WR_SHUT:
             return BrokenPipeError(_errno.EPIPE, "Broken pipe")
         if self._gone:
             code = self._errno
@@ -1497,7 +1482,7 @@ class socket:
 
         def ready():
             if self._state != _CONNECTED or self._dead is not None or self._gone \
-                    or self._shut & _SHUT_WR:
+                    or self._shut & _WR_SHUT:
                 return True
             tx.disarm()
             return not tx.arm(want)
@@ -1628,10 +1613,10 @@ class socket:
             eof = rx.at_eof()
         except _ShmCorrupt as e:
             raise self._broken(e) from None
-        if eof or self._shut & _SHUT_RD:
+        if eof or self._shut & _RD_SHUT:
             # the daemon also ends the RX ring when the connection is reset (or it
             # stops): the slot's state word tells a reset from the peer's FIN
-            if not self._gone and not self._shut & _SHUT_RD:
+            if not self._gone and not self._shut & _RD_SHUT:
                 if self._dead is None:
                     self._check_ctl()
                     if not self._gone:
@@ -1639,7 +1624,7 @@ class socket:
                 if self._dead is not None and self._ctl_error():
                     raise self._dead_error()
             code = self._errno if self._gone else 0
-            if not code or code == _errno.EPIPE or self._shut & _SHUT_RD:
+            if not code or code == _errno.EPIPE or self._shut & _RD_SHUT:
                 return True
             self._errno = _errno.EPIPE               # reported once, then EOF
             if code == _errno.ECONNRESET:
@@ -1670,7 +1655,7 @@ class socket:
 
         def ready():
             if self._state != _CONNECTED or self._dead is not None or self._gone \
-                    or self._shut & _SHUT_RD:
+                    or self._shut & _RD_SHUT:
                 return True
             rx.disarm()
             return not rx.arm(1)
@@ -1850,24 +1835,24 @@ class socket:
             raise _oserror(_errno.ENOTCONN, "Transport endpoint is not connected")
         if self._dead is not None:
             raise self._dead_error()
-        bits = {_std.SHUT_RD: _SHUT_RD, _std.SHUT_WR: _SHUT_WR,
-                _std.SHUT_RDWR: _SHUT_RD | _SHUT_WR}[how]
+        bits = {_std.SHUT_RD: _RD_SHUT, _std.SHUT_WR: _WR_SHUT,
+                _std.SHUT_RDWR: _RD_SHUT | _WR_SHUT}[how]
         new = bits & ~self._shut
         if not new:
             return
         self._shut |= new
-        if new & _SHUT_WR:
+        if new & _WR_SHUT:
             with self._wlock:
                 tx = self._tx
                 if tx is not None:
                     tx.shutdown()
-        if new & _SHUT_RD:
+        if new & _RD_SHUT:
             with self._rlock:
                 rx = self._rx
                 if rx is not None:
                     rx.close()
-        code = {_SHUT_RD: _std.SHUT_RD, _SHUT_WR: _std.SHUT_WR,
-                _SHUT_RD | _SHUT_WR: _std.SHUT_RDWR}[new]
+        code = {_RD_SHUT: _std.SHUT_RD, _WR_SHUT: _std.SHUT_WR,
+                _RD_SHUT | _WR_SHUT: _std.SHUT_RDWR}[new]
         if not self._gone:
             self._w.cmd(self._slot, _OP_SHUTDOWN, code, self._gen16)
         with self._client.mu:

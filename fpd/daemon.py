@@ -21,7 +21,7 @@ replays the same record.
    network namespace (merged with what is there; given back on exit);
 7. the unix socket (SOCK_SEQPACKET, mode 0660, owner/group if asked; its directory is
    created 0755);
-8. one worker per queue, forked; each sends ``{"op":"ready"}`` with its XSK fd, which
+8. one worker per queue, forked; each sends ``proto.Ready`` with its XSK fd, which
    goes into ``fpd_xsks[q]``;
 9. "ok" written to ``ready_fd`` (the pipe ``fpd start`` waits on), then serving.
 
@@ -50,15 +50,14 @@ import sys
 import time
 import traceback
 
-from fpd import control
+from fpd import control, proto
 from fpd import libc as _libc
 
 log = logging.getLogger("fpd.daemon")
 
-DEFAULT_SOCKET = "/run/fpd/fpd.sock"
+DEFAULT_SOCKET = proto.DEFAULT_SOCKET
 DEFAULT_LOCAL_PORTS = (60000, 60255)
 RESERVED_PORTS = "/proc/sys/net/ipv4/ip_local_reserved_ports"
-PROTOCOL_VERSION = 1
 MAX_STEER = 1024          # FPD_MAX_STEER in bpf/steer.c
 MAX_QUEUES = 64           # FPD_MAX_QUEUES in bpf/steer.c
 READY_TIMEOUT = 30.0      # for all workers to report ready
@@ -374,10 +373,6 @@ def _peercred(conn: socket.socket) -> dict:
         return {"pid": pid, "uid": uid, "gid": gid}
     except OSError:
         return {"pid": 0, "uid": -1, "gid": -1}
-
-
-def _err(errno_: int, text: str) -> dict:
-    return {"ok": False, "errno": errno_, "error": text}
 
 
 class WorkerProcess:
@@ -795,7 +790,7 @@ class Supervisor:
             with contextlib.suppress(BaseException):
                 log.error("worker q%d failed: %s\n%s", q, text, traceback.format_exc())
             with contextlib.suppress(BaseException):
-                control.send_msg(chan, {"op": "error", "queue": q, "error": text})
+                proto.send(chan, proto.Error(queue=q, error=text))
         finally:
             with contextlib.suppress(BaseException):
                 for h in logging.getLogger("fpd").handlers:
@@ -824,7 +819,7 @@ class Supervisor:
                         continue
                     w = waiting[key.fd]
                     try:
-                        msg, fds = control.recv_msg(w.chan, maxfds=1)
+                        msg, fds = proto.recv(w.chan, maxfds=1)
                     except (OSError, ValueError) as e:
                         raise DaemonError(f"worker q{w.queue} failed during start-up: "
                                           f"{e}") from None
@@ -849,14 +844,17 @@ class Supervisor:
             how = "" if w.alive else f" ({w.describe_exit()})"
             raise DaemonError(f"worker q{w.queue} failed during start-up: it exited{how}; "
                               f"see {self.cfg.log_path}")
-        op = msg.get("op")
-        if op == "error" or msg.get("ok") is False:
+        try:
+            note = proto.parse(msg, proto.WORKER_NOTES)
+        except proto.ProtocolError:
+            note = None
+        if isinstance(note, proto.Error) or msg.get("ok") is False:
             raise DaemonError(f"worker q{w.queue} failed during start-up: "
                               f"{msg.get('error', 'unknown error')}")
-        if op != "ready":
+        if not isinstance(note, proto.Ready):
             log.warning("worker q%d: unexpected message during start-up: %r", w.queue, msg)
             return
-        if len(fds) != 1:
+        if len(fds) != note.fds:
             raise DaemonError(f"worker q{w.queue} reported ready without its XSK fd")
         from fpd.bpf import XdpError
         try:
@@ -927,16 +925,16 @@ class Supervisor:
 
     def _reply(self, c: socket.socket, obj: dict) -> None:
         c.settimeout(2.0)
-        control.send_fitting(c, obj)             # a list too long for one message is cut
+        proto.send_fitting(c, obj)               # a list too long for one message is cut
 
     def _on_client(self, c: socket.socket) -> None:
         try:
-            msg, _ = control.recv_msg(c)
+            d, _ = proto.recv(c)
         except BlockingIOError:
             return
         except ValueError as e:
             with contextlib.suppress(OSError):
-                self._reply(c, _err(E.EINVAL, str(e)))
+                self._reply(c, proto.fail(E.EINVAL, str(e)))
             self._drop_client(c)
             return
         except OSError:
@@ -944,70 +942,72 @@ class Supervisor:
             return
         self.clients.pop(c.fileno(), None)
         self.sel.unregister(c)
-        if msg is None:
+        if d is None:
             c.close()
             return
-        op = msg.get("op")
         keep = False
         try:
-            if op == "hello":
+            try:
+                msg = proto.parse(d, proto.SUPERVISOR_OPS)
+            except proto.ProtocolError as e:
+                self._reply(c, proto.fail(e.errno, str(e)))
+                return
+            if isinstance(msg, proto.Hello):
                 self._reply(c, self._hello(msg))
-            elif op == "attach":
-                keep = self._attach_client(c, msg)
-            elif op == "status":
+            elif isinstance(msg, proto.Attach):
+                keep = self._attach_client(c, d, msg)
+            elif isinstance(msg, proto.Status):
                 self._reply(c, self._status())
-            elif op == "stats":
+            elif isinstance(msg, proto.Stats):
                 self._reply(c, self._stats())
-            elif op == "conns":
+            elif isinstance(msg, proto.Conns):
                 self._reply(c, self._conns())
-            elif op == "stop":
+            else:                                # proto.Stop
                 cred = _peercred(c)
                 log.info("stop requested by pid %s uid %s", cred["pid"], cred["uid"])
-                self._reply(c, {"ok": True, "pid": self.pid})
+                self._reply(c, proto.ok(pid=self.pid))
                 self.stop_waiters.append(c)      # closed when everything is cleaned up
                 keep = True
                 self._request_stop(0)
-            else:
-                self._reply(c, _err(E.EOPNOTSUPP, f"unknown op {op!r}"))
         except OSError as e:
-            log.info("client went away during %s: %s", op, e)
+            log.info("client went away during %s: %s", d.get("op"), e)
         finally:
             if not keep:
                 c.close()
 
-    def _hello(self, msg) -> dict:
-        v = msg.get("version", PROTOCOL_VERSION)
-        if v != PROTOCOL_VERSION:
-            return _err(E.EPROTONOSUPPORT, f"protocol version {v!r} not supported "
-                                           f"(this daemon speaks {PROTOCOL_VERSION})")
+    def _hello(self, msg: proto.Hello) -> dict:
+        v = msg.version
+        if v != proto.VERSION:
+            return proto.fail(E.EPROTONOSUPPORT, f"protocol version {v!r} not supported "
+                                                 f"(this daemon speaks {proto.VERSION})")
         cfg = self.cfg
-        return {"ok": True, "version": PROTOCOL_VERSION, "workers": len(self.workers),
-                "pid": self.pid, "ifname": cfg.ifname, "addr": cfg.addr,
-                "ports": list(cfg.ports), "local_ports": list(cfg.local_ports)}
+        body = proto.HelloReply(version=proto.VERSION, workers=len(self.workers),
+                                pid=self.pid, ifname=cfg.ifname, ports=list(cfg.ports),
+                                local_ports=list(cfg.local_ports)).body()
+        return proto.ok(**body, addr=cfg.addr)        # addr null: any local address
 
-    def _attach_client(self, c: socket.socket, msg) -> bool:
-        q = msg.get("queue")
-        if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q < len(self.workers):
-            self._reply(c, _err(E.EINVAL, f"no worker for queue {q!r} (this daemon has "
+    def _attach_client(self, c: socket.socket, d: dict, msg: proto.Attach) -> bool:
+        q = msg.queue
+        if not 0 <= q < len(self.workers):
+            self._reply(c, proto.fail(E.EINVAL, f"no worker for queue {q!r} (this daemon has "
                                           f"{len(self.workers)})"))
             return False
         w = self.workers[q]
         if not w.alive:
-            self._reply(c, _err(E.ECONNREFUSED, f"worker q{q} is not running"))
+            self._reply(c, proto.fail(E.ECONNREFUSED, f"worker q{q} is not running"))
             return False
         cred = _peercred(c)
         try:
-            control.send_msg(w.chan, {"op": "client", "attach": msg, "cred": cred},
-                             fds=[c.fileno()])
+            proto.send(w.chan, proto.Client(attach=d, cred=cred), fds=[c.fileno()])
         except (OSError, ValueError) as e:
             log.warning("cannot hand a client to worker q%d: %s", q, e)
             with contextlib.suppress(OSError):
-                self._reply(c, _err(E.EAGAIN, f"cannot reach worker q{q}: {e}"))
+                self._reply(c, proto.fail(E.EAGAIN, f"cannot reach worker q{q}: {e}"))
         return False               # the worker has its own copy: close ours
 
     def _on_worker_msg(self, w: WorkerProcess) -> None:
         try:
-            msg, fds = control.recv_msg(w.chan, maxfds=4)
+            msg, fds = proto.recv(w.chan, maxfds=4)
         except (BlockingIOError, TimeoutError, socket.timeout):
             return
         except (OSError, ValueError) as e:
@@ -1025,7 +1025,7 @@ class Supervisor:
 
     def _worker_note(self, w: WorkerProcess, msg: dict) -> None:
         """A message from a worker that answers nothing we are waiting for."""
-        if msg.get("op") == "error" or msg.get("ok") is False:
+        if msg.get("op") == proto.Error.op or msg.get("ok") is False:
             log.warning("worker q%d: %s", w.queue, msg.get("error", msg))
         else:
             log.debug("worker q%d: %r", w.queue, msg)
@@ -1042,8 +1042,9 @@ class Supervisor:
         log.error("worker q%d (pid %d) %s: shutting down", w.queue, w.pid, how)
         self._request_stop(1)
 
-    def _ask_workers(self, op: str, key: str, timeout: float = WORKER_TIMEOUT) -> dict:
-        """Send ``{"op": op}`` to every live worker, collect the replies carrying ``key``
+    def _ask_workers(self, req: proto.Message, key: str,
+                     timeout: float = WORKER_TIMEOUT) -> dict:
+        """Send ``req`` to every live worker, collect the replies carrying ``key``
         within ``timeout``. Returns {queue: reply or {"error": text}}."""
         out: dict[int, dict] = {}
         pending: dict[int, WorkerProcess] = {}
@@ -1053,7 +1054,7 @@ class Supervisor:
                 continue
             w.seq += 1
             try:
-                control.send_msg(w.chan, {"op": op, "seq": w.seq})
+                proto.send(w.chan, req, seq=w.seq)
             except (OSError, ValueError) as e:
                 out[w.queue] = {"error": f"cannot reach worker q{w.queue}: {e}"}
                 continue
@@ -1067,7 +1068,7 @@ class Supervisor:
             for fd in r:
                 w = pending[fd]
                 try:
-                    msg, fds = control.recv_msg(w.chan, maxfds=4)
+                    msg, fds = proto.recv(w.chan, maxfds=4)
                 except (BlockingIOError, TimeoutError, socket.timeout):
                     continue
                 except ValueError as e:
@@ -1094,14 +1095,14 @@ class Supervisor:
                 else:
                     self._worker_note(w, msg)
         for w in pending.values():
-            out[w.queue] = {"error": f"worker q{w.queue} did not answer {op} within "
+            out[w.queue] = {"error": f"worker q{w.queue} did not answer {req.op} within "
                                      f"{timeout:.0f} s"}
         return out
 
     def _status(self) -> dict:
         cfg = self.cfg
         clients = conns = 0
-        answers = self._ask_workers("stats", "stats", timeout=1.0)
+        answers = self._ask_workers(proto.Stats(), "stats", timeout=1.0)
         for a in answers.values():
             s = a.get("stats") or {}
             clients += int(s.get("clients", 0) or 0)
@@ -1123,7 +1124,7 @@ class Supervisor:
             xdp = self.steering.stats()
         except Exception as e:                    # noqa: BLE001
             xdp = {"error": str(e)}
-        answers = self._ask_workers("stats", "stats")
+        answers = self._ask_workers(proto.Stats(), "stats")
         workers = []
         totals = {"redirect_failed": xdp.get("redirect_failed", 0)}
         for w in self.workers:
@@ -1140,7 +1141,7 @@ class Supervisor:
         return {"ok": True, "xdp": xdp, "workers": workers, "drops": totals}
 
     def _conns(self) -> dict:
-        answers = self._ask_workers("conns", "conns")
+        answers = self._ask_workers(proto.Conns(), "conns")
         conns, listeners, errors = [], [], []
         for w in self.workers:
             a = answers.get(w.queue, {})
@@ -1196,7 +1197,7 @@ class Supervisor:
         for w in live:
             try:
                 w.chan.settimeout(1.0)
-                control.send_msg(w.chan, {"op": "stop"})
+                proto.send(w.chan, proto.Stop())
             except (OSError, ValueError) as e:
                 log.info("worker q%d: cannot send stop (%s)", w.queue, e)
         deadline = time.monotonic() + STOP_TIMEOUT

@@ -19,8 +19,9 @@ import pytest
 from fpd import tcp, wire
 from fpd.bpf import Steering
 from fpd.stack import ANY, StackConfig
-from fpd.worker import Worker, serve
+from fpd.worker import Worker
 from kernelpeer import Duplex, kernel_duplex, pattern, sha
+from xdpserve import serve
 
 SIZE = 50 * 1000 * 1000
 ACTIVE_PORT = 61001          # the engine's local port for active opens (reserved below)

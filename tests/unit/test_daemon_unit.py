@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from fpd import control, daemon
+from fpd import daemon, proto
 from fpd.daemon import (DaemonConfig, DaemonError, Supervisor, WorkerProcess, format_port_list,
                         merge_reserved, parse_port_list, restore_reserved)
 
@@ -212,7 +212,7 @@ class FakeWorker(threading.Thread):
     def run(self):
         while True:
             try:
-                msg, fds = control.recv_msg(self.chan, maxfds=4)
+                msg, fds = proto.recv(self.chan, maxfds=4)
             except OSError:
                 return
             if msg is None:
@@ -221,23 +221,23 @@ class FakeWorker(threading.Thread):
             if op == "client":
                 s = socket.socket(fileno=fds[0])
                 self.clients.append((msg, s))
-                control.send_msg(s, {"ok": True, "queue": self.q, "adopted": True})
+                proto.send(s, {"ok": True, "queue": self.q, "adopted": True})
             elif op == "stats":
                 if self.slow:
                     time.sleep(0.5)
-                control.send_msg(self.chan, {"ok": True, "stats": {
+                proto.send(self.chan, {"ok": True, "stats": {
                     "queue": self.q, "clients": len(self.clients),
                     "xdp": {"rx_dropped": 2, "tx_ring_empty_descs": 9},
                     "stack": {"connections": 1}}})
             elif op == "conns":
-                control.send_msg(self.chan, {"ok": True, "conns": [
+                proto.send(self.chan, {"ok": True, "conns": [
                     {"queue": self.q, "local": "10.0.0.1:80", "remote": f"10.0.0.2:{5555 + i}",
                      "state": "ESTABLISHED", "srtt": 0.0012, "pad": "x" * 200}
                     for i in range(self.nconns)],
                     "listeners": [{"queue": self.q, "local": "0.0.0.0:80", "slot": 0}]})
             elif op == "stop":
                 self.proc.kill()
-                control.send_msg(self.chan, {"ok": True, "op": "stopped"})
+                proto.send(self.chan, {"ok": True, "op": "stopped"})
                 return
 
 
@@ -289,14 +289,19 @@ def _sup(tmp_path, serve):
             proc.wait()
 
 
-def ask(sock, msg, fds=False):
+def ask(sock, msg):
+    """The reply to one request (a refusal's reply too)."""
     c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     c.settimeout(5)
     c.connect(sock)
-    control.send_msg(c, msg)
-    reply, _ = control.recv_msg(c)
-    c.close()
-    return reply
+    try:
+        return proto.request(c, msg)[0]
+    except OSError as e:
+        if not proto.refused(e):
+            raise
+        return e.fpd_reply
+    finally:
+        c.close()
 
 
 def test_hello_status_stats_conns(sup):
@@ -328,8 +333,8 @@ def test_attach_hands_the_connection_to_the_worker(sup):
     c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     c.settimeout(5)
     c.connect(sock)
-    control.send_msg(c, {"op": "attach", "queue": 1, "pid": 123})
-    reply, _ = control.recv_msg(c)              # answered by the (fake) worker
+    proto.send(c, {"op": "attach", "queue": 1, "pid": 123})
+    reply, _ = proto.recv(c)              # answered by the (fake) worker
     assert reply == {"ok": True, "queue": 1, "adopted": True}
     msg, _ = fakes[1][0].clients[0]
     assert msg["attach"] == {"op": "attach", "queue": 1, "pid": 123}
@@ -347,7 +352,7 @@ def test_bad_requests(sup):
     c.settimeout(5)
     c.connect(sock)
     c.send(b"not json")
-    reply, _ = control.recv_msg(c)
+    reply, _ = proto.recv(c)
     assert reply["ok"] is False and reply["errno"] == errno.EINVAL
     c.close()
     assert ask(sock, {"op": "hello"})["ok"]      # still serving
@@ -358,8 +363,8 @@ def test_stop_replies_then_closes_after_cleanup(sup):
     c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     c.settimeout(10)
     c.connect(sock)
-    control.send_msg(c, {"op": "stop"})
-    reply, _ = control.recv_msg(c)
+    proto.send(c, {"op": "stop"})
+    reply, _ = proto.recv(c)
     assert reply == {"ok": True, "pid": os.getpid()}
     deadline = time.monotonic() + 5
     while getattr(s, "rc", None) is None and time.monotonic() < deadline:
@@ -385,11 +390,11 @@ def test_dead_worker_stops_the_supervisor(sup):
 def test_ask_workers_times_out_and_skips_late_answers(idle_sup):
     s, sock, fakes = idle_sup
     fakes[1][0].slow = True
-    out = s._ask_workers("stats", "stats", timeout=0.2)
+    out = s._ask_workers(proto.Stats(), "stats", timeout=0.2)
     assert "stats" in out[0] and "did not answer stats" in out[1]["error"]
     time.sleep(0.6)                               # the late answer is now queued
     fakes[1][0].slow = False
-    out = s._ask_workers("conns", "conns", timeout=2)
+    out = s._ask_workers(proto.Conns(), "conns", timeout=2)
     assert "conns" in out[0] and "conns" in out[1]   # the late stats answer was skipped
 
 
