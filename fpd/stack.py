@@ -529,7 +529,10 @@ class Stack:
             if cfg.sack and seg.sack_ok:
                 bits |= 0x10
                 sack_ok = True
-            ts = ((tnow & ~0x3F) | bits) & MASK
+            ts = (tnow & ~0x3F) | bits
+            if bits > tnow & 0x3F:
+                ts -= 0x40              # never ahead of our clock (Linux steps it back too)
+            ts &= MASK
             tsecr = seg.tsval & MASK
         wnd = cfg.rcvbuf if cfg.rcvbuf < 65535 else 65535
         self._out.append(Segment(la, ra, lp, rp, isn, (pisn + 1) & MASK, SYN | ACK, wnd, 0,
