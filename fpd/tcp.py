@@ -120,7 +120,7 @@ class Connection:
         "ts_ok", "sack_ok", "ws_ok", "ts_off", "ts_recent", "ts_recent_stamp",
         # rtt / timers
         "srtt", "rttvar", "rto", "backoff", "rto_count", "syn_rtx", "t_rtx", "t_persist", "t_dack",
-        "t_ka", "t_tw", "_heap_at", "persist_n", "ka_probes", "last_rcv", "oow_last",
+        "t_ka", "t_tw", "_heap_at", "persist_n", "probes_out", "ka_probes", "last_rcv", "oow_last",
         "_keepalive", "keepalive_idle", "keepalive_interval", "keepalive_count",
         # events
         "_rd_ev", "_wr_want",
@@ -218,7 +218,8 @@ class Connection:
         self.t_ka = None
         self.t_tw = None
         self._heap_at = None
-        self.persist_n = 0
+        self.persist_n = 0          # persist back-off exponent (reset by an open window)
+        self.probes_out = 0         # unanswered window probes (reset by any ACK)
         self.ka_probes = 0
         self.last_rcv = now
         self.oow_last = -1e18
@@ -817,6 +818,7 @@ class Connection:
                 self.ka_probes = 0
                 if d:
                     self.dupacks = 0
+                    self.probes_out = 0
                     self._ack_new(una + d, seg, now)
                 ack_o = una + d
                 if self.snd_wl1_o < rn or (self.snd_wl1_o == rn and self.snd_wl2_o <= ack_o):
@@ -1181,6 +1183,7 @@ class Connection:
                 self.t_persist = None
                 self.persist_n = 0
         self.persist_n = 0 if pwnd else self.persist_n
+        self.probes_out = 0         # the peer answers: keep probing (RFC 1122 4.2.2.17)
 
     def _ack_new(self, ack_o, seg, now):
         """Cumulative ACK advanced snd_una to ack_o."""
@@ -1889,7 +1892,7 @@ class Connection:
         if st not in _SENDING or self.cc is None:
             return
         stack = self.stack
-        if self.persist_n >= self.cfg.retries:
+        if self.probes_out >= self.cfg.retries:
             self.error = TimeoutError
             stack.stats.timeouts += 1
             self._send_rst_now(now)
@@ -1902,6 +1905,7 @@ class Connection:
             stack.stats.window_probes += 1
             self._send_probe(now)
         self.persist_n += 1
+        self.probes_out += 1
         if self.snd_nxt_o == self.snd_una_o and self.t_persist is None:
             self.t_persist = now + self._persist_intv()
 

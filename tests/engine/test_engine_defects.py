@@ -28,3 +28,31 @@ def test_syn_cookie_tsval_never_ahead_of_the_clock():
     assert h.stack.stats.syncookies_validated == 64
     c = h.stack.find((h.stack.connections()[0].local), h.stack.connections()[0].remote)
     assert c.info()["sack"] and c.info()["snd_wscale"] == 7
+
+
+def _est(**kw):
+    syn_opts = kw.pop("syn_opts", dict(mss=1000))
+    h = Harness(**kw)
+    c, piss, iss, sa = h.accept(syn_opts=syn_opts)
+    h.p, h.q, h.c = piss + 1, iss + 1, c
+    h.events()
+    return h
+
+
+def test_persist_keeps_probing_while_the_peer_answers():
+    """#9.2: RFC 1122 4.2.2.17: a zero-window peer that ACKs every probe is never given
+    up on; only unanswered probes count towards ``retries``."""
+    h = _est(rto_initial=0.5, rto_min=0.5, rto_max=2.0, retries=3, quickack=0)
+    h.inp(mkseg(ACK, h.p, h.q, wnd=0))
+    h.c.send(b"x" * 2000, h.now)
+    probes = 0
+    for _ in range(200):
+        out = h.advance(0.5)
+        for s in out:
+            assert not s.flags & RST, "reset a peer that answers its probes"
+            probes += 1
+            h.inp(mkseg(ACK, h.p, h.q, wnd=0))     # the peer answers: still zero window
+    assert probes > 3 * 3 and h.c.state == tcp.ESTABLISHED
+    # once the peer stops answering, ``retries`` unanswered probes end it
+    h.advance(60.0)
+    assert h.c.state == tcp.CLOSED and h.c.error is TimeoutError
