@@ -49,7 +49,7 @@ class StackConfig:
     syn_backlog: int = 4096         # half-open connections, whole stack
     max_connections: int = 65536    # connections of every state, whole stack
     max_time_wait: int = 32768      # TIME_WAIT entries; beyond, close at once (Linux's tw buckets)
-    challenge_ack_limit: int = 1000  # RFC 5961 challenge ACKs per second, whole stack
+    challenge_ack_limit: int = 10   # RFC 5961 challenge ACKs per second, per connection
     oow_interval: float = 0.5       # min gap between ACKs answering out-of-window pure ACKs
     keepalive: bool = False
     keepalive_idle: float = 7200.0
@@ -165,8 +165,6 @@ class Stack:
         self._now = 0.0
         self._half_open = 0
         self._tw_count = 0
-        self._ca_sec = None
-        self._ca_count = 0
         self._eph = None
         self.stats = Stats()
         # unmatched(seg) -> True: a segment no connection or listener takes is handled
@@ -378,18 +376,6 @@ class Stack:
         key = (conn._la, conn._lp, conn._ra, conn._rp)
         if self._conns.get(key) is conn:
             del self._conns[key]
-
-    def _challenge_ok(self, now):
-        """RFC 5961 §7: a stack-wide budget of challenge ACKs per second."""
-        sec = int(now)
-        if sec != self._ca_sec:
-            self._ca_sec = sec
-            self._ca_count = 0
-        if self._ca_count >= self.config.challenge_ack_limit:
-            self.stats.challenge_acks_limited += 1
-            return False
-        self._ca_count += 1
-        return True
 
     @staticmethod
     def _tuple_bytes(la, lp, ra, rp):

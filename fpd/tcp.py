@@ -120,7 +120,7 @@ class Connection:
         "ts_ok", "sack_ok", "ws_ok", "ts_off", "ts_recent", "ts_recent_stamp",
         # rtt / timers
         "srtt", "rttvar", "rto", "backoff", "rto_count", "syn_rtx", "t_rtx", "t_persist", "t_dack",
-        "t_ka", "t_tw", "_heap_at", "persist_n", "probes_out", "ka_probes", "last_rcv", "oow_last",
+        "t_ka", "t_tw", "_heap_at", "persist_n", "probes_out", "ka_probes", "last_rcv", "oow_last", "ca_start", "ca_count",
         "_keepalive", "keepalive_idle", "keepalive_interval", "keepalive_count",
         # events
         "_rd_ev", "_wr_want",
@@ -223,6 +223,8 @@ class Connection:
         self.ka_probes = 0
         self.last_rcv = now
         self.oow_last = -1e18
+        self.ca_start = -1e18       # challenge-ACK budget: window start and count
+        self.ca_count = 0
         self._keepalive = False
         self.keepalive_idle = cfg.keepalive_idle
         self.keepalive_interval = cfg.keepalive_interval
@@ -606,10 +608,19 @@ class Connection:
         st.stats.segs_out += 1
 
     def _challenge_ack(self, now):
+        """RFC 5961 §7: at most ``challenge_ack_limit`` per second, per connection: a
+        stack-wide budget is a side channel (CVE-2016-5696), one connection's challenge
+        ACKs told an attacker how many another one had sent."""
         st = self.stack
-        if st._challenge_ok(now):
-            st.stats.challenge_acks += 1
-            self._send_ack(now)
+        if now - self.ca_start >= 1.0:
+            self.ca_start = now
+            self.ca_count = 0
+        if self.ca_count >= self.cfg.challenge_ack_limit:
+            st.stats.challenge_acks_limited += 1
+            return
+        self.ca_count += 1
+        st.stats.challenge_acks += 1
+        self._send_ack(now)
 
     def _oow_ack(self, now):
         """ACK answering an unacceptable pure ACK: at most one per oow_interval (Linux)."""

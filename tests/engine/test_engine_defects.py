@@ -56,3 +56,26 @@ def test_persist_keeps_probing_while_the_peer_answers():
     # once the peer stops answering, ``retries`` unanswered probes end it
     h.advance(60.0)
     assert h.c.state == tcp.CLOSED and h.c.error is TimeoutError
+
+
+def _second_conn(h, port=40001, piss=7000):
+    out = h.inp(mkseg(SYN, piss, sport=port, mss=1000))
+    sa = out[0]
+    h.inp(mkseg(ACK, piss + 1, sa.seq + 1, sport=port))
+    ev = h.events()
+    assert ev[-1][0] == tcp.EV_ACCEPTED
+    return ev[-1][2], piss + 1, sa.seq + 1
+
+
+def test_challenge_ack_budget_is_per_connection():
+    """#9.3 (CVE-2016-5696): one connection's challenge ACKs must not use up another's,
+    or an off-path attacker learns by counting its own whether a spoofed RST hit."""
+    h = _est(challenge_ack_limit=3)
+    b, bp, bq = _second_conn(h)
+    # the "victim" connection gets spoofed in-window RSTs until its budget is spent
+    n = sum(len(h.inp(mkseg(RST, h.p + 10 + i))) for i in range(10))
+    assert n == 3
+    # the "attacker's" own connection still gets every challenge ACK it provokes
+    got = [h.inp(mkseg(RST, bp + 10 + i, sport=40001)) for i in range(3)]
+    assert all(len(o) == 1 and o[0].flags == ACK and o[0].dport == 40001 for o in got)
+    assert h.stack.stats.challenge_acks == 6 and h.stack.stats.challenge_acks_limited == 7
