@@ -1254,14 +1254,16 @@ class Connection:
                 self.sndq_o = top
         # RTT (RFC 7323 §4 with timestamps, else RFC 6298 with Karn's rule)
         rtt = None
+        flight = 0
         if self.ts_ok and seg.tsval is not None and seg.tsecr:
             r = (self._ts_now(now) - seg.tsecr) & MASK
             if r < HALF:
                 rtt = r * 0.001
+                flight = self.snd_nxt_o - una
         elif rtt_ts is not None:
             rtt = now - rtt_ts
         if rtt is not None and rtt >= 0:
-            self._rtt_sample(rtt)
+            self._rtt_sample(rtt, flight)
             self.backoff = 0          # Karn: the backed-off RTO stays until a valid sample
         self.rto_count = 0
         # retransmission timer (RFC 6298 §5.2/5.3)
@@ -1300,8 +1302,13 @@ class Connection:
                 self._wr_want = False
                 self._event(EV_WRITABLE)
 
-    def _rtt_sample(self, r):
-        """RFC 6298 §2."""
+    def _rtt_sample(self, r, flight=0):
+        """RFC 6298 §2.  ``flight``: bytes in flight when the sample is one of many per
+        RTT (timestamps); RFC 7323 appendix G divides the gains by the samples expected
+        per RTT, ceil(flight / 2 SMSS), so RTTVAR does not decay within one RTT.
+        RTO = SRTT + max(4 RTTVAR, rto_min): the floor is on the variance term, as
+        Linux's srtt + max(mdev, rto_min), so a steady long path keeps room for a
+        delayed ACK."""
         if self.srtt is None:
             self.srtt = r
             self.rttvar = r / 2.0
@@ -1309,14 +1316,20 @@ class Connection:
             dv = self.srtt - r
             if dv < 0:
                 dv = -dv
-            self.rttvar = 0.75 * self.rttvar + 0.25 * dv
-            self.srtt = 0.875 * self.srtt + 0.125 * r
+            n = -(-flight // (2 * self.mss)) if flight > 2 * self.mss else 1
+            if n == 1:
+                self.rttvar = 0.75 * self.rttvar + 0.25 * dv
+                self.srtt = 0.875 * self.srtt + 0.125 * r
+            else:
+                b = 0.25 / n
+                a = 0.125 / n
+                self.rttvar = (1.0 - b) * self.rttvar + b * dv
+                self.srtt = (1.0 - a) * self.srtt + a * r
         k = 4.0 * self.rttvar
-        rto = self.srtt + (k if k > CLOCK_G else CLOCK_G)
         cfg = self.cfg
-        if rto < cfg.rto_min:
-            rto = cfg.rto_min
-        elif rto > cfg.rto_max:
+        f = cfg.rto_min if cfg.rto_min > CLOCK_G else CLOCK_G
+        rto = self.srtt + (k if k > f else f)
+        if rto > cfg.rto_max:
             rto = cfg.rto_max
         self.rto = rto
 

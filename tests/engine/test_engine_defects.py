@@ -79,3 +79,37 @@ def test_challenge_ack_budget_is_per_connection():
     got = [h.inp(mkseg(RST, bp + 10 + i, sport=40001)) for i in range(3)]
     assert all(len(o) == 1 and o[0].flags == ACK and o[0].dport == 40001 for o in got)
     assert h.stack.stats.challenge_acks == 6 and h.stack.stats.challenge_acks_limited == 7
+
+
+def test_rto_floor_applies_to_the_variance_term():
+    """#9.4: on a steady 180 ms path the RTO must leave room for a delayed ACK: the floor
+    belongs to the variance term (Linux: srtt + max(mdev, rto_min)), not to the RTO."""
+    h = _est(syn_opts=dict(mss=1460, sack_ok=True, tsval=5000, tsecr=0))
+    tsv = 6000
+    for _ in range(60):
+        h.c.send(b"q" * 100, h.now)
+        out = h.out()
+        assert len(out) == 1
+        h.advance(0.18)
+        tsv += 180
+        h.inp(mkseg(ACK, h.p, out[0].seq + 100, tsval=tsv, tsecr=out[0].tsval))
+    assert h.c.info()["rto"] > 0.37          # srtt (~0.18) + rto_min (0.2)
+    # one ACK delayed by 40 ms more is not a timeout
+    h.c.send(b"q" * 100, h.now)
+    out = h.out()
+    assert h.advance(0.22) == []
+    h.inp(mkseg(ACK, h.p, out[0].seq + 100, tsval=tsv + 220, tsecr=out[0].tsval))
+    assert h.stack.stats.rto_timeouts == 0 and h.c.info()["retransmits"] == 0
+
+
+def test_rttvar_gain_scaled_by_samples_per_rtt():
+    """#9.4, RFC 7323 appendix G: with timestamps every ACK is a sample; the gains are
+    divided by the samples expected per RTT so RTTVAR does not collapse within one RTT."""
+    h = _est(syn_opts=dict(mss=1460, sack_ok=True, tsval=5000, tsecr=0), sndbuf=1 << 20)
+    c = h.c
+    c.srtt, c.rttvar = 0.1, 0.05
+    c.snd_nxt_o = c.snd_una_o + 40 * c.mss            # 40 segments in flight: 20 samples
+    c._rtt_sample(0.1, c.snd_nxt_o - c.snd_una_o)
+    assert abs(c.rttvar - (0.05 - 0.25 / 20 * 0.05)) < 1e-9
+    c._rtt_sample(0.1)                                # no flight given: one sample per RTT
+    assert c.rttvar < 0.05 * 0.76
