@@ -580,17 +580,32 @@ class Connection:
         else:
             tsval = None
             tsecr = 0
-        sack = self._sack_blocks() if (self.sack_ok and (self.ooo or self.dsack is not None)) else ()
-        if sack and payload:
-            # payload + options must stay within the peer's MSS (RFC 6691): a full-sized
-            # segment has no room for SACK blocks, a shorter one for as many as fit
-            # (each option: 2 NOPs + kind/len + 8 bytes per block).
-            room = self.mss - len(payload)
-            n = (room - 4) // 8 if room >= 12 else 0
-            if n < len(sack):
-                sack = sack[:n]
-                self.stack.stats.sack_trimmed += 1
+        owe = False
+        if self.sack_ok and (self.ooo or self.dsack is not None):
+            ds = self.dsack
+            sack = self._sack_blocks()
+            if payload:
+                # payload + options must stay within the peer's MSS (RFC 6691): a
+                # full-sized segment has no room for SACK blocks, a shorter one for as
+                # many as fit (each option: 2 NOPs + kind/len + 8 bytes per block). What
+                # is cut goes on a pure ACK built at output time (Stack._flush_acks).
+                room = self.mss - len(payload)
+                n = (room - 4) // 8 if room >= 12 else 0
+                if n < len(sack):
+                    sack = sack[:n]
+                    self.stack.stats.sack_trimmed += 1
+                    owe = True
+                    if ds is not None and n == 0:
+                        self.dsack = ds            # not reported yet
+                        self.stack.stats.dsacks_sent -= 1
+        else:
+            sack = ()
         self._ack_fields_sent()
+        if owe:
+            self.ack_now = True
+            if not self.ack_queued:
+                self.ack_queued = True
+                self.stack._acks.append(self)
         self.segs_out += 1
         return Segment(self._la, self._ra, self._lp, self._rp, seq,
                        (self.irs + self.rcv_nxt_o) & MASK, flags, self._wnd_field(), 0,

@@ -113,3 +113,39 @@ def test_rttvar_gain_scaled_by_samples_per_rtt():
     assert abs(c.rttvar - (0.05 - 0.25 / 20 * 0.05)) < 1e-9
     c._rtt_sample(0.1)                                # no flight given: one sample per RTT
     assert c.rttvar < 0.05 * 0.76
+
+
+def _bulk_both_ways():
+    """Established with SACK + timestamps; the engine has sent IW10 and has more queued."""
+    h = Harness()
+    c, piss, iss, sa = h.accept()
+    h.p, h.q, h.c = piss + 1, iss + 1, c
+    h.events()
+    c.send(b"s" * 60000, h.now)
+    out = h.out()
+    assert len(out) == 10 and all(len(s.payload) == c.mss for s in out)
+    h.ts = dict(tsval=6000, tsecr=out[-1].tsval)
+    return h, out
+
+
+def test_sack_blocks_not_lost_when_the_ack_rides_on_full_data():
+    """#9.5: a full-sized data segment has no room for SACK blocks; they must still reach
+    the peer (here on a pure ACK after the data), not vanish with the piggybacked ACK."""
+    h, sent = _bulk_both_ways()
+    # the peer ACKs two segments and sends data with a hole in front of it
+    out = h.inp(mkseg(ACK, h.p + 1000, sent[2].seq, payload=b"d" * 1000, **h.ts))
+    assert any(len(s.payload) == h.c.mss for s in out)          # data went out
+    blocks = [b for s in out for b in s.sack]
+    assert ((h.p + 1000) & MASK, (h.p + 2000) & MASK) in blocks, out
+
+
+def test_dsack_not_counted_as_sent_when_cut():
+    """#9.5: a DSACK block cut from a full segment is sent on a pure ACK, and counted once."""
+    h, sent = _bulk_both_ways()
+    h.inp(mkseg(ACK, h.p, sent[0].seq, payload=b"d" * 500, **h.ts))
+    h.out()
+    # the same bytes again (our ACK was lost), with an ACK that opens cwnd
+    out = h.inp(mkseg(ACK, h.p, sent[2].seq, payload=b"d" * 500, **h.ts))
+    dsack = (h.p & MASK, (h.p + 500) & MASK)
+    assert [s for s in out if s.sack and s.sack[0] == dsack], out
+    assert h.stack.stats.dsacks_sent == 1
