@@ -149,3 +149,35 @@ def test_dsack_not_counted_as_sent_when_cut():
     dsack = (h.p & MASK, (h.p + 500) & MASK)
     assert [s for s in out if s.sack and s.sack[0] == dsack], out
     assert h.stack.stats.dsacks_sent == 1
+
+
+def test_slow_start_credits_stretch_acks():
+    """#9.6: an ACK covering 16 or 44 segments (GRO receivers, fpd's own one ACK per
+    burst) grows cwnd in slow start by what it acknowledged (Linux), not by 2 SMSS."""
+    from fpd import cc as CC
+    for cls in (CC.NewReno, CC.Cubic):
+        c = cls(1000, 10 * 1000)
+        c.on_ack(16 * 1000, 0.1, 0.0)
+        assert c.cwnd == 26 * 1000, cls
+        c.ssthresh = 30 * 1000                        # capped at ssthresh; the rest is CA
+        c.on_ack(44 * 1000, 0.1, 0.0)
+        assert 30 * 1000 <= c.cwnd < 32 * 1000, (cls, c.cwnd)
+
+
+def test_slow_start_in_engine_under_stretch_acks():
+    h = _est(syn_opts=dict(mss=1000, wscale=7), cc="newreno", sndbuf=64 << 20,
+             rto_min=1.0)
+    h.c.send(b"z" * (32 << 20), h.now)
+    una = h.q
+    out = h.out()
+    for rtt in range(8):
+        assert out, rtt
+        assert h.advance(0.05) == []
+        # the peer ACKs every 16th segment of this round, and its last one
+        nxt = []
+        for i in sorted(set(range(15, len(out), 16)) | {len(out) - 1}):
+            s = out[i]
+            una = (s.seq + len(s.payload)) & MASK
+            nxt += h.inp(mkseg(ACK, h.p, una, wnd=65535))
+        out = nxt
+    assert h.c.info()["cwnd"] > 1000 * 1000, h.c.info()["cwnd"]
