@@ -1366,8 +1366,9 @@ class Connection:
         mss = self.mss
         if not self.sack_ok:
             # Reno: each duplicate ACK stands for one segment that left the network
+            # (one more per duplicate: a partial ACK already took back what it covered)
             out = self.snd_nxt_o - self.snd_una_o - mss
-            rd = self.dupacks * mss
+            rd = self.reno_dup + mss
             self.reno_dup = rd if rd < out else (out if out > 0 else 0)
         if self.ca_state == CA_OPEN and self.dupacks >= DUPTHRESH:
             if self.sack_ok or self.snd_una_o > self.recover_o or self.recover_o == 0:

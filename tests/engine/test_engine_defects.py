@@ -181,3 +181,19 @@ def test_slow_start_in_engine_under_stretch_acks():
             nxt += h.inp(mkseg(ACK, h.p, una, wnd=65535))
         out = nxt
     assert h.c.info()["cwnd"] > 1000 * 1000, h.c.info()["cwnd"]
+
+
+def test_newreno_one_segment_per_dupack_after_partial_ack():
+    """#9.7: without SACK each duplicate ACK stands for one segment that left the network
+    (RFC 6582); after a partial ACK one more duplicate must not release a burst (the
+    count was recomputed from the whole episode's duplicates)."""
+    h = _est(syn_opts=dict(mss=1000), cc="newreno", sack=False, rto_min=1.0)
+    h.c.send(b"n" * 40000, h.now)
+    out = h.out()
+    assert len(out) == 10
+    for _ in range(8):                       # segments 0 and 5 lost: 8 duplicates
+        h.inp(mkseg(ACK, h.p, h.q))
+    assert h.c.info()["ca_state"] == "recovery"
+    h.inp(mkseg(ACK, h.p, h.q + 5000))       # partial ACK: retransmits segment 5
+    out = h.inp(mkseg(ACK, h.p, h.q + 5000))  # one duplicate ACK
+    assert len(out) <= 1, [(s.seq - h.q) & MASK for s in out]
