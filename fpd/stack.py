@@ -317,7 +317,7 @@ class Stack:
             seg = out[i]
             if seg.flags & 0x17 != ACK or seg.payload or seg.sack:   # FIN|SYN|RST|ACK
                 continue
-            key = (seg.dst, seg.dport, seg.sport)
+            key = (seg.src, seg.dst, seg.dport, seg.sport)
             newer = last.get(key)
             if newer is None:
                 last[key] = seg.ack

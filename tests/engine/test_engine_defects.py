@@ -197,3 +197,27 @@ def test_newreno_one_segment_per_dupack_after_partial_ack():
     h.inp(mkseg(ACK, h.p, h.q + 5000))       # partial ACK: retransmits segment 5
     out = h.inp(mkseg(ACK, h.p, h.q + 5000))  # one duplicate ACK
     assert len(out) <= 1, [(s.seq - h.q) & MASK for s in out]
+
+
+def test_output_coalesced_keeps_acks_of_two_local_addresses():
+    """#9.8: the same client ip:port connected to two local addresses is two connections;
+    a pure ACK of one must not be dropped as superseded by the other's."""
+    from fpd.stack import Stack
+    from test_engine_helpers import cfg, PEER, PPORT
+    st = Stack(b"k", cfg())
+    st.listen(b"\0\0\0\0", SPORT)
+    addrs = (bytes([10, 77, 0, 1]), bytes([10, 77, 0, 3]))
+    isn = {}
+    now = 1.0
+    for a in addrs:
+        st.input(mkseg(SYN, 1000, dst=a, mss=1000), now)
+        sa = st.output()[0]
+        isn[a] = sa.seq + 1
+        st.input(mkseg(ACK, 1001, isn[a], dst=a), now)
+    assert len(st.connections()) == 2
+    st.events()
+    st.input(mkseg(ACK, 1001, isn[addrs[0]], dst=addrs[0], payload=b"a" * 100), now)
+    st.input(mkseg(ACK, 1001, isn[addrs[1]], dst=addrs[1], payload=b"b" * 200), now)
+    out = st.output_coalesced()
+    assert sorted((s.src, s.ack) for s in out) == [(addrs[0], 1101), (addrs[1], 1201)], out
+    assert st.stats.acks_coalesced == 0
