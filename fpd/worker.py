@@ -64,11 +64,13 @@ import sys
 import threading
 import time
 
+from . import fastpath
 from . import neigh as _neigh
 from . import netns
 from . import wire
+from .fastpath import SegBurst
 from .stack import ANY, Stack, StackConfig
-from .wire import MalformedFrame, build_frame_into, parse_frame
+from .wire import MalformedFrame, build_frame_into, parse_burst, parse_frame, stamp_frames
 from .xsk import XskSocket, queues_of
 
 __all__ = ["Worker", "WorkerError", "serve", "Served"]
@@ -78,6 +80,13 @@ RX_HEADROOM = 256
 ETH_VLAN_HLEN = 18
 
 _ONE = (1).to_bytes(8, sys.byteorder)       # an eventfd increment
+
+
+def _env_flag(name: str, default: bool = True) -> bool:
+    v = os.environ.get(name)
+    if v is None or v == "":
+        return default
+    return v not in ("0", "no", "off", "false")
 
 
 class WorkerError(RuntimeError):
@@ -106,7 +115,8 @@ class Worker:
                  tx_backlog: int = 4096, spin: float = 0.0005, max_sleep: float = 0.05,
                  neigh_ttl: float = 60.0, neigh_timeout: float = 3.0,
                  neigh_queue: int = 64, vlan: int | None = None,
-                 clock=time.monotonic, xsk_kw: dict | None = None):
+                 clock=time.monotonic, xsk_kw: dict | None = None,
+                 burst: bool | None = None, tso: bool | None = None):
         self.ifname = ifname
         self.queue = queue
         self.app = app
@@ -185,6 +195,12 @@ class Worker:
                                   f"UMEM chunk (max MTU {chunk_size - RX_HEADROOM - 18})")
             cfg = dataclasses.replace(stack_config or StackConfig(), mss=mss)
             self.stack = Stack(isn_key if isn_key is not None else os.urandom(16), cfg)
+            # the per-burst data path (fpd.fastpath); False, or FPD_BURST=0 / FPD_TSO=0
+            # in the environment, selects the per-segment reference path
+            self.burst = _env_flag("FPD_BURST") if burst is None else bool(burst)
+            self.tso = _env_flag("FPD_TSO") if tso is None else bool(tso)
+            if self.tso:
+                self.stack.tso = fastpath.xmit_burst
             kw = dict(rx_size=ring_size, tx_size=ring_size, fill_size=ring_size,
                       comp_size=ring_size, nframes=nframes, chunk_size=chunk_size,
                       check=check)
@@ -365,32 +381,11 @@ class Worker:
         n_rx = len(addrs)
         if n_rx:
             self.batches += 1
-            view = self.umem.view
-            verify = self.verify_checksum
-            inp = stack.input
-            copy = self.copy_payload
-            nb = 0
             try:
-                for a, ln in zip(addrs, lens):
-                    nb += ln
-                    try:
-                        fr = parse_frame(view[a:a + ln], verify)
-                    except MalformedFrame as e:
-                        self.malformed += 1
-                        self.malformed_reasons[str(e)] += 1
-                        continue
-                    if fr is None:
-                        self.not_tcp += 1
-                        continue
-                    if fr.csum == 2:               # wire.CSUM_PARTIAL
-                        self.rx_csum_partial += 1
-                    seg = fr.seg
-                    if copy:
-                        seg.payload = bytes(seg.payload)
-                    inp(seg, now)
+                self._rx(addrs, lens, now)
             finally:                               # even if input raised (raise_errors)
                 self.rx_frames += n_rx
-                self.rx_bytes += nb
+                self.rx_bytes += sum(lens)
                 xsk.recycle(addrs)
         # ---- timers, application
         stack.tick(now)
@@ -421,6 +416,44 @@ class Worker:
             xsk.complete()
         xsk.fill()
         return n_rx + n_tx + n_ev + n_rd
+
+    def _rx(self, addrs: list, lens: list, now: float) -> None:
+        """Parse one RX burst (``wire.parse_burst``; the frames it leaves to
+        ``parse_frame`` are parsed one by one, counting what is wrong with them) and feed
+        it to the engine: ``fastpath.input_burst``, or ``stack.input`` per segment."""
+        view = self.umem.view
+        verify = self.verify_checksum
+        segs, partial = parse_burst(view, addrs, lens, verify)
+        self.rx_csum_partial += partial
+        if None in segs:
+            for i, seg in enumerate(segs):
+                if seg is not None:
+                    continue
+                a = addrs[i]
+                try:
+                    fr = parse_frame(view[a:a + lens[i]], verify)
+                except MalformedFrame as e:
+                    self.malformed += 1
+                    self.malformed_reasons[str(e)] += 1
+                    continue
+                if fr is None:
+                    self.not_tcp += 1
+                    continue
+                if fr.csum == 2:                   # wire.CSUM_PARTIAL
+                    self.rx_csum_partial += 1
+                segs[i] = fr.seg
+        if self.copy_payload:
+            for seg in segs:
+                if seg is not None and type(seg.payload) is not bytes:
+                    seg.payload = bytes(seg.payload)
+        stack = self.stack
+        if self.burst:
+            fastpath.input_burst(stack, segs, now)
+        else:
+            inp = stack.input
+            for seg in segs:
+                if seg is not None:
+                    inp(seg, now)
 
     def run(self, until=None, max_seconds: float | None = None) -> None:
         """Loop until ``until()`` is true, :meth:`stop` is called, or ``max_seconds`` pass
@@ -561,11 +594,15 @@ class Worker:
         n = len(segs)
         if not n:
             return 0
+        need = n
+        for seg in segs:
+            if type(seg) is SegBurst:
+                need += seg.count - 1
         xsk = self.xsk
         room = xsk.tx.free_slots()
-        if room < n and self.umem.ktx:
+        if room < need and self.umem.ktx:
             xsk.complete()
-        frames = xsk.tx_alloc(n if n < room else room)
+        frames = xsk.tx_alloc(need if need < room else room)
         k = len(frames)
         view = self.umem.view
         chunk = self.chunk
@@ -586,6 +623,33 @@ class Worker:
             if i == k:
                 self._defer(segs[j:])
                 break
+            if type(seg) is SegBurst:
+                c = seg.count
+                if c > k - i:                   # not enough frames: the rest waits
+                    rest = seg.split(k - i)
+                    c = seg.count
+                else:
+                    rest = None
+                if seg.header is None:
+                    seg.header = wire.template_header(src_mac, mac, seg.tmpl, vlan)
+                hdr_len = len(seg.header[0])
+                if hdr_len + seg.mss > limit:
+                    self.tx_errors += c
+                else:
+                    try:
+                        bl = stamp_frames(view, frames[i:i + c], src_mac, mac, seg.tmpl,
+                                          seg.payload, seg.mss, seg.last_flags, vlan,
+                                          seg.header)
+                    except ValueError:
+                        self.tx_errors += c
+                    else:
+                        addrs.extend(frames[i:i + c])
+                        lens.extend(bl)
+                        i += c
+                if rest is not None:
+                    self._defer([rest] + segs[j + 1:])
+                    break
+                continue
             a = frames[i]
             if seg.sack:
                 self._fit_sack(seg, limit)
