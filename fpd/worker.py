@@ -196,11 +196,10 @@ class Worker:
             cfg = dataclasses.replace(stack_config or StackConfig(), mss=mss)
             self.stack = Stack(isn_key if isn_key is not None else os.urandom(16), cfg)
             # the per-burst data path (fpd.fastpath); False, or FPD_BURST=0 / FPD_TSO=0
-            # in the environment, selects the per-segment reference path
-            self.burst = _env_flag("FPD_BURST") if burst is None else bool(burst)
-            self.tso = _env_flag("FPD_TSO") if tso is None else bool(tso)
-            if self.tso:
-                self.stack.tso = fastpath.xmit_burst
+            # / FPD_BURST_PARSE=0 in the environment, selects the per-segment reference
+            self.set_fastpath(parse=_env_flag("FPD_BURST_PARSE"),
+                              burst=_env_flag("FPD_BURST") if burst is None else burst,
+                              tso=_env_flag("FPD_TSO") if tso is None else tso)
             kw = dict(rx_size=ring_size, tx_size=ring_size, fill_size=ring_size,
                       comp_size=ring_size, nframes=nframes, chunk_size=chunk_size,
                       check=check)
@@ -230,6 +229,21 @@ class Worker:
     def wake_fd(self) -> int:
         """An fd that becomes readable when :meth:`call_soon`/:meth:`stop` is used."""
         return self._wake_r
+
+    def set_fastpath(self, parse: bool | None = None, burst: bool | None = None,
+                     tso: bool | None = None) -> None:
+        """Choose the data path's levers (None: leave as is); from the loop's thread
+        (or :meth:`call_soon`). ``parse``: one ``wire.parse_burst`` per RX burst, else
+        ``parse_frame`` frame by frame; ``burst``: ``fastpath.input_burst``, else
+        ``stack.input`` per segment; ``tso``: full-sized segments leave the engine as
+        one ``SegBurst`` stamped from one header, else one Segment each."""
+        if parse is not None:
+            self.burst_parse = bool(parse)
+        if burst is not None:
+            self.burst = bool(burst)
+        if tso is not None:
+            self.tso = bool(tso)
+            self.stack.tso = fastpath.xmit_burst if tso else None
 
     def call_soon(self, fn) -> None:
         """Run ``fn(worker, now)`` in the loop's thread at the next iteration (thread-safe;
@@ -423,7 +437,10 @@ class Worker:
         it to the engine: ``fastpath.input_burst``, or ``stack.input`` per segment."""
         view = self.umem.view
         verify = self.verify_checksum
-        segs, partial = parse_burst(view, addrs, lens, verify)
+        if self.burst_parse:
+            segs, partial = parse_burst(view, addrs, lens, verify)
+        else:
+            segs, partial = wire._parse_burst_py(view, addrs, lens, verify)
         self.rx_csum_partial += partial
         if None in segs:
             for i, seg in enumerate(segs):
