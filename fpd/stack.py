@@ -171,6 +171,10 @@ class Stack:
         # elsewhere (a worker forwards it to the engine of another queue) instead of
         # being answered with RST. None: RST, as RFC 9293 says.
         self.unmatched = None
+        # tso(conn, now): called first in Connection._xmit to send the full-sized new
+        # segments as one fpd.fastpath.SegBurst output item (the worker sets
+        # fpd.fastpath.xmit_burst). None: one Segment per segment (the reference).
+        self.tso = None
 
     # ============================================================== public API ====
     def listen(self, addr, port, backlog=128, **overrides):

@@ -1509,6 +1509,9 @@ class Connection:
         cc = self.cc
         if cc is None:
             return
+        tso = self.stack.tso
+        if tso is not None and not force:
+            tso(self, now)             # fpd.fastpath.xmit_burst: full segments as one item
         mss = self.mss
         cwnd = cc.cwnd
         sent = False

@@ -62,11 +62,13 @@ import socket
 import sys
 import time
 
+from . import fastpath
 from . import neigh as _neigh
 from . import netns
 from . import wire
+from .fastpath import SegBurst
 from .stack import Stack, StackConfig
-from .wire import MalformedFrame, build_frame_into, parse_frame
+from .wire import MalformedFrame, build_frame_into, parse_burst, parse_frame, stamp_frames
 from .xsk import XskSocket
 
 __all__ = ["Worker", "WorkerError"]
@@ -76,6 +78,13 @@ RX_HEADROOM = 256
 ETH_VLAN_HLEN = 18
 
 _ONE = (1).to_bytes(8, sys.byteorder)       # an eventfd increment
+
+
+def _env_flag(name: str, default: bool = True) -> bool:
+    v = os.environ.get(name)
+    if v is None or v == "":
+        return default
+    return v not in ("0", "no", "off", "false")
 
 
 class WorkerError(RuntimeError):
@@ -104,7 +113,8 @@ class Worker:
                  tx_backlog: int = 4096, spin: float = 0.0005, max_sleep: float = 0.05,
                  neigh_ttl: float = 60.0, neigh_timeout: float = 3.0,
                  neigh_queue: int = 64, vlan: int | None = None,
-                 clock=time.monotonic, xsk_kw: dict | None = None):
+                 clock=time.monotonic, xsk_kw: dict | None = None,
+                 burst: bool | None = None, tso: bool | None = None):
         self.ifname = ifname
         self.queue = queue
         self.app = app
@@ -183,6 +193,11 @@ class Worker:
                                   f"UMEM chunk (max MTU {chunk_size - RX_HEADROOM - 18})")
             cfg = dataclasses.replace(stack_config or StackConfig(), mss=mss)
             self.stack = Stack(isn_key if isn_key is not None else os.urandom(16), cfg)
+            # the per-burst data path (fpd.fastpath); False, or FPD_BURST=0 / FPD_TSO=0
+            # / FPD_BURST_PARSE=0 in the environment, selects the per-segment reference
+            self.set_fastpath(parse=_env_flag("FPD_BURST_PARSE"),
+                              burst=_env_flag("FPD_BURST") if burst is None else burst,
+                              tso=_env_flag("FPD_TSO") if tso is None else tso)
             kw = dict(rx_size=ring_size, tx_size=ring_size, fill_size=ring_size,
                       comp_size=ring_size, nframes=nframes, chunk_size=chunk_size,
                       check=check)
@@ -207,6 +222,21 @@ class Worker:
     def fileno(self) -> int:
         """The XSK fd (readable when frames arrived)."""
         return self.xsk.fileno() if self.xsk is not None else -1
+
+    def set_fastpath(self, parse: bool | None = None, burst: bool | None = None,
+                     tso: bool | None = None) -> None:
+        """Choose the data path's levers (None: leave as is); from the loop's thread
+        (or :meth:`call_soon`). ``parse``: one ``wire.parse_burst`` per RX burst, else
+        ``parse_frame`` frame by frame; ``burst``: ``fastpath.input_burst``, else
+        ``stack.input`` per segment; ``tso``: full-sized segments leave the engine as
+        one ``SegBurst`` stamped from one header, else one Segment each."""
+        if parse is not None:
+            self.burst_parse = bool(parse)
+        if burst is not None:
+            self.burst = bool(burst)
+        if tso is not None:
+            self.tso = bool(tso)
+            self.stack.tso = fastpath.xmit_burst if tso else None
 
     def call_soon(self, fn) -> None:
         """Run ``fn(worker, now)`` in the loop's thread at the next iteration (thread-safe;
@@ -358,32 +388,11 @@ class Worker:
         n_rx = len(addrs)
         if n_rx:
             self.batches += 1
-            view = self.umem.view
-            verify = self.verify_checksum
-            inp = stack.input
-            copy = self.copy_payload
-            nb = 0
             try:
-                for a, ln in zip(addrs, lens):
-                    nb += ln
-                    try:
-                        fr = parse_frame(view[a:a + ln], verify)
-                    except MalformedFrame as e:
-                        self.malformed += 1
-                        self.malformed_reasons[str(e)] += 1
-                        continue
-                    if fr is None:
-                        self.not_tcp += 1
-                        continue
-                    if fr.csum == 2:               # wire.CSUM_PARTIAL
-                        self.rx_csum_partial += 1
-                    seg = fr.seg
-                    if copy:
-                        seg.payload = bytes(seg.payload)
-                    inp(seg, now)
+                self._rx(addrs, lens, now)
             finally:                               # even if input raised (raise_errors)
                 self.rx_frames += n_rx
-                self.rx_bytes += nb
+                self.rx_bytes += sum(lens)
                 xsk.recycle(addrs)
         # ---- timers, application
         stack.tick(now)
@@ -414,6 +423,47 @@ class Worker:
             xsk.complete()
         xsk.fill()
         return n_rx + n_tx + n_ev + n_rd
+
+    def _rx(self, addrs: list, lens: list, now: float) -> None:
+        """Parse one RX burst (``wire.parse_burst``; the frames it leaves to
+        ``parse_frame`` are parsed one by one, counting what is wrong with them) and feed
+        it to the engine: ``fastpath.input_burst``, or ``stack.input`` per segment."""
+        view = self.umem.view
+        verify = self.verify_checksum
+        if self.burst_parse:
+            segs, partial = parse_burst(view, addrs, lens, verify)
+        else:
+            segs, partial = wire._parse_burst_py(view, addrs, lens, verify)
+        self.rx_csum_partial += partial
+        if None in segs:
+            for i, seg in enumerate(segs):
+                if seg is not None:
+                    continue
+                a = addrs[i]
+                try:
+                    fr = parse_frame(view[a:a + lens[i]], verify)
+                except MalformedFrame as e:
+                    self.malformed += 1
+                    self.malformed_reasons[str(e)] += 1
+                    continue
+                if fr is None:
+                    self.not_tcp += 1
+                    continue
+                if fr.csum == 2:                   # wire.CSUM_PARTIAL
+                    self.rx_csum_partial += 1
+                segs[i] = fr.seg
+        if self.copy_payload:
+            for seg in segs:
+                if seg is not None and type(seg.payload) is not bytes:
+                    seg.payload = bytes(seg.payload)
+        stack = self.stack
+        if self.burst:
+            fastpath.input_burst(stack, segs, now)
+        else:
+            inp = stack.input
+            for seg in segs:
+                if seg is not None:
+                    inp(seg, now)
 
     def run(self, until=None, max_seconds: float | None = None) -> None:
         """Loop until ``until()`` is true, :meth:`stop` is called, or ``max_seconds`` pass
@@ -554,11 +604,15 @@ class Worker:
         n = len(segs)
         if not n:
             return 0
+        need = n
+        for seg in segs:
+            if type(seg) is SegBurst:
+                need += seg.count - 1
         xsk = self.xsk
         room = xsk.tx.free_slots()
-        if room < n and self.umem.ktx:
+        if room < need and self.umem.ktx:
             xsk.complete()
-        frames = xsk.tx_alloc(n if n < room else room)
+        frames = xsk.tx_alloc(need if need < room else room)
         k = len(frames)
         view = self.umem.view
         chunk = self.chunk
@@ -579,6 +633,33 @@ class Worker:
             if i == k:
                 self._defer(segs[j:])
                 break
+            if type(seg) is SegBurst:
+                c = seg.count
+                if c > k - i:                   # not enough frames: the rest waits
+                    rest = seg.split(k - i)
+                    c = seg.count
+                else:
+                    rest = None
+                if seg.header is None:
+                    seg.header = wire.template_header(src_mac, mac, seg.tmpl, vlan)
+                hdr_len = len(seg.header[0])
+                if hdr_len + seg.mss > limit:
+                    self.tx_errors += c
+                else:
+                    try:
+                        bl = stamp_frames(view, frames[i:i + c], src_mac, mac, seg.tmpl,
+                                          seg.payload, seg.mss, seg.last_flags, vlan,
+                                          seg.header)
+                    except ValueError:
+                        self.tx_errors += c
+                    else:
+                        addrs.extend(frames[i:i + c])
+                        lens.extend(bl)
+                        i += c
+                if rest is not None:
+                    self._defer([rest] + segs[j + 1:])
+                    break
+                continue
             a = frames[i]
             if seg.sack:
                 self._fit_sack(seg, limit)
