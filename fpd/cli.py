@@ -447,6 +447,77 @@ def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config
     sys.exit(_daemonize(cfg))
 
 
+@main.command(context_settings={"ignore_unknown_options": True,
+                                "allow_interspersed_args": False})
+@click.option("-i", "--iface", help="Interface to serve (its XDP hook and every queue).")
+@click.option("-p", "--port", "ports", type=click.IntRange(1, 65535), multiple=True,
+              help="TCP port the program serves through fpd (repeat for more).")
+@click.option("--addr", help="Serve the ports at this local IPv4 address only.")
+@click.option("--mode", type=click.Choice(["auto", "native", "generic"]),
+              help="XDP mode. [default: auto]")
+@click.option("--queues", type=click.IntRange(1, 64),
+              help="Serve only the first N queues (one copy of the program per queue).")
+@_socket_option
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML or JSON file with fpd start's keys; the command line wins.")
+@click.option("--local-ports", callback=_local_ports_cb,
+              help="Local port range LO-HI for outgoing connections. "
+                   "[default: 60000-60255]")
+@click.option("--group", help="Group that may use the socket (mode 0660).")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False),
+              help="Log file. [default: SOCKET.log]")
+@click.option("-m", "module", metavar="MODULE",
+              help="Run library module MODULE as a script (as python -m).")
+@click.argument("program", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx, iface, ports, addr, mode, queues, socket_path, config_file, local_ports,
+        group, log_file, module, program):
+    """Run a Python program on fpd: fpd run -i IFACE -p PORT [...] [--] SCRIPT.py [ARGS]
+    (or -m MODULE [ARGS]).
+
+    Starts fpd in the foreground, runs the program in every worker with fpd's asyncio
+    event loop installed and `socket` swapped for fpd.client, and stops fpd when the
+    program exits (its exit status is fpd run's). Ctrl-C / SIGTERM stop both.
+    """
+    from click.core import ParameterSource
+    from fpd import daemon
+
+    program = list(program)
+    if program and program[0] == "--":
+        program = program[1:]
+    if module:
+        argv = [module] + program
+    elif program:
+        argv = [os.path.abspath(program[0])] + program[1:]
+        if not os.path.isfile(argv[0]):
+            raise click.UsageError(f"no such script: {program[0]}")
+    else:
+        raise click.UsageError("give the program to run: SCRIPT.py [ARGS] or -m MODULE")
+    from_file = {}
+    if config_file:
+        try:
+            from_file = load_config_file(config_file)
+        except ValueError as e:
+            raise click.ClickException(str(e))
+    cli_values = {"ifname": iface, "ports": list(ports) or None, "addr": addr, "mode": mode,
+                  "queues": queues, "local_ports": local_ports, "group": group,
+                  "log": log_file, "foreground": True}
+    src = ctx.get_parameter_source("socket_path")
+    if src not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP) \
+            or "socket" not in from_file:
+        cli_values["socket"] = os.path.abspath(socket_path)
+    cfg = build_config(cli_values, from_file)
+    cfg.foreground = True
+    if cfg.log and not os.path.isabs(cfg.log):
+        cfg.log = os.path.abspath(cfg.log)
+    cfg.app = {"argv": argv, "module": bool(module), "socket": cfg.socket}
+    try:
+        daemon.preflight(cfg)
+    except daemon.DaemonError as e:
+        raise click.ClickException(str(e))
+    sys.exit(daemon.run(cfg))
+
+
 @main.command()
 @click.option("--force", is_flag=True,
               help="The daemon died (SIGKILL, crash): detach its XDP program from IFACE, "

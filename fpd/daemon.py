@@ -96,6 +96,8 @@ class DaemonConfig:
     stack: dict = dataclasses.field(default_factory=dict)    # StackConfig overrides
     worker: dict = dataclasses.field(default_factory=dict)   # fpd.worker.Worker kwargs
     foreground: bool = False
+    # `fpd run`: each worker runs this program ({"argv", "module", "socket"}; fpd/run.py)
+    app: dict | None = None
 
     @property
     def log_path(self) -> str:
@@ -490,7 +492,9 @@ class Supervisor:
                 continue
             w.alive = False
             w.exit_status = status
-            if not self.stopping:
+            if not self.stopping and self.cfg.app:
+                self._app_exit(w)
+            elif not self.stopping:
                 log.error("worker q%d (pid %d) %s: shutting down", w.queue, w.pid,
                           w.describe_exit())
                 self._request_stop(1)
@@ -545,6 +549,8 @@ class Supervisor:
         self._listen()
         self._fork_workers()
         self._wait_ready()
+        if cfg.app:
+            self._go()
         self._write_state()
         log.info("serving %s (%s XDP, prog id %d) queues %d ports %s local ports %d-%d "
                  "on %s (pid %d)", cfg.ifname, self.steering.mode, self.steering.prog_id,
@@ -781,7 +787,11 @@ class Supervisor:
             for c, _ in self.clients.values():
                 c.close()
             chan.settimeout(None)
-            rc = control.worker_main(chan, wcfg)
+            if self.cfg.app:                       # `fpd run`: the worker runs the app
+                from fpd import run as _run
+                rc = _run.app_worker_main(chan, wcfg, self.cfg.app)
+            else:
+                rc = control.worker_main(chan, wcfg)
             if not isinstance(rc, int):
                 rc = 0 if rc is None else 1
         except BaseException as e:                 # noqa: BLE001  (always os._exit)
@@ -864,6 +874,26 @@ class Supervisor:
         w.ready = True
         w.info = {k: v for k, v in msg.items() if k != "op"}
         log.info("worker q%d ready (pid %d) %s", w.queue, w.pid, w.info)
+
+    def _go(self) -> None:
+        """`fpd run`: every XSK is in the map; the workers may start the program."""
+        for w in self.workers:
+            try:
+                control.send_msg(w.chan, {"op": "go"})
+            except OSError as e:
+                raise DaemonError(f"worker q{w.queue}: cannot start the program: {e}") \
+                    from None
+
+    def _app_exit(self, w: "_Worker") -> None:
+        """`fpd run`: a worker's program ended; its status becomes the exit code."""
+        st = w.exit_status
+        code = os.WEXITSTATUS(st) if st is not None and os.WIFEXITED(st) else \
+            128 + os.WTERMSIG(st) if st is not None and os.WIFSIGNALED(st) else 1
+        log.info("worker q%d (pid %d): the program %s: stopping", w.queue, w.pid,
+                 w.describe_exit())
+        self._request_stop(code)
+        if not code:
+            self.exit_code = 0
 
     # -- serving ---------------------------------------------------------------------------
     def serve(self) -> int:
@@ -1038,6 +1068,13 @@ class Supervisor:
             return
         time.sleep(0.05)
         self._reap()
+        if self.cfg.app:                           # the program's process is ending
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while w.alive and time.monotonic() < deadline:
+                time.sleep(0.02)
+                self._reap()
+            if self.stopping:
+                return
         how = w.describe_exit() if not w.alive else "closed its channel"
         log.error("worker q%d (pid %d) %s: shutting down", w.queue, w.pid, how)
         self._request_stop(1)
