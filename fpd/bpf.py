@@ -222,7 +222,8 @@ def find_object() -> str:
 
     Order: $FPD_BPF_OBJECT; <source tree>/bpf/steer.o (rebuilt if steer.c is newer, into the
     tree or, if read-only, into ~/.cache/fpd); /usr/lib/fpd/steer.o; and if only steer.c is
-    there, it is compiled with clang.
+    there, it is compiled with clang. An installed package (no source tree) has its own copy
+    of steer.c (fpd/steer.c), compiled into ~/.cache/fpd.
     """
     env = os.environ.get("FPD_BPF_OBJECT")
     if env:
@@ -231,7 +232,8 @@ def find_object() -> str:
         return env
     import fpd
 
-    bpf_dir = Path(fpd.__file__).resolve().parent.parent / "bpf"
+    pkg = Path(fpd.__file__).resolve().parent
+    bpf_dir = pkg.parent / "bpf"
     obj, src = bpf_dir / "steer.o", bpf_dir / "steer.c"
     fresh = obj.is_file() and (not src.is_file()
                                or obj.stat().st_mtime >= src.stat().st_mtime)
@@ -239,6 +241,8 @@ def find_object() -> str:
         return str(obj)
     if not src.is_file() and SYSTEM_OBJECT.is_file():
         return str(SYSTEM_OBJECT)
+    if not src.is_file() and not obj.is_file():
+        src = pkg / "steer.c"          # installed: the package's copy of bpf/steer.c
     if src.is_file():
         digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
         cached = _cache_dir() / f"steer-{digest}.o"

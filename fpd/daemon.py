@@ -415,7 +415,7 @@ class Supervisor:
         self.listener: socket.socket | None = None
         self.sel: selectors.BaseSelector | None = None
         self.lock_fd = -1
-        self.steps: list[dict] = []           # what start() did: see StartRecord
+        self.steps: list[dict] = []           # what start() did, in order: see undo()
         self.reserved_original: str | None = None
         self.started = time.time()
         self.nqueues = 0

@@ -95,3 +95,16 @@ def test_apps_the_commands_run_are_installed(installed):
     assert examples == str(site / "fpd" / "examples") and present == "True"
     p = _run(venv, run_dir, str(venv / "bin" / "python"), "-m", "fpd.bench_app", "--help")
     assert p.returncode == 0 and "--module" in p.stdout, p.stderr
+
+
+@pytest.mark.skipif(not shutil.which("clang"), reason="clang builds the XDP program (make deps)")
+def test_the_installed_package_builds_its_xdp_program(installed):
+    """No checkout: find_object compiles the package's copy of bpf/steer.c into the cache."""
+    venv, site, run_dir = installed
+    assert (site / "fpd" / "steer.c").read_bytes() == (ROOT / "bpf" / "steer.c").read_bytes()
+    p = _run(venv, run_dir, str(venv / "bin" / "python"), "-c",
+             "from fpd import bpf; print(bpf.find_object())")
+    assert p.returncode == 0, p.stderr
+    obj = Path(p.stdout.strip())
+    assert obj.parent == run_dir / ".cache" / "fpd" and obj.name.startswith("steer-")
+    assert obj.read_bytes()[:4] == b"\x7fELF"
