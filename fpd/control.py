@@ -24,6 +24,7 @@ from . import shm as _shm
 from . import tcp as _tcp
 from . import wire as _wire
 from .proto import SHUT_RDWR, SHUT_WR, SOCKOPTS
+from .slotlife import PEER_FIN, RX_EOF, TX_SHUT, SlotLife
 from .shm import (NO_SLOT, OP_ABORT, OP_CLOSE, OP_KICK, OP_SHUTDOWN, S_CLOSED,
                   S_CONNECTING, S_ESTABLISHED, S_LISTENING, ShmCorrupt)
 
@@ -64,14 +65,16 @@ class ControlError(Exception):
         self.errno = err
 
 
-class _Entry:
-    """One slot of one client: a connection or a listener."""
+class _Entry(SlotLife):
+    """One slot of one client: a connection or a listener. Its life is the
+    :mod:`fpd.slotlife` table (``fire``, ``done``, ``ending``, ``released``, the track
+    states); ``tx_pending`` and ``rx_blocked`` only schedule work."""
 
     __slots__ = ("client", "slot", "gen", "conn", "listener", "ends", "tx_pending",
-                 "rx_blocked", "peer_fin", "eof_set", "closing", "shut_wr", "done",
-                 "opts", "bell", "ending")
+                 "rx_blocked", "opts", "bell", "end_errno")
 
     def __init__(self, client, slot, gen, ends):
+        SlotLife.__init__(self)
         self.client = client
         self.slot = slot
         self.gen = gen
@@ -80,14 +83,9 @@ class _Entry:
         self.listener = None
         self.tx_pending = False        # look at the TX ring
         self.rx_blocked = False        # engine holds bytes the RX ring had no room for
-        self.peer_fin = False
-        self.eof_set = False
-        self.closing = False           # OP_CLOSE: drain TX, then conn.close
-        self.shut_wr = False           # OP_SHUTDOWN(WR): drain TX, then conn.shutdown
-        self.done = False              # slot announced CLOSED; nothing more happens here
         self.opts = {}
         self.bell = None               # the slot's own doorbell (op "bell"), if any
-        self.ending = None             # errno once the engine ended the connection
+        self.end_errno = 0             # why the engine ended the connection (conn ENDING)
 
 
 class _Client:
@@ -222,7 +220,8 @@ class Service:
                 conn.abort(now)
         self.dirty.discard(e)
         self.blocked.discard(e)
-        e.done = True
+        if not e.done:
+            e.fire("finish")
 
     def _detach(self, e: _Entry) -> None:
         if e.conn is not None:
@@ -384,6 +383,7 @@ class Service:
         except Exception as ex:
             self._free(e)
             raise ControlError(_errno.EINVAL, f"listen: {ex}") from None
+        e.fire("listen")
         e.listener = lst
         e.opts = {k: v for k, v in opts.items() if k in SOCKOPTS}
         self.by_listener[lst] = e
@@ -443,6 +443,7 @@ class Service:
         except Exception as ex:
             self._free(e)
             raise ControlError(_errno.EAGAIN, f"connect: {ex}") from None
+        e.fire("connect")
         e.conn = conn
         e.opts = opts
         self._apply_opts(conn, opts)
@@ -510,9 +511,10 @@ class Service:
             e.tx_pending = True
             self.dirty.add(e)
         elif kind == _tcp.EV_PEER_CLOSED:
-            e.peer_fin = True
+            e.fire("peer_fin")
             self._deliver(e)
         elif kind == _tcp.EV_CONNECTED:
+            e.fire("connected")
             e.ends.ctl.set_state(S_ESTABLISHED)
             self._post(e.client, e.slot, _shm.EV_CONNECTED, 0, e.gen)
             if e.bell is not None:
@@ -522,9 +524,10 @@ class Service:
         elif kind in (_tcp.EV_RESET, _tcp.EV_TIMED_OUT, _tcp.EV_REFUSED, _tcp.EV_CLOSED):
             # the connection is over, but bytes it received stay readable (the engine's
             # buffer outlives it): deliver them all, then the end (see _deliver)
-            if e.ending is None:
-                e.ending = 0 if kind == _tcp.EV_CLOSED else \
+            if not e.ending:
+                e.end_errno = 0 if kind == _tcp.EV_CLOSED else \
                     _ERRNO_OF.get(e.conn.error, _errno.ECONNABORTED)
+                e.fire("end")
             self._deliver(e)
 
     def _accepted(self, lst, conn, now) -> None:
@@ -539,6 +542,7 @@ class Service:
             conn.abort(now)
             self.counters["accept_no_slot"] += 1
             return
+        e.fire("accept")
         e.conn = conn
         self.by_conn[conn] = e
         e.opts = dict(le.opts)
@@ -555,7 +559,7 @@ class Service:
     def _deliver(self, e: _Entry) -> None:
         """Engine receive buffer -> RX ring (as much as fits), EOF after the last byte."""
         conn = e.conn
-        if conn is None or e.done or e.eof_set:
+        if conn is None or e.done or e.rx_st == RX_EOF:
             return
         rx = e.ends.rx
         try:
@@ -573,12 +577,12 @@ class Service:
                 elif e.rx_blocked:
                     e.rx_blocked = False
                     self.blocked.discard(e)
-            if not n and e.ending is not None:
+            if not n and e.ending:
                 self._detach(e)                   # everything delivered: now the end
-                self._finish(e, e.ending)
+                self._finish(e, e.end_errno)
                 return
-            if not n and (e.peer_fin or conn.eof) and not e.eof_set:
-                e.eof_set = True
+            if not n and (e.rx_st == PEER_FIN or conn.eof):     # (rx_st is not RX_EOF)
+                e.fire("rx_eof")
                 rx.shutdown()
             if rx.wake_needed():
                 if e.bell is not None:
@@ -592,22 +596,22 @@ class Service:
         """The connection is gone: tell the client (EV_CLOSED), slot state CLOSED."""
         if e.done:
             return
-        e.done = True
+        e.fire("finish")
         self.dirty.discard(e)
         self.blocked.discard(e)
         try:
             # state (and errno) before the EOF: a client that sees EOF then reads the
             # state knows a reset from a FIN
             e.ends.ctl.set_state(S_CLOSED, err)
-            if not e.eof_set:
-                e.eof_set = True
+            if e.rx_st != RX_EOF:
+                e.fire("rx_eof")
                 e.ends.rx.shutdown()
         except ShmCorrupt:
             pass
         self._post(e.client, e.slot, _shm.EV_CLOSED, err, e.gen)
         if e.bell is not None:
             self._ring(e)
-        if e.closing:                 # the client released it already: reusable now
+        if e.released:                # the client released it already: reusable now
             self._free(e)
 
     def _corrupt(self, e: _Entry, ex: ShmCorrupt) -> None:
@@ -702,7 +706,7 @@ class Service:
                         self._deliver(e)
             elif op == OP_SHUTDOWN:
                 if r.arg in (SHUT_WR, SHUT_RDWR):
-                    e.shut_wr = True
+                    e.fire("shut_wr")
                     e.tx_pending = True
                     self.dirty.add(e)
             elif op == OP_CLOSE:
@@ -712,7 +716,7 @@ class Service:
                     conn = e.conn
                     self._detach(e)
                     conn.abort(now)
-                e.closing = True
+                e.fire("release")
                 if e.listener is not None:
                     self._unlisten(e)
                 if e.done:
@@ -721,17 +725,17 @@ class Service:
                     self._finish(e, 0)
 
     def _close_entry(self, e: _Entry, now: float, announce: bool) -> None:
-        e.closing = True
+        e.fire("release")
         if e.listener is not None:
             self._unlisten(e)
-            e.done = True
+            e.fire("finish")
             if announce:
                 self._post(e.client, e.slot, _shm.EV_CLOSED, 0, e.gen)
             self._free(e)
             return
-        if e.ending is not None and not e.done:     # ended, bytes still undelivered
+        if e.ending:                    # ended, bytes still undelivered
             self._detach(e)
-            self._finish(e, e.ending)
+            self._finish(e, e.end_errno)
         if e.done:                      # already announced CLOSED (error or peer went)
             self._free(e)
             return
@@ -741,7 +745,7 @@ class Service:
     def _drain_tx(self, e: _Entry, now: float) -> None:
         """TX ring -> engine send buffer; then the FIN or close the client asked for."""
         conn = e.conn
-        if conn is None or e.done or e.ending is not None:
+        if conn is None or e.done or e.ending:
             return                       # (an ended connection sends nothing more)
         tx = e.ends.tx
         try:
@@ -766,9 +770,9 @@ class Service:
                         self._post(e.client, e.slot, _shm.EV_WRITABLE, 0, e.gen)
                     if left:                     # engine buffer full: EV_WRITABLE resumes
                         return
-                if tx.at_eof() and not e.shut_wr:
-                    e.shut_wr = True
-            if e.closing:
+                if tx.at_eof() and e.tx_st != TX_SHUT:
+                    e.fire("shut_wr")
+            if e.released:
                 if tx.readable():
                     e.tx_pending = True
                     self.dirty.add(e)
@@ -781,7 +785,7 @@ class Service:
                 else:
                     conn.close(now)
                 self._finish(e, 0)
-            elif e.shut_wr and not tx.readable():
+            elif e.tx_st == TX_SHUT and not tx.readable():
                 conn.shutdown(now)
         except ShmCorrupt as ex:
             self._corrupt(e, ex)
@@ -867,7 +871,7 @@ class Service:
                 if e.listener is not None:
                     self._unlisten(e)
                 if not e.done:
-                    e.done = True
+                    e.fire("finish")
                     try:
                         e.ends.ctl.set_state(S_CLOSED, _errno.ECONNRESET)
                         e.ends.rx.shutdown()
