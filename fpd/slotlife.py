@@ -1,4 +1,5 @@
-"""A slot's life as explicit transition tables (the shape of h11's ``_state.py``).
+"""A slot's life as explicit transition tables, one per side (the shape of h11's
+``_state.py``).
 
 A slot (one connection or listener of one client, see docs/DAEMON.md) is described on
 the daemon's side by four independent tracks, each a small state machine:
@@ -17,12 +18,28 @@ connection but received bytes are still being delivered, ``rx RX_EOF`` = the RX 
 carries its EOF, ``tx TX_SHUT`` = a FIN follows the TX ring's last byte, ``hold
 RELEASED`` = the client gave the slot back (it is freed once ``conn`` is CLOSED).
 
+On the client's side (:class:`fpd.client.socket`) the socket is five tracks of
+:data:`CLIENT`, moved by :meth:`SockLife.fire`:
+
+    use    the socket's own phase: NEW -> CONNECTING -> CONNECTED | FAILED; NEW -> LISTENING;
+           any -> CLOSED
+    peer   the daemon's word on the connection: LIVE -> ENDED (EV_CLOSED or the slot's
+           state word; ``end_errno`` says why) -> REPORTED (its error was raised once:
+           from then on recv sees EOF and send EPIPE)
+    link   the daemon itself: OK -> GONE (it went away) | CORRUPT (its words for this
+           slot broke the rules) | FORKED (the socket belongs to the parent process)
+    rd/wr  the directions the application shut down
+
+``renew`` (a new connect on a FAILED socket) moves four tracks at once. Events that
+name several tracks move all or none.
+
 Pure: no I/O, no clock, imports nothing of fpd (the tables are fuzzed on their own).
 """
 
 from __future__ import annotations
 
-__all__ = ["IllegalMove", "SlotLife", "DAEMON", "EVENTS",
+__all__ = ["IllegalMove", "SlotLife", "SockLife", "DAEMON", "CLIENT", "EVENTS",
+           "CLIENT_EVENTS",
            "NEW", "LISTENING", "CONNECTING", "OPEN", "ENDING", "CLOSED",
            "RX_OPEN", "PEER_FIN", "RX_EOF", "TX_OPEN", "TX_SHUT", "HELD", "RELEASED"]
 
@@ -58,56 +75,106 @@ DAEMON = {
 }
 INITIAL = {"conn": NEW, "rx": RX_OPEN, "tx": TX_OPEN, "hold": HELD}
 
+# the client's side
+CONNECTED, FAILED = "CONNECTED", "FAILED"       # (NEW, CONNECTING, LISTENING, CLOSED above)
+LIVE, ENDED, REPORTED = "LIVE", "ENDED", "REPORTED"
+OK, GONE, CORRUPT, FORKED = "OK", "GONE", "CORRUPT", "FORKED"
+RD_OPEN, RD_SHUT, WR_OPEN, WR_SHUT = "RD_OPEN", "RD_SHUT", "WR_OPEN", "WR_SHUT"
+
+CLIENT = {
+    "use": {
+        NEW:        {"connect": CONNECTING, "listen": LISTENING, "accepted": CONNECTED,
+                     "close": CLOSED},
+        CONNECTING: {"connected": CONNECTED, "fail": FAILED, "close": CLOSED},
+        CONNECTED:  {"close": CLOSED},
+        LISTENING:  {"unlisten": NEW, "close": CLOSED},     # (a listen that failed)
+        FAILED:     {"connect": CONNECTING, "fail": FAILED, "close": CLOSED},
+        CLOSED:     {"close": CLOSED},
+    },
+    "peer": {
+        LIVE:       {"ended": ENDED, "renew": LIVE},
+        ENDED:      {"ended": ENDED, "reported": REPORTED, "renew": LIVE},
+        REPORTED:   {"ended": REPORTED, "renew": LIVE},     # (the first end is kept)
+    },
+    "link": {
+        OK:         {"daemon_gone": GONE, "corrupt": CORRUPT, "fork": FORKED, "renew": OK},
+        GONE:       {"daemon_gone": GONE, "corrupt": CORRUPT, "fork": FORKED, "renew": OK},
+        CORRUPT:    {"daemon_gone": GONE, "corrupt": CORRUPT, "fork": FORKED, "renew": OK},
+        FORKED:     {"daemon_gone": FORKED, "corrupt": FORKED, "fork": FORKED},
+    },
+    "rd": {
+        RD_OPEN:    {"shut_rd": RD_SHUT, "renew": RD_OPEN},
+        RD_SHUT:    {"renew": RD_OPEN},
+    },
+    "wr": {
+        WR_OPEN:    {"shut_wr": WR_SHUT, "renew": WR_OPEN},
+        WR_SHUT:    {"renew": WR_OPEN},
+    },
+}
+CLIENT_INITIAL = {"use": NEW, "peer": LIVE, "link": OK, "rd": RD_OPEN, "wr": WR_OPEN}
+
 
 def _events(table) -> dict:
-    """event -> (track, {state: next state}); checks that no event is in two tracks."""
+    """event -> [(track, {state: next state}), ...] (the tracks it moves)."""
     out: dict = {}
     for track, states in table.items():
         for state, moves in states.items():
             for ev, nxt in moves.items():
-                if ev in out and out[ev][0] != track:
-                    raise ValueError(f"event {ev!r} in tracks {out[ev][0]} and {track}")
                 if nxt not in states:
                     raise ValueError(f"{track}: {state} --{ev}--> unknown state {nxt}")
-                out.setdefault(ev, (track, {}))[1][state] = nxt
-    return out
+                per = out.setdefault(ev, {})
+                per.setdefault(track, {})[state] = nxt
+    return {ev: [(t, m) for t, m in per.items()] for ev, per in out.items()}
 
 
 EVENTS = _events(DAEMON)
+CLIENT_EVENTS = _events(CLIENT)
 
 
 class IllegalMove(RuntimeError):
     """An event the table does not allow in the current state (a bug, not input)."""
 
 
-class SlotLife:
-    """The four tracks of one slot, moved only by :meth:`fire`."""
+class _Life:
+    """Tracks held as ``<track>_st`` attributes, moved by :meth:`fire` per ``_TABLE``."""
+
+    __slots__ = ()
+    _TABLE: dict = {}
+    _EVENTS: dict = {}
+
+    def fire(self, event: str) -> None:
+        """Move every track ``event`` names (all or none)."""
+        moves = self._EVENTS.get(event)
+        if moves is None:
+            raise IllegalMove(f"unknown event {event!r}")
+        nxt = []
+        for track, m in moves:
+            attr = track + "_st"
+            cur = getattr(self, attr)
+            n = m.get(cur)
+            if n is None:
+                raise IllegalMove(f"{track} {cur}: {event!r} is not allowed (allowed: "
+                                  f"{sorted(self._TABLE[track][cur])})")
+            nxt.append((attr, n))
+        for attr, n in nxt:
+            setattr(self, attr, n)
+
+    def states(self) -> dict:
+        return {t: getattr(self, t + "_st") for t in self._TABLE}
+
+
+class SlotLife(_Life):
+    """The daemon's four tracks of one slot (:data:`DAEMON`)."""
 
     __slots__ = ("conn_st", "rx_st", "tx_st", "hold_st")
+    _TABLE = DAEMON
+    _EVENTS = EVENTS
 
     def __init__(self):
         self.conn_st = NEW
         self.rx_st = RX_OPEN
         self.tx_st = TX_OPEN
         self.hold_st = HELD
-
-    def fire(self, event: str) -> str:
-        """Move the track ``event`` belongs to; returns its new state."""
-        try:
-            track, moves = EVENTS[event]
-        except KeyError:
-            raise IllegalMove(f"unknown slot event {event!r}") from None
-        attr = _ATTR[track]
-        cur = getattr(self, attr)
-        nxt = moves.get(cur)
-        if nxt is None:
-            raise IllegalMove(f"slot {track} {cur}: {event!r} is not allowed "
-                              f"(allowed: {sorted(DAEMON[track][cur])})")
-        setattr(self, attr, nxt)
-        return nxt
-
-    def states(self) -> dict:
-        return {t: getattr(self, a) for t, a in _ATTR.items()}
 
     # the questions the service asks
     @property
@@ -125,4 +192,24 @@ class SlotLife:
         return self.hold_st == RELEASED
 
 
-_ATTR = {"conn": "conn_st", "rx": "rx_st", "tx": "tx_st", "hold": "hold_st"}
+class SockLife(_Life):
+    """The client's five tracks of one socket (:data:`CLIENT`). ``fast`` is true when
+    nothing stands in the way of sending and receiving (connected, live, the daemon
+    there, nothing shut down): the one test a socket's fast paths make."""
+
+    __slots__ = ("use_st", "peer_st", "link_st", "rd_st", "wr_st", "fast")
+    _TABLE = CLIENT
+    _EVENTS = CLIENT_EVENTS
+
+    def __init__(self):
+        self.use_st = NEW
+        self.peer_st = LIVE
+        self.link_st = OK
+        self.rd_st = RD_OPEN
+        self.wr_st = WR_OPEN
+        self.fast = False
+
+    def fire(self, event: str) -> None:
+        _Life.fire(self, event)
+        self.fast = (self.use_st == CONNECTED and self.peer_st == LIVE and
+                     self.link_st == OK and self.rd_st == RD_OPEN and self.wr_st == WR_OPEN)

@@ -1,6 +1,7 @@
 """The supervisor's logic without root: reserved-port arithmetic, validation, the state
 and pid files, and the control protocol against fake workers (no XDP, no fork)."""
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -237,7 +238,8 @@ class FakeWorker(threading.Thread):
                     "listeners": [{"queue": self.q, "local": "0.0.0.0:80", "slot": 0}]})
             elif op == "stop":
                 self.proc.kill()
-                proto.send(self.chan, {"ok": True, "op": "stopped"})
+                with contextlib.suppress(OSError):       # the supervisor may be gone
+                    proto.send(self.chan, proto.Stopped(queue=self.q))
                 return
 
 
