@@ -934,30 +934,38 @@ def _kernel_route(w, dst: bytes) -> bytes:
 
 
 # --- the worker process --------------------------------------------------------------------
-def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
+def xdp_host(cfg: WorkerConfig):
+    """The daemon's host: the AF_XDP :class:`fpd.worker.Worker` of ``cfg.queue`` in the
+    current network namespace. Returns ``(host, route, bind_mode)``."""
+    from .stack import StackConfig
+    from .worker import Worker
+    sc = StackConfig(**cfg.stack) if cfg.stack else None
+    w = Worker(cfg.ifname, cfg.queue, sc, cfg.isn_key or None, **(cfg.worker or {}))
+    return w, (lambda dst: _kernel_route(w, dst)), w.xsk.bind_mode
+
+
+def worker_main(chan: socket.socket, cfg: WorkerConfig, make_host=xdp_host) -> int:
     """Run one worker until the supervisor says stop or goes away. Returns an exit code.
 
-    Creates the :class:`fpd.worker.Worker` for ``cfg.queue`` in the current network
-    namespace, then sends :class:`fpd.proto.Ready` with the XSK fd attached over ``chan``
-    (the supervisor puts it into ``fpd_xsks[q]``). If set-up fails it sends
+    Makes its host with ``make_host(cfg)`` -> ``(host, route, bind_mode)`` (default
+    :func:`xdp_host`; a host is an :class:`fpd.host.Host` that also has ``run()``,
+    ``stop()``, ``close()`` and ``fileno()``), then sends :class:`fpd.proto.Ready` with
+    ``host.fileno()`` (the XSK fd) attached over ``chan`` (the supervisor puts it into
+    ``fpd_xsks[q]``). If set-up fails it sends
     :class:`fpd.proto.Error` and returns 1. Then it answers the channel requests
     (:data:`fpd.proto.CHANNEL_OPS`) in order: ``client`` (a control connection to adopt:
     the client gets the answer), ``stats``, ``conns``, and ``stop`` (clients told with
     EV_SHUTDOWN, connections reset, :class:`fpd.proto.Stopped` sent, return 0).
     """
-    from .stack import StackConfig
-    from .worker import Worker
-
     try:
-        sc = StackConfig(**cfg.stack) if cfg.stack else None
-        w = Worker(cfg.ifname, cfg.queue, sc, cfg.isn_key or None, **(cfg.worker or {}))
+        w, route, bind_mode = make_host(cfg)
     except Exception as e:
         try:
             proto.send(chan, proto.Error(queue=cfg.queue, error=f"worker q{cfg.queue}: {e}"))
         except OSError:
             pass
         return 1
-    svc = Service(w, cfg, route=lambda dst: _kernel_route(w, dst))
+    svc = Service(w, cfg, route=route)
     if cfg.nqueues > 1 and cfg.fwd:
         rx = socket.socket(fileno=cfg.fwd[cfg.queue][0])
         tx = {k: socket.socket(fileno=t) for k, (_r, t) in enumerate(cfg.fwd)}
@@ -1009,7 +1017,7 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
 
     code = 0
     try:
-        proto.send(chan, proto.Ready(queue=cfg.queue, mss=w.mss, bind_mode=w.xsk.bind_mode,
+        proto.send(chan, proto.Ready(queue=cfg.queue, mss=w.mss, bind_mode=bind_mode,
                                      pid=os.getpid()), [w.fileno()])
         chan.setblocking(False)
         w.add_reader(chan.fileno(), on_chan)
