@@ -3,8 +3,9 @@
     chan = the worker's end of the supervisor's SOCK_SEQPACKET socketpair
     sys.exit(worker_main(chan, WorkerConfig(ifname="eth0", queue=0, nqueues=1, ...)))
 
-A worker owns one :class:`fpd.worker.Worker` (XSK + UMEM + Stack of one queue) and serves
-the clients the supervisor hands it: each client gets a shared-memory region
+A worker owns one host (in the daemon an :class:`fpd.worker.Worker`: XSK + UMEM + Stack of
+one queue; any :class:`fpd.host.Host` will do) and serves the clients the supervisor
+hands it: each client gets a shared-memory region
 (:mod:`fpd.shm`) with one slot per connection, and speaks JSON over its own control
 connection (:mod:`fpd.proto`). Everything a client writes into its region is hostile
 input.
@@ -24,9 +25,9 @@ from . import shm as _shm
 from . import tcp as _tcp
 from . import wire as _wire
 from .proto import SHUT_RDWR, SHUT_WR, SOCKOPTS
-from .slotlife import PEER_FIN, RX_EOF, TX_SHUT, SlotLife
 from .shm import (NO_SLOT, OP_ABORT, OP_CLOSE, OP_KICK, OP_SHUTDOWN, S_CLOSED,
                   S_CONNECTING, S_ESTABLISHED, S_LISTENING, ShmCorrupt)
+from .slotlife import PEER_FIN, RX_EOF, TX_SHUT, SlotLife
 
 __all__ = ["WorkerConfig", "Service", "worker_main"]
 
