@@ -27,7 +27,7 @@ from . import wire as _wire
 from .proto import SHUT_RDWR, SHUT_WR, SOCKOPTS
 from .shm import (NO_SLOT, OP_ABORT, OP_CLOSE, OP_KICK, OP_SHUTDOWN, S_CLOSED,
                   S_CONNECTING, S_ESTABLISHED, S_LISTENING, ShmCorrupt)
-from .slotlife import PEER_FIN, RX_EOF, TX_SHUT, SlotLife
+from .slotlife import CLOSED, ENDING, PEER_FIN, RELEASED, RX_EOF, TX_SHUT, SlotLife
 
 __all__ = ["WorkerConfig", "Service", "worker_main"]
 
@@ -560,7 +560,7 @@ class Service:
     def _deliver(self, e: _Entry) -> None:
         """Engine receive buffer -> RX ring (as much as fits), EOF after the last byte."""
         conn = e.conn
-        if conn is None or e.done or e.rx_st == RX_EOF:
+        if conn is None or e.conn_st == CLOSED or e.rx_st == RX_EOF:
             return
         rx = e.ends.rx
         try:
@@ -578,7 +578,7 @@ class Service:
                 elif e.rx_blocked:
                     e.rx_blocked = False
                     self.blocked.discard(e)
-            if not n and e.ending:
+            if not n and e.conn_st == ENDING:
                 self._detach(e)                   # everything delivered: now the end
                 self._finish(e, e.end_errno)
                 return
@@ -746,7 +746,7 @@ class Service:
     def _drain_tx(self, e: _Entry, now: float) -> None:
         """TX ring -> engine send buffer; then the FIN or close the client asked for."""
         conn = e.conn
-        if conn is None or e.done or e.ending:
+        if conn is None or e.conn_st == CLOSED or e.conn_st == ENDING:
             return                       # (an ended connection sends nothing more)
         tx = e.ends.tx
         try:
@@ -773,7 +773,7 @@ class Service:
                         return
                 if tx.at_eof() and e.tx_st != TX_SHUT:
                     e.fire("shut_wr")
-            if e.released:
+            if e.hold_st == RELEASED:
                 if tx.readable():
                     e.tx_pending = True
                     self.dirty.add(e)
