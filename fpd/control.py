@@ -3,8 +3,9 @@
     chan = the worker's end of the supervisor's SOCK_SEQPACKET socketpair
     sys.exit(worker_main(chan, WorkerConfig(ifname="eth0", queue=0, nqueues=1, ...)))
 
-A worker owns one :class:`fpd.worker.Worker` (XSK + UMEM + Stack of one queue) and serves
-the clients the supervisor hands it: each client gets a shared-memory region
+A worker owns one host (in the daemon an :class:`fpd.worker.Worker`: XSK + UMEM + Stack of
+one queue; any :class:`fpd.host.Host` will do) and serves the clients the supervisor
+hands it: each client gets a shared-memory region
 (:mod:`fpd.shm`) with one slot per connection, and speaks JSON over its own control
 connection (:mod:`fpd.proto`). Everything a client writes into its region is hostile
 input.
@@ -26,6 +27,7 @@ from . import wire as _wire
 from .proto import SHUT_RDWR, SHUT_WR, SOCKOPTS
 from .shm import (NO_SLOT, OP_ABORT, OP_CLOSE, OP_KICK, OP_SHUTDOWN, S_CLOSED,
                   S_CONNECTING, S_ESTABLISHED, S_LISTENING, ShmCorrupt)
+from .slotlife import CLOSED, ENDING, PEER_FIN, RELEASED, RX_EOF, TX_SHUT, SlotLife
 
 __all__ = ["WorkerConfig", "Service", "worker_main"]
 
@@ -64,14 +66,16 @@ class ControlError(Exception):
         self.errno = err
 
 
-class _Entry:
-    """One slot of one client: a connection or a listener."""
+class _Entry(SlotLife):
+    """One slot of one client: a connection or a listener. Its life is the
+    :mod:`fpd.slotlife` table (``fire``, ``done``, ``ending``, ``released``, the track
+    states); ``tx_pending`` and ``rx_blocked`` only schedule work."""
 
     __slots__ = ("client", "slot", "gen", "conn", "listener", "ends", "tx_pending",
-                 "rx_blocked", "peer_fin", "eof_set", "closing", "shut_wr", "done",
-                 "opts", "bell", "ending")
+                 "rx_blocked", "opts", "bell", "end_errno")
 
     def __init__(self, client, slot, gen, ends):
+        SlotLife.__init__(self)
         self.client = client
         self.slot = slot
         self.gen = gen
@@ -80,14 +84,9 @@ class _Entry:
         self.listener = None
         self.tx_pending = False        # look at the TX ring
         self.rx_blocked = False        # engine holds bytes the RX ring had no room for
-        self.peer_fin = False
-        self.eof_set = False
-        self.closing = False           # OP_CLOSE: drain TX, then conn.close
-        self.shut_wr = False           # OP_SHUTDOWN(WR): drain TX, then conn.shutdown
-        self.done = False              # slot announced CLOSED; nothing more happens here
         self.opts = {}
         self.bell = None               # the slot's own doorbell (op "bell"), if any
-        self.ending = None             # errno once the engine ended the connection
+        self.end_errno = 0             # why the engine ended the connection (conn ENDING)
 
 
 class _Client:
@@ -222,7 +221,8 @@ class Service:
                 conn.abort(now)
         self.dirty.discard(e)
         self.blocked.discard(e)
-        e.done = True
+        if not e.done:
+            e.fire("finish")
 
     def _detach(self, e: _Entry) -> None:
         if e.conn is not None:
@@ -384,6 +384,7 @@ class Service:
         except Exception as ex:
             self._free(e)
             raise ControlError(_errno.EINVAL, f"listen: {ex}") from None
+        e.fire("listen")
         e.listener = lst
         e.opts = {k: v for k, v in opts.items() if k in SOCKOPTS}
         self.by_listener[lst] = e
@@ -443,6 +444,7 @@ class Service:
         except Exception as ex:
             self._free(e)
             raise ControlError(_errno.EAGAIN, f"connect: {ex}") from None
+        e.fire("connect")
         e.conn = conn
         e.opts = opts
         self._apply_opts(conn, opts)
@@ -510,9 +512,10 @@ class Service:
             e.tx_pending = True
             self.dirty.add(e)
         elif kind == _tcp.EV_PEER_CLOSED:
-            e.peer_fin = True
+            e.fire("peer_fin")
             self._deliver(e)
         elif kind == _tcp.EV_CONNECTED:
+            e.fire("connected")
             e.ends.ctl.set_state(S_ESTABLISHED)
             self._post(e.client, e.slot, _shm.EV_CONNECTED, 0, e.gen)
             if e.bell is not None:
@@ -522,9 +525,10 @@ class Service:
         elif kind in (_tcp.EV_RESET, _tcp.EV_TIMED_OUT, _tcp.EV_REFUSED, _tcp.EV_CLOSED):
             # the connection is over, but bytes it received stay readable (the engine's
             # buffer outlives it): deliver them all, then the end (see _deliver)
-            if e.ending is None:
-                e.ending = 0 if kind == _tcp.EV_CLOSED else \
+            if not e.ending:
+                e.end_errno = 0 if kind == _tcp.EV_CLOSED else \
                     _ERRNO_OF.get(e.conn.error, _errno.ECONNABORTED)
+                e.fire("end")
             self._deliver(e)
 
     def _accepted(self, lst, conn, now) -> None:
@@ -539,6 +543,7 @@ class Service:
             conn.abort(now)
             self.counters["accept_no_slot"] += 1
             return
+        e.fire("accept")
         e.conn = conn
         self.by_conn[conn] = e
         e.opts = dict(le.opts)
@@ -555,7 +560,7 @@ class Service:
     def _deliver(self, e: _Entry) -> None:
         """Engine receive buffer -> RX ring (as much as fits), EOF after the last byte."""
         conn = e.conn
-        if conn is None or e.done or e.eof_set:
+        if conn is None or e.conn_st == CLOSED or e.rx_st == RX_EOF:
             return
         rx = e.ends.rx
         try:
@@ -573,12 +578,12 @@ class Service:
                 elif e.rx_blocked:
                     e.rx_blocked = False
                     self.blocked.discard(e)
-            if not n and e.ending is not None:
+            if not n and e.conn_st == ENDING:
                 self._detach(e)                   # everything delivered: now the end
-                self._finish(e, e.ending)
+                self._finish(e, e.end_errno)
                 return
-            if not n and (e.peer_fin or conn.eof) and not e.eof_set:
-                e.eof_set = True
+            if not n and (e.rx_st == PEER_FIN or conn.eof):     # (rx_st is not RX_EOF)
+                e.fire("rx_eof")
                 rx.shutdown()
             if rx.wake_needed():
                 if e.bell is not None:
@@ -592,22 +597,22 @@ class Service:
         """The connection is gone: tell the client (EV_CLOSED), slot state CLOSED."""
         if e.done:
             return
-        e.done = True
+        e.fire("finish")
         self.dirty.discard(e)
         self.blocked.discard(e)
         try:
             # state (and errno) before the EOF: a client that sees EOF then reads the
             # state knows a reset from a FIN
             e.ends.ctl.set_state(S_CLOSED, err)
-            if not e.eof_set:
-                e.eof_set = True
+            if e.rx_st != RX_EOF:
+                e.fire("rx_eof")
                 e.ends.rx.shutdown()
         except ShmCorrupt:
             pass
         self._post(e.client, e.slot, _shm.EV_CLOSED, err, e.gen)
         if e.bell is not None:
             self._ring(e)
-        if e.closing:                 # the client released it already: reusable now
+        if e.released:                # the client released it already: reusable now
             self._free(e)
 
     def _corrupt(self, e: _Entry, ex: ShmCorrupt) -> None:
@@ -702,7 +707,7 @@ class Service:
                         self._deliver(e)
             elif op == OP_SHUTDOWN:
                 if r.arg in (SHUT_WR, SHUT_RDWR):
-                    e.shut_wr = True
+                    e.fire("shut_wr")
                     e.tx_pending = True
                     self.dirty.add(e)
             elif op == OP_CLOSE:
@@ -712,7 +717,7 @@ class Service:
                     conn = e.conn
                     self._detach(e)
                     conn.abort(now)
-                e.closing = True
+                e.fire("release")
                 if e.listener is not None:
                     self._unlisten(e)
                 if e.done:
@@ -721,17 +726,17 @@ class Service:
                     self._finish(e, 0)
 
     def _close_entry(self, e: _Entry, now: float, announce: bool) -> None:
-        e.closing = True
+        e.fire("release")
         if e.listener is not None:
             self._unlisten(e)
-            e.done = True
+            e.fire("finish")
             if announce:
                 self._post(e.client, e.slot, _shm.EV_CLOSED, 0, e.gen)
             self._free(e)
             return
-        if e.ending is not None and not e.done:     # ended, bytes still undelivered
+        if e.ending:                    # ended, bytes still undelivered
             self._detach(e)
-            self._finish(e, e.ending)
+            self._finish(e, e.end_errno)
         if e.done:                      # already announced CLOSED (error or peer went)
             self._free(e)
             return
@@ -741,7 +746,7 @@ class Service:
     def _drain_tx(self, e: _Entry, now: float) -> None:
         """TX ring -> engine send buffer; then the FIN or close the client asked for."""
         conn = e.conn
-        if conn is None or e.done or e.ending is not None:
+        if conn is None or e.conn_st == CLOSED or e.conn_st == ENDING:
             return                       # (an ended connection sends nothing more)
         tx = e.ends.tx
         try:
@@ -766,9 +771,9 @@ class Service:
                         self._post(e.client, e.slot, _shm.EV_WRITABLE, 0, e.gen)
                     if left:                     # engine buffer full: EV_WRITABLE resumes
                         return
-                if tx.at_eof() and not e.shut_wr:
-                    e.shut_wr = True
-            if e.closing:
+                if tx.at_eof() and e.tx_st != TX_SHUT:
+                    e.fire("shut_wr")
+            if e.hold_st == RELEASED:
                 if tx.readable():
                     e.tx_pending = True
                     self.dirty.add(e)
@@ -781,7 +786,7 @@ class Service:
                 else:
                     conn.close(now)
                 self._finish(e, 0)
-            elif e.shut_wr and not tx.readable():
+            elif e.tx_st == TX_SHUT and not tx.readable():
                 conn.shutdown(now)
         except ShmCorrupt as ex:
             self._corrupt(e, ex)
@@ -867,7 +872,7 @@ class Service:
                 if e.listener is not None:
                     self._unlisten(e)
                 if not e.done:
-                    e.done = True
+                    e.fire("finish")
                     try:
                         e.ends.ctl.set_state(S_CLOSED, _errno.ECONNRESET)
                         e.ends.rx.shutdown()
@@ -930,30 +935,38 @@ def _kernel_route(w, dst: bytes) -> bytes:
 
 
 # --- the worker process --------------------------------------------------------------------
-def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
+def xdp_host(cfg: WorkerConfig):
+    """The daemon's host: the AF_XDP :class:`fpd.worker.Worker` of ``cfg.queue`` in the
+    current network namespace. Returns ``(host, route, bind_mode)``."""
+    from .stack import StackConfig
+    from .worker import Worker
+    sc = StackConfig(**cfg.stack) if cfg.stack else None
+    w = Worker(cfg.ifname, cfg.queue, sc, cfg.isn_key or None, **(cfg.worker or {}))
+    return w, (lambda dst: _kernel_route(w, dst)), w.xsk.bind_mode
+
+
+def worker_main(chan: socket.socket, cfg: WorkerConfig, make_host=xdp_host) -> int:
     """Run one worker until the supervisor says stop or goes away. Returns an exit code.
 
-    Creates the :class:`fpd.worker.Worker` for ``cfg.queue`` in the current network
-    namespace, then sends :class:`fpd.proto.Ready` with the XSK fd attached over ``chan``
-    (the supervisor puts it into ``fpd_xsks[q]``). If set-up fails it sends
+    Makes its host with ``make_host(cfg)`` -> ``(host, route, bind_mode)`` (default
+    :func:`xdp_host`; a host is an :class:`fpd.host.Host` that also has ``run()``,
+    ``stop()``, ``close()`` and ``fileno()``), then sends :class:`fpd.proto.Ready` with
+    ``host.fileno()`` (the XSK fd) attached over ``chan`` (the supervisor puts it into
+    ``fpd_xsks[q]``). If set-up fails it sends
     :class:`fpd.proto.Error` and returns 1. Then it answers the channel requests
     (:data:`fpd.proto.CHANNEL_OPS`) in order: ``client`` (a control connection to adopt:
     the client gets the answer), ``stats``, ``conns``, and ``stop`` (clients told with
     EV_SHUTDOWN, connections reset, :class:`fpd.proto.Stopped` sent, return 0).
     """
-    from .stack import StackConfig
-    from .worker import Worker
-
     try:
-        sc = StackConfig(**cfg.stack) if cfg.stack else None
-        w = Worker(cfg.ifname, cfg.queue, sc, cfg.isn_key or None, **(cfg.worker or {}))
+        w, route, bind_mode = make_host(cfg)
     except Exception as e:
         try:
             proto.send(chan, proto.Error(queue=cfg.queue, error=f"worker q{cfg.queue}: {e}"))
         except OSError:
             pass
         return 1
-    svc = Service(w, cfg, route=lambda dst: _kernel_route(w, dst))
+    svc = Service(w, cfg, route=route)
     if cfg.nqueues > 1 and cfg.fwd:
         rx = socket.socket(fileno=cfg.fwd[cfg.queue][0])
         tx = {k: socket.socket(fileno=t) for k, (_r, t) in enumerate(cfg.fwd)}
@@ -1005,7 +1018,7 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
 
     code = 0
     try:
-        proto.send(chan, proto.Ready(queue=cfg.queue, mss=w.mss, bind_mode=w.xsk.bind_mode,
+        proto.send(chan, proto.Ready(queue=cfg.queue, mss=w.mss, bind_mode=bind_mode,
                                      pid=os.getpid()), [w.fileno()])
         chan.setblocking(False)
         w.add_reader(chan.fileno(), on_chan)

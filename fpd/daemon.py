@@ -884,7 +884,7 @@ class Supervisor:
                 raise DaemonError(f"worker q{w.queue}: cannot start the program: {e}") \
                     from None
 
-    def _app_exit(self, w: "_Worker") -> None:
+    def _app_exit(self, w: "WorkerProcess") -> None:
         """`fpd run`: a worker's program ended; its status becomes the exit code."""
         st = w.exit_status
         code = os.WEXITSTATUS(st) if st is not None and os.WIFEXITED(st) else \

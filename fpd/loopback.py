@@ -40,7 +40,7 @@ from . import tcp as _tcp
 from .control import Service, WorkerConfig
 from .stack import Stack, StackConfig
 
-__all__ = ["LoopbackWorker", "LoopbackDaemon", "ADDR", "PEER", "BLACKHOLE", "PORTS"]
+__all__ = ["LoopbackWorker", "LoopbackDaemon", "loopback_host", "ADDR", "PEER", "BLACKHOLE", "PORTS"]
 
 ADDR = "10.77.0.1"                 # the service's stack (what hello calls addr)
 PEER = "10.77.0.2"                 # the peer stack: echo servers
@@ -84,7 +84,11 @@ class LoopbackWorker:
         self._closed = False
         self.counters = collections.Counter()
 
-    # -- the Host interface ----------------------------------------------------------------
+    # -- the Host interface (and what control.worker_main needs) ----------------------------
+    def fileno(self) -> int:
+        """A descriptor standing in for the XSK (what ``Ready`` passes the supervisor)."""
+        return self._wake_fd
+
     def add_reader(self, fd: int, fn) -> None:
         self._readers[fd] = fn
         self._poll.register(fd, select.POLLIN)
@@ -279,6 +283,13 @@ class LoopbackWorker:
                     pass
             st.events()
         os.close(self._wake_fd)
+
+
+def loopback_host(cfg: WorkerConfig, **worker_kw):
+    """A ``make_host`` for :func:`fpd.control.worker_main`: a loopback worker for
+    ``cfg.queue`` at ``cfg.addr`` (default :data:`ADDR`)."""
+    w = LoopbackWorker(cfg.queue, addr=cfg.addr or ADDR, **worker_kw)
+    return w, (lambda dst: w.addr), "loopback"
 
 
 class LoopbackDaemon:
