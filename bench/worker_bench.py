@@ -20,7 +20,7 @@ kernel's runs too (they are XDP_PASSed), so both see the same interface.
 
     .venv/bin/python bench/worker_bench.py [--rounds 5] [--mb 50] [--rr-seconds 2]
                                            [--mode native|generic] [--spin 0.0005]
-                                           [--levers ref,parse,burst,all] [--work up,down,rr]
+                                           [--levers ref,parse,burst,tso,all] [--work up,down,rr]
 """
 
 from __future__ import annotations
@@ -271,10 +271,11 @@ def client_main() -> None:
 # --- the bench ----------------------------------------------------------------------------
 #: fpd data-path configurations (Worker.set_fastpath), each adding one lever
 LEVERS = {
-    "ref": dict(parse=False, burst=False, tso=False),
-    "parse": dict(parse=True, burst=False, tso=False),
-    "burst": dict(parse=True, burst=True, tso=False),
-    "all": dict(parse=True, burst=True, tso=True),
+    "ref": dict(parse=False, burst=False, tso=False, acks=False),
+    "parse": dict(parse=True, burst=False, tso=False, acks=False),
+    "burst": dict(parse=True, burst=True, tso=False, acks=False),
+    "tso": dict(parse=True, burst=True, tso=True, acks=False),
+    "all": dict(parse=True, burst=True, tso=True, acks=True),
 }
 
 
@@ -291,8 +292,8 @@ def main() -> None:
     ap.add_argument("--levers", default="all",
                     help="comma-separated fpd data-path configurations, each measured in "
                          "the same run: ref (per frame, per segment), parse (+ one C "
-                         "parse per RX burst), burst (+ batched in-order receive), all "
-                         "(+ template transmit)")
+                         "parse per RX burst), burst (+ batched in-order receive), tso "
+                         "(+ template transmit), all (+ ACK runs: one transmit)")
     ap.add_argument("--work", default="up,down,rr", help="subset of up,down,rr")
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()

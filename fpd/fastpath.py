@@ -36,16 +36,22 @@ retrans_out, sacked_out, reno_dup, rtxq, fin_o, last_send, created, nodelay, sac
 _sched(), _mkseg(), _cur_rto(), _in_flight()``.
 """
 
-from .tcp import (ESTABLISHED, CA_OPEN, MASK, HALF, EV_READABLE, ACK, PSH, _Rec)
+from .tcp import (ESTABLISHED, CLOSED, CA_OPEN, MASK, HALF, EV_READABLE, ACK, PSH, _Rec)
 from .wire import Segment
 
 __all__ = ["input_burst", "xmit_burst", "SegBurst"]
 
 
 # --- receive ------------------------------------------------------------------------------
-def input_burst(stack, segs, now):
+def input_burst(stack, segs, now, acks=False):
     """Feed a burst of inbound segments (``None`` entries are skipped) to ``stack``,
-    with the same result as ``stack.input(seg, now)`` for each in order."""
+    with the same result as ``stack.input(seg, now)`` for each in order.
+
+    ``acks=True`` also collapses each run of advancing pure ACKs of one connection
+    (:func:`_ack_run`): every ACK's cumulative update as the per-segment path does it,
+    but one transmit decision after the last instead of one after each (the one
+    deliberate difference: what the per-segment path sends between two ACKs of the
+    burst goes out after the last one, as a single burst)."""
     n = len(segs)
     i = 0
     conns = stack._conns
@@ -74,7 +80,12 @@ def input_burst(stack, segs, now):
             while i < j:
                 if c is not None:
                     try:
-                        m = _data_run(stack, c, segs, i, j, now)
+                        if segs[i].payload:
+                            m = _data_run(stack, c, segs, i, j, now)
+                        elif acks:
+                            m = _ack_run(stack, c, segs, i, j, now)
+                        else:
+                            m = 0
                     except Exception:
                         stack.stats.internal_errors += 1
                         if stack.config.raise_errors:
@@ -187,6 +198,79 @@ def _data_run(stack, c, segs, i, j, now):
         c.ack_queued = True
         stack._acks.append(c)
     c._sched()
+    return m
+
+
+def _ack_run(stack, c, segs, i, j, now):
+    """Take the advancing pure ACKs segs[i:k] (k <= j, at least two) the fast path of
+    ``Connection._input`` would take: each one's ``_ack_new``, window and timestamp
+    update as there, one ``_xmit`` after the last. Duplicate ACKs (the duplicate count
+    and fast retransmit), ACKs with SACK blocks, window changes, anything with data or
+    other flags stop the run and take the per-segment path. Returns k - i (0: none)."""
+    if c.state is not ESTABLISHED or c.ooo or c.ca_state != CA_OPEN or \
+            c.dsack is not None or c.cc is None:
+        return 0
+    rn = c.rcv_nxt_o
+    seq_w = (c.irs + rn) & MASK
+    iss = c.iss
+    snd_wnd = c.snd_wnd
+    shift = c.snd_shift
+    ts_ok = c.ts_ok
+    # how far the run reaches (nothing changes yet)
+    una = c.snd_una_o
+    nxt = c.snd_nxt_o
+    ts_recent = c.ts_recent
+    k = i
+    while k < j:
+        seg = segs[k]
+        if seg.payload or seg.flags & 0x37 != ACK or seg.sack or seg.seq != seq_w or \
+                ((seg.wnd & 0xFFFF) << shift) != snd_wnd:
+            break
+        d = (seg.ack - iss - una) & MASK
+        if not d or d > nxt - una:
+            break
+        if ts_ok:
+            tsval = seg.tsval
+            if tsval is None or ((tsval - ts_recent) & MASK) >= HALF:
+                break
+            ts_recent = tsval
+        una += d
+        k += 1
+    m = k - i
+    if m < 2:
+        return 0
+    stack._now = now
+    stack.stats.segs_in += m
+    c.segs_in += m
+    c.last_rcv = now
+    c.ka_probes = 0
+    wup = c.rcv_wup_o
+    for x in range(i, k):
+        seg = segs[x]
+        if ts_ok and rn <= wup:
+            c.ts_recent = seg.tsval
+            c.ts_recent_stamp = now
+        ack_o = c.snd_una_o + ((seg.ack - iss - c.snd_una_o) & MASK)
+        c.dupacks = 0
+        c._ack_new(ack_o, seg, now)
+        if c.snd_wl1_o < rn or (c.snd_wl1_o == rn and c.snd_wl2_o <= ack_o):
+            c.snd_wnd = snd_wnd
+            c.snd_wl1_o = rn
+            c.snd_wl2_o = ack_o
+            if snd_wnd > c.max_snd_wnd:
+                c.max_snd_wnd = snd_wnd
+            if snd_wnd:
+                c.persist_n = 0
+                c.t_persist = None
+    c._xmit(now)
+    if c.ack_now:
+        if not c.ack_queued:
+            c.ack_queued = True
+            stack._acks.append(c)
+    elif c.ack_pending and c.t_dack is None:
+        c.t_dack = now + c.cfg.delack
+    if c.state != CLOSED:               # as Stack.input does after each segment
+        c._sched()
     return m
 
 

@@ -199,7 +199,8 @@ class Worker:
             # / FPD_BURST_PARSE=0 in the environment, selects the per-segment reference
             self.set_fastpath(parse=_env_flag("FPD_BURST_PARSE"),
                               burst=_env_flag("FPD_BURST") if burst is None else burst,
-                              tso=_env_flag("FPD_TSO") if tso is None else tso)
+                              tso=_env_flag("FPD_TSO") if tso is None else tso,
+                              acks=_env_flag("FPD_ACK_COLLAPSE"))
             kw = dict(rx_size=ring_size, tx_size=ring_size, fill_size=ring_size,
                       comp_size=ring_size, nframes=nframes, chunk_size=chunk_size,
                       check=check)
@@ -231,16 +232,20 @@ class Worker:
         return self._wake_r
 
     def set_fastpath(self, parse: bool | None = None, burst: bool | None = None,
-                     tso: bool | None = None) -> None:
+                     tso: bool | None = None, acks: bool | None = None) -> None:
         """Choose the data path's levers (None: leave as is); from the loop's thread
         (or :meth:`call_soon`). ``parse``: one ``wire.parse_burst`` per RX burst, else
         ``parse_frame`` frame by frame; ``burst``: ``fastpath.input_burst``, else
         ``stack.input`` per segment; ``tso``: full-sized segments leave the engine as
-        one ``SegBurst`` stamped from one header, else one Segment each."""
+        one ``SegBurst`` stamped from one header, else one Segment each; ``acks``
+        (with ``burst``): a run of advancing pure ACKs gets one transmit decision after
+        the last, not one after each."""
         if parse is not None:
             self.burst_parse = bool(parse)
         if burst is not None:
             self.burst = bool(burst)
+        if acks is not None:
+            self.ack_collapse = bool(acks)
         if tso is not None:
             self.tso = bool(tso)
             self.stack.tso = fastpath.xmit_burst if tso else None
@@ -465,7 +470,7 @@ class Worker:
                     seg.payload = bytes(seg.payload)
         stack = self.stack
         if self.burst:
-            fastpath.input_burst(stack, segs, now)
+            fastpath.input_burst(stack, segs, now, self.ack_collapse)
         else:
             inp = stack.input
             for seg in segs:

@@ -62,9 +62,10 @@ def _events(st):
 class Pair:
     """Two stacks driven alike: ``ref`` per segment, ``fast`` through fastpath."""
 
-    def __init__(self, burst, tso, rnd, cfg):
+    def __init__(self, burst, tso, rnd, cfg, acks=False):
         self.rnd = rnd
         self.burst = burst
+        self.acks = acks
         self.ref = Stack(b"k" * 16, cfg)
         self.fast = Stack(b"k" * 16, cfg)
         if tso:
@@ -104,7 +105,7 @@ class Pair:
         for s in segs:
             self.ref.input(s.copy(), now)
         if self.burst:
-            input_burst(self.fast, [s.copy() for s in segs], now)
+            input_burst(self.fast, [s.copy() for s in segs], now, self.acks)
         else:
             for s in segs:
                 self.fast.input(s.copy(), now)
@@ -262,3 +263,68 @@ def test_burst_ending_at_the_send_queue_end_carries_psh():
     out = p.check(0.02)
     assert p.bursts == 1
     assert [s.flags for s in out] == [ACK] * 4 + [ACK | PSH]
+
+
+def _sending_pair(rnd, acks=True, nsegs=40):
+    p = Pair(True, True, rnd, StackConfig(raise_errors=True, init_cwnd=64), acks=acks)
+    p.peer_wnd = 65535
+    p.feed([p.seg(ACK, p.acked)], 0.01)
+    p.check(0.01)
+    ca, cb = p.conns()
+    n = nsegs * ca[0].mss
+    ca[0].send(STREAM[:n], 0.02)
+    cb[0].send(STREAM[:n], 0.02)
+    p.check(0.02)
+    return p
+
+
+def _stream_ok(out, iss):
+    for s in out:
+        if s.payload:
+            off = ((s.seq - iss) & MASK) - 1
+            assert bytes(s.payload) == STREAM[off:off + len(s.payload)]
+
+
+def test_a_run_of_advancing_acks_is_one_update_and_one_transmit():
+    rnd = random.Random(11)
+    p = _sending_pair(rnd)
+    ca, cb = (x[0] for x in p.conns())
+    mss = ca.mss
+    p.sent_hi = ca.snd_nxt_o
+    more = STREAM[40 * mss:240 * mss]       # more to send once the ACKs open cwnd
+    ca.send(more, 0.03)
+    cb.send(more, 0.03)
+    p.check(0.03)
+    burst = [p.seg(ACK, 1 + 2 * mss * (i + 1)) for i in range(10)]
+    for s in burst:
+        p.ref.input(s.copy(), 0.05)
+    input_burst(p.fast, [s.copy() for s in burst], 0.05, True)
+    a, b = p.ref.output(), p.fast.output()
+    # the first ACK through the reference (one transmit), the other nine as one run
+    # (one transmit); the reference transmits after each of the ten
+    assert len([s for s in b if type(s) is SegBurst]) == 2
+    assert len([s for s in a if s.payload]) >= 10
+    for name in ("snd_una_o", "srtt", "rttvar", "rto", "bytes_acked", "dupacks", "segs_in",
+                 "rcv_nxt_o", "ts_recent", "snd_wnd", "snd_wl2_o"):
+        assert getattr(ca, name) == getattr(cb, name), name
+    assert p.ref.stats.segs_in == p.fast.stats.segs_in
+    _stream_ok(a, p.iss)
+    _stream_ok(expand(b), p.iss)
+    # what was sent continues the stream from the same place
+    assert expand(b)[0].seq == [s for s in a if s.payload][0].seq
+
+
+@pytest.mark.parametrize("seed", range(12, 20))
+def test_duplicate_acks_are_never_collapsed(seed):
+    rnd = random.Random(seed)
+    p = _sending_pair(rnd)
+    c = p.conns()[0][0]
+    mss = c.mss
+    burst = []                                            # four duplicates: fast retransmit
+    for k in range(4):                                    # (with SACK: new blocks each)
+        sack = (((p.iss + 1 + mss) & MASK, (p.iss + 1 + (k + 2) * mss) & MASK),) \
+            if c.sack_ok else ()
+        burst.append(p.seg(ACK, 1, sack=sack))
+    p.feed(burst, 0.05)
+    p.check(0.05)                                         # identical to the reference
+    assert p.ref.stats.fast_retransmits == p.fast.stats.fast_retransmits == 1
