@@ -21,6 +21,10 @@
  *
  * stamp_frames(...): see fpd.wire.stamp_frames (template transmit).
  *
+ * data_run(...): the loop of fpd.fastpath._data_run (batched in-order receive) over
+ * Segments with bytes payloads, the payloads appended to the receive buffer in one
+ * resize; the Python loop there is the reference and documents the rules.
+ *
  * The pure-Python path stays the reference; tests compare the two.
  */
 #define PY_SSIZE_T_CLEAN
@@ -381,11 +385,124 @@ done:
     return res;
 }
 
+/* ---- the receive fast path over a run of segments (fpd.fastpath._data_run) ----------- */
+
+static int get_u64(PyObject *o, unsigned long long *v)
+{
+    if (!PyLong_Check(o))
+        return -1;
+    *v = PyLong_AsUnsignedLongLong(o);
+    if (*v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
+
+#define SLOT(o, i) (*(PyObject **)((char *)(o) + seg_off[i]))
+
+/* data_run(segs, i, j, rcvq, (rn, irs, ack_w, snd_wnd, shift, adv, wup, ts_ok, ts_recent,
+ *          rcv_mss, cfg_mss, quick, ack_now, ack_pending, dack_none, wl1, wl2, una))
+ * -> None (no segment taken) or (m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick,
+ *    ack_now, ack_pending, dack_set, wupd, wl1, wl2): the loop of fpd.fastpath._data_run
+ * (the reference, which documents the rules), the payloads appended to rcvq. */
+static PyObject *data_run(PyObject *self, PyObject *args)
+{
+    PyObject *segs, *rcvq;
+    Py_ssize_t i, j, k, m;
+    long long rn, adv, wup, rcv_mss, cfg_mss, quick, wl1, wl2, una, snd_wnd;
+    unsigned long long ack_w, ts_recent, irs;
+    int shift, ts_ok, ack_now, ack_pending, dack_none, ts_set = 0, dack_set = 0, wupd = 0;
+    long long nbytes = 0;
+    char *dst;
+    if (!PyArg_ParseTuple(args, "O!nnO!(LKKLiLLiKLLLpppLLL)", &PyList_Type, &segs, &i, &j,
+                          &PyByteArray_Type, &rcvq, &rn, &irs, &ack_w, &snd_wnd, &shift,
+                          &adv, &wup, &ts_ok, &ts_recent, &rcv_mss, &cfg_mss, &quick,
+                          &ack_now, &ack_pending, &dack_none, &wl1, &wl2, &una))
+        return NULL;
+    if (seg_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "fpd._accel.init(Segment) not called");
+        return NULL;
+    }
+    if (j > PyList_GET_SIZE(segs))
+        j = PyList_GET_SIZE(segs);
+    /* pass 1: how far the run goes, and every state change it makes */
+    for (k = i; k < j; k++) {
+        PyObject *o = PyList_GET_ITEM(segs, k), *pl;
+        unsigned long long flags, ack, seq, wnd, tsval;
+        Py_ssize_t plen;
+        if (Py_TYPE(o) != seg_type)
+            break;
+        pl = SLOT(o, S_PAYLOAD);
+        if (pl == NULL || !PyBytes_CheckExact(pl))
+            break;                         /* (memoryview payloads: the Python loop) */
+        plen = PyBytes_GET_SIZE(pl);
+        if (!plen || SLOT(o, S_SACK) == NULL || PyObject_IsTrue(SLOT(o, S_SACK)) != 0)
+            break;
+        if (get_u64(SLOT(o, S_FLAGS), &flags) || (flags & 0x37) != 0x10 ||
+            get_u64(SLOT(o, S_ACK), &ack) || ack != ack_w ||
+            get_u64(SLOT(o, S_SEQ), &seq) || seq != ((irs + (unsigned long long)rn) & 0xFFFFFFFFull) ||
+            get_u64(SLOT(o, S_WND), &wnd) || (long long)((wnd & 0xFFFF) << shift) != snd_wnd ||
+            plen > adv - rn)
+            break;
+        if (ts_ok) {
+            PyObject *tv = SLOT(o, S_TSVAL);
+            if (tv == NULL || tv == Py_None || get_u64(tv, &tsval) ||
+                ((tsval - ts_recent) & 0xFFFFFFFFull) >= 0x80000000ull)
+                break;
+            if (rn <= wup) {
+                ts_recent = tsval;
+                ts_set = 1;
+            }
+        }
+        if (wl1 < rn || (wl1 == rn && wl2 <= una)) {
+            wl1 = rn;
+            wl2 = una;
+            wupd = 1;
+        }
+        rn += plen;
+        nbytes += plen;
+        if (plen > rcv_mss)
+            rcv_mss = plen < cfg_mss ? plen : cfg_mss;
+        if (quick > 0) {
+            quick--;
+            ack_now = 1;
+        } else if (rn - wup > rcv_mss)
+            ack_now = 1;
+        else
+            ack_pending = 1;
+        if (!ack_now && ack_pending && dack_none) {
+            dack_set = 1;
+            dack_none = 0;
+        }
+    }
+    m = k - i;
+    if (!m)
+        Py_RETURN_NONE;
+    /* pass 2: the bytes (one resize: a failure changes nothing) */
+    {
+        Py_ssize_t old = PyByteArray_GET_SIZE(rcvq);
+        if (PyByteArray_Resize(rcvq, old + (Py_ssize_t)nbytes) < 0)
+            return NULL;
+        dst = PyByteArray_AS_STRING(rcvq) + old;
+        for (k = i; k < i + m; k++) {
+            PyObject *pl = SLOT(PyList_GET_ITEM(segs, k), S_PAYLOAD);
+            Py_ssize_t n = PyBytes_GET_SIZE(pl);
+            memcpy(dst, PyBytes_AS_STRING(pl), n);
+            dst += n;
+        }
+    }
+    return Py_BuildValue("(nLLKiLLiiiiLL)", m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick,
+                         ack_now, ack_pending, dack_set, wupd, wl1, wl2);
+}
+
 static PyMethodDef methods[] = {
     {"wsum", wsum, METH_O, "16-bit big-endian word sum, folded to 0..0xFFFF."},
     {"init", init, METH_O, "init(Segment): the class parse_burst fills."},
     {"parse_burst", parse_burst, METH_VARARGS,
      "parse_burst(umem, addrs, lens, verify) -> (segments or None each, partial count)"},
+    {"data_run", data_run, METH_VARARGS,
+     "the loop of fpd.fastpath._data_run over a run of in-order data segments"},
     {"stamp_frames", stamp_frames, METH_VARARGS,
      "stamp_frames(umem, addrs, header, l3, payload, mss, last_flags) -> frame lengths"},
     {NULL, NULL, 0, NULL},

@@ -37,6 +37,7 @@ _sched(), _mkseg(), _cur_rto(), _in_flight()``.
 """
 
 from .tcp import (ESTABLISHED, CLOSED, CA_OPEN, MASK, HALF, EV_READABLE, ACK, PSH, _Rec)
+from . import wire as _wire
 from .wire import Segment
 
 __all__ = ["input_burst", "xmit_burst", "SegBurst"]
@@ -106,30 +107,60 @@ def _data_run(stack, c, segs, i, j, now):
             c.dsack is not None or c.closed_by_app or \
             c.snd_nxt_o < c.sndq_o + len(c.sndq):
         return 0
-    rn = c.rcv_nxt_o
     una = c.snd_una_o
-    ack_w = (c.iss + una) & MASK
-    irs = c.irs
-    snd_wnd = c.snd_wnd
-    shift = c.snd_shift
-    adv = c.rcv_adv_o
-    wup = c.rcv_wup_o
-    ts_ok = c.ts_ok
-    ts_recent = c.ts_recent
-    ts_stamp = c.ts_recent_stamp
-    rcv_mss = c.rcv_mss
-    cfg_mss = c.cfg.mss
-    quick = c.quick
-    ack_now = c.ack_now
-    ack_pending = c.ack_pending
-    t_dack = c.t_dack
-    delack = c.cfg.delack
-    rcvq = c.rcvq
-    wl1 = c.snd_wl1_o
-    wl2 = c.snd_wl2_o
+    args = (c.rcv_nxt_o, c.irs, (c.iss + una) & MASK, c.snd_wnd, c.snd_shift, c.rcv_adv_o,
+            c.rcv_wup_o, c.ts_ok, c.ts_recent, c.rcv_mss, c.cfg.mss, c.quick, c.ack_now,
+            c.ack_pending, c.t_dack is None, c.snd_wl1_o, c.snd_wl2_o, una)
+    run = _c_run if _c_run is not None else _py_run
+    r = run(segs, i, j, c.rcvq, args)
+    if r is None:
+        return 0
+    (m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick, ack_now, ack_pending, dack_set,
+     wupd, wl1, wl2) = r
+    stack._now = now
+    stack.stats.segs_in += m
+    c.segs_in += m
+    c.last_rcv = now
+    c.ka_probes = 0
+    if ts_set:
+        c.ts_recent = ts_recent
+        c.ts_recent_stamp = now
+    if wupd:
+        snd_wnd = c.snd_wnd
+        c.snd_wl1_o = wl1
+        c.snd_wl2_o = wl2
+        if snd_wnd > c.max_snd_wnd:
+            c.max_snd_wnd = snd_wnd
+        if snd_wnd:
+            c.persist_n = 0
+            c.t_persist = None
+    c.rcv_nxt_o = rn
+    c.bytes_in += nbytes
+    c.rcv_mss = rcv_mss
+    c.quick = quick
+    c.ack_now = bool(ack_now)
+    c.ack_pending = bool(ack_pending)
+    if dack_set:
+        c.t_dack = now + c.cfg.delack
+    if not c._rd_ev:
+        c._rd_ev = True
+        stack._events.append((EV_READABLE, c))
+    if ack_now and not c.ack_queued:
+        c.ack_queued = True
+        stack._acks.append(c)
+    c._sched()
+    return m
+
+
+def _py_run(segs, i, j, rcvq, args):
+    """The loop of :func:`_data_run` (the reference for ``fpd._accel.data_run``): how
+    many of segs[i:j] the per-segment fast path would take in a row, each one's effect
+    on the receive state, the payloads appended to ``rcvq``. None: not one."""
+    (rn, irs, ack_w, snd_wnd, shift, adv, wup, ts_ok, ts_recent, rcv_mss, cfg_mss, quick,
+     ack_now, ack_pending, dack_none, wl1, wl2, una) = args
+    ts_set = dack_set = wupd = False
     k = i
     nbytes = 0
-    wupd = False
     while k < j:
         seg = segs[k]
         payload = seg.payload
@@ -142,9 +173,9 @@ def _data_run(stack, c, segs, i, j, now):
             tsval = seg.tsval
             if tsval is None or ((tsval - ts_recent) & MASK) >= HALF:
                 break
-            if rn <= wup:
+            if rn <= wup:                   # RFC 7323 §4.3: the timestamp to echo
                 ts_recent = tsval
-                ts_stamp = now
+                ts_set = True
         # window update (RFC 9293 SND.WL1/WL2), as the fast path does per segment
         if wl1 < rn or (wl1 == rn and wl2 <= una):
             wl1 = rn
@@ -162,43 +193,18 @@ def _data_run(stack, c, segs, i, j, now):
             ack_now = True
         else:
             ack_pending = True
-        if not ack_now and ack_pending and t_dack is None:
-            t_dack = now + delack
+        if not ack_now and ack_pending and dack_none:
+            dack_set = True
+            dack_none = False
         k += 1
-    m = k - i
-    if not m:
-        return 0
-    stack._now = now
-    stack.stats.segs_in += m
-    c.segs_in += m
-    c.last_rcv = now
-    c.ka_probes = 0
-    if ts_ok:
-        c.ts_recent = ts_recent
-        c.ts_recent_stamp = ts_stamp
-    if wupd:
-        c.snd_wl1_o = wl1
-        c.snd_wl2_o = wl2
-        if snd_wnd > c.max_snd_wnd:
-            c.max_snd_wnd = snd_wnd
-        if snd_wnd:
-            c.persist_n = 0
-            c.t_persist = None
-    c.rcv_nxt_o = rn
-    c.bytes_in += nbytes
-    c.rcv_mss = rcv_mss
-    c.quick = quick
-    c.ack_now = ack_now
-    c.ack_pending = ack_pending
-    c.t_dack = t_dack
-    if not c._rd_ev:
-        c._rd_ev = True
-        stack._events.append((EV_READABLE, c))
-    if ack_now and not c.ack_queued:
-        c.ack_queued = True
-        stack._acks.append(c)
-    c._sched()
-    return m
+    if k == i:
+        return None
+    return (k - i, nbytes, rn, ts_recent, ts_set, rcv_mss, quick, ack_now, ack_pending,
+            dack_set, wupd, wl1, wl2)
+
+
+#: the compiled loop (fpd/_accel.c), None with FPD_PURE_PYTHON or without the build
+_c_run = getattr(_wire._accel, "data_run", None)
 
 
 def _ack_run(stack, c, segs, i, j, now):

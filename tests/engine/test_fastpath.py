@@ -185,9 +185,32 @@ class Pair:
         return True
 
 
-@settings(max_examples=150, deadline=None)
-@given(seed=hst.integers(0, 2 ** 32 - 1), mode=hst.sampled_from(["burst", "tso", "both"]))
-def test_fastpath_equals_per_segment_path(seed, mode):
+C_RUN = fastpath._c_run
+IMPLS = ["py", "c"] if C_RUN is not None else ["py"]
+
+
+def _use(impl):
+    fastpath._c_run = C_RUN if impl == "c" else None
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=hst.integers(0, 2 ** 32 - 1), mode=hst.sampled_from(["burst", "tso", "both"]),
+       impl=hst.sampled_from(IMPLS))
+def test_fastpath_equals_per_segment_path(seed, mode, impl):
+    """The compiled receive loop (fpd._accel.data_run) and the Python one alike."""
+    _use(impl)
+    try:
+        _equal_run(seed, mode)
+    finally:
+        _use("c")
+
+
+def test_the_compiled_receive_loop_is_built():
+    from fpd import wire
+    assert (C_RUN is not None) == wire.ACCEL
+
+
+def _equal_run(seed, mode):
     rnd = random.Random(seed)
     cfg = StackConfig(quickack=rnd.choice((0, 2, 16)), rcvbuf=rnd.choice((8192, 65536, 262144)),
                       nodelay=rnd.random() < 0.5, raise_errors=True)
@@ -199,8 +222,10 @@ def test_fastpath_equals_per_segment_path(seed, mode):
             break
 
 
-def test_bulk_receive_burst_is_batched_and_equal():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bulk_receive_burst_is_batched_and_equal(impl, monkeypatch):
     """A plain in-order burst: the batch path takes all but the first segment."""
+    monkeypatch.setattr(fastpath, "_c_run", C_RUN if impl == "c" else None)
     rnd = random.Random(5)
     p = Pair(True, False, rnd, StackConfig(quickack=0, raise_errors=True))
     calls = []
