@@ -205,6 +205,12 @@ class Worker:
                       comp_size=ring_size, nframes=nframes, chunk_size=chunk_size,
                       check=check)
             kw.update(xsk_kw or {})
+            bp = os.environ.get("FPD_BUSY_POLL")      # "USECS[,BUDGET]" (see docs/AFXDP.md)
+            if bp and "busy_poll" not in kw:
+                us, _, budget = bp.partition(",")
+                kw["busy_poll"] = int(us)
+                if budget:
+                    kw["busy_poll_budget"] = int(budget)
             self.xsk = XskSocket(ifname, queue, **kw)
             self.umem = self.xsk.umem
             self.chunk = self.umem.chunk_size
@@ -396,6 +402,8 @@ class Worker:
                     fn(now)
                     n_rd += 1
         # ---- RX: the whole burst into the engine, then the frames back to the kernel
+        if xsk.busy_poll and not slept and not xsk.rx.available():
+            xsk.busy_poll_rx()                     # the queue's NAPI runs here
         addrs, lens = xsk.rx_burst(self.batch)
         n_rx = len(addrs)
         if n_rx:
