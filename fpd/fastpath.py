@@ -296,7 +296,7 @@ class SegBurst:
         self.mss = mss
         self.count = count
         self.last_flags = last_flags
-        self.header = None          # the worker's prebuilt frame header, once built
+        self.header = None          # the worker's prebuilt frame header (and its MAC)
 
     # the fields output consumers look at
     @property

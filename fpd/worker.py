@@ -660,8 +660,8 @@ class Worker:
                     c = seg.count
                 else:
                     rest = None
-                if seg.header is None:
-                    seg.header = wire.template_header(src_mac, mac, seg.tmpl, vlan)
+                if seg.header is None or seg.header[2] is not mac:
+                    seg.header = wire.template_header(src_mac, mac, seg.tmpl, vlan) + (mac,)
                 hdr_len = len(seg.header[0])
                 if hdr_len + seg.mss > limit:
                     self.tx_errors += c
