@@ -33,32 +33,56 @@
 #include <string.h>
 #include <structmember.h>
 
+static uint64_t fold(uint64_t s);
+
 static uint64_t sum_words(const unsigned char *p, Py_ssize_t n)
 {
-    uint64_t s = 0;
-    /* 8 bytes at a time: four big-endian words in one 64-bit load, summed in 32-bit lanes
-       by splitting even and odd words; a 64-bit accumulator cannot overflow for any
-       buffer below 2^32 words per lane. */
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        v = __builtin_bswap64(v);              /* big-endian words in host order */
-        s += (v >> 48) + ((v >> 32) & 0xFFFF) + ((v >> 16) & 0xFFFF) + (v & 0xFFFF);
-        p += 8;
-        n -= 8;
+    /* The one's-complement sum is byte-order independent (RFC 1071 2(B)): sum the
+       buffer as host-order 32-bit words (a 64-bit accumulator per lane cannot overflow
+       below 2^32 words), fold, and on a little-endian host swap the two bytes of the
+       folded sum (x * 256 mod 0xFFFF) to get the big-endian words' sum. */
+    uint64_t a = 0, b = 0, c = 0, d = 0, s;
+    uint32_t w;
+    while (n >= 16) {
+        uint32_t x[4];
+        memcpy(x, p, 16);
+        a += x[0];
+        b += x[1];
+        c += x[2];
+        d += x[3];
+        p += 16;
+        n -= 16;
     }
-    while (n >= 2) {
-        s += ((uint64_t)p[0] << 8) | p[1];
+    while (n >= 4) {
+        memcpy(&w, p, 4);
+        a += w;
+        p += 4;
+        n -= 4;
+    }
+    s = a + b + c + d;
+    if (n >= 2) {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        s += h;
         p += 2;
         n -= 2;
     }
-    if (n)
-        s += (uint64_t)p[0] << 8;
+    if (n) {
+        uint16_t h = 0;
+        memcpy(&h, p, 1);                 /* the last byte, the first of a zero-padded word */
+        s += h;
+    }
+    s = fold(s);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    s = ((s & 0xFF) << 8) | (s >> 8);
+#endif
     return s;
 }
 
 static uint64_t fold(uint64_t s)
 {
+    if (!s)
+        return 0;
     while (s >> 16)
         s = (s & 0xFFFF) + (s >> 16);
     return s;
@@ -126,6 +150,8 @@ static PyObject *init(PyObject *self, PyObject *arg)
     seg_type = (PyTypeObject *)arg;
     Py_RETURN_NONE;
 }
+
+#define SLOT_(o, i) (*(PyObject **)((char *)(o) + seg_off[i]))
 
 static inline void set_slot(PyObject *o, int i, PyObject *v)    /* steals v */
 {
@@ -385,6 +411,44 @@ done:
     return res;
 }
 
+/* run_end(segs, i) -> j: segs[i:j] is the longest run of Segments with segs[i]'s
+ * 4-tuple (src, dst, sport, dport); segs[i] must be a Segment. */
+static PyObject *run_end(PyObject *self, PyObject *args)
+{
+    PyObject *segs, *o;
+    PyObject *src, *dst, *sp, *dp;
+    Py_ssize_t i, j, n;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &segs, &i))
+        return NULL;
+    n = PyList_GET_SIZE(segs);
+    if (seg_type == NULL || i < 0 || i >= n || Py_TYPE(PyList_GET_ITEM(segs, i)) != seg_type) {
+        PyErr_SetString(PyExc_ValueError, "run_end: segs[i] is not a Segment");
+        return NULL;
+    }
+    o = PyList_GET_ITEM(segs, i);
+    src = SLOT_(o, S_SRC); dst = SLOT_(o, S_DST); sp = SLOT_(o, S_SPORT); dp = SLOT_(o, S_DPORT);
+    for (j = i + 1; j < n; j++) {
+        PyObject *x = PyList_GET_ITEM(segs, j), *a, *b;
+        int r;
+        if (Py_TYPE(x) != seg_type)
+            break;
+#define SAME(slot, ref) \
+        a = SLOT_(x, slot); b = ref; \
+        if (a != b) { \
+            if (a == NULL || b == NULL) break; \
+            r = PyObject_RichCompareBool(a, b, Py_EQ); \
+            if (r < 0) return NULL; \
+            if (!r) break; \
+        }
+        SAME(S_SPORT, sp)
+        SAME(S_DPORT, dp)
+        SAME(S_SRC, src)
+        SAME(S_DST, dst)
+#undef SAME
+    }
+    return PyLong_FromSsize_t(j);
+}
+
 /* ---- the receive fast path over a run of segments (fpd.fastpath._data_run) ----------- */
 
 static int get_u64(PyObject *o, unsigned long long *v)
@@ -501,6 +565,8 @@ static PyMethodDef methods[] = {
     {"init", init, METH_O, "init(Segment): the class parse_burst fills."},
     {"parse_burst", parse_burst, METH_VARARGS,
      "parse_burst(umem, addrs, lens, verify) -> (segments or None each, partial count)"},
+    {"run_end", run_end, METH_VARARGS,
+     "run_end(segs, i) -> j: the run of segs[i]'s 4-tuple"},
     {"data_run", data_run, METH_VARARGS,
      "the loop of fpd.fastpath._data_run over a run of in-order data segments"},
     {"stamp_frames", stamp_frames, METH_VARARGS,

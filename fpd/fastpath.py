@@ -68,12 +68,15 @@ def input_burst(stack, segs, now, acks=False):
             dst = seg.dst
             sp = seg.sport
             dp = seg.dport
-            while j < n:
-                s = segs[j]
-                if s is None or s.sport != sp or s.dport != dp or s.src != src or \
-                        s.dst != dst:
-                    break
-                j += 1
+            if _c_run_end is not None and type(seg) is Segment:
+                j = _c_run_end(segs, i)
+            else:
+                while j < n:
+                    s = segs[j]
+                    if s is None or s.sport != sp or s.dport != dp or s.src != src or \
+                            s.dst != dst:
+                        break
+                    j += 1
         inp(seg, now)
         i += 1
         if j - i > 0:
@@ -203,8 +206,9 @@ def _py_run(segs, i, j, rcvq, args):
             dack_set, wupd, wl1, wl2)
 
 
-#: the compiled loop (fpd/_accel.c), None with FPD_PURE_PYTHON or without the build
+#: the compiled loops (fpd/_accel.c), None with FPD_PURE_PYTHON or without the build
 _c_run = getattr(_wire._accel, "data_run", None)
+_c_run_end = getattr(_wire._accel, "run_end", None)
 
 
 def _ack_run(stack, c, segs, i, j, now):

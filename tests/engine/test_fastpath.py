@@ -353,3 +353,76 @@ def test_duplicate_acks_are_never_collapsed(seed):
     p.feed(burst, 0.05)
     p.check(0.05)                                         # identical to the reference
     assert p.ref.stats.fast_retransmits == p.fast.stats.fast_retransmits == 1
+
+
+def _py_run_end(segs, i):
+    s0 = segs[i]
+    j = i + 1
+    while j < len(segs):
+        s = segs[j]
+        if s is None or (s.src, s.dst, s.sport, s.dport) != (s0.src, s0.dst, s0.sport,
+                                                              s0.dport):
+            break
+        j += 1
+    return j
+
+
+def test_run_end_matches_the_python_grouping():
+    if fastpath._c_run_end is None:
+        pytest.skip("FPD_PURE_PYTHON: no compiled grouping to compare")
+    rnd = random.Random(3)
+    flows = [(SRV, PEER, 80, 40000), (SRV, PEER, 80, 40001), (bytes(SRV), PEER, 81, 40000),
+             (SRV, bytes([10, 77, 0, 3]), 80, 40000)]
+    for _ in range(300):
+        segs = []
+        for _ in range(rnd.randrange(1, 30)):
+            if rnd.random() < 0.1:
+                segs.append(None)
+                continue
+            d, s, dp, sp = rnd.choice(flows[:rnd.randrange(1, 5)])
+            segs.append(Segment(src=bytes(s), dst=bytes(d), sport=sp, dport=dp))
+        for i, seg in enumerate(segs):
+            if seg is not None:
+                assert fastpath._c_run_end(segs, i) == _py_run_end(segs, i)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_interleaved_flows_equal_per_segment(seed):
+    """Two connections' segments interleaved in one burst: runs of each, same result."""
+    rnd = random.Random(seed)
+    cfg = StackConfig(quickack=2, raise_errors=True)
+    ref, fast = Stack(b"k" * 16, cfg), Stack(b"k" * 16, cfg)
+    for st in (ref, fast):
+        st.listen(b"\0\0\0\0", 80)
+    peers = []
+    for port in (40000, 40001):
+        syn = Segment(src=PEER, dst=SRV, sport=port, dport=80, seq=1000, flags=SYN,
+                      wnd=65535, mss=1000, wscale=7, sack_ok=True, tsval=1)
+        for st in (ref, fast):
+            st.input(syn.copy(), 0.0)
+        iss = [s for s in ref.output() if s.dport == port][0].seq
+        fast.output()
+        ack = Segment(src=PEER, dst=SRV, sport=port, dport=80, seq=1001,
+                      ack=(iss + 1) & MASK, flags=ACK, wnd=512, tsval=2, tsecr=0)
+        for st in (ref, fast):
+            st.input(ack.copy(), 0.001)
+        peers.append([port, iss, 0])
+    for step in range(10):
+        burst = []
+        for _ in range(rnd.randrange(1, 40)):
+            p = rnd.choice(peers)
+            n = rnd.choice((988, 988, rnd.randrange(1, 989)))
+            burst.append(Segment(src=PEER, dst=SRV, sport=p[0], dport=80,
+                                 seq=(1001 + p[2]) & MASK, ack=(p[1] + 1) & MASK, flags=ACK,
+                                 wnd=512, tsval=3 + step, tsecr=0,
+                                 payload=STREAM[p[2]:p[2] + n]))
+            p[2] += n
+        now = 0.01 * (step + 1)
+        for s in burst:
+            ref.input(s.copy(), now)
+        input_burst(fast, [s.copy() for s in burst], now, True)
+        for st in (ref, fast):
+            st.tick(now)
+        assert [s.fields() for s in ref.output()] == [s.fields() for s in expand(fast.output())]
+        assert _events(ref) == _events(fast)
+        assert stack_state(ref) == stack_state(fast)
