@@ -407,12 +407,7 @@ def xmit_burst(c, now):
     c.segs_out += n - 1
     st.stats.segs_out += n
     st._out.append(SegBurst(tmpl, payload, mss, n, last_flags))
-    rtxq = c.rtxq
-    s = nxt
-    for _ in range(n):
-        e = s + mss
-        rtxq.append(_Rec(s, e, 0, now))
-        s = e
+    c.rtxq.extend([_Rec(s, s + mss, 0, now) for s in range(nxt, end, mss)])
     c.snd_nxt_o = end
     c.bytes_out += n * mss
     c.last_send = now
