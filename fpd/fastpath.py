@@ -288,7 +288,8 @@ def _ack_run(stack, c, segs, i, j, now):
 class SegBurst:
     """``count`` segments of ``mss`` payload bytes (the last: 1..mss) from sequence
     ``tmpl.seq``, every other field as in ``tmpl`` (whose payload is empty); the last
-    segment's flags are ``last_flags``. ``payload`` holds all their bytes. The worker
+    segment's flags are ``last_flags``. ``payload`` holds all their bytes (bytes, or a
+    memoryview of them after a split). The worker
     frames it with ``fpd.wire.stamp_frames``; anything that reads an output list sees
     ``flags``, ``payload``, ``sack`` and ``dst`` like a Segment's."""
 
@@ -319,10 +320,10 @@ class SegBurst:
         """Keep the first ``n`` segments here; return the rest as a new SegBurst."""
         mss = self.mss
         t = self.tmpl
-        rest = SegBurst(t.copy(seq=(t.seq + n * mss) & MASK), self.payload[n * mss:], mss,
+        mv = memoryview(self.payload)           # no copies: a burst may be split often
+        rest = SegBurst(t.copy(seq=(t.seq + n * mss) & MASK), mv[n * mss:], mss,
                         self.count - n, self.last_flags)
-        rest.header = None
-        self.payload = self.payload[:n * mss]
+        self.payload = mv[:n * mss]
         self.count = n
         self.last_flags = t.flags
         return rest

@@ -148,6 +148,8 @@ class Worker:
         self.tx_backlog_drops = 0
         self.tx_errors = 0             # a segment that could not be framed (engine bug)
         self.sack_trimmed = 0          # SACK blocks removed to keep a frame within the MTU
+        self.tx_bursts = 0             # SegBursts (template transmit) stamped
+        self.tx_burst_splits = 0       # ... that did not fit the free frames at once
         self.neigh_lookups = 0
         self.neigh_waits = 0           # destinations whose MAC had to be resolved first
         self.iterations = self.sleeps = self.batches = 0
@@ -531,6 +533,7 @@ class Worker:
             "tx_deferred": self.tx_deferred, "tx_backlog": len(self._txq),
             "max_backlog": self.max_backlog, "tx_backlog_drops": self.tx_backlog_drops,
             "tx_errors": self.tx_errors, "sack_trimmed": self.sack_trimmed,
+            "tx_bursts": self.tx_bursts, "tx_burst_splits": self.tx_burst_splits,
             "neigh_lookups": self.neigh_lookups, "neigh_waits": self.neigh_waits,
             "neigh_parked": sum(len(p[3]) for p in list(self._parked.values())),
             "iterations": self.iterations, "sleeps": self.sleeps, "batches": self.batches,
@@ -658,6 +661,7 @@ class Worker:
                 if c > k - i:                   # not enough frames: the rest waits
                     rest = seg.split(k - i)
                     c = seg.count
+                    self.tx_burst_splits += 1
                 else:
                     rest = None
                 if seg.header is None or seg.header[2] is not mac:
@@ -676,6 +680,7 @@ class Worker:
                         addrs.extend(frames[i:i + c])
                         lens.extend(bl)
                         i += c
+                        self.tx_bursts += 1
                 if rest is not None:
                     self._defer([rest] + segs[j + 1:])
                     break
