@@ -14,20 +14,28 @@ from other threads; the stack and its connections belong to the thread running t
 One iteration (:meth:`Worker.poll_once`), everything batched per RX burst::
 
     thread-safe calls queued with call_soon(fn)      fn(worker, now)
-    RX burst (<= batch frames)  -> wire.parse_frame -> stack.input(seg, now)   (whole batch)
+    RX burst (<= batch frames) -> wire.parse_burst (one call; frames it leaves: parse_frame)
         MalformedFrame: dropped and counted by reason; not TCP/IPv4: counted
+        -> fastpath.input_burst(stack, segs, now)   (runs of one flow; see fpd.fastpath)
     recycle the whole burst to the fill ring                                   (one submit)
     stack.tick(now); app(worker, stack.events(), now) until no more events
-    stack.output() (+ what waited) -> next-hop MAC -> wire.build_frame_into a UMEM frame
+    stack.output_coalesced() (+ what waited) -> next-hop MAC ->
+        Segment: wire.build_frame_into a UMEM frame
+        fastpath.SegBurst: wire.stamp_frames, N UMEM frames from one header
     one tx_submit (it kicks: copy mode sends inside that sendto) -> reap completions
     top the fill ring up from the free list                                    (one submit)
 
-Received payload.  ``wire.parse_frame`` gives ``seg.payload`` as a memoryview into the
-UMEM frame. The engine copies every accepted byte during ``Stack.input`` (``rcvq +=``,
-out-of-order blocks are ``bytearray`` copies) and keeps no reference to the segment, so
-the worker hands it the view (no copy of its own) and recycles the burst's frames only
-after the whole burst went through ``input``. If the engine ever starts keeping received
-payload by reference, pass ``copy_payload=True`` (``bytes`` copies before ``input``).
+:meth:`Worker.set_fastpath` (or FPD_BURST_PARSE=0, FPD_BURST=0, FPD_TSO=0,
+FPD_ACK_COLLAPSE=0 in the environment) switches each per-burst lever back to the
+per-segment reference: ``parse_frame`` per frame, ``stack.input`` per segment, one
+Segment and one ``build_frame_into`` per segment.
+
+Received payload.  ``wire.parse_burst`` gives ``seg.payload`` as bytes (C) or a
+memoryview into the UMEM frame (pure Python, ``parse_frame``). The engine copies every
+accepted byte during input (``rcvq +=``, out-of-order blocks are ``bytearray`` copies)
+and keeps no reference to the segment, so the worker recycles the burst's frames only
+after the whole burst went through the engine. If the engine ever starts keeping received
+payload by reference, pass ``copy_payload=True`` (``bytes`` copies before input).
 
 Transmit back-pressure.  A segment that finds the TX ring full or no free frame stays
 queued (in order) for the next iteration, up to ``tx_backlog`` segments; beyond that new
