@@ -13,8 +13,8 @@ send  the app writes, the engine sends MSS segments as frames; the peer's ACK fr
 
 Levers (each adds one to the one before): ref (parse_frame per frame, Stack.input per
 segment, build_frame_into per segment: the per-segment reference), parse (one
-wire.parse_burst per RX burst, C), burst (fastpath.input_burst), all (template transmit:
-fastpath.xmit_burst + wire.stamp_frames). The code mirrors Worker._rx and Worker._flush.
+wire.parse_burst per RX burst, C), burst (fastpath.input_burst), tso (template transmit:
+fastpath.xmit_burst + wire.stamp_frames), all (+ a run of pure ACKs: one transmit). The code mirrors Worker._rx and Worker._flush.
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ PMAC = b"\x02\x00\x00\x00\x00\x02"
 MASK = 0xFFFFFFFF
 CHUNK = 2048
 LEVERS = {
-    "ref": dict(parse=False, burst=False, tso=False),
-    "parse": dict(parse=True, burst=False, tso=False),
-    "burst": dict(parse=True, burst=True, tso=False),
-    "all": dict(parse=True, burst=True, tso=True),
+    "ref": dict(parse=False, burst=False, tso=False, acks=False),
+    "parse": dict(parse=True, burst=False, tso=False, acks=False),
+    "burst": dict(parse=True, burst=True, tso=False, acks=False),
+    "tso": dict(parse=True, burst=True, tso=True, acks=False),
+    "all": dict(parse=True, burst=True, tso=True, acks=True),
 }
 
 
@@ -54,6 +55,7 @@ class Path:
         kw = LEVERS[lever]
         self.parse = kw["parse"]
         self.burst = kw["burst"]
+        self.acks = kw["acks"]
         self.stack = Stack(b"k" * 16, StackConfig(rcvbuf=1 << 22, sndbuf=1 << 22))
         if kw["tso"]:
             self.stack.tso = fastpath.xmit_burst
@@ -74,7 +76,7 @@ class Path:
                     fr = wire.parse_frame(view[addrs[i]:addrs[i] + lens[i]], True)
                     segs[i] = fr.seg if fr is not None else None
         if self.burst:
-            fastpath.input_burst(self.stack, segs, now)
+            fastpath.input_burst(self.stack, segs, now, self.acks)
         else:
             inp = self.stack.input
             for s in segs:
@@ -195,7 +197,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--segs", type=int, default=20000)
     ap.add_argument("--burst", type=int, default=64)
-    ap.add_argument("--levers", default="ref,parse,burst,all")
+    ap.add_argument("--levers", default="ref,parse,burst,tso,all")
     ap.add_argument("--profile", nargs=2, metavar=("WORK", "LEVER"))
     args = ap.parse_args()
     fns = {"recv": run_recv, "send": run_send}

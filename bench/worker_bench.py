@@ -20,7 +20,7 @@ kernel's runs too (they are XDP_PASSed), so both see the same interface.
 
     .venv/bin/python bench/worker_bench.py [--rounds 5] [--mb 50] [--rr-seconds 2]
                                            [--mode native|generic] [--spin 0.0005]
-                                           [--levers ref,parse,burst,all] [--work up,down,rr]
+                                           [--levers ref,parse,burst,tso,all] [--work up,down,rr]
 """
 
 from __future__ import annotations
@@ -271,11 +271,28 @@ def client_main() -> None:
 # --- the bench ----------------------------------------------------------------------------
 #: fpd data-path configurations (Worker.set_fastpath), each adding one lever
 LEVERS = {
-    "ref": dict(parse=False, burst=False, tso=False),
-    "parse": dict(parse=True, burst=False, tso=False),
-    "burst": dict(parse=True, burst=True, tso=False),
-    "all": dict(parse=True, burst=True, tso=True),
+    "ref": dict(parse=False, burst=False, tso=False, acks=False),
+    "parse": dict(parse=True, burst=False, tso=False, acks=False),
+    "burst": dict(parse=True, burst=True, tso=False, acks=False),
+    "tso": dict(parse=True, burst=True, tso=True, acks=False),
+    "all": dict(parse=True, burst=True, tso=True, acks=True),
+    # AF_XDP knobs on top of "all"
+    "busy": dict(parse=True, burst=True, tso=True, acks=True, busy_poll=20),
+    "batch64": dict(parse=True, burst=True, tso=True, acks=True, batch=64),
+    "batch1k": dict(parse=True, burst=True, tso=True, acks=True, batch=1024),
 }
+
+
+def apply_lever(w, kw: dict) -> None:
+    """In the worker's thread: the data-path levers, busy polling, the RX batch."""
+    kw = dict(kw)
+    bp = kw.pop("busy_poll", 0)
+    w.batch = kw.pop("batch", 256)
+    w.set_fastpath(**kw)
+    if bp:
+        w.xsk.set_busy_poll(bp, 64)
+    elif w.xsk.busy_poll:
+        w.xsk.set_busy_poll(0)
 
 
 def main() -> None:
@@ -291,8 +308,10 @@ def main() -> None:
     ap.add_argument("--levers", default="all",
                     help="comma-separated fpd data-path configurations, each measured in "
                          "the same run: ref (per frame, per segment), parse (+ one C "
-                         "parse per RX burst), burst (+ batched in-order receive), all "
-                         "(+ template transmit)")
+                         "parse per RX burst), burst (+ batched in-order receive), tso "
+                         "(+ template transmit), all (+ ACK runs: one transmit); AF_XDP "
+                         "knobs on top of all: busy (busy polling 20 us, budget 64), "
+                         "batch64, batch1k (RX burst size; default 256)")
     ap.add_argument("--work", default="up,down,rr", help="subset of up,down,rr")
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -362,7 +381,7 @@ def main() -> None:
                     return
                 kw = LEVERS[srv.split(":", 1)[1]]
                 done = threading.Event()
-                w.call_soon(lambda w, now: (w.set_fastpath(**kw), done.set()))
+                w.call_soon(lambda w, now: (apply_lever(w, kw), done.set()))
                 if not done.wait(5):
                     raise RuntimeError("the worker did not take the lever change")
 

@@ -21,6 +21,10 @@
  *
  * stamp_frames(...): see fpd.wire.stamp_frames (template transmit).
  *
+ * data_run(...): the loop of fpd.fastpath._data_run (batched in-order receive) over
+ * Segments with bytes payloads, the payloads appended to the receive buffer in one
+ * resize; the Python loop there is the reference and documents the rules.
+ *
  * The pure-Python path stays the reference; tests compare the two.
  */
 #define PY_SSIZE_T_CLEAN
@@ -29,32 +33,56 @@
 #include <string.h>
 #include <structmember.h>
 
+static uint64_t fold(uint64_t s);
+
 static uint64_t sum_words(const unsigned char *p, Py_ssize_t n)
 {
-    uint64_t s = 0;
-    /* 8 bytes at a time: four big-endian words in one 64-bit load, summed in 32-bit lanes
-       by splitting even and odd words; a 64-bit accumulator cannot overflow for any
-       buffer below 2^32 words per lane. */
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        v = __builtin_bswap64(v);              /* big-endian words in host order */
-        s += (v >> 48) + ((v >> 32) & 0xFFFF) + ((v >> 16) & 0xFFFF) + (v & 0xFFFF);
-        p += 8;
-        n -= 8;
+    /* The one's-complement sum is byte-order independent (RFC 1071 2(B)): sum the
+       buffer as host-order 32-bit words (a 64-bit accumulator per lane cannot overflow
+       below 2^32 words), fold, and on a little-endian host swap the two bytes of the
+       folded sum (x * 256 mod 0xFFFF) to get the big-endian words' sum. */
+    uint64_t a = 0, b = 0, c = 0, d = 0, s;
+    uint32_t w;
+    while (n >= 16) {
+        uint32_t x[4];
+        memcpy(x, p, 16);
+        a += x[0];
+        b += x[1];
+        c += x[2];
+        d += x[3];
+        p += 16;
+        n -= 16;
     }
-    while (n >= 2) {
-        s += ((uint64_t)p[0] << 8) | p[1];
+    while (n >= 4) {
+        memcpy(&w, p, 4);
+        a += w;
+        p += 4;
+        n -= 4;
+    }
+    s = a + b + c + d;
+    if (n >= 2) {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        s += h;
         p += 2;
         n -= 2;
     }
-    if (n)
-        s += (uint64_t)p[0] << 8;
+    if (n) {
+        uint16_t h = 0;
+        memcpy(&h, p, 1);                 /* the last byte, the first of a zero-padded word */
+        s += h;
+    }
+    s = fold(s);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    s = ((s & 0xFF) << 8) | (s >> 8);
+#endif
     return s;
 }
 
 static uint64_t fold(uint64_t s)
 {
+    if (!s)
+        return 0;
     while (s >> 16)
         s = (s & 0xFFFF) + (s >> 16);
     return s;
@@ -122,6 +150,8 @@ static PyObject *init(PyObject *self, PyObject *arg)
     seg_type = (PyTypeObject *)arg;
     Py_RETURN_NONE;
 }
+
+#define SLOT_(o, i) (*(PyObject **)((char *)(o) + seg_off[i]))
 
 static inline void set_slot(PyObject *o, int i, PyObject *v)    /* steals v */
 {
@@ -381,11 +411,164 @@ done:
     return res;
 }
 
+/* run_end(segs, i) -> j: segs[i:j] is the longest run of Segments with segs[i]'s
+ * 4-tuple (src, dst, sport, dport); segs[i] must be a Segment. */
+static PyObject *run_end(PyObject *self, PyObject *args)
+{
+    PyObject *segs, *o;
+    PyObject *src, *dst, *sp, *dp;
+    Py_ssize_t i, j, n;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &segs, &i))
+        return NULL;
+    n = PyList_GET_SIZE(segs);
+    if (seg_type == NULL || i < 0 || i >= n || Py_TYPE(PyList_GET_ITEM(segs, i)) != seg_type) {
+        PyErr_SetString(PyExc_ValueError, "run_end: segs[i] is not a Segment");
+        return NULL;
+    }
+    o = PyList_GET_ITEM(segs, i);
+    src = SLOT_(o, S_SRC); dst = SLOT_(o, S_DST); sp = SLOT_(o, S_SPORT); dp = SLOT_(o, S_DPORT);
+    for (j = i + 1; j < n; j++) {
+        PyObject *x = PyList_GET_ITEM(segs, j), *a, *b;
+        int r;
+        if (Py_TYPE(x) != seg_type)
+            break;
+#define SAME(slot, ref) \
+        a = SLOT_(x, slot); b = ref; \
+        if (a != b) { \
+            if (a == NULL || b == NULL) break; \
+            r = PyObject_RichCompareBool(a, b, Py_EQ); \
+            if (r < 0) return NULL; \
+            if (!r) break; \
+        }
+        SAME(S_SPORT, sp)
+        SAME(S_DPORT, dp)
+        SAME(S_SRC, src)
+        SAME(S_DST, dst)
+#undef SAME
+    }
+    return PyLong_FromSsize_t(j);
+}
+
+/* ---- the receive fast path over a run of segments (fpd.fastpath._data_run) ----------- */
+
+static int get_u64(PyObject *o, unsigned long long *v)
+{
+    if (!PyLong_Check(o))
+        return -1;
+    *v = PyLong_AsUnsignedLongLong(o);
+    if (*v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
+
+#define SLOT(o, i) (*(PyObject **)((char *)(o) + seg_off[i]))
+
+/* data_run(segs, i, j, rcvq, (rn, irs, ack_w, snd_wnd, shift, adv, wup, ts_ok, ts_recent,
+ *          rcv_mss, cfg_mss, quick, ack_now, ack_pending, dack_none, wl1, wl2, una))
+ * -> None (no segment taken) or (m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick,
+ *    ack_now, ack_pending, dack_set, wupd, wl1, wl2): the loop of fpd.fastpath._data_run
+ * (the reference, which documents the rules), the payloads appended to rcvq. */
+static PyObject *data_run(PyObject *self, PyObject *args)
+{
+    PyObject *segs, *rcvq;
+    Py_ssize_t i, j, k, m;
+    long long rn, adv, wup, rcv_mss, cfg_mss, quick, wl1, wl2, una, snd_wnd;
+    unsigned long long ack_w, ts_recent, irs;
+    int shift, ts_ok, ack_now, ack_pending, dack_none, ts_set = 0, dack_set = 0, wupd = 0;
+    long long nbytes = 0;
+    char *dst;
+    if (!PyArg_ParseTuple(args, "O!nnO!(LKKLiLLiKLLLpppLLL)", &PyList_Type, &segs, &i, &j,
+                          &PyByteArray_Type, &rcvq, &rn, &irs, &ack_w, &snd_wnd, &shift,
+                          &adv, &wup, &ts_ok, &ts_recent, &rcv_mss, &cfg_mss, &quick,
+                          &ack_now, &ack_pending, &dack_none, &wl1, &wl2, &una))
+        return NULL;
+    if (seg_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "fpd._accel.init(Segment) not called");
+        return NULL;
+    }
+    if (j > PyList_GET_SIZE(segs))
+        j = PyList_GET_SIZE(segs);
+    /* pass 1: how far the run goes, and every state change it makes */
+    for (k = i; k < j; k++) {
+        PyObject *o = PyList_GET_ITEM(segs, k), *pl;
+        unsigned long long flags, ack, seq, wnd, tsval;
+        Py_ssize_t plen;
+        if (Py_TYPE(o) != seg_type)
+            break;
+        pl = SLOT(o, S_PAYLOAD);
+        if (pl == NULL || !PyBytes_CheckExact(pl))
+            break;                         /* (memoryview payloads: the Python loop) */
+        plen = PyBytes_GET_SIZE(pl);
+        if (!plen || SLOT(o, S_SACK) == NULL || PyObject_IsTrue(SLOT(o, S_SACK)) != 0)
+            break;
+        if (get_u64(SLOT(o, S_FLAGS), &flags) || (flags & 0x37) != 0x10 ||
+            get_u64(SLOT(o, S_ACK), &ack) || ack != ack_w ||
+            get_u64(SLOT(o, S_SEQ), &seq) || seq != ((irs + (unsigned long long)rn) & 0xFFFFFFFFull) ||
+            get_u64(SLOT(o, S_WND), &wnd) || (long long)((wnd & 0xFFFF) << shift) != snd_wnd ||
+            plen > adv - rn)
+            break;
+        if (ts_ok) {
+            PyObject *tv = SLOT(o, S_TSVAL);
+            if (tv == NULL || tv == Py_None || get_u64(tv, &tsval) ||
+                ((tsval - ts_recent) & 0xFFFFFFFFull) >= 0x80000000ull)
+                break;
+            if (rn <= wup) {
+                ts_recent = tsval;
+                ts_set = 1;
+            }
+        }
+        if (wl1 < rn || (wl1 == rn && wl2 <= una)) {
+            wl1 = rn;
+            wl2 = una;
+            wupd = 1;
+        }
+        rn += plen;
+        nbytes += plen;
+        if (plen > rcv_mss)
+            rcv_mss = plen < cfg_mss ? plen : cfg_mss;
+        if (quick > 0) {
+            quick--;
+            ack_now = 1;
+        } else if (rn - wup > rcv_mss)
+            ack_now = 1;
+        else
+            ack_pending = 1;
+        if (!ack_now && ack_pending && dack_none) {
+            dack_set = 1;
+            dack_none = 0;
+        }
+    }
+    m = k - i;
+    if (!m)
+        Py_RETURN_NONE;
+    /* pass 2: the bytes (one resize: a failure changes nothing) */
+    {
+        Py_ssize_t old = PyByteArray_GET_SIZE(rcvq);
+        if (PyByteArray_Resize(rcvq, old + (Py_ssize_t)nbytes) < 0)
+            return NULL;
+        dst = PyByteArray_AS_STRING(rcvq) + old;
+        for (k = i; k < i + m; k++) {
+            PyObject *pl = SLOT(PyList_GET_ITEM(segs, k), S_PAYLOAD);
+            Py_ssize_t n = PyBytes_GET_SIZE(pl);
+            memcpy(dst, PyBytes_AS_STRING(pl), n);
+            dst += n;
+        }
+    }
+    return Py_BuildValue("(nLLKiLLiiiiLL)", m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick,
+                         ack_now, ack_pending, dack_set, wupd, wl1, wl2);
+}
+
 static PyMethodDef methods[] = {
     {"wsum", wsum, METH_O, "16-bit big-endian word sum, folded to 0..0xFFFF."},
     {"init", init, METH_O, "init(Segment): the class parse_burst fills."},
     {"parse_burst", parse_burst, METH_VARARGS,
      "parse_burst(umem, addrs, lens, verify) -> (segments or None each, partial count)"},
+    {"run_end", run_end, METH_VARARGS,
+     "run_end(segs, i) -> j: the run of segs[i]'s 4-tuple"},
+    {"data_run", data_run, METH_VARARGS,
+     "the loop of fpd.fastpath._data_run over a run of in-order data segments"},
     {"stamp_frames", stamp_frames, METH_VARARGS,
      "stamp_frames(umem, addrs, header, l3, payload, mss, last_flags) -> frame lengths"},
     {NULL, NULL, 0, NULL},

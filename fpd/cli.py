@@ -78,6 +78,24 @@ def _clang():
     return path is not None, path or "clang not found (needed only to rebuild bpf/steer.c)"
 
 
+def _data_path():
+    """Which data path a worker started from here runs (never a failure: the pure-Python
+    path is complete, only slower)."""
+    from fpd import wire
+    levers = []
+    for env, name in (("FPD_BURST_PARSE", "burst parse"), ("FPD_BURST", "burst input"),
+                      ("FPD_TSO", "template transmit"), ("FPD_ACK_COLLAPSE", "ACK runs")):
+        if os.environ.get(env, "") in ("0", "no", "off", "false"):
+            levers.append(f"{name} off ({env}=0)")
+    extra = ("; " + ", ".join(levers)) if levers else ""
+    if wire.ACCEL:
+        return True, (f"compiled: fpd._accel (C burst parse, frame stamping, checksums) with "
+                      f"the per-burst engine path{extra}")
+    why = "FPD_PURE_PYTHON set" if os.environ.get("FPD_PURE_PYTHON") else \
+        "fpd._accel not built (pip install -e . needs gcc and python3-dev)"
+    return True, f"pure Python ({why}){extra}"
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor(as_json):
@@ -89,13 +107,15 @@ def doctor(as_json):
         _check("libbpf", _libbpf),
         _check("bpf_object", _bpf_object),
         _check("clang", _clang),
+        _check("data_path", _data_path),
     ]
     if as_json:
         click.echo(json.dumps(checks, indent=2))
     else:
         for c in checks:
             click.echo(f"{'ok ' if c['ok'] else 'BAD'}  {c['check']:<11} {c['detail']}")
-    sys.exit(0 if all(c["ok"] for c in checks if c["check"] != "clang") else 1)
+    sys.exit(0 if all(c["ok"] for c in checks if c["check"] not in ("clang", "data_path"))
+             else 1)
 
 
 @main.group()

@@ -36,16 +36,23 @@ retrans_out, sacked_out, reno_dup, rtxq, fin_o, last_send, created, nodelay, sac
 _sched(), _mkseg(), _cur_rto(), _in_flight()``.
 """
 
-from .tcp import (ESTABLISHED, CA_OPEN, MASK, HALF, EV_READABLE, ACK, PSH, _Rec)
+from .tcp import (ESTABLISHED, CLOSED, CA_OPEN, MASK, HALF, EV_READABLE, ACK, PSH, _Rec)
+from . import wire as _wire
 from .wire import Segment
 
 __all__ = ["input_burst", "xmit_burst", "SegBurst"]
 
 
 # --- receive ------------------------------------------------------------------------------
-def input_burst(stack, segs, now):
+def input_burst(stack, segs, now, acks=False):
     """Feed a burst of inbound segments (``None`` entries are skipped) to ``stack``,
-    with the same result as ``stack.input(seg, now)`` for each in order."""
+    with the same result as ``stack.input(seg, now)`` for each in order.
+
+    ``acks=True`` also collapses each run of advancing pure ACKs of one connection
+    (:func:`_ack_run`): every ACK's cumulative update as the per-segment path does it,
+    but one transmit decision after the last instead of one after each (the one
+    deliberate difference: what the per-segment path sends between two ACKs of the
+    burst goes out after the last one, as a single burst)."""
     n = len(segs)
     i = 0
     conns = stack._conns
@@ -61,12 +68,15 @@ def input_burst(stack, segs, now):
             dst = seg.dst
             sp = seg.sport
             dp = seg.dport
-            while j < n:
-                s = segs[j]
-                if s is None or s.sport != sp or s.dport != dp or s.src != src or \
-                        s.dst != dst:
-                    break
-                j += 1
+            if _c_run_end is not None and type(seg) is Segment:
+                j = _c_run_end(segs, i)
+            else:
+                while j < n:
+                    s = segs[j]
+                    if s is None or s.sport != sp or s.dport != dp or s.src != src or \
+                            s.dst != dst:
+                        break
+                    j += 1
         inp(seg, now)
         i += 1
         if j - i > 0:
@@ -74,7 +84,12 @@ def input_burst(stack, segs, now):
             while i < j:
                 if c is not None:
                     try:
-                        m = _data_run(stack, c, segs, i, j, now)
+                        if segs[i].payload:
+                            m = _data_run(stack, c, segs, i, j, now)
+                        elif acks:
+                            m = _ack_run(stack, c, segs, i, j, now)
+                        else:
+                            m = 0
                     except Exception:
                         stack.stats.internal_errors += 1
                         if stack.config.raise_errors:
@@ -95,30 +110,60 @@ def _data_run(stack, c, segs, i, j, now):
             c.dsack is not None or c.closed_by_app or \
             c.snd_nxt_o < c.sndq_o + len(c.sndq):
         return 0
-    rn = c.rcv_nxt_o
     una = c.snd_una_o
-    ack_w = (c.iss + una) & MASK
-    irs = c.irs
-    snd_wnd = c.snd_wnd
-    shift = c.snd_shift
-    adv = c.rcv_adv_o
-    wup = c.rcv_wup_o
-    ts_ok = c.ts_ok
-    ts_recent = c.ts_recent
-    ts_stamp = c.ts_recent_stamp
-    rcv_mss = c.rcv_mss
-    cfg_mss = c.cfg.mss
-    quick = c.quick
-    ack_now = c.ack_now
-    ack_pending = c.ack_pending
-    t_dack = c.t_dack
-    delack = c.cfg.delack
-    rcvq = c.rcvq
-    wl1 = c.snd_wl1_o
-    wl2 = c.snd_wl2_o
+    args = (c.rcv_nxt_o, c.irs, (c.iss + una) & MASK, c.snd_wnd, c.snd_shift, c.rcv_adv_o,
+            c.rcv_wup_o, c.ts_ok, c.ts_recent, c.rcv_mss, c.cfg.mss, c.quick, c.ack_now,
+            c.ack_pending, c.t_dack is None, c.snd_wl1_o, c.snd_wl2_o, una)
+    run = _c_run if _c_run is not None else _py_run
+    r = run(segs, i, j, c.rcvq, args)
+    if r is None:
+        return 0
+    (m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick, ack_now, ack_pending, dack_set,
+     wupd, wl1, wl2) = r
+    stack._now = now
+    stack.stats.segs_in += m
+    c.segs_in += m
+    c.last_rcv = now
+    c.ka_probes = 0
+    if ts_set:
+        c.ts_recent = ts_recent
+        c.ts_recent_stamp = now
+    if wupd:
+        snd_wnd = c.snd_wnd
+        c.snd_wl1_o = wl1
+        c.snd_wl2_o = wl2
+        if snd_wnd > c.max_snd_wnd:
+            c.max_snd_wnd = snd_wnd
+        if snd_wnd:
+            c.persist_n = 0
+            c.t_persist = None
+    c.rcv_nxt_o = rn
+    c.bytes_in += nbytes
+    c.rcv_mss = rcv_mss
+    c.quick = quick
+    c.ack_now = bool(ack_now)
+    c.ack_pending = bool(ack_pending)
+    if dack_set:
+        c.t_dack = now + c.cfg.delack
+    if not c._rd_ev:
+        c._rd_ev = True
+        stack._events.append((EV_READABLE, c))
+    if ack_now and not c.ack_queued:
+        c.ack_queued = True
+        stack._acks.append(c)
+    c._sched()
+    return m
+
+
+def _py_run(segs, i, j, rcvq, args):
+    """The loop of :func:`_data_run` (the reference for ``fpd._accel.data_run``): how
+    many of segs[i:j] the per-segment fast path would take in a row, each one's effect
+    on the receive state, the payloads appended to ``rcvq``. None: not one."""
+    (rn, irs, ack_w, snd_wnd, shift, adv, wup, ts_ok, ts_recent, rcv_mss, cfg_mss, quick,
+     ack_now, ack_pending, dack_none, wl1, wl2, una) = args
+    ts_set = dack_set = wupd = False
     k = i
     nbytes = 0
-    wupd = False
     while k < j:
         seg = segs[k]
         payload = seg.payload
@@ -131,9 +176,9 @@ def _data_run(stack, c, segs, i, j, now):
             tsval = seg.tsval
             if tsval is None or ((tsval - ts_recent) & MASK) >= HALF:
                 break
-            if rn <= wup:
+            if rn <= wup:                   # RFC 7323 §4.3: the timestamp to echo
                 ts_recent = tsval
-                ts_stamp = now
+                ts_set = True
         # window update (RFC 9293 SND.WL1/WL2), as the fast path does per segment
         if wl1 < rn or (wl1 == rn and wl2 <= una):
             wl1 = rn
@@ -151,42 +196,91 @@ def _data_run(stack, c, segs, i, j, now):
             ack_now = True
         else:
             ack_pending = True
-        if not ack_now and ack_pending and t_dack is None:
-            t_dack = now + delack
+        if not ack_now and ack_pending and dack_none:
+            dack_set = True
+            dack_none = False
+        k += 1
+    if k == i:
+        return None
+    return (k - i, nbytes, rn, ts_recent, ts_set, rcv_mss, quick, ack_now, ack_pending,
+            dack_set, wupd, wl1, wl2)
+
+
+#: the compiled loops (fpd/_accel.c), None with FPD_PURE_PYTHON or without the build
+_c_run = getattr(_wire._accel, "data_run", None)
+_c_run_end = getattr(_wire._accel, "run_end", None)
+
+
+def _ack_run(stack, c, segs, i, j, now):
+    """Take the advancing pure ACKs segs[i:k] (k <= j, at least two) the fast path of
+    ``Connection._input`` would take: each one's ``_ack_new``, window and timestamp
+    update as there, one ``_xmit`` after the last. Duplicate ACKs (the duplicate count
+    and fast retransmit), ACKs with SACK blocks, window changes, anything with data or
+    other flags stop the run and take the per-segment path. Returns k - i (0: none)."""
+    if c.state is not ESTABLISHED or c.ooo or c.ca_state != CA_OPEN or \
+            c.dsack is not None or c.cc is None:
+        return 0
+    rn = c.rcv_nxt_o
+    seq_w = (c.irs + rn) & MASK
+    iss = c.iss
+    snd_wnd = c.snd_wnd
+    shift = c.snd_shift
+    ts_ok = c.ts_ok
+    # how far the run reaches (nothing changes yet)
+    una = c.snd_una_o
+    nxt = c.snd_nxt_o
+    ts_recent = c.ts_recent
+    k = i
+    while k < j:
+        seg = segs[k]
+        if seg.payload or seg.flags & 0x37 != ACK or seg.sack or seg.seq != seq_w or \
+                ((seg.wnd & 0xFFFF) << shift) != snd_wnd:
+            break
+        d = (seg.ack - iss - una) & MASK
+        if not d or d > nxt - una:
+            break
+        if ts_ok:
+            tsval = seg.tsval
+            if tsval is None or ((tsval - ts_recent) & MASK) >= HALF:
+                break
+            ts_recent = tsval
+        una += d
         k += 1
     m = k - i
-    if not m:
+    if m < 2:
         return 0
     stack._now = now
     stack.stats.segs_in += m
     c.segs_in += m
     c.last_rcv = now
     c.ka_probes = 0
-    if ts_ok:
-        c.ts_recent = ts_recent
-        c.ts_recent_stamp = ts_stamp
-    if wupd:
-        c.snd_wl1_o = wl1
-        c.snd_wl2_o = wl2
-        if snd_wnd > c.max_snd_wnd:
-            c.max_snd_wnd = snd_wnd
-        if snd_wnd:
-            c.persist_n = 0
-            c.t_persist = None
-    c.rcv_nxt_o = rn
-    c.bytes_in += nbytes
-    c.rcv_mss = rcv_mss
-    c.quick = quick
-    c.ack_now = ack_now
-    c.ack_pending = ack_pending
-    c.t_dack = t_dack
-    if not c._rd_ev:
-        c._rd_ev = True
-        stack._events.append((EV_READABLE, c))
-    if ack_now and not c.ack_queued:
-        c.ack_queued = True
-        stack._acks.append(c)
-    c._sched()
+    wup = c.rcv_wup_o
+    for x in range(i, k):
+        seg = segs[x]
+        if ts_ok and rn <= wup:
+            c.ts_recent = seg.tsval
+            c.ts_recent_stamp = now
+        ack_o = c.snd_una_o + ((seg.ack - iss - c.snd_una_o) & MASK)
+        c.dupacks = 0
+        c._ack_new(ack_o, seg, now)
+        if c.snd_wl1_o < rn or (c.snd_wl1_o == rn and c.snd_wl2_o <= ack_o):
+            c.snd_wnd = snd_wnd
+            c.snd_wl1_o = rn
+            c.snd_wl2_o = ack_o
+            if snd_wnd > c.max_snd_wnd:
+                c.max_snd_wnd = snd_wnd
+            if snd_wnd:
+                c.persist_n = 0
+                c.t_persist = None
+    c._xmit(now)
+    if c.ack_now:
+        if not c.ack_queued:
+            c.ack_queued = True
+            stack._acks.append(c)
+    elif c.ack_pending and c.t_dack is None:
+        c.t_dack = now + c.cfg.delack
+    if c.state != CLOSED:               # as Stack.input does after each segment
+        c._sched()
     return m
 
 
@@ -194,7 +288,8 @@ def _data_run(stack, c, segs, i, j, now):
 class SegBurst:
     """``count`` segments of ``mss`` payload bytes (the last: 1..mss) from sequence
     ``tmpl.seq``, every other field as in ``tmpl`` (whose payload is empty); the last
-    segment's flags are ``last_flags``. ``payload`` holds all their bytes. The worker
+    segment's flags are ``last_flags``. ``payload`` holds all their bytes (bytes, or a
+    memoryview of them after a split). The worker
     frames it with ``fpd.wire.stamp_frames``; anything that reads an output list sees
     ``flags``, ``payload``, ``sack`` and ``dst`` like a Segment's."""
 
@@ -206,7 +301,7 @@ class SegBurst:
         self.mss = mss
         self.count = count
         self.last_flags = last_flags
-        self.header = None          # the worker's prebuilt frame header, once built
+        self.header = None          # the worker's prebuilt frame header (and its MAC)
 
     # the fields output consumers look at
     @property
@@ -225,10 +320,10 @@ class SegBurst:
         """Keep the first ``n`` segments here; return the rest as a new SegBurst."""
         mss = self.mss
         t = self.tmpl
-        rest = SegBurst(t.copy(seq=(t.seq + n * mss) & MASK), self.payload[n * mss:], mss,
+        mv = memoryview(self.payload)           # no copies: a burst may be split often
+        rest = SegBurst(t.copy(seq=(t.seq + n * mss) & MASK), mv[n * mss:], mss,
                         self.count - n, self.last_flags)
-        rest.header = None
-        self.payload = self.payload[:n * mss]
+        self.payload = mv[:n * mss]
         self.count = n
         self.last_flags = t.flags
         return rest
@@ -313,12 +408,7 @@ def xmit_burst(c, now):
     c.segs_out += n - 1
     st.stats.segs_out += n
     st._out.append(SegBurst(tmpl, payload, mss, n, last_flags))
-    rtxq = c.rtxq
-    s = nxt
-    for _ in range(n):
-        e = s + mss
-        rtxq.append(_Rec(s, e, 0, now))
-        s = e
+    c.rtxq.extend([_Rec(s, s + mss, 0, now) for s in range(nxt, end, mss)])
     c.snd_nxt_o = end
     c.bytes_out += n * mss
     c.last_send = now

@@ -776,8 +776,7 @@ def stamp_frames(buf, addrs, src_mac, dst_mac, tmpl, payload, mss, last_flags, v
                                 last_flags, vlan)
     if header is None:
         header = template_header(src_mac, dst_mac, tmpl, vlan)
-    hdr, l3 = header
-    return _accel.stamp_frames(buf, addrs, hdr, l3, payload, mss, last_flags)
+    return _accel.stamp_frames(buf, addrs, header[0], header[1], payload, mss, last_flags)
 
 
 if _accel is not None:

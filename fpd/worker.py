@@ -14,20 +14,28 @@ from other threads; the stack and its connections belong to the thread running t
 One iteration (:meth:`Worker.poll_once`), everything batched per RX burst::
 
     thread-safe calls queued with call_soon(fn)      fn(worker, now)
-    RX burst (<= batch frames)  -> wire.parse_frame -> stack.input(seg, now)   (whole batch)
+    RX burst (<= batch frames) -> wire.parse_burst (one call; frames it leaves: parse_frame)
         MalformedFrame: dropped and counted by reason; not TCP/IPv4: counted
+        -> fastpath.input_burst(stack, segs, now)   (runs of one flow; see fpd.fastpath)
     recycle the whole burst to the fill ring                                   (one submit)
     stack.tick(now); app(worker, stack.events(), now) until no more events
-    stack.output() (+ what waited) -> next-hop MAC -> wire.build_frame_into a UMEM frame
+    stack.output_coalesced() (+ what waited) -> next-hop MAC ->
+        Segment: wire.build_frame_into a UMEM frame
+        fastpath.SegBurst: wire.stamp_frames, N UMEM frames from one header
     one tx_submit (it kicks: copy mode sends inside that sendto) -> reap completions
     top the fill ring up from the free list                                    (one submit)
 
-Received payload.  ``wire.parse_frame`` gives ``seg.payload`` as a memoryview into the
-UMEM frame. The engine copies every accepted byte during ``Stack.input`` (``rcvq +=``,
-out-of-order blocks are ``bytearray`` copies) and keeps no reference to the segment, so
-the worker hands it the view (no copy of its own) and recycles the burst's frames only
-after the whole burst went through ``input``. If the engine ever starts keeping received
-payload by reference, pass ``copy_payload=True`` (``bytes`` copies before ``input``).
+:meth:`Worker.set_fastpath` (or FPD_BURST_PARSE=0, FPD_BURST=0, FPD_TSO=0,
+FPD_ACK_COLLAPSE=0 in the environment) switches each per-burst lever back to the
+per-segment reference: ``parse_frame`` per frame, ``stack.input`` per segment, one
+Segment and one ``build_frame_into`` per segment.
+
+Received payload.  ``wire.parse_burst`` gives ``seg.payload`` as bytes (C) or a
+memoryview into the UMEM frame (pure Python, ``parse_frame``). The engine copies every
+accepted byte during input (``rcvq +=``, out-of-order blocks are ``bytearray`` copies)
+and keeps no reference to the segment, so the worker recycles the burst's frames only
+after the whole burst went through the engine. If the engine ever starts keeping received
+payload by reference, pass ``copy_payload=True`` (``bytes`` copies before input).
 
 Transmit back-pressure.  A segment that finds the TX ring full or no free frame stays
 queued (in order) for the next iteration, up to ``tx_backlog`` segments; beyond that new
@@ -146,6 +154,8 @@ class Worker:
         self.tx_backlog_drops = 0
         self.tx_errors = 0             # a segment that could not be framed (engine bug)
         self.sack_trimmed = 0          # SACK blocks removed to keep a frame within the MTU
+        self.tx_bursts = 0             # SegBursts (template transmit) stamped
+        self.tx_burst_splits = 0       # ... that did not fit the free frames at once
         self.neigh_lookups = 0
         self.neigh_waits = 0           # destinations whose MAC had to be resolved first
         self.iterations = self.sleeps = self.batches = 0
@@ -197,11 +207,18 @@ class Worker:
             # / FPD_BURST_PARSE=0 in the environment, selects the per-segment reference
             self.set_fastpath(parse=_env_flag("FPD_BURST_PARSE"),
                               burst=_env_flag("FPD_BURST") if burst is None else burst,
-                              tso=_env_flag("FPD_TSO") if tso is None else tso)
+                              tso=_env_flag("FPD_TSO") if tso is None else tso,
+                              acks=_env_flag("FPD_ACK_COLLAPSE"))
             kw = dict(rx_size=ring_size, tx_size=ring_size, fill_size=ring_size,
                       comp_size=ring_size, nframes=nframes, chunk_size=chunk_size,
                       check=check)
             kw.update(xsk_kw or {})
+            bp = os.environ.get("FPD_BUSY_POLL")      # "USECS[,BUDGET]" (see docs/AFXDP.md)
+            if bp and "busy_poll" not in kw:
+                us, _, budget = bp.partition(",")
+                kw["busy_poll"] = int(us)
+                if budget:
+                    kw["busy_poll_budget"] = int(budget)
             self.xsk = XskSocket(ifname, queue, **kw)
             self.umem = self.xsk.umem
             self.chunk = self.umem.chunk_size
@@ -224,16 +241,20 @@ class Worker:
         return self.xsk.fileno() if self.xsk is not None else -1
 
     def set_fastpath(self, parse: bool | None = None, burst: bool | None = None,
-                     tso: bool | None = None) -> None:
+                     tso: bool | None = None, acks: bool | None = None) -> None:
         """Choose the data path's levers (None: leave as is); from the loop's thread
         (or :meth:`call_soon`). ``parse``: one ``wire.parse_burst`` per RX burst, else
         ``parse_frame`` frame by frame; ``burst``: ``fastpath.input_burst``, else
         ``stack.input`` per segment; ``tso``: full-sized segments leave the engine as
-        one ``SegBurst`` stamped from one header, else one Segment each."""
+        one ``SegBurst`` stamped from one header, else one Segment each; ``acks``
+        (with ``burst``): a run of advancing pure ACKs gets one transmit decision after
+        the last, not one after each."""
         if parse is not None:
             self.burst_parse = bool(parse)
         if burst is not None:
             self.burst = bool(burst)
+        if acks is not None:
+            self.ack_collapse = bool(acks)
         if tso is not None:
             self.tso = bool(tso)
             self.stack.tso = fastpath.xmit_burst if tso else None
@@ -384,6 +405,8 @@ class Worker:
                     fn(now)
                     n_rd += 1
         # ---- RX: the whole burst into the engine, then the frames back to the kernel
+        if xsk.busy_poll and not slept and not xsk.rx.available():
+            xsk.busy_poll_rx()                     # the queue's NAPI runs here
         addrs, lens = xsk.rx_burst(self.batch)
         n_rx = len(addrs)
         if n_rx:
@@ -458,7 +481,7 @@ class Worker:
                     seg.payload = bytes(seg.payload)
         stack = self.stack
         if self.burst:
-            fastpath.input_burst(stack, segs, now)
+            fastpath.input_burst(stack, segs, now, self.ack_collapse)
         else:
             inp = stack.input
             for seg in segs:
@@ -511,6 +534,7 @@ class Worker:
             "tx_deferred": self.tx_deferred, "tx_backlog": len(self._txq),
             "max_backlog": self.max_backlog, "tx_backlog_drops": self.tx_backlog_drops,
             "tx_errors": self.tx_errors, "sack_trimmed": self.sack_trimmed,
+            "tx_bursts": self.tx_bursts, "tx_burst_splits": self.tx_burst_splits,
             "neigh_lookups": self.neigh_lookups, "neigh_waits": self.neigh_waits,
             "neigh_parked": sum(len(p[3]) for p in list(self._parked.values())),
             "iterations": self.iterations, "sleeps": self.sleeps, "batches": self.batches,
@@ -638,10 +662,11 @@ class Worker:
                 if c > k - i:                   # not enough frames: the rest waits
                     rest = seg.split(k - i)
                     c = seg.count
+                    self.tx_burst_splits += 1
                 else:
                     rest = None
-                if seg.header is None:
-                    seg.header = wire.template_header(src_mac, mac, seg.tmpl, vlan)
+                if seg.header is None or seg.header[2] is not mac:
+                    seg.header = wire.template_header(src_mac, mac, seg.tmpl, vlan) + (mac,)
                 hdr_len = len(seg.header[0])
                 if hdr_len + seg.mss > limit:
                     self.tx_errors += c
@@ -656,6 +681,7 @@ class Worker:
                         addrs.extend(frames[i:i + c])
                         lens.extend(bl)
                         i += c
+                        self.tx_bursts += 1
                 if rest is not None:
                     self._defer([rest] + segs[j + 1:])
                     break

@@ -62,9 +62,10 @@ def _events(st):
 class Pair:
     """Two stacks driven alike: ``ref`` per segment, ``fast`` through fastpath."""
 
-    def __init__(self, burst, tso, rnd, cfg):
+    def __init__(self, burst, tso, rnd, cfg, acks=False):
         self.rnd = rnd
         self.burst = burst
+        self.acks = acks
         self.ref = Stack(b"k" * 16, cfg)
         self.fast = Stack(b"k" * 16, cfg)
         if tso:
@@ -104,7 +105,7 @@ class Pair:
         for s in segs:
             self.ref.input(s.copy(), now)
         if self.burst:
-            input_burst(self.fast, [s.copy() for s in segs], now)
+            input_burst(self.fast, [s.copy() for s in segs], now, self.acks)
         else:
             for s in segs:
                 self.fast.input(s.copy(), now)
@@ -184,9 +185,32 @@ class Pair:
         return True
 
 
-@settings(max_examples=150, deadline=None)
-@given(seed=hst.integers(0, 2 ** 32 - 1), mode=hst.sampled_from(["burst", "tso", "both"]))
-def test_fastpath_equals_per_segment_path(seed, mode):
+C_RUN = fastpath._c_run
+IMPLS = ["py", "c"] if C_RUN is not None else ["py"]
+
+
+def _use(impl):
+    fastpath._c_run = C_RUN if impl == "c" else None
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=hst.integers(0, 2 ** 32 - 1), mode=hst.sampled_from(["burst", "tso", "both"]),
+       impl=hst.sampled_from(IMPLS))
+def test_fastpath_equals_per_segment_path(seed, mode, impl):
+    """The compiled receive loop (fpd._accel.data_run) and the Python one alike."""
+    _use(impl)
+    try:
+        _equal_run(seed, mode)
+    finally:
+        _use("c")
+
+
+def test_the_compiled_receive_loop_is_built():
+    from fpd import wire
+    assert (C_RUN is not None) == wire.ACCEL
+
+
+def _equal_run(seed, mode):
     rnd = random.Random(seed)
     cfg = StackConfig(quickack=rnd.choice((0, 2, 16)), rcvbuf=rnd.choice((8192, 65536, 262144)),
                       nodelay=rnd.random() < 0.5, raise_errors=True)
@@ -198,8 +222,10 @@ def test_fastpath_equals_per_segment_path(seed, mode):
             break
 
 
-def test_bulk_receive_burst_is_batched_and_equal():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bulk_receive_burst_is_batched_and_equal(impl, monkeypatch):
     """A plain in-order burst: the batch path takes all but the first segment."""
+    monkeypatch.setattr(fastpath, "_c_run", C_RUN if impl == "c" else None)
     rnd = random.Random(5)
     p = Pair(True, False, rnd, StackConfig(quickack=0, raise_errors=True))
     calls = []
@@ -262,3 +288,141 @@ def test_burst_ending_at_the_send_queue_end_carries_psh():
     out = p.check(0.02)
     assert p.bursts == 1
     assert [s.flags for s in out] == [ACK] * 4 + [ACK | PSH]
+
+
+def _sending_pair(rnd, acks=True, nsegs=40):
+    p = Pair(True, True, rnd, StackConfig(raise_errors=True, init_cwnd=64), acks=acks)
+    p.peer_wnd = 65535
+    p.feed([p.seg(ACK, p.acked)], 0.01)
+    p.check(0.01)
+    ca, cb = p.conns()
+    n = nsegs * ca[0].mss
+    ca[0].send(STREAM[:n], 0.02)
+    cb[0].send(STREAM[:n], 0.02)
+    p.check(0.02)
+    return p
+
+
+def _stream_ok(out, iss):
+    for s in out:
+        if s.payload:
+            off = ((s.seq - iss) & MASK) - 1
+            assert bytes(s.payload) == STREAM[off:off + len(s.payload)]
+
+
+def test_a_run_of_advancing_acks_is_one_update_and_one_transmit():
+    rnd = random.Random(11)
+    p = _sending_pair(rnd)
+    ca, cb = (x[0] for x in p.conns())
+    mss = ca.mss
+    p.sent_hi = ca.snd_nxt_o
+    more = STREAM[40 * mss:240 * mss]       # more to send once the ACKs open cwnd
+    ca.send(more, 0.03)
+    cb.send(more, 0.03)
+    p.check(0.03)
+    burst = [p.seg(ACK, 1 + 2 * mss * (i + 1)) for i in range(10)]
+    for s in burst:
+        p.ref.input(s.copy(), 0.05)
+    input_burst(p.fast, [s.copy() for s in burst], 0.05, True)
+    a, b = p.ref.output(), p.fast.output()
+    # the first ACK through the reference (one transmit), the other nine as one run
+    # (one transmit); the reference transmits after each of the ten
+    assert len([s for s in b if type(s) is SegBurst]) == 2
+    assert len([s for s in a if s.payload]) >= 10
+    for name in ("snd_una_o", "srtt", "rttvar", "rto", "bytes_acked", "dupacks", "segs_in",
+                 "rcv_nxt_o", "ts_recent", "snd_wnd", "snd_wl2_o"):
+        assert getattr(ca, name) == getattr(cb, name), name
+    assert p.ref.stats.segs_in == p.fast.stats.segs_in
+    _stream_ok(a, p.iss)
+    _stream_ok(expand(b), p.iss)
+    # what was sent continues the stream from the same place
+    assert expand(b)[0].seq == [s for s in a if s.payload][0].seq
+
+
+@pytest.mark.parametrize("seed", range(12, 20))
+def test_duplicate_acks_are_never_collapsed(seed):
+    rnd = random.Random(seed)
+    p = _sending_pair(rnd)
+    c = p.conns()[0][0]
+    mss = c.mss
+    burst = []                                            # four duplicates: fast retransmit
+    for k in range(4):                                    # (with SACK: new blocks each)
+        sack = (((p.iss + 1 + mss) & MASK, (p.iss + 1 + (k + 2) * mss) & MASK),) \
+            if c.sack_ok else ()
+        burst.append(p.seg(ACK, 1, sack=sack))
+    p.feed(burst, 0.05)
+    p.check(0.05)                                         # identical to the reference
+    assert p.ref.stats.fast_retransmits == p.fast.stats.fast_retransmits == 1
+
+
+def _py_run_end(segs, i):
+    s0 = segs[i]
+    j = i + 1
+    while j < len(segs):
+        s = segs[j]
+        if s is None or (s.src, s.dst, s.sport, s.dport) != (s0.src, s0.dst, s0.sport,
+                                                              s0.dport):
+            break
+        j += 1
+    return j
+
+
+def test_run_end_matches_the_python_grouping():
+    if fastpath._c_run_end is None:
+        pytest.skip("FPD_PURE_PYTHON: no compiled grouping to compare")
+    rnd = random.Random(3)
+    flows = [(SRV, PEER, 80, 40000), (SRV, PEER, 80, 40001), (bytes(SRV), PEER, 81, 40000),
+             (SRV, bytes([10, 77, 0, 3]), 80, 40000)]
+    for _ in range(300):
+        segs = []
+        for _ in range(rnd.randrange(1, 30)):
+            if rnd.random() < 0.1:
+                segs.append(None)
+                continue
+            d, s, dp, sp = rnd.choice(flows[:rnd.randrange(1, 5)])
+            segs.append(Segment(src=bytes(s), dst=bytes(d), sport=sp, dport=dp))
+        for i, seg in enumerate(segs):
+            if seg is not None:
+                assert fastpath._c_run_end(segs, i) == _py_run_end(segs, i)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_interleaved_flows_equal_per_segment(seed):
+    """Two connections' segments interleaved in one burst: runs of each, same result."""
+    rnd = random.Random(seed)
+    cfg = StackConfig(quickack=2, raise_errors=True)
+    ref, fast = Stack(b"k" * 16, cfg), Stack(b"k" * 16, cfg)
+    for st in (ref, fast):
+        st.listen(b"\0\0\0\0", 80)
+    peers = []
+    for port in (40000, 40001):
+        syn = Segment(src=PEER, dst=SRV, sport=port, dport=80, seq=1000, flags=SYN,
+                      wnd=65535, mss=1000, wscale=7, sack_ok=True, tsval=1)
+        for st in (ref, fast):
+            st.input(syn.copy(), 0.0)
+        iss = [s for s in ref.output() if s.dport == port][0].seq
+        fast.output()
+        ack = Segment(src=PEER, dst=SRV, sport=port, dport=80, seq=1001,
+                      ack=(iss + 1) & MASK, flags=ACK, wnd=512, tsval=2, tsecr=0)
+        for st in (ref, fast):
+            st.input(ack.copy(), 0.001)
+        peers.append([port, iss, 0])
+    for step in range(10):
+        burst = []
+        for _ in range(rnd.randrange(1, 40)):
+            p = rnd.choice(peers)
+            n = rnd.choice((988, 988, rnd.randrange(1, 989)))
+            burst.append(Segment(src=PEER, dst=SRV, sport=p[0], dport=80,
+                                 seq=(1001 + p[2]) & MASK, ack=(p[1] + 1) & MASK, flags=ACK,
+                                 wnd=512, tsval=3 + step, tsecr=0,
+                                 payload=STREAM[p[2]:p[2] + n]))
+            p[2] += n
+        now = 0.01 * (step + 1)
+        for s in burst:
+            ref.input(s.copy(), now)
+        input_burst(fast, [s.copy() for s in burst], now, True)
+        for st in (ref, fast):
+            st.tick(now)
+        assert [s.fields() for s in ref.output()] == [s.fields() for s in expand(fast.output())]
+        assert _events(ref) == _events(fast)
+        assert stack_state(ref) == stack_state(fast)
