@@ -362,6 +362,18 @@ class _WorkerLink:
             pass
 
 
+#: ``fpd run`` sets this in the worker process that runs the program: ``fn(poll, ms)`` is
+#: called instead of ``poll.poll(ms)`` where a thread sleeps for the daemon, and drives
+#: the worker's engine itself meanwhile (OpenOnload's way: no thread switch between the
+#: program and its TCP). None: sleep in ``poll()``.
+_poll_hook = None
+
+
+def _sleep_poll(p, ms: int):
+    h = _poll_hook
+    return p.poll(ms) if h is None else h(p, ms)
+
+
 def _select_sleep(t: float) -> None:
     _select.select([], [], [], t)
 
@@ -521,7 +533,7 @@ class _DaemonLink:
                 if left <= 0:
                     return False
                 ms = int(left * 1000 + 0.999)
-            for fd, ev in p.poll(ms):
+            for fd, ev in _sleep_poll(p, ms):
                 if fd != bfd and ev & (_select.POLLHUP | _select.POLLERR | _select.POLLNVAL):
                     self.set_dead("its control connection hung up")
             bell.drain()
@@ -607,7 +619,7 @@ class _DaemonLink:
                     return
         if not pending:
             ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
-            for fd, ev in self.poll.poll(ms):
+            for fd, ev in _sleep_poll(self.poll, ms):
                 if ev & (_select.POLLHUP | _select.POLLERR | _select.POLLNVAL) \
                         and fd in self.ctl_fds:
                     self.set_dead("its control connection hung up")

@@ -40,6 +40,7 @@ handler); the loop and the worker carry on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno as _errno
 import ipaddress
 import logging
@@ -51,6 +52,7 @@ import time
 import warnings
 
 from asyncio import sslproto
+from asyncio.transports import _FlowControlMixin
 
 from . import wire
 from .stack import ANY
@@ -84,6 +86,7 @@ class Context:
 
 
 _context: Context | None = None
+_tls = threading.local()        # .inside: this thread is inside Worker.poll_once
 
 
 def set_context(ctx: Context | None) -> None:
@@ -97,38 +100,121 @@ def get_context() -> Context | None:
 
 
 class EngineThread:
-    """Drives a worker from a thread of its own while no fpd loop runs in the process
-    (a blocking program under ``fpd run`` talks to it through fpd.client). A loop takes
-    the worker over with :meth:`pause` and gives it back with :meth:`resume`."""
+    """Drives a worker while no fpd loop runs in the process (``fpd run``).
 
-    def __init__(self, worker, stop_flag=None):
+    A thread of the program that blocks in :mod:`fpd.client` drives the engine itself
+    while it waits (:meth:`drive`, installed as ``fpd.client._poll_hook``): one
+    ``Worker.poll_once`` after the other until its bell rings, in its own thread, so
+    the program and its TCP meet with no thread switch (OpenOnload's way). While no
+    program thread waits, the engine thread (``fpd-engine``) drives instead. ``lock``
+    is held by whoever is inside ``poll_once``; an fpd loop takes the worker over with
+    :meth:`pause` (it then holds ``lock`` until :meth:`resume`)."""
+
+    def __init__(self, worker):
         self.worker = worker
+        self.lock = threading.Lock()
+        self._cv = threading.Condition()
+        self.drivers = 0
         self._thread: threading.Thread | None = None
-        self._stopped = stop_flag or (lambda: False)
+        self._quit = False
+        self._paused = False
+        self._last_work = 0.0
+
+    def _timeout(self, now, limit):
+        w = self.worker
+        if now - self._last_work < w.spin or w._txq:
+            return 0.0
+        t = w.max_sleep if limit is None or limit > w.max_sleep else limit
+        dl = w.stack.next_deadline()
+        if dl is not None and dl - now < t:
+            t = dl - now if dl > now else 0.0
+        if w._parked and t > 0.002:
+            t = 0.002
+        return t
+
+    def _once(self, limit) -> None:
+        w = self.worker
+        _tls.inside = True
+        try:
+            n = w.poll_once(self._timeout(w.clock(), limit))
+        finally:
+            _tls.inside = False
+        if n:
+            self._last_work = w.clock()
+        else:
+            w._readers_at = 0.0
 
     def _main(self):
+        cv = self._cv
+        while not self._quit:
+            with cv:
+                while self.drivers and not self._quit:
+                    cv.wait()
+            if self._quit:
+                break
+            with self.lock:
+                if not self.drivers and not self._quit:
+                    self._once(None)
+
+    def drive(self, p, ms):
+        """``fpd.client``'s sleep (``p.poll(ms)``), driving the engine meanwhile."""
         w = self.worker
-        while not self._quit and not self._stopped():
-            w.run()
+        clock = w.clock
+        end = None if ms is None or ms < 0 else clock() + ms / 1000.0
+        with self._cv:
+            self.drivers += 1
+        try:
+            w._wake()                      # out of the engine thread's poll(), if there
+            while True:
+                r = p.poll(0)
+                if r:
+                    return r
+                now = clock()
+                if end is not None and now >= end:
+                    return []
+                if self._paused or not self.lock.acquire(False):
+                    # an fpd loop (or another waiting thread) drives: its work rings
+                    # our bells
+                    left = 10 if end is None else max(0, min(10, int((end - now) * 1000)))
+                    return p.poll(left)
+                try:
+                    if self._paused:
+                        continue
+                    self._once(None if end is None else end - now)
+                finally:
+                    self.lock.release()
+        finally:
+            with self._cv:
+                self.drivers -= 1
+                if not self.drivers:
+                    self._cv.notify_all()
+
+    def is_current(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
 
     def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.lock.release()
         if self._thread is not None:
             return
         self._quit = False
         self._thread = threading.Thread(target=self._main, name="fpd-engine", daemon=True)
         self._thread.start()
 
-    def is_current(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
-
     def pause(self) -> None:
+        """Stop the engine thread and hold the worker (until :meth:`resume`)."""
         t = self._thread
-        if t is None:
-            return
-        self._quit = True
-        self.worker.stop()
-        t.join()
-        self._thread = None
+        if t is not None:
+            self._quit = True
+            with self._cv:
+                self._cv.notify_all()
+            self.worker._wake()
+            t.join()
+            self._thread = None
+        if not self._paused:
+            self.lock.acquire()
+            self._paused = True
 
 
 # --- a socket-like object for get_extra_info("socket") -----------------------------------
@@ -196,11 +282,15 @@ class FpdSocket:
 
 
 # --- the transport ----------------------------------------------------------------------
-class FpdTransport(asyncio.Transport):
-    """One fpd TCP connection as an asyncio transport (see the module docstring)."""
+class FpdTransport(_FlowControlMixin):
+    """One fpd TCP connection as an asyncio transport (see the module docstring). A
+    ``_FlowControlMixin`` as asyncio's own socket transports are, so that asyncio's
+    helpers that insist on one (``loop.sendfile``'s fallback) accept it."""
+
+    _sendfile_compatible = asyncio.constants._SendfileMode.FALLBACK   # write by write
 
     def __init__(self, loop, conn, protocol, extra=None):
-        super().__init__(extra)
+        super().__init__(extra, loop)
         self._loop = loop
         self._conn = conn
         self._buf = bytearray()          # bytes the engine's send buffer did not take
@@ -634,7 +724,7 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
         if ctx is None:
             return super().run_forever()
         if (ctx.owner is not None and ctx.owner is not self) or \
-                (ctx.engine is not None and ctx.engine.is_current()):
+                getattr(_tls, "inside", False):
             # a second loop while one drives the worker (a library running a private
             # loop inside a call, as pyroute2 does): a plain selector loop
             return super().run_forever()
@@ -664,23 +754,28 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
     def close(self):
         ctx = self._fpd
         if ctx is not None and not self.is_running() and self._took_over:
-            now = self._clock()
-            for conn, t in list(self._conns.items()):
-                try:
-                    conn.abort(now)
-                except Exception:
-                    pass
-            self._conns.clear()
-            for lst in list(self._listeners):
-                self._unlisten(lst)
-            w = self._worker
-            if w.app == self._on_events:
-                w.app = self._prev_app
-            if self._dirty and not w._closed and ctx.engine is None:
-                try:
-                    w.poll_once(0)
-                except Exception:
-                    pass
+            # the engine thread (or a waiting program thread) may be driving the worker
+            # by now: touch the stack under the engine lock
+            lock = ctx.engine.lock if ctx.engine is not None and not ctx.engine._paused \
+                else contextlib.nullcontext()
+            with lock:
+                now = self._clock()
+                for conn, t in list(self._conns.items()):
+                    try:
+                        conn.abort(now)
+                    except Exception:
+                        pass
+                self._conns.clear()
+                for lst in list(self._listeners):
+                    self._unlisten(lst)
+                w = self._worker
+                if w.app == self._on_events:
+                    w.app = self._prev_app
+                if self._dirty and not w._closed and ctx.engine is None:
+                    try:
+                        w.poll_once(0)
+                    except Exception:
+                        pass
             self._fpd = None
         super().close()
 
@@ -688,6 +783,13 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
         if not self._driving:
             return inner.select(timeout)
         w = self._worker
+        _tls.inside = True
+        try:
+            return self._fpd_pass(w, inner, timeout)
+        finally:
+            _tls.inside = False
+
+    def _fpd_pass(self, w, inner, timeout):
         if self._dirty:                  # writes/reads made by callbacks: out now
             self._dirty = False
             if w.poll_once(0):

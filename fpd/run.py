@@ -13,8 +13,9 @@ do) with:
   completion (a frame, the engine, the protocol callbacks and the answer in one pass);
 - the ``socket`` module swapped for :mod:`fpd.client` for every module imported from
   then on, so a blocking socket program (``socketserver``, ``http.server``, ...) gets fpd
-  sockets; these talk to the same worker over shared memory, served by an engine thread
-  in the program's process while no fpd loop runs.
+  sockets; these talk to the same worker over shared memory, and a thread that waits
+  in fpd.client drives the worker's engine itself meanwhile (an engine thread does
+  while no program thread waits and no fpd loop runs).
 
 When the program exits, fpd stops (XDP detached, ports given back, files removed) and
 the program's exit status becomes ``fpd run``'s. SIGINT/SIGTERM (Ctrl-C) stop both: the
@@ -193,6 +194,9 @@ def _run_program(app: dict, state: dict) -> int:
     import faulthandler                 # developers: kill -USR1 <worker> dumps the stacks
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     sys.setswitchinterval(0.0005)       # the engine thread and the program share the GIL
+    ctx = fpd_loop.get_context()
+    if ctx is not None and ctx.engine is not None and not os.environ.get("FPD_RUN_NO_DRIVE"):
+        fpd_client._poll_hook = ctx.engine.drive     # blocked threads drive the engine
     saved_socket = sys.modules.get("socket")
     sys.modules["socket"] = fpd_client
     sys.argv = argv[:]
@@ -213,6 +217,7 @@ def _run_program(app: dict, state: dict) -> int:
             traceback.print_exc()
             return 1
     finally:
+        fpd_client._poll_hook = None
         if saved_socket is not None:
             sys.modules["socket"] = saved_socket
         try:

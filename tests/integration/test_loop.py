@@ -523,6 +523,36 @@ def test_many_concurrent_connections(env):
     assert env.run(main(), timeout=60) == list(range(n))
 
 
+def test_loop_sendfile(env, tmp_path):
+    blob = os.urandom(3 << 20)
+    path = tmp_path / "blob"
+    path.write_bytes(blob)
+
+    async def main():
+        srv, ready = await _server(env, Recorder)
+        async with srv:
+            s = env.peer_sock()
+            await env.loop.sock_connect(s, (env.bed.srv_ip, PORT))
+            sp = await ready.get()
+
+            async def send():
+                with open(path, "rb") as f:
+                    n = await env.loop.sendfile(sp.transport, f)
+                sp.transport.close()
+                return n
+            t = asyncio.ensure_future(send())
+            h = hashlib.sha256()
+            while True:
+                d = await env.loop.sock_recv(s, 1 << 16)
+                if not d:
+                    break
+                h.update(d)
+            s.close()
+            return await t, h.hexdigest()
+    n, digest = env.run(main())
+    assert n == len(blob) and digest == hashlib.sha256(blob).hexdigest()
+
+
 # --- TLS ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tls_files():
@@ -674,3 +704,34 @@ def test_runner_loop_factory_and_policy(testbed):
         assert isinstance(asyncio.get_event_loop_policy(), fpd_loop.FpdEventLoopPolicy)
     finally:
         asyncio.set_event_loop_policy(old)
+
+
+@pytest.mark.parametrize("env", ["fpd"], indirect=True)
+def test_answer_leaves_in_the_same_burst(env):
+    """Run to completion: a Protocol that answers in data_received sends the answer with
+    the ACK of the request in one frame, in the same pass (one TX frame per round trip;
+    an answer in a later pass would follow a separate ACK during quick-ACK mode)."""
+    class Echo(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+
+        def data_received(self, d):
+            self.t.write(d)
+
+    async def main():
+        srv = await env.loop.create_server(Echo, None, PORT)
+        async with srv:
+            s = env.peer_sock()
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await env.loop.sock_connect(s, (env.bed.srv_ip, PORT))
+            await env.loop.sock_sendall(s, b"w")
+            assert await env.loop.sock_recv(s, 1) == b"w"
+            before = env.worker.tx_frames
+            for _ in range(100):
+                await env.loop.sock_sendall(s, b"x")
+                assert await env.loop.sock_recv(s, 1) == b"x"
+            sent = env.worker.tx_frames - before
+            s.close()
+            return sent
+    sent = env.run(main())
+    assert 100 <= sent <= 102, sent

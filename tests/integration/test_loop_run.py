@@ -99,7 +99,7 @@ def _wait_port(bed, port, proc, timeout=20.0):
 
 
 @contextlib.contextmanager
-def fpd_run(bed, ports, program, *, wait_port=True):
+def fpd_run(bed, ports, program, *, wait_port=True, **popen_kw):
     """``python -m fpd run -i fpd0 -p P... --socket TMP/fpd.sock PROGRAM...`` in the server
     namespace; always stopped (SIGTERM, then SIGKILL + stop --force) and checked clean."""
     tmp = tempfile.mkdtemp(prefix="fpd-run-")
@@ -111,7 +111,7 @@ def fpd_run(bed, ports, program, *, wait_port=True):
         argv += ["-p", str(p)]
     argv += list(program)
     with open(out, "w") as f:
-        proc = bed.popen(bed.srv_ns, argv, stdout=f, stderr=subprocess.STDOUT)
+        proc = bed.popen(bed.srv_ns, argv, stdout=f, stderr=subprocess.STDOUT, **popen_kw)
     r = Run(bed, proc, tmp, out)
     try:
         if wait_port:
@@ -273,3 +273,65 @@ def test_two_queues_prefork(testbed_factory, tmp_path):
         assert r.output().count("loop: FpdEventLoop") == 2, r.output()
         _quit(bed, 7303)
         assert r.wait(30) == 3, r.output()
+
+
+SHM_ECHO = textwrap.dedent("""
+    import sys
+    from fpd import client as socket
+    srv = socket.create_server(("", int(sys.argv[1])))
+    print("listening", flush=True)
+    c, _ = srv.accept()
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+    srv.close()
+""")
+
+
+def test_shm_client_beside_the_program(testbed, tmp_path):
+    """While the program's fpd loop drives the worker, a program started on its own
+    (fpd.client over shared memory) is served by the same daemon on another port."""
+    bed = testbed
+    script = _write(tmp_path, "echo.py", ECHO)
+    other = _write(tmp_path, "shm_echo.py", SHM_ECHO)
+    with fpd_run(bed, [7304, 7305], [script, "7304"]) as r:
+        n, digest = _peer_echo(bed, 7304, b"x" * 1000)     # the loop runs and drives
+        assert n == 1000
+        sock = os.path.join(r.tmp, "fpd.sock")
+        env = dict(os.environ, FPD_SOCKET=sock)
+        out = os.path.join(r.tmp, "shm.txt")
+        with open(out, "w") as f:
+            p = bed.popen(bed.srv_ns, [sys.executable, other, "7305"], stdout=f,
+                          stderr=subprocess.STDOUT, env=env)
+        try:
+            end = time.monotonic() + 20
+            while "listening" not in open(out).read():
+                assert p.poll() is None and time.monotonic() < end, open(out).read()
+                time.sleep(0.05)
+            data = os.urandom(1 << 20)
+            n, digest = _peer_echo(bed, 7305, data)
+            assert n == len(data) and digest == hashlib.sha256(data).hexdigest()
+            assert p.wait(20) == 0
+            n, digest = _peer_echo(bed, 7304, data)        # and the program still serves
+            assert n == len(data) and digest == hashlib.sha256(data).hexdigest()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        _quit(bed, 7304)
+        assert r.wait(30) == 3
+
+
+def test_ctrl_c_stops_program_and_fpd(testbed, tmp_path):
+    """^C in a terminal: SIGINT to the whole process group (supervisor and workers)."""
+    bed = testbed
+    script = _write(tmp_path, "echo.py", ECHO)
+    with fpd_run(bed, [7306], [script, "7306"], start_new_session=True) as r:
+        n, _ = _peer_echo(bed, 7306, b"y" * 5000)
+        assert n == 5000
+        os.killpg(r.proc.pid, signal.SIGINT)
+        assert r.wait(30) in (0, 130), r.output()
+        assert "stopped" in r.output()
