@@ -3,7 +3,7 @@
     fpd bench asyncio [--rounds 3] [--duration 3] [--variants ...] [--workloads ...]
                       [--json FILE] [--profile] [--cpus 0,1 | --no-pin]
 
-``command`` is the click command (``fpd bench`` hands it ``asyncio ...``); ``main``
+``command`` is the click command (a subcommand of ``fpd bench``, fpd/cli.py); ``main``
 takes an :class:`Options`.
 
 The same asyncio ``Protocol`` app (an echo for request/response and connect-request-close,

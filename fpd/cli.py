@@ -78,6 +78,24 @@ def _clang():
     return path is not None, path or "clang not found (needed only to rebuild bpf/steer.c)"
 
 
+def _data_path():
+    """Which data path a worker started from here runs (never a failure: the pure-Python
+    path is complete, only slower)."""
+    from fpd import wire
+    levers = []
+    for env, name in (("FPD_BURST_PARSE", "burst parse"), ("FPD_BURST", "burst input"),
+                      ("FPD_TSO", "template transmit"), ("FPD_ACK_COLLAPSE", "ACK runs")):
+        if os.environ.get(env, "") in ("0", "no", "off", "false"):
+            levers.append(f"{name} off ({env}=0)")
+    extra = ("; " + ", ".join(levers)) if levers else ""
+    if wire.ACCEL:
+        return True, (f"compiled: fpd._accel (C burst parse, frame stamping, checksums) with "
+                      f"the per-burst engine path{extra}")
+    why = "FPD_PURE_PYTHON set" if os.environ.get("FPD_PURE_PYTHON") else \
+        "fpd._accel not built (pip install -e . needs gcc and python3-dev)"
+    return True, f"pure Python ({why}){extra}"
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor(as_json):
@@ -89,13 +107,15 @@ def doctor(as_json):
         _check("libbpf", _libbpf),
         _check("bpf_object", _bpf_object),
         _check("clang", _clang),
+        _check("data_path", _data_path),
     ]
     if as_json:
         click.echo(json.dumps(checks, indent=2))
     else:
         for c in checks:
             click.echo(f"{'ok ' if c['ok'] else 'BAD'}  {c['check']:<11} {c['detail']}")
-    sys.exit(0 if all(c["ok"] for c in checks if c["check"] != "clang") else 1)
+    sys.exit(0 if all(c["ok"] for c in checks if c["check"] not in ("clang", "data_path"))
+             else 1)
 
 
 @main.group()
@@ -135,7 +155,7 @@ def xdp_detach(iface):
 
 # --- the daemon -------------------------------------------------------------------------
 def _default_socket() -> str:
-    from fpd.daemon import DEFAULT_SOCKET
+    from fpd.proto import DEFAULT_SOCKET
     return DEFAULT_SOCKET
 
 
@@ -183,26 +203,25 @@ def _connect(path: str, timeout: float) -> socket.socket:
     return s
 
 
-def _ask(path: str, msg: dict, timeout: float = 10.0) -> dict:
-    """One request to the supervisor, its reply (an error reply is a ClickException)."""
-    from fpd.control import recv_msg, send_msg
+def _ask(path: str, msg, timeout: float = 10.0) -> dict:
+    """One request (an :mod:`fpd.proto` message) to the supervisor, its reply (an
+    error reply is a ClickException)."""
+    from fpd import proto
     s = _connect(path, timeout)
     try:
-        try:
-            send_msg(s, msg)
-            reply, _ = recv_msg(s)
-        except (TimeoutError, socket.timeout):
-            raise click.ClickException(f"fpd at {path} did not answer {msg['op']} within "
-                                       f"{timeout:.0f} s")
-        except (OSError, ValueError) as e:
-            raise click.ClickException(f"talking to fpd at {path}: {e}")
+        reply, _ = proto.request(s, msg)
+    except (TimeoutError, socket.timeout):
+        raise click.ClickException(f"fpd at {path} did not answer {msg.op} within "
+                                   f"{timeout:.0f} s")
+    except proto.Closed:
+        raise click.ClickException(f"fpd at {path} closed the connection without answering "
+                                   f"{msg.op}")
+    except (OSError, ValueError) as e:
+        if proto.refused(e):
+            raise click.ClickException(e.strerror)
+        raise click.ClickException(f"talking to fpd at {path}: {e}")
     finally:
         s.close()
-    if reply is None:
-        raise click.ClickException(f"fpd at {path} closed the connection without answering "
-                                   f"{msg['op']}")
-    if not reply.get("ok"):
-        raise click.ClickException(f"fpd: {reply.get('error', 'request failed')}")
     return reply
 
 
@@ -548,20 +567,21 @@ def stop(force, iface, timeout, socket_path):
         return
     if iface:
         raise click.UsageError("-i is only for --force")
-    from fpd.control import recv_msg, send_msg
+    from fpd import proto
     s = _connect(socket_path, timeout)
     try:
         try:
-            send_msg(s, {"op": "stop"})
-            reply, _ = recv_msg(s)
+            reply, _ = proto.request(s, proto.Stop())
         except (TimeoutError, socket.timeout):
             raise click.ClickException(f"fpd at {socket_path} did not answer stop within "
                                        f"{timeout:.0f} s")
-        except OSError as e:
+        except proto.Closed:
+            raise click.ClickException("fpd refused to stop: connection closed")
+        except (OSError, ValueError) as e:
+            if proto.refused(e):
+                raise click.ClickException(f"fpd refused to stop: "
+                                           f"{e.fpd_reply.get('error', 'request failed')}")
             raise click.ClickException(f"talking to fpd at {socket_path}: {e}")
-        if reply is None or not reply.get("ok"):
-            raise click.ClickException(f"fpd refused to stop: "
-                                       f"{(reply or {}).get('error', 'connection closed')}")
         pid = reply.get("pid", "?")
         # the daemon closes this connection when it has cleaned up (or exits)
         s.settimeout(timeout)
@@ -584,7 +604,8 @@ _json_option = click.option("--json", "as_json", is_flag=True,
 
 def _query(socket_path: str, op: str, as_json: bool):
     """The daemon's answer to ``op``; printed as JSON (and None returned) with --json."""
-    r = _ask(socket_path, {"op": op})
+    from fpd import proto
+    r = _ask(socket_path, proto.SUPERVISOR_OPS[op]())
     if as_json:
         click.echo(json.dumps(r, indent=2, sort_keys=True))
         return None
@@ -719,16 +740,49 @@ def demo(quick):
     sys.exit(_demo.run(echo=click.echo, quick=quick))
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args):
-    """fpd against the kernel's TCP, side by side in one run (root).
-
-    Every option goes to the benchmark: `fpd bench --help` lists them
-    (--quick, --rounds, --duration, --json FILE, --png FILE, ...). Results and method:
-    docs/PERFORMANCE.md."""
+@main.group(invoke_without_command=True)
+@click.option("--quick", is_flag=True, help="A smoke run (about 20-30 s).")
+@click.option("--rounds", type=int, help="Interleaved rounds (default 5; quick 2).")
+@click.option("--duration", type=float,
+              help="Seconds per timed measurement (default 2; quick 0.25).")
+@click.option("--idle", type=int, help="Idle connections to hold (default 2000; quick 200).")
+@click.option("--json", "json_path", metavar="FILE", help="Write the results as JSON.")
+@click.option("--png", metavar="FILE", help="Write a bar chart of the ratios.")
+@click.option("--mode", type=click.Choice(["native", "generic", "auto"]), default="native",
+              show_default=True, help="XDP mode of kernel+xdp and fpd.")
+@click.option("--port", type=int, default=5001, show_default=True)
+@click.option("--cpus", default="0,0,1", show_default=True, metavar="APP,LOADGEN,DAEMON",
+              help="CPUs to pin the app, the load generator and the fpd daemon to.")
+@click.option("--no-pin", is_flag=True, help="Do not pin anything.")
+@click.option("--variants", metavar="LIST",
+              help="Comma-separated subset of kernel,kernel+xdp,fpd (default: all).")
+@click.option("--workloads", metavar="LIST",
+              help="Comma-separated subset of the workloads (default: all; a wrong name "
+                   "lists them).")
+@click.option("--peer-offloads", type=click.Choice(["on", "off"]), default="on",
+              show_default=True,
+              help="TSO/GSO and tx checksum offload on the peer's veth (veth's defaults).")
+@click.option("--keep-logs", is_flag=True,
+              help="Keep the app/daemon/load generator logs (path printed).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.pass_context
+def bench(ctx, json_path, **options):
+    """fpd against the kernel's TCP, side by side in one run (root; makes its own test
+    beds). Results and method: docs/PERFORMANCE.md. `fpd bench asyncio`: asyncio loops
+    (default, uvloop, fpd's), see docs/LOOP.md."""
+    if ctx.invoked_subcommand is not None:
+        return
     from fpd import bench as _bench
-    sys.exit(_bench.main(list(args)))
+    try:
+        cfg = _bench.make_config(json=json_path, **options)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    sys.exit(_bench.main(cfg))
+
+
+from fpd import bench_loop as _bench_loop  # noqa: E402  (click only; the rest is lazy)
+
+bench.add_command(_bench_loop.command)
 
 
 if __name__ == "__main__":
