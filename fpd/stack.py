@@ -95,7 +95,7 @@ _STAT_NAMES = (
     "ooo_queued", "ooo_dropped", "paws_drops", "dup_segs_in", "dupacks_in", "dsacks_sent",
     "delayed_acks", "window_probes", "keepalive_probes", "rcv_wnd_trims",
     "active_opens", "passive_opens", "tw_reuses", "tw_overflow", "aborts_on_close",
-    "aborts_on_data", "scoreboard_recounts", "sack_trimmed", "acks_coalesced",
+    "aborts_on_data", "scoreboard_recounts", "sack_trimmed", "acks_coalesced", "sack_walked",
 )
 
 

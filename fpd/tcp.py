@@ -85,6 +85,7 @@ DUPTHRESH = 3
 PAWS_IDLE = 24 * 24 * 3600.0    # RFC 7323 §5.5: ts_recent invalid after 24 days idle
 CLOCK_G = 0.001                 # timestamp / RTT clock granularity (s)
 MIN_SND_MSS = 64                # floor on the peer's MSS (a tiny MSS is a memory attack)
+SACK_WALK_BUDGET = 256          # records one ACK's SACK processing may visit (CPU bound)
 
 
 class _Rec:
@@ -111,7 +112,7 @@ class Connection:
         "iss", "snd_una_o", "snd_nxt_o", "snd_wnd", "max_snd_wnd", "snd_wl1_o", "snd_wl2_o",
         "snd_shift", "flight_dup1", "sndq", "sndq_o", "sndq_a", "sndbuf", "fin_o", "rtxq", "sacked_out", "lost_out",
         "retrans_out", "reno_dup", "rtx_scan", "dupacks", "ca_state", "recover_o",
-        "mss", "peer_mss", "snd_sml_o", "cwnd_lim_o", "last_send", "high_sacked_o",
+        "mss", "peer_mss", "snd_sml_o", "cwnd_lim_o", "last_send", "high_sacked_o", "sack_cache",
         # receive side
         "irs", "rcv_nxt_o", "rcv_adv_o", "rcv_wup_o", "rcv_shift", "rcvq", "rcvbuf",
         "ooo", "ooo_bytes", "ooo_stamp", "ooo_fin_o", "fin_rcvd", "rcv_mss", "dsack",
@@ -178,6 +179,7 @@ class Connection:
         self.cwnd_lim_o = 0
         self.last_send = now
         self.high_sacked_o = 0
+        self.sack_cache = []        # [lo, hi) ranges the last SACK blocks had walked
         # receive
         self.irs = 0
         self.rcv_nxt_o = 0
@@ -1412,12 +1414,17 @@ class Connection:
 
     # ---------------------------------------------------------------- SACK sender --
     def _sack_tag(self, blocks, ack_o):
-        """Mark records covered by the peer's SACK blocks; returns segments newly SACKed."""
+        """Mark records covered by the peer's SACK blocks; returns segments newly SACKed.
+
+        Bounded work per ACK (a hostile peer with a 64-byte MSS has ~4000 records out and
+        may repeat four full-range blocks on every ACK): blocks are merged; what the
+        previous ACK's blocks already covered (``sack_cache``, as Linux's
+        recv_sack_cache) is not walked again; a walk visits at most SACK_WALK_BUDGET
+        records and caches how far it got, so the next ACK (blocks repeat) goes on."""
         una = self.snd_una_o
         nxt = self.snd_nxt_o
         base = (self.iss + una) & MASK
-        q = self.rtxq
-        newly = 0
+        rng = []
         for blk in blocks[:4]:
             try:
                 left, right = blk
@@ -1430,33 +1437,80 @@ class Connection:
             ro = lo + ((right - left) & MASK)
             if ro <= lo or ro > nxt or lo < ack_o and ro <= ack_o:
                 continue
-            # binary search for the first record with end > lo
-            a, b = 0, len(q)
-            while a < b:
-                m = (a + b) >> 1
-                if q[m].end <= lo:
-                    a = m + 1
+            rng.append((lo, ro))
+        if not rng:
+            return 0
+        if len(rng) > 1:
+            rng.sort()
+            merged = [rng[0]]
+            for lo, ro in rng[1:]:
+                plo, pro = merged[-1]
+                if lo <= pro:
+                    if ro > pro:
+                        merged[-1] = (plo, ro)
                 else:
-                    b = m
-            nq = len(q)
-            while a < nq:
-                r = q[a]
-                if r.start >= ro:
+                    merged.append((lo, ro))
+            rng = merged
+        cache = self.sack_cache
+        new_cache = []
+        q = self.rtxq
+        nq = len(q)
+        budget = SACK_WALK_BUDGET
+        newly = 0
+        for lo, ro in rng:
+            # the parts of [lo, ro) the previous ACK's blocks did not cover
+            pieces = []
+            pos = lo
+            for clo, cro in cache:
+                if cro <= pos or clo >= ro:
+                    continue
+                if clo > pos:
+                    pieces.append((pos, clo))
+                if cro > pos:
+                    pos = cro
+            if pos < ro:
+                pieces.append((pos, ro))
+            done = ro
+            for plo, pro in pieces:
+                if budget <= 0:
+                    done = plo
                     break
-                if r.start >= lo and r.end <= ro:
-                    f = r.flags
-                    if not f & R_SACKED:
-                        ln = r.end - r.start
-                        self.sacked_out += ln
-                        if f & R_LOST:
-                            self.lost_out -= ln
-                        if f & R_RETRANS:
-                            self.retrans_out -= ln
-                        r.flags = (f | R_SACKED) & ~(R_LOST | R_RETRANS)
-                        newly += 1
-                        if r.end > self.high_sacked_o:
-                            self.high_sacked_o = r.end
-                a += 1
+                # binary search for the first record with end > plo
+                a, b = 0, nq
+                while a < b:
+                    m = (a + b) >> 1
+                    if q[m].end <= plo:
+                        a = m + 1
+                    else:
+                        b = m
+                while a < nq:
+                    r = q[a]
+                    if r.start >= pro:
+                        break
+                    if budget <= 0:
+                        done = r.start
+                        break
+                    budget -= 1
+                    if r.start >= lo and r.end <= ro:
+                        f = r.flags
+                        if not f & R_SACKED:
+                            ln = r.end - r.start
+                            self.sacked_out += ln
+                            if f & R_LOST:
+                                self.lost_out -= ln
+                            if f & R_RETRANS:
+                                self.retrans_out -= ln
+                            r.flags = (f | R_SACKED) & ~(R_LOST | R_RETRANS)
+                            newly += 1
+                            if r.end > self.high_sacked_o:
+                                self.high_sacked_o = r.end
+                    a += 1
+                if done != ro:
+                    break
+            if done > lo:
+                new_cache.append((lo, done))
+        self.sack_cache = new_cache
+        self.stack.stats.sack_walked += SACK_WALK_BUDGET - budget
         return newly
 
     def _sack_loss_check(self, now):
@@ -1471,26 +1525,45 @@ class Connection:
         q = self.rtxq
         if not q or q[0].flags & R_SACKED:
             return False
-        cnt = 0
-        sb = 0
         lim = (DUPTHRESH - 1) * self.mss
+        if self.sacked_out > lim:
+            return True                   # every SACKed byte lies above the head
+        cnt = 0
+        walked = 0
         for r in q:
+            walked += 1
+            if walked > SACK_WALK_BUDGET:
+                break
             if r.flags & R_SACKED:
                 cnt += 1
-                sb += r.end - r.start
-                if cnt >= DUPTHRESH or sb > lim:
+                if cnt >= DUPTHRESH:
+                    self.stack.stats.sack_walked += walked
                     return True
+        self.stack.stats.sack_walked += walked
         return False
 
     def _sack_mark_lost(self):
         """RFC 6675 IsLost(): a hole with DupThresh SACKed segments (or more than
-        (DupThresh-1)*SMSS SACKed bytes) above it is lost."""
+        (DupThresh-1)*SMSS SACKed bytes) above it is lost.  The walk starts at the
+        highest SACKed record (nothing above it can be lost) and visits at most
+        SACK_WALK_BUDGET records."""
         q = self.rtxq
+        hs = self.high_sacked_o
+        a, b = 0, len(q)
+        while a < b:
+            m = (a + b) >> 1
+            if q[m].end <= hs:
+                a = m + 1
+            else:
+                b = m
+        i = a - 1
         cnt = 0
         sb = 0
         lim = (DUPTHRESH - 1) * self.mss
-        i = len(q) - 1
-        while i >= 0:
+        stop = i - SACK_WALK_BUDGET
+        if stop < -1:
+            stop = -1
+        while i > stop:
             r = q[i]
             f = r.flags
             if f & R_SACKED:
@@ -1501,6 +1574,7 @@ class Connection:
                     break                 # everything below is already marked
                 self._mark_lost(r)
             i -= 1
+        self.stack.stats.sack_walked += a - 1 - i
 
     # ================================================================= sending ====
     def _xmit(self, now, force=False):
@@ -1917,6 +1991,7 @@ class Connection:
         self.sacked_out = 0
         self.retrans_out = 0
         self.lost_out = lost
+        self.sack_cache = []
         self.reno_dup = 0
         self.dupacks = 0
         self.ca_state = CA_LOSS

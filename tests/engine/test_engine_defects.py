@@ -221,3 +221,56 @@ def test_output_coalesced_keeps_acks_of_two_local_addresses():
     out = st.output_coalesced()
     assert sorted((s.src, s.ack) for s in out) == [(addrs[0], 1101), (addrs[1], 1201)], out
     assert st.stats.acks_coalesced == 0
+
+
+def _hostile_sack_setup():
+    """Peer MSS 64 (the floor): ~4000 records outstanding in a 256 KiB send buffer."""
+    h = Harness(rto_min=1.0, cc="newreno")
+    c, piss, iss, sa = h.accept(syn_opts=dict(mss=64, wscale=7, sack_ok=True), ack_wnd=65535)
+    h.p, h.q, h.c = piss + 1, iss + 1, c
+    h.events()
+    c.cc.cwnd = 1 << 30                       # let everything out at once
+    c.send(b"h" * (256 * 1024), h.now)
+    out = h.out()
+    assert len(c.rtxq) > 3000, len(c.rtxq)
+    return h, out
+
+
+def test_hostile_sack_blocks_cost_bounded_work_per_ack():
+    """#9.9: four full-range SACK blocks, repeated on every ACK, made each ACK re-walk
+    every SACKed record (~400x a plain ACK). Work per ACK is now bounded: blocks already
+    processed on the previous ACK are not walked again, and a walk has a budget."""
+    h, out = _hostile_sack_setup()
+    una, nxt = h.q, out[-1].seq + len(out[-1].payload)
+    blk = (((una + 64) & MASK, nxt & MASK),) * 4
+    per_ack = []
+    for i in range(50):
+        before = h.stack.stats.sack_walked
+        h.inp(mkseg(ACK, h.p, una, wnd=65535, sack=blk))
+        per_ack.append(h.stack.stats.sack_walked - before)
+    assert max(per_ack) <= 3 * tcp.SACK_WALK_BUDGET, per_ack   # deferred, never all at once
+    assert per_ack[-10:] == [0] * 10, per_ack                  # walked once, then cached
+    assert h.c.sacked_out == (nxt - una - 64) & MASK
+    # blocks that change on every ACK still cost at most the budget each
+    halves = ((((una + 64) & MASK), (una + 64 * 2000) & MASK),
+              (((una + 64 * 2000) & MASK), nxt & MASK))
+    before = h.stack.stats.sack_walked
+    for i in range(20):
+        h.inp(mkseg(ACK, h.p, una, wnd=65535, sack=(halves[i % 2],) * 4))
+    assert h.stack.stats.sack_walked - before <= 20 * 2 * tcp.SACK_WALK_BUDGET
+    assert h.c.state == tcp.ESTABLISHED
+
+
+def test_sack_walk_budget_still_marks_everything_over_several_acks():
+    """The budget only defers work: SACK blocks repeat, so what one ACK left unwalked the
+    next ones finish, and the scoreboard ends up exact."""
+    h, out = _hostile_sack_setup()
+    una, nxt = h.q, out[-1].seq + len(out[-1].payload)
+    blk = (((una + 64) & MASK, nxt & MASK),)
+    for _ in range(40):
+        h.inp(mkseg(ACK, h.p, una, wnd=65535, sack=blk))
+    c = h.c
+    assert c.sacked_out == (nxt - una - 64) & MASK
+    exp = (c.sacked_out, c.lost_out, c.retrans_out)
+    c._recount()
+    assert (c.sacked_out, c.lost_out, c.retrans_out) == exp
