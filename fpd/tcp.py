@@ -964,10 +964,6 @@ class Connection:
             # RFC 5961 §4.2: any SYN in a synchronized state gets a challenge ACK
             self._challenge_ack(now)
             return None
-        if tsval is not None and self.ts_ok and seq_o <= self.rcv_wup_o:
-            # RFC 7323 §4.3: remember the timestamp to echo
-            self.ts_recent = tsval & MASK
-            self.ts_recent_stamp = now
         if not flags & ACK:
             return None
 
@@ -981,6 +977,17 @@ class Connection:
             if ack_o != self.snd_nxt_o or ack_o <= 0:
                 self._send_rst_for(seg.ack, now)
                 return None
+        elif ack_o > self.snd_nxt_o or ack_o < una - self.max_snd_wnd:
+            # RFC 5961 §5.2 (blind data injection) / RFC 9293: ack of unsent data
+            stack.stats.bad_acks += 1
+            self._challenge_ack(now)
+            return None
+        if tsval is not None and self.ts_ok and seq_o <= self.rcv_wup_o:
+            # RFC 7323 §4.3: remember the timestamp to echo, once the segment (its ACK
+            # included) is acceptable
+            self.ts_recent = tsval & MASK
+            self.ts_recent_stamp = now
+        if st == SYN_RECEIVED:
             # handshake complete (passive, or simultaneous open)
             self.snd_wnd = (seg.wnd & 0xFFFF) << self.snd_shift
             self.max_snd_wnd = self.snd_wnd
@@ -996,11 +1003,6 @@ class Connection:
             else:
                 stack.stats.active_opens += 1
                 self._event(EV_CONNECTED)
-        elif ack_o > self.snd_nxt_o or ack_o < una - self.max_snd_wnd:
-            # RFC 5961 §5.2 (blind data injection) / RFC 9293: ack of unsent data
-            stack.stats.bad_acks += 1
-            self._challenge_ack(now)
-            return None
         else:
             self._ack(seg, seq_o, ack_o, now)
             if self.state == CLOSED:

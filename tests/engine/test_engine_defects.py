@@ -274,3 +274,21 @@ def test_sack_walk_budget_still_marks_everything_over_several_acks():
     exp = (c.sacked_out, c.lost_out, c.retrans_out)
     c._recount()
     assert (c.sacked_out, c.lost_out, c.retrans_out) == exp
+
+
+def test_ts_recent_not_updated_by_a_segment_with_an_unacceptable_ack():
+    """#9 also: TS.Recent is updated only once the ACK is validated (RFC 7323 §4.3 with
+    RFC 5961 §5.2; Linux's tcp_replace_ts_recent runs after tcp_ack). A blind segment
+    with a far-future TSval and a bad ACK must not make the genuine peer's next
+    segments look old (PAWS)."""
+    h = Harness()
+    c, piss, iss, sa = h.accept()
+    h.p, h.q = piss + 1, iss + 1
+    ts = sa.tsval
+    out = h.inp(mkseg(ACK, h.p, h.q + 1_000_000, payload=b"x" * 10, tsval=5001 + (1 << 30),
+                      tsecr=ts))
+    assert h.stack.stats.bad_acks == 1
+    assert out and out[0].tsecr == 5001            # the challenge ACK echoes the genuine one
+    h.inp(mkseg(ACK, h.p, h.q, payload=b"y" * 10, tsval=5002, tsecr=ts))
+    assert h.stack.stats.paws_drops == 0
+    assert c.recv() == b"y" * 10
