@@ -374,7 +374,7 @@ class Connection:
         if self.error is not None:
             self._destroy(None)
             return
-        if self.rcvq or self.ooo:
+        if self.rcvq:           # unread in-order data (Linux: the receive queue only)
             self.stack.stats.aborts_on_close += 1
             self._send_rst_now(now)
             self._destroy(None)

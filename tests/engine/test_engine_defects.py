@@ -292,3 +292,16 @@ def test_ts_recent_not_updated_by_a_segment_with_an_unacceptable_ack():
     h.inp(mkseg(ACK, h.p, h.q, payload=b"y" * 10, tsval=5002, tsecr=ts))
     assert h.stack.stats.paws_drops == 0
     assert c.recv() == b"y" * 10
+
+
+def test_close_with_only_out_of_order_data_sends_fin():
+    """#9 also: close() resets only for unread *in-order* data (Linux counts the receive
+    queue); bytes waiting behind a hole were never readable, so a normal FIN goes out."""
+    h = _est()
+    h.inp(mkseg(ACK, h.p + 500, h.q, payload=b"o" * 100))      # behind a hole
+    assert h.c.info()["ooo_bytes"] == 100 and h.c.readable == 0
+    h.c.close(h.now)
+    out = h.out()
+    assert [s.flags & (FIN | RST) for s in out] == [FIN], out
+    assert h.stack.stats.aborts_on_close == 0 and h.c.state == tcp.FIN_WAIT_1
+
