@@ -220,6 +220,7 @@ class Stack:
         """Process one inbound segment.  Never raises for anything a peer can send."""
         self._now = now
         self.stats.segs_in += 1
+        c = None
         try:
             c = self._conns.get((seg.dst, seg.dport, seg.src, seg.sport))
             if c is not None:
@@ -237,6 +238,8 @@ class Stack:
             self._no_conn(seg, now, None)
         except Exception:
             self.stats.internal_errors += 1
+            if c is not None and c.state != CLOSED:
+                c._rearm(now)
             if self.config.raise_errors:
                 raise
 
@@ -251,12 +254,15 @@ class Stack:
             c._heap_at = None
             try:
                 c._on_timer(now)
-                if c.state != CLOSED:
-                    c._sched()
             except Exception:
                 self.stats.internal_errors += 1
+                if c.state != CLOSED:
+                    c._rearm(now)       # never leave a connection without its timers
                 if self.config.raise_errors:
                     raise
+            else:
+                if c.state != CLOSED:
+                    c._sched()
 
     def next_deadline(self):
         h = self._timers

@@ -464,6 +464,14 @@ class Connection:
                 st._stale += 1
                 st._push_timer(t, self)
 
+    def _rearm(self, now):
+        """After an internal error in a handler: re-arm the retransmission timer if
+        the handler had taken it (data outstanding must stay watched) and re-enter
+        the heap."""
+        if self.t_rtx is None and self.rtxq:
+            self.t_rtx = now + self._cur_rto()
+        self._sched()
+
     def _earliest(self):
         t = self.t_rtx
         x = self.t_dack

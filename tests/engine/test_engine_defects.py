@@ -305,3 +305,30 @@ def test_close_with_only_out_of_order_data_sends_fin():
     assert [s.flags & (FIN | RST) for s in out] == [FIN], out
     assert h.stack.stats.aborts_on_close == 0 and h.c.state == tcp.FIN_WAIT_1
 
+
+
+def test_an_exception_in_a_timer_keeps_the_connection_timed():
+    """#9 also: an exception inside tick() (counted in internal_errors) must not leave
+    the connection without timers: it would never retransmit or time out again."""
+    h = _est(rto_min=1.0, rto_initial=1.0, retries=3, rto_max=2.0)
+    h.stack.config.raise_errors = False
+    h.c.send(b"t" * 100, h.now)
+    h.out()
+    orig = tcp.Connection._on_rto
+    calls = []
+
+    def boom(self, now):
+        calls.append(now)
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        return orig(self, now)
+    tcp.Connection._on_rto = boom
+    try:
+        h.advance(1.5)
+        assert h.stack.stats.internal_errors == 1
+        assert h.stack.next_deadline() is not None
+        out = h.advance(60.0)
+    finally:
+        tcp.Connection._on_rto = orig
+    assert len(calls) > 1 and out                   # it retransmitted after all
+    assert h.c.state == tcp.CLOSED and h.c.error is TimeoutError
