@@ -17,7 +17,7 @@ import hashlib
 import heapq
 
 from .wire import Segment, FIN, SYN, RST, ACK
-from .tcp import (Connection, MASK, HALF, CLOSED, SYN_RECEIVED, TIME_WAIT,
+from .tcp import (Connection, MASK, HALF, CLOSED, SYN_RECEIVED, TIME_WAIT, CONTROL_MASK,
                   EV_CONNECTED, EV_ACCEPTED, EV_READABLE, EV_WRITABLE, EV_PEER_CLOSED,  # noqa: F401
                   EV_RESET, EV_TIMED_OUT, EV_REFUSED, EV_CLOSED)  # noqa: F401
 from . import cc as _cc
@@ -321,7 +321,7 @@ class Stack:
         dropped = 0
         for i in range(n - 1, -1, -1):      # newest first
             seg = out[i]
-            if seg.flags & 0x17 != ACK or seg.payload or seg.sack:   # FIN|SYN|RST|ACK
+            if seg.flags & CONTROL_MASK != ACK or seg.payload or seg.sack:
                 continue
             key = (seg.src, seg.dst, seg.dport, seg.sport)
             newer = last.get(key)
@@ -340,7 +340,7 @@ class Stack:
         if ev:
             self._events = []
             for e in ev:
-                if e[0] is EV_READABLE:
+                if e[0] == EV_READABLE:
                     e[1]._rd_ev = False
         return ev
 

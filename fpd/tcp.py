@@ -81,6 +81,11 @@ CA_OPEN = 0
 CA_RECOVERY = 1
 CA_LOSS = 2
 
+# flags a segment must not carry beyond ACK to take the fast path (PSH, ECE, CWR may be
+# set) and to count as a pure ACK (URG, PSH, ECE, CWR may be set)
+PREDICT_MASK = FIN | SYN | RST | ACK | URG
+CONTROL_MASK = FIN | SYN | RST | ACK
+
 DUPTHRESH = 3
 PAWS_IDLE = 24 * 24 * 3600.0    # RFC 7323 §5.5: ts_recent invalid after 24 days idle
 CLOCK_G = 0.001                 # timestamp / RTT clock granularity (s)
@@ -831,7 +836,7 @@ class Connection:
         # ---- fast path (header prediction, RFC 9293 §3.10.7.4 in its common case):
         # ESTABLISHED, in-sequence, only ACK/PSH, nothing out of order, no SACK blocks,
         # not in loss recovery, ACK within [SND.UNA, SND.NXT].  Anything else: slow path.
-        if st is ESTABLISHED and seg.flags & 0x37 == ACK and not self.ooo and \
+        if st == ESTABLISHED and seg.flags & PREDICT_MASK == ACK and not self.ooo and \
                 self.ca_state == CA_OPEN and not seg.sack:
             rn = self.rcv_nxt_o
             una = self.snd_una_o
