@@ -1,9 +1,12 @@
 """One TCP connection's state machine (sans-IO: no sockets, no threads, no clock).
 
-A ``Connection`` is created and driven by ``fpd.stack.Stack``: the stack demultiplexes
-inbound segments to ``Connection._input`` and fires timers through ``Connection._on_timer``.
-Segments the connection wants to transmit go into the stack's output list; application
-events go into the stack's event list.  See docs/ENGINE.md for the model.
+A ``Connection`` is created and driven by ``fpd.stack.Stack`` and the two talk through a
+small interface only.  The stack hands a connection a ``Context`` (what they share: the
+output and event lists, the connections owing an ACK, the clock of the latest call, the
+counters and gauges, the timer heap) and calls the connection's stack-facing methods:
+``open_active`` / ``open_passive`` / ``open_cookie``, ``process`` (one inbound segment),
+``on_timer``, ``flush_ack``, ``schedule`` / ``next_timer`` / ``rearm`` (timer heap) and
+``destroy``.  A connection never touches the stack itself.  See docs/ENGINE.md.
 
 Sequence numbers.  On the wire they are 32-bit and wrap; inside a connection every
 position is kept as an unbounded *offset* from the initial sequence number (send side:
@@ -11,6 +14,8 @@ offset 0 is our SYN, data byte i is offset 1+i; receive side: the same from IRS)
 the boundary converts (``seq_diff``), so all window, scoreboard and reassembly logic is
 plain integer comparison and never sees wraparound.
 """
+
+import heapq
 
 from .wire import Segment, FIN, SYN, RST, PSH, ACK, URG, ECE, CWR  # noqa: F401
 from . import cc as _cc
@@ -93,6 +98,47 @@ MIN_SND_MSS = 64                # floor on the peer's MSS (a tiny MSS is a memor
 SACK_WALK_BUDGET = 256          # records one ACK's SACK processing may visit (CPU bound)
 
 
+class Context:
+    """What a Stack shares with its Connections (smoltcp's "context"): connections only
+    append to ``out`` (segments to send), ``events`` (application events) and ``acks``
+    (connections owing an ACK built when the output is taken), count in ``stats`` and the
+    ``half_open`` / ``tw_count`` gauges, read ``now`` (the latest time the stack was
+    given) and push entries on the timer heap; the stack drains and owns the rest."""
+
+    __slots__ = ("out", "events", "acks", "now", "stats", "half_open", "tw_count",
+                 "timers", "stale", "tseq", "_conns")
+
+    def __init__(self, stats, conns):
+        self.out = []
+        self.events = []
+        self.acks = []
+        self.now = 0.0
+        self.stats = stats
+        self.half_open = 0
+        self.tw_count = 0
+        self.timers = []          # heap of (deadline, seq, conn); lazily invalidated
+        self.stale = 0            # entries known to be dead (for compaction)
+        self.tseq = 0
+        self._conns = conns
+
+    def push_timer(self, t, conn):
+        self.tseq += 1
+        h = self.timers
+        heapq.heappush(h, (t, self.tseq, conn))
+        if self.stale > 1024 and 2 * self.stale > len(h):
+            # entries of closed connections or superseded deadlines: rebuild (amortized)
+            live = [e for e in h if e[2].heap_at == e[0] and e[2].state != CLOSED]
+            heapq.heapify(live)
+            self.timers = live
+            self.stale = 0
+
+    def forget(self, conn):
+        """The connection left the table (it is CLOSED)."""
+        key = (conn._la, conn._lp, conn._ra, conn._rp)
+        if self._conns.get(key) is conn:
+            del self._conns[key]
+
+
 class _Rec:
     """One transmitted segment in the retransmission queue (offsets, not wire seqs)."""
     __slots__ = ("start", "end", "flags", "ts")
@@ -111,7 +157,7 @@ class Connection:
     """One TCP connection.  Create through ``Stack.connect`` / ``Stack.listen`` only."""
 
     __slots__ = (
-        "stack", "cfg", "listener", "local", "remote", "_la", "_lp", "_ra", "_rp", "state",
+        "cx", "cfg", "listener", "local", "remote", "_la", "_lp", "_ra", "_rp", "state",
         "passive", "announced", "closed_by_app", "wr_shut", "error", "nodelay", "cc",
         # send side
         "iss", "snd_una_o", "snd_nxt_o", "snd_wnd", "max_snd_wnd", "snd_wl1_o", "snd_wl2_o",
@@ -126,17 +172,17 @@ class Connection:
         "ts_ok", "sack_ok", "ws_ok", "ts_off", "ts_recent", "ts_recent_stamp",
         # rtt / timers
         "srtt", "rttvar", "rto", "backoff", "rto_count", "syn_rtx", "t_rtx", "t_persist", "t_dack",
-        "t_ka", "t_tw", "_heap_at", "persist_n", "probes_out", "ka_probes", "last_rcv", "oow_last", "ca_start", "ca_count",
+        "t_ka", "t_tw", "heap_at", "persist_n", "probes_out", "ka_probes", "last_rcv", "oow_last", "ca_start", "ca_count",
         "_keepalive", "keepalive_idle", "keepalive_interval", "keepalive_count",
         # events
-        "_rd_ev", "_wr_want",
+        "rd_pending", "_wr_want",
         # statistics
         "retransmits", "bytes_in", "bytes_out", "bytes_acked", "segs_in", "segs_out",
         "dup_bytes_in", "created",
     )
 
-    def __init__(self, stack, cfg, la, lp, ra, rp, now):
-        self.stack = stack
+    def __init__(self, cx, cfg, la, lp, ra, rp, now):
+        self.cx = cx
         self.cfg = cfg
         self.listener = None
         self.local = (la, lp)
@@ -224,7 +270,7 @@ class Connection:
         self.t_dack = None
         self.t_ka = None
         self.t_tw = None
-        self._heap_at = None
+        self.heap_at = None
         self.persist_n = 0          # persist back-off exponent (reset by an open window)
         self.probes_out = 0         # unanswered window probes (reset by any ACK)
         self.ka_probes = 0
@@ -236,7 +282,7 @@ class Connection:
         self.keepalive_idle = cfg.keepalive_idle
         self.keepalive_interval = cfg.keepalive_interval
         self.keepalive_count = cfg.keepalive_count
-        self._rd_ev = False
+        self.rd_pending = False
         self._wr_want = False
         self.retransmits = 0
         self.bytes_in = 0
@@ -282,13 +328,13 @@ class Connection:
             self.t_ka = self.last_rcv + self.keepalive_idle
         else:
             self.t_ka = None
-        self._sched()
+        self.schedule()
 
     def send(self, data, now):
         """Queue bytes for transmission; returns how many were accepted (0 if the send
         buffer is full).  Raises BrokenPipeError after shutdown/close, or the error
         that ended the connection (ConnectionResetError, TimeoutError, ...)."""
-        self.stack._now = now
+        self.cx.now = now
         if self.error is not None:
             raise self.error("connection " + self._errname())
         if self.wr_shut:
@@ -345,7 +391,7 @@ class Connection:
 
     def shutdown(self, now):
         """Half-close: send FIN after the queued data; receiving continues."""
-        self.stack._now = now
+        self.cx.now = now
         if self.wr_shut or self.error is not None:
             return
         st = self.state
@@ -366,7 +412,7 @@ class Connection:
         """Shutdown and stop reading.  Unread data (or an unfinished handshake) resets the
         connection as Linux does.  The connection finishes in the background;
         EV_CLOSED is its last event."""
-        self.stack._now = now
+        self.cx.now = now
         st = self.state
         if st == CLOSED:
             return
@@ -374,31 +420,31 @@ class Connection:
             return
         self.closed_by_app = True
         if st == SYN_SENT:
-            self._destroy(None)
+            self.destroy(None)
             return
         if self.error is not None:
-            self._destroy(None)
+            self.destroy(None)
             return
         if self.rcvq:           # unread in-order data (Linux: the receive queue only)
-            self.stack.stats.aborts_on_close += 1
+            self.cx.stats.aborts_on_close += 1
             self._send_rst_now(now)
-            self._destroy(None)
+            self.destroy(None)
             return
         if st == FIN_WAIT_2:
             self.t_tw = now + self.cfg.fin_timeout
-            self._sched()
+            self.schedule()
             return
         self.shutdown(now)
 
     def abort(self, now):
         """Send RST now (if synchronized) and free the connection."""
-        self.stack._now = now
+        self.cx.now = now
         if self.state == CLOSED:
             return
         self.closed_by_app = True
         if self.state not in (SYN_SENT, TIME_WAIT):
             self._send_rst_now(now)
-        self._destroy(None)
+        self.destroy(None)
 
     def info(self):
         cc = self.cc
@@ -453,31 +499,39 @@ class Connection:
              + self.retrans_out - self.reno_dup)
         return f if f > 0 else 0
 
-    def _sched(self):
+    def schedule(self):
         """Make sure the stack's timer heap has an entry at or before our earliest timer.
         Entries are lazy: a timer that moves later or is cancelled leaves its entry in
         place; Stack.next_deadline/tick re-validate entries as they surface."""
-        t = self._earliest()
+        t = self.next_timer()
         if t is not None:
-            h = self._heap_at
+            h = self.heap_at
             if h is None:
-                self._heap_at = t
-                self.stack._push_timer(t, self)
+                self.heap_at = t
+                self.cx.push_timer(t, self)
             elif t < h:
-                self._heap_at = t
-                st = self.stack
-                st._stale += 1
-                st._push_timer(t, self)
+                self.heap_at = t
+                cx = self.cx
+                cx.stale += 1
+                cx.push_timer(t, self)
 
-    def _rearm(self, now):
+    def flush_ack(self, now):
+        """Stack.output: build the ACK this connection queued in ``cx.acks`` (one per
+        connection however many segments asked for it), unless a segment sent since
+        carried it."""
+        self.ack_queued = False
+        if self.ack_now and self.state != CLOSED:
+            self._send_ack(now)
+
+    def rearm(self, now):
         """After an internal error in a handler: re-arm the retransmission timer if
         the handler had taken it (data outstanding must stay watched) and re-enter
         the heap."""
         if self.t_rtx is None and self.rtxq:
             self.t_rtx = now + self._cur_rto()
-        self._sched()
+        self.schedule()
 
-    def _earliest(self):
+    def next_timer(self):
         t = self.t_rtx
         x = self.t_dack
         if x is not None and (t is None or x < t):
@@ -497,40 +551,40 @@ class Connection:
         old = self.state
         if old == new:
             return
-        st = self.stack
+        cx = self.cx
         if old == SYN_RECEIVED and self.passive:
-            st._half_open -= 1
+            cx.half_open -= 1
             if self.listener is not None:
                 self.listener.half_open -= 1
         elif old == TIME_WAIT:
-            st._tw_count -= 1
+            cx.tw_count -= 1
         self.state = new
         if new == TIME_WAIT:
-            st._tw_count += 1
+            cx.tw_count += 1
         elif new == SYN_RECEIVED and self.passive:
-            st._half_open += 1
+            cx.half_open += 1
             if self.listener is not None:
                 self.listener.half_open += 1
 
     def _event(self, kind):
-        self.stack._events.append((kind, self))
+        self.cx.events.append((kind, self))
 
-    def _destroy(self, ev):
+    def destroy(self, ev):
         """Free the connection; ``ev`` is the reason event (if the app should see it)."""
         if self.state == CLOSED:
             return
         self._set_state(CLOSED)
         self.t_rtx = self.t_persist = self.t_dack = self.t_ka = self.t_tw = None
-        if self._heap_at is not None:
-            self._heap_at = None
-            self.stack._stale += 1
+        if self.heap_at is not None:
+            self.heap_at = None
+            self.cx.stale += 1
         self.rtxq = []
         self.sndq = bytearray()
         self.sndq_o = self.sndq_a
         self.ooo = []
         self.ooo_bytes = 0
         self.sacked_out = self.lost_out = self.retrans_out = self.reno_dup = 0
-        self.stack._remove(self)
+        self.cx.forget(self)
         if self.announced:
             if ev is not None and not self.closed_by_app:
                 self._event(ev)
@@ -564,7 +618,7 @@ class Connection:
             s, e = self.dsack
             self.dsack = None
             blocks.append(((irs + s) & MASK, (irs + e) & MASK))
-            self.stack.stats.dsacks_sent += 1
+            self.cx.stats.dsacks_sent += 1
         ooo = self.ooo
         if ooo:
             room = (3 if self.ts_ok else 4) - len(blocks)
@@ -608,11 +662,11 @@ class Connection:
                 n = (room - 4) // 8 if room >= 12 else 0
                 if n < len(sack):
                     sack = sack[:n]
-                    self.stack.stats.sack_trimmed += 1
+                    self.cx.stats.sack_trimmed += 1
                     owe = True
                     if ds is not None and n == 0:
                         self.dsack = ds            # not reported yet
-                        self.stack.stats.dsacks_sent -= 1
+                        self.cx.stats.dsacks_sent -= 1
         else:
             sack = ()
         self._ack_fields_sent()
@@ -620,61 +674,61 @@ class Connection:
             self.ack_now = True
             if not self.ack_queued:
                 self.ack_queued = True
-                self.stack._acks.append(self)
+                self.cx.acks.append(self)
         self.segs_out += 1
         return Segment(self._la, self._ra, self._lp, self._rp, seq,
                        (self.irs + self.rcv_nxt_o) & MASK, flags, self._wnd_field(), 0,
                        None, None, False, tsval, tsecr, sack, payload)
 
     def _send_ack(self, now):
-        st = self.stack
-        st._out.append(self._mkseg((self.iss + self.snd_nxt_o) & MASK, ACK, b"", now))
-        st.stats.segs_out += 1
+        cx = self.cx
+        cx.out.append(self._mkseg((self.iss + self.snd_nxt_o) & MASK, ACK, b"", now))
+        cx.stats.segs_out += 1
 
     def _send_probe(self, now):
         """Zero-window / keepalive probe: an old sequence number, no data (as Linux)."""
-        st = self.stack
-        st._out.append(self._mkseg((self.iss + self.snd_una_o - 1) & MASK, ACK, b"", now))
-        st.stats.segs_out += 1
+        cx = self.cx
+        cx.out.append(self._mkseg((self.iss + self.snd_una_o - 1) & MASK, ACK, b"", now))
+        cx.stats.segs_out += 1
 
     def _challenge_ack(self, now):
         """RFC 5961 §7: at most ``challenge_ack_limit`` per second, per connection: a
         stack-wide budget is a side channel (CVE-2016-5696), one connection's challenge
         ACKs told an attacker how many another one had sent."""
-        st = self.stack
+        cx = self.cx
         if now - self.ca_start >= 1.0:
             self.ca_start = now
             self.ca_count = 0
         if self.ca_count >= self.cfg.challenge_ack_limit:
-            st.stats.challenge_acks_limited += 1
+            cx.stats.challenge_acks_limited += 1
             return
         self.ca_count += 1
-        st.stats.challenge_acks += 1
+        cx.stats.challenge_acks += 1
         self._send_ack(now)
 
     def _oow_ack(self, now):
         """ACK answering an unacceptable pure ACK: at most one per oow_interval (Linux)."""
         if now - self.oow_last >= self.cfg.oow_interval:
             self.oow_last = now
-            self.stack.stats.oow_acks += 1
+            self.cx.stats.oow_acks += 1
             self._send_ack(now)
         else:
-            self.stack.stats.oow_acks_limited += 1
+            self.cx.stats.oow_acks_limited += 1
 
     def _send_rst_now(self, now):
-        st = self.stack
+        cx = self.cx
         if self.state in (SYN_SENT, CLOSED):
             return
         seg = self._mkseg((self.iss + self.snd_nxt_o) & MASK, RST | ACK, b"", now)
         seg.wnd = 0
-        st._out.append(seg)
-        st.stats.segs_out += 1
-        st.stats.rst_out += 1
+        cx.out.append(seg)
+        cx.stats.segs_out += 1
+        cx.stats.rst_out += 1
 
     def _send_syn(self, now):
         """(Re)transmit our SYN (SYN_SENT) or SYN-ACK (SYN_RECEIVED)."""
         cfg = self.cfg
-        st = self.stack
+        cx = self.cx
         active = self.state == SYN_SENT
         ts = None
         tsecr = 0
@@ -696,12 +750,12 @@ class Connection:
         wnd = self.rcvbuf if self.rcvbuf < 65535 else 65535
         self.rcv_adv_o = self.rcv_nxt_o + wnd
         self.segs_out += 1
-        st._out.append(Segment(self._la, self._ra, self._lp, self._rp, self.iss & MASK, ack,
+        cx.out.append(Segment(self._la, self._ra, self._lp, self._rp, self.iss & MASK, ack,
                                flags, wnd, 0, cfg.mss, wscale, sack_ok, ts, tsecr, (), b""))
-        st.stats.segs_out += 1
+        cx.stats.segs_out += 1
 
     # ================================================================ open paths ====
-    def _open_active(self, now, iss, ts_off, rcv_shift):
+    def open_active(self, now, iss, ts_off, rcv_shift):
         self.iss = iss
         self.ts_off = ts_off
         self.rcv_shift = rcv_shift
@@ -712,9 +766,9 @@ class Connection:
         self.rtxq.append(_Rec(0, 1, R_SYN, now))
         self._send_syn(now)
         self.t_rtx = now + self.rto
-        self._sched()
+        self.schedule()
 
-    def _open_passive(self, seg, now, iss, ts_off, rcv_shift, listener):
+    def open_passive(self, seg, now, iss, ts_off, rcv_shift, listener):
         """Create SYN_RECEIVED state from a SYN and answer with SYN-ACK."""
         self.listener = listener
         self.passive = True
@@ -735,7 +789,7 @@ class Connection:
         self.rtxq.append(_Rec(0, 1, R_SYN, now))
         self._send_syn(now)
         self.t_rtx = now + self.rto
-        self._sched()
+        self.schedule()
 
     def _negotiate(self, seg, rcv_shift):
         cfg = self.cfg
@@ -795,7 +849,7 @@ class Connection:
         if self.wr_shut:
             self._set_state(FIN_WAIT_1)
 
-    def _open_cookie(self, seg, now, iss, ts_off, rcv_shift, listener, mss, ws, sack):
+    def open_cookie(self, seg, now, iss, ts_off, rcv_shift, listener, mss, ws, sack):
         """Establish directly from a validated SYN-cookie ACK (no SYN_RECEIVED state)."""
         cfg = self.cfg
         self.listener = listener
@@ -826,7 +880,7 @@ class Connection:
         self.snd_wl2_o = 1
         self._open_established(now)
         self.announced = True
-        self.stack._events.append((EV_ACCEPTED, listener, self))
+        self.cx.events.append((EV_ACCEPTED, listener, self))
 
     # ==================================================================== input ====
     def _input(self, seg, now):
@@ -876,9 +930,9 @@ class Connection:
                     rn += plen
                     self.rcv_nxt_o = rn
                     self.bytes_in += plen
-                    if not self._rd_ev:
-                        self._rd_ev = True
-                        self.stack._events.append((EV_READABLE, self))
+                    if not self.rd_pending:
+                        self.rd_pending = True
+                        self.cx.events.append((EV_READABLE, self))
                     if plen > self.rcv_mss:
                         self.rcv_mss = plen if plen < self.cfg.mss else self.cfg.mss
                     if self.quick > 0:
@@ -895,11 +949,15 @@ class Connection:
                     # burst of in-order segments gets one ACK, not one per two segments
                     if not self.ack_queued:
                         self.ack_queued = True
-                        self.stack._acks.append(self)
+                        self.cx.acks.append(self)
                 elif self.ack_pending and self.t_dack is None:
                     self.t_dack = now + self.cfg.delack
-                return None            # Stack.input calls _sched()
+                return None            # Stack.input calls schedule()
         return self._input_slow(seg, now, st)
+
+    # the stack-facing name: one inbound segment for this 4-tuple; returns "reopen" when
+    # a SYN may reuse a TIME_WAIT 4-tuple, else None
+    process = _input
 
     def _input_slow(self, seg, now, st):
         if st == SYN_SENT:
@@ -907,7 +965,7 @@ class Connection:
             return None
         if st == TIME_WAIT:
             return self._in_time_wait(seg, now)
-        stack = self.stack
+        cx = self.cx
         flags = seg.flags
         seq = seg.seq
         tsval = seg.tsval
@@ -931,7 +989,7 @@ class Connection:
         if tsval is not None and self.ts_ok and not flags & RST:
             if ((tsval - self.ts_recent) & MASK) >= HALF and \
                     now - self.ts_recent_stamp < PAWS_IDLE:
-                stack.stats.paws_drops += 1
+                cx.stats.paws_drops += 1
                 if seg.payload or flags & (FIN | SYN):
                     self._send_ack(now)
                 else:
@@ -958,7 +1016,7 @@ class Connection:
         if flags & RST:
             # RFC 5961 §3.2
             if seq_o == rn:
-                stack.stats.rst_in += 1
+                cx.stats.rst_in += 1
                 self._reset_by_peer(now)
             elif rn < seq_o < rn + (wnd if wnd else 1):
                 self._challenge_ack(now)
@@ -992,7 +1050,7 @@ class Connection:
                 return None
         elif ack_o > self.snd_nxt_o or ack_o < una - self.max_snd_wnd:
             # RFC 5961 §5.2 (blind data injection) / RFC 9293: ack of unsent data
-            stack.stats.bad_acks += 1
+            cx.stats.bad_acks += 1
             self._challenge_ack(now)
             return None
         if tsval is not None and self.ts_ok and seq_o <= self.rcv_wup_o:
@@ -1011,10 +1069,10 @@ class Connection:
             st = self.state
             self.announced = True
             if self.passive:
-                stack.stats.passive_opens += 1
-                stack._events.append((EV_ACCEPTED, self.listener, self))
+                cx.stats.passive_opens += 1
+                cx.events.append((EV_ACCEPTED, self.listener, self))
             else:
-                stack.stats.active_opens += 1
+                cx.stats.active_opens += 1
                 self._event(EV_CONNECTED)
         else:
             self._ack(seg, seq_o, ack_o, now)
@@ -1032,7 +1090,7 @@ class Connection:
                     self._enter_time_wait(now)
                     return None
                 elif st == LAST_ACK:
-                    self._destroy(None)
+                    self.destroy(None)
                     return None
                 st = self.state
 
@@ -1040,7 +1098,7 @@ class Connection:
         if seglen:
             if end_o <= rn:
                 # entirely old: the peer missed our ACK
-                stack.stats.dup_segs_in += 1
+                cx.stats.dup_segs_in += 1
                 if plen and self.sack_ok and self.cfg.dsack:
                     self.dsack = (seq_o, seq_o + plen)
                 self.dup_bytes_in += plen
@@ -1062,35 +1120,35 @@ class Connection:
             self._send_ack(now)
         elif self.ack_pending and self.t_dack is None:
             self.t_dack = now + self.cfg.delack
-        self._sched()
+        self.schedule()
 
     def _send_rst_for(self, ack, now):
         """RST answering an unacceptable ACK (seq = SEG.ACK, no ACK bit)."""
-        st = self.stack
-        st._out.append(Segment(self._la, self._ra, self._lp, self._rp, ack & MASK, 0, RST,
+        cx = self.cx
+        cx.out.append(Segment(self._la, self._ra, self._lp, self._rp, ack & MASK, 0, RST,
                                0, 0, None, None, False, None, 0, (), b""))
-        st.stats.segs_out += 1
-        st.stats.rst_out += 1
+        cx.stats.segs_out += 1
+        cx.stats.rst_out += 1
 
     def _reset_by_peer(self, now):
         st = self.state
         if st == SYN_RECEIVED:
             if self.passive:
-                self._destroy(None)          # back to LISTEN: the app never saw it
+                self.destroy(None)          # back to LISTEN: the app never saw it
                 return
             self.error = ConnectionRefusedError
-            self._destroy(EV_REFUSED)
+            self.destroy(EV_REFUSED)
             return
         if st in (CLOSING, LAST_ACK, TIME_WAIT):
-            self._destroy(None)
+            self.destroy(None)
             return
         self.error = ConnectionResetError
-        self._destroy(EV_RESET)
+        self.destroy(EV_RESET)
 
     # ------------------------------------------------------------ SYN_SENT input --
     def _in_syn_sent(self, seg, now):
         flags = seg.flags
-        stack = self.stack
+        cx = self.cx
         ack_ok = False
         if flags & ACK:
             a = (seg.ack - self.iss) & MASK
@@ -1101,9 +1159,9 @@ class Connection:
             ack_ok = True
         if flags & RST:
             if ack_ok:
-                stack.stats.rst_in += 1
+                cx.stats.rst_in += 1
                 self.error = ConnectionRefusedError
-                self._destroy(EV_REFUSED)
+                self.destroy(EV_REFUSED)
             return
         if not flags & SYN:
             return
@@ -1122,7 +1180,7 @@ class Connection:
             self.snd_wl2_o = 1
             self._ack_new(1, seg, now)
             self._open_established(now)
-            stack.stats.active_opens += 1
+            cx.stats.active_opens += 1
             self._event(EV_CONNECTED)
             payload = seg.payload
             if payload or flags & FIN:
@@ -1137,13 +1195,13 @@ class Connection:
             self.snd_wnd = seg.wnd & 0xFFFF
             self.max_snd_wnd = self.snd_wnd
             self._send_syn(now)
-            self._sched()
+            self.schedule()
 
     # ------------------------------------------------------------ TIME_WAIT input --
     def _in_time_wait(self, seg, now):
         """Returns "reopen" when a new SYN may reuse the 4-tuple (RFC 6191 / Linux)."""
         flags = seg.flags
-        stack = self.stack
+        cx = self.cx
         rn = self.rcv_nxt_o
         d = (seg.seq - self.irs - rn) & MASK
         if d >= HALF:
@@ -1160,13 +1218,13 @@ class Connection:
             return None
         if tsval is not None and self.ts_ok and not flags & RST and \
                 ((tsval - self.ts_recent) & MASK) >= HALF:
-            stack.stats.paws_drops += 1
+            cx.stats.paws_drops += 1
             self._oow_ack(now)
             return None
         if flags & RST:
             if d == 0:
-                stack.stats.rst_in += 1
-                self._destroy(None)
+                cx.stats.rst_in += 1
+                self.destroy(None)
             elif 0 < d < max(self.rcv_adv_o - rn, 1):
                 self._challenge_ack(now)
             return None
@@ -1178,7 +1236,7 @@ class Connection:
             # retransmitted FIN: our ACK was lost; ACK again and restart the 2MSL timer
             self._send_ack(now)
             self.t_tw = now + self.cfg.time_wait
-            self._sched()
+            self.schedule()
             return None
         if plen or flags & FIN or d != 0:
             self._oow_ack(now)
@@ -1186,18 +1244,18 @@ class Connection:
 
     def _enter_time_wait(self, now):
         cfg = self.cfg
-        stack = self.stack
+        cx = self.cx
         self.t_rtx = self.t_persist = self.t_ka = self.t_dack = None
         self.rtxq = []
         self.sacked_out = self.lost_out = self.retrans_out = self.reno_dup = 0
-        if cfg.time_wait <= 0 or stack._tw_count >= cfg.max_time_wait:
+        if cfg.time_wait <= 0 or cx.tw_count >= cfg.max_time_wait:
             if cfg.time_wait > 0:
-                stack.stats.tw_overflow += 1
-            self._destroy(None)
+                cx.stats.tw_overflow += 1
+            self.destroy(None)
             return
         self._set_state(TIME_WAIT)
         self.t_tw = now + cfg.time_wait
-        self._sched()
+        self.schedule()
 
     # ====================================================================== ACK ====
     def _ack(self, seg, seq_o, ack_o, now):
@@ -1378,8 +1436,8 @@ class Connection:
         if not self.dupacks:
             self.flight_dup1 = self.snd_nxt_o - self.snd_una_o
         self.dupacks += 1
-        stack = self.stack
-        stack.stats.dupacks_in += 1
+        cx = self.cx
+        cx.stats.dupacks_in += 1
         mss = self.mss
         if not self.sack_ok:
             # Reno: each duplicate ACK stands for one segment that left the network
@@ -1392,8 +1450,8 @@ class Connection:
                 self._enter_recovery(now)
 
     def _enter_recovery(self, now):
-        stack = self.stack
-        stack.stats.fast_retransmits += 1
+        cx = self.cx
+        cx.stats.fast_retransmits += 1
         # RFC 5681 §3.2 step 2: FlightSize without the limited-transmit segments
         flight = self.flight_dup1 if self.dupacks else self.snd_nxt_o - self.snd_una_o
         self.cc.on_recovery_enter(now, flight)
@@ -1417,7 +1475,7 @@ class Connection:
         r.ts = now
         self.retrans_out += r.end - r.start
         self.retransmits += 1
-        self.stack.stats.retransmits += 1
+        self.cx.stats.retransmits += 1
         if self.t_rtx is None:
             self.t_rtx = now + self._cur_rto()
 
@@ -1525,7 +1583,7 @@ class Connection:
             if done > lo:
                 new_cache.append((lo, done))
         self.sack_cache = new_cache
-        self.stack.stats.sack_walked += SACK_WALK_BUDGET - budget
+        self.cx.stats.sack_walked += SACK_WALK_BUDGET - budget
         return newly
 
     def _sack_loss_check(self, now):
@@ -1552,9 +1610,9 @@ class Connection:
             if r.flags & R_SACKED:
                 cnt += 1
                 if cnt >= DUPTHRESH:
-                    self.stack.stats.sack_walked += walked
+                    self.cx.stats.sack_walked += walked
                     return True
-        self.stack.stats.sack_walked += walked
+        self.cx.stats.sack_walked += walked
         return False
 
     def _sack_mark_lost(self):
@@ -1589,7 +1647,7 @@ class Connection:
                     break                 # everything below is already marked
                 self._mark_lost(r)
             i -= 1
-        self.stack.stats.sack_walked += a - 1 - i
+        self.cx.stats.sack_walked += a - 1 - i
 
     # ================================================================= sending ====
     def _xmit(self, now, force=False):
@@ -1705,7 +1763,7 @@ class Connection:
         self.lost_out = lo
         self.retrans_out = rt
         self.rtx_scan = self.snd_una_o
-        self.stack.stats.scoreboard_recounts += 1
+        self.cx.stats.scoreboard_recounts += 1
 
     def _persist_intv(self):
         r = self.rto * (1 << self.persist_n) if self.persist_n < 31 else self.cfg.rto_max
@@ -1742,13 +1800,13 @@ class Connection:
             flags = ACK
         if fin:
             flags |= FIN
-        st = self.stack
-        st._out.append(self._mkseg((self.iss + start) & MASK, flags, payload, now))
-        st.stats.segs_out += 1
+        cx = self.cx
+        cx.out.append(self._mkseg((self.iss + start) & MASK, flags, payload, now))
+        cx.stats.segs_out += 1
 
     # ================================================================= receiving ====
     def _rcv_data(self, seq_o, payload, plen, fin, now):
-        stack = self.stack
+        cx = self.cx
         rn = self.rcv_nxt_o
         if seq_o < rn:
             cut = rn - seq_o
@@ -1769,12 +1827,12 @@ class Connection:
             plen = k
             fin = 0
             self.ack_now = True
-            stack.stats.rcv_wnd_trims += 1
+            cx.stats.rcv_wnd_trims += 1
         if plen and self.closed_by_app:
             # data for a connection the application closed: reset (as Linux)
-            stack.stats.aborts_on_data += 1
+            cx.stats.aborts_on_data += 1
             self._send_rst_now(now)
-            self._destroy(None)
+            self.destroy(None)
             return
         if plen > self.rcv_mss:
             self.rcv_mss = plen if plen < self.cfg.mss else self.cfg.mss
@@ -1788,9 +1846,9 @@ class Connection:
                     rn = self._ooo_drain(rn)
                     self.ack_now = True
                 self.rcv_nxt_o = rn
-                if not self._rd_ev and not self.closed_by_app:
-                    self._rd_ev = True
-                    stack._events.append((EV_READABLE, self))
+                if not self.rd_pending and not self.closed_by_app:
+                    self.rd_pending = True
+                    cx.events.append((EV_READABLE, self))
                 if self.quick > 0:
                     self.quick -= 1
                     self.ack_now = True
@@ -1835,7 +1893,7 @@ class Connection:
             self._enter_time_wait(now)
 
     def _ooo_insert(self, s, data):
-        stack = self.stack
+        cx = self.cx
         ooo = self.ooo
         e = s + len(data)
         self.ooo_stamp += 1
@@ -1848,7 +1906,7 @@ class Connection:
                 last[1] += data
                 last[2] = stamp
                 self.ooo_bytes += e - s
-                stack.stats.ooo_queued += 1
+                cx.stats.ooo_queued += 1
                 return
         # first entry whose end reaches s (adjacent entries merge)
         i = 0
@@ -1859,11 +1917,11 @@ class Connection:
             j += 1
         if i == j:
             if n >= self.cfg.ooo_max_blocks:
-                stack.stats.ooo_dropped += 1
+                cx.stats.ooo_dropped += 1
                 return
             ooo.insert(i, [s, bytearray(data), stamp])
             self.ooo_bytes += e - s
-            stack.stats.ooo_queued += 1
+            cx.stats.ooo_queued += 1
             return
         first = ooo[i]
         lastent = ooo[j - 1]
@@ -1892,7 +1950,7 @@ class Connection:
             buf += data[pos - s:me - s]
         ooo[i:j] = [[ms, buf, stamp]]
         self.ooo_bytes += len(buf) - old
-        stack.stats.ooo_queued += 1
+        cx.stats.ooo_queued += 1
 
     def _ooo_drain(self, rn):
         ooo = self.ooo
@@ -1925,21 +1983,21 @@ class Connection:
         if cur < 0:
             cur = 0
         if free - cur >= self.sws_thresh and (cur < self.sws_thresh or free >= 2 * cur):
-            now = self.stack._now
+            now = self.cx.now
             self._send_ack(now)
-            self._sched()
+            self.schedule()
 
     # =================================================================== timers ====
-    def _on_timer(self, now):
+    def on_timer(self, now):
         t = self.t_tw
         if t is not None and t <= now:
             self.t_tw = None
             if self.state == TIME_WAIT:
-                self._destroy(None)
+                self.destroy(None)
                 return
             if self.state == FIN_WAIT_2:
                 self._send_rst_now(now)
-                self._destroy(None)
+                self.destroy(None)
                 return
         t = self.t_rtx
         if t is not None and t <= now:
@@ -1957,7 +2015,7 @@ class Connection:
         if t is not None and t <= now:
             self.t_dack = None
             if self.ack_pending and self.state != CLOSED:
-                self.stack.stats.delayed_acks += 1
+                self.cx.stats.delayed_acks += 1
                 self._send_ack(now)
         t = self.t_ka
         if t is not None and t <= now:
@@ -1969,29 +2027,29 @@ class Connection:
         if not q:
             return
         st = self.state
-        stack = self.stack
+        cx = self.cx
         cfg = self.cfg
-        stack.stats.rto_timeouts += 1
+        cx.stats.rto_timeouts += 1
         if st in (SYN_SENT, SYN_RECEIVED):
             limit = cfg.syn_retries if st == SYN_SENT else cfg.synack_retries
             if self.syn_rtx >= limit:
                 self.error = TimeoutError
-                stack.stats.timeouts += 1
-                self._destroy(EV_TIMED_OUT)
+                cx.stats.timeouts += 1
+                self.destroy(EV_TIMED_OUT)
                 return
             self.backoff += 1
             self._send_syn(now)
             self.syn_rtx += 1
             self.retransmits += 1
-            stack.stats.retransmits += 1
+            cx.stats.retransmits += 1
             q[0].flags |= R_EVER
             self.t_rtx = now + self._cur_rto()
             return
         if self.rto_count >= cfg.retries:
             self.error = TimeoutError
-            stack.stats.timeouts += 1
+            cx.stats.timeouts += 1
             self._send_rst_now(now)       # as FreeBSD's tcp_drop: tell the peer if it can hear
-            self._destroy(EV_TIMED_OUT)
+            self.destroy(EV_TIMED_OUT)
             return
         first = self.ca_state != CA_LOSS or self.rto_count == 0
         self.cc.on_rto(now, self.snd_nxt_o - self.snd_una_o, first)
@@ -2021,18 +2079,18 @@ class Connection:
         st = self.state
         if st not in _SENDING or self.cc is None:
             return
-        stack = self.stack
+        cx = self.cx
         if self.probes_out >= self.cfg.retries:
             self.error = TimeoutError
-            stack.stats.timeouts += 1
+            cx.stats.timeouts += 1
             self._send_rst_now(now)
-            self._destroy(EV_TIMED_OUT)
+            self.destroy(EV_TIMED_OUT)
             return
         right = self.snd_una_o + self.snd_wnd
         if right > self.snd_nxt_o:
             self._xmit(now, force=True)        # SWS override: send what the window allows
         if self.snd_nxt_o == self.snd_una_o:
-            stack.stats.window_probes += 1
+            cx.stats.window_probes += 1
             self._send_probe(now)
         self.persist_n += 1
         self.probes_out += 1
@@ -2051,15 +2109,15 @@ class Connection:
         if self.ka_probes == 0 and idle < self.keepalive_idle:
             self.t_ka = self.last_rcv + self.keepalive_idle
             return
-        stack = self.stack
+        cx = self.cx
         if self.ka_probes >= self.keepalive_count:
             self.error = TimeoutError
-            stack.stats.timeouts += 1
+            cx.stats.timeouts += 1
             self._send_rst_now(now)
-            self._destroy(EV_TIMED_OUT)
+            self.destroy(EV_TIMED_OUT)
             return
         self.ka_probes += 1
-        stack.stats.keepalive_probes += 1
+        cx.stats.keepalive_probes += 1
         self._send_probe(now)
         self.t_ka = now + self.keepalive_interval
 

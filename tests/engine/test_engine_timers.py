@@ -140,5 +140,5 @@ def test_timer_heap_does_not_keep_dead_connections():
         h.inp(mkseg(ACK, 2, out[0].seq + 1, sport=port))
         h.inp(mkseg(RST, 2, sport=port))
     assert not h.stack.connections()
-    assert len(h.stack._timers) < 2100
+    assert len(h.stack._cx.timers) < 2100
     assert h.stack.next_deadline() is None
