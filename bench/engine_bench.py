@@ -43,7 +43,7 @@ def _accept(stack, mss=1460, ts=True, sack=True):
     tso = dict(tsval=2, tsecr=sa.tsval) if ts else {}
     stack.input(Segment(src=PEER, dst=SRV, sport=40000, dport=80, seq=1001,
                         ack=(sa.seq + 1) & MASK, flags=ACK, wnd=2048, **tso), 0.0)
-    conn = [e for e in stack.events() if e[0] == tcp.EV_ACCEPTED][0][2]
+    conn = [e for e in stack.events() if e[0] == tcp.Event.ACCEPTED][0][2]
     return conn, 1001, (sa.seq + 1) & MASK, sa.tsval, sa
 
 
@@ -139,7 +139,7 @@ def bench_rr(seconds):
         for s in b.output():
             a.input(s, now)
         for e in b.events():
-            if e[0] == tcp.EV_ACCEPTED:
+            if e[0] == tcp.Event.ACCEPTED:
                 cb = e[2]
         a.events()
     ca.nodelay = cb.nodelay = True

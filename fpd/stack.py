@@ -17,12 +17,12 @@ import hashlib
 import heapq
 
 from .wire import Segment, FIN, SYN, RST, ACK
-from .tcp import (Connection, Context, MASK, HALF, CLOSED, SYN_RECEIVED, TIME_WAIT, CONTROL_MASK,
-                  EV_CONNECTED, EV_ACCEPTED, EV_READABLE, EV_WRITABLE, EV_PEER_CLOSED,  # noqa: F401
-                  EV_RESET, EV_TIMED_OUT, EV_REFUSED, EV_CLOSED)  # noqa: F401
+from .tcp import (Connection, Context, Event, MASK, HALF, CLOSED, SYN_RECEIVED, TIME_WAIT,
+                  CONTROL_MASK)
 from . import cc as _cc
 
 ANY = b"\0\0\0\0"
+_EV_READABLE = Event.READABLE
 
 # SYN-cookie MSS table (3 bits); the largest entry not above the negotiated MSS is used
 COOKIE_MSS = (216, 536, 1024, 1300, 1440, 1460, 4312, 8960)
@@ -43,7 +43,7 @@ class StackConfig:
     rto_initial: float = 1.0        # RFC 6298 §2.1
     delack: float = 0.04            # delayed-ACK timeout (Linux's TCP_DELACK_MIN)
     quickack: int = 16              # first in-order data segments ACKed at once
-    syn_retries: int = 6            # SYN retransmissions before EV_TIMED_OUT (Linux)
+    syn_retries: int = 6            # SYN retransmissions before Event.TIMED_OUT (Linux)
     synack_retries: int = 5         # SYN-ACK retransmissions for half-open connections
     retries: int = 15               # data RTOs (and unanswered persist probes) before giving up
     syn_backlog: int = 4096         # half-open connections, whole stack
@@ -336,7 +336,7 @@ class Stack:
         if ev:
             cx.events = []
             for e in ev:
-                if e[0] == EV_READABLE:
+                if e[0] is _EV_READABLE:
                     e[1].rd_pending = False
         return ev
 

@@ -15,6 +15,7 @@ the boundary converts (``seq_diff``), so all window, scoreboard and reassembly l
 plain integer comparison and never sees wraparound.
 """
 
+import enum
 import heapq
 
 from .wire import Segment, FIN, SYN, RST, PSH, ACK, URG, ECE, CWR  # noqa: F401
@@ -61,15 +62,35 @@ TIME_WAIT = "TIME_WAIT"
 CLOSED = "CLOSED"
 
 # ---- application events -------------------------------------------------------------
-EV_CONNECTED = "connected"        # (EV_CONNECTED, conn)             active open completed
-EV_ACCEPTED = "accepted"          # (EV_ACCEPTED, listener, conn)    passive open completed
-EV_READABLE = "readable"          # (EV_READABLE, conn)              new in-order bytes
-EV_WRITABLE = "writable"          # (EV_WRITABLE, conn)              send space after a short send
-EV_PEER_CLOSED = "peer_closed"    # (EV_PEER_CLOSED, conn)           FIN received in order
-EV_RESET = "reset"                # (EV_RESET, conn)                 RST from the peer
-EV_TIMED_OUT = "timed_out"        # (EV_TIMED_OUT, conn)             retransmissions/keepalive gave up
-EV_REFUSED = "refused"            # (EV_REFUSED, conn)               RST answering our SYN
-EV_CLOSED = "closed"              # (EV_CLOSED, conn)                gone, resources freed (last event)
+class Event(str, enum.Enum):
+    """What Stack.events() reports, as tuples (Event.X, conn) or, for ACCEPTED,
+    (Event.ACCEPTED, listener, conn).  The engine's own events, not the shared-memory
+    ring's integer EV_* codes (fpd.shm) that the daemon derives from them.  Members are
+    strings (``Event.READABLE == "readable"``) and print as their value."""
+    CONNECTED = "connected"        # active open completed
+    ACCEPTED = "accepted"          # passive open completed
+    READABLE = "readable"          # new in-order bytes
+    WRITABLE = "writable"          # send space after a short send
+    PEER_CLOSED = "peer_closed"    # FIN received in order
+    RESET = "reset"                # RST from the peer
+    TIMED_OUT = "timed_out"        # retransmissions / persist / keepalive gave up
+    REFUSED = "refused"            # RST answering our SYN
+    CLOSED = "closed"              # gone, resources freed (last event)
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+# module-level names for the engine's own hot paths (no class attribute lookup)
+_EV_CONNECTED = Event.CONNECTED
+_EV_ACCEPTED = Event.ACCEPTED
+_EV_READABLE = Event.READABLE
+_EV_WRITABLE = Event.WRITABLE
+_EV_PEER_CLOSED = Event.PEER_CLOSED
+_EV_RESET = Event.RESET
+_EV_TIMED_OUT = Event.TIMED_OUT
+_EV_REFUSED = Event.REFUSED
+_EV_CLOSED = Event.CLOSED
 
 _SENDING = frozenset((ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK))
 _RECEIVING = frozenset((ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2))
@@ -411,7 +432,7 @@ class Connection:
     def close(self, now):
         """Shutdown and stop reading.  Unread data (or an unfinished handshake) resets the
         connection as Linux does.  The connection finishes in the background;
-        EV_CLOSED is its last event."""
+        _EV_CLOSED is its last event."""
         self.cx.now = now
         st = self.state
         if st == CLOSED:
@@ -588,7 +609,7 @@ class Connection:
         if self.announced:
             if ev is not None and not self.closed_by_app:
                 self._event(ev)
-            self._event(EV_CLOSED)
+            self._event(_EV_CLOSED)
 
     # ------------------------------------------------------------ segment builders --
     def _wnd_field(self):
@@ -880,7 +901,7 @@ class Connection:
         self.snd_wl2_o = 1
         self._open_established(now)
         self.announced = True
-        self.cx.events.append((EV_ACCEPTED, listener, self))
+        self.cx.events.append((_EV_ACCEPTED, listener, self))
 
     # ==================================================================== input ====
     def _input(self, seg, now):
@@ -932,7 +953,7 @@ class Connection:
                     self.bytes_in += plen
                     if not self.rd_pending:
                         self.rd_pending = True
-                        self.cx.events.append((EV_READABLE, self))
+                        self.cx.events.append((_EV_READABLE, self))
                     if plen > self.rcv_mss:
                         self.rcv_mss = plen if plen < self.cfg.mss else self.cfg.mss
                     if self.quick > 0:
@@ -1070,10 +1091,10 @@ class Connection:
             self.announced = True
             if self.passive:
                 cx.stats.passive_opens += 1
-                cx.events.append((EV_ACCEPTED, self.listener, self))
+                cx.events.append((_EV_ACCEPTED, self.listener, self))
             else:
                 cx.stats.active_opens += 1
-                self._event(EV_CONNECTED)
+                self._event(_EV_CONNECTED)
         else:
             self._ack(seg, seq_o, ack_o, now)
             if self.state == CLOSED:
@@ -1137,13 +1158,13 @@ class Connection:
                 self.destroy(None)          # back to LISTEN: the app never saw it
                 return
             self.error = ConnectionRefusedError
-            self.destroy(EV_REFUSED)
+            self.destroy(_EV_REFUSED)
             return
         if st in (CLOSING, LAST_ACK, TIME_WAIT):
             self.destroy(None)
             return
         self.error = ConnectionResetError
-        self.destroy(EV_RESET)
+        self.destroy(_EV_RESET)
 
     # ------------------------------------------------------------ SYN_SENT input --
     def _in_syn_sent(self, seg, now):
@@ -1161,7 +1182,7 @@ class Connection:
             if ack_ok:
                 cx.stats.rst_in += 1
                 self.error = ConnectionRefusedError
-                self.destroy(EV_REFUSED)
+                self.destroy(_EV_REFUSED)
             return
         if not flags & SYN:
             return
@@ -1181,7 +1202,7 @@ class Connection:
             self._ack_new(1, seg, now)
             self._open_established(now)
             cx.stats.active_opens += 1
-            self._event(EV_CONNECTED)
+            self._event(_EV_CONNECTED)
             payload = seg.payload
             if payload or flags & FIN:
                 self._rcv_data(1, payload, len(payload), flags & FIN, now)
@@ -1390,7 +1411,7 @@ class Connection:
             used = self.sndq_o + len(self.sndq) - self.sndq_a
             if self.sndbuf - used >= (used >> 1):     # Linux sk_stream_wspace rule
                 self._wr_want = False
-                self._event(EV_WRITABLE)
+                self._event(_EV_WRITABLE)
 
     def _rtt_sample(self, r, flight=0):
         """RFC 6298 §2.  ``flight``: bytes in flight when the sample is one of many per
@@ -1848,7 +1869,7 @@ class Connection:
                 self.rcv_nxt_o = rn
                 if not self.rd_pending and not self.closed_by_app:
                     self.rd_pending = True
-                    cx.events.append((EV_READABLE, self))
+                    cx.events.append((_EV_READABLE, self))
                 if self.quick > 0:
                     self.quick -= 1
                     self.ack_now = True
@@ -1879,7 +1900,7 @@ class Connection:
             self.ooo_bytes = 0
         st = self.state
         if not self.closed_by_app:
-            self._event(EV_PEER_CLOSED)
+            self._event(_EV_PEER_CLOSED)
         if st == ESTABLISHED:
             self._set_state(CLOSE_WAIT)
         elif st == FIN_WAIT_1:
@@ -2035,7 +2056,7 @@ class Connection:
             if self.syn_rtx >= limit:
                 self.error = TimeoutError
                 cx.stats.timeouts += 1
-                self.destroy(EV_TIMED_OUT)
+                self.destroy(_EV_TIMED_OUT)
                 return
             self.backoff += 1
             self._send_syn(now)
@@ -2049,7 +2070,7 @@ class Connection:
             self.error = TimeoutError
             cx.stats.timeouts += 1
             self._send_rst_now(now)       # as FreeBSD's tcp_drop: tell the peer if it can hear
-            self.destroy(EV_TIMED_OUT)
+            self.destroy(_EV_TIMED_OUT)
             return
         first = self.ca_state != CA_LOSS or self.rto_count == 0
         self.cc.on_rto(now, self.snd_nxt_o - self.snd_una_o, first)
@@ -2084,7 +2105,7 @@ class Connection:
             self.error = TimeoutError
             cx.stats.timeouts += 1
             self._send_rst_now(now)
-            self.destroy(EV_TIMED_OUT)
+            self.destroy(_EV_TIMED_OUT)
             return
         right = self.snd_una_o + self.snd_wnd
         if right > self.snd_nxt_o:
@@ -2114,7 +2135,7 @@ class Connection:
             self.error = TimeoutError
             cx.stats.timeouts += 1
             self._send_rst_now(now)
-            self.destroy(EV_TIMED_OUT)
+            self.destroy(_EV_TIMED_OUT)
             return
         self.ka_probes += 1
         cx.stats.keepalive_probes += 1

@@ -342,7 +342,7 @@ class SimNet:
         names = {}
         for nm in ("connected", "accepted", "readable", "writable", "peer_closed", "reset",
                    "timed_out", "refused", "closed"):
-            v = getattr(T, "EV_" + nm.upper(), None)
+            v = getattr(T.Event, nm.upper(), None)
             if v is not None:
                 names[v] = nm
         self.ev_names = names

@@ -157,7 +157,7 @@ def test_send_buffer_limit_and_writable_event():
     out = h.out()
     assert [len(s.payload) for s in out] == [1000] * 5       # IW 10 but only 5000 buffered
     h.inp(mkseg(ACK, h.p, h.q + 4000))
-    assert tcp.EV_WRITABLE in kinds(h.events())
+    assert tcp.Event.WRITABLE in kinds(h.events())
     assert h.c.writable == 4000
 
 
@@ -232,7 +232,7 @@ def test_recv_into_and_eof():
     assert h.c.recv_into(buf) == 4 and not h.c.eof
     assert h.c.recv() == bytes([65]) * 6
     assert h.c.eof and h.c.recv() == b""
-    assert kinds(h.events())[-1] == tcp.EV_PEER_CLOSED
+    assert kinds(h.events())[-1] == tcp.Event.PEER_CLOSED
 
 
 def test_data_in_established_without_ack_flag_is_dropped():

@@ -63,7 +63,7 @@ def _second_conn(h, port=40001, piss=7000):
     sa = out[0]
     h.inp(mkseg(ACK, piss + 1, sa.seq + 1, sport=port))
     ev = h.events()
-    assert ev[-1][0] == tcp.EV_ACCEPTED
+    assert ev[-1][0] == tcp.Event.ACCEPTED
     return ev[-1][2], piss + 1, sa.seq + 1
 
 
