@@ -92,6 +92,33 @@ _EV_TIMED_OUT = Event.TIMED_OUT
 _EV_REFUSED = Event.REFUSED
 _EV_CLOSED = Event.CLOSED
 
+# ---- the state machine: every move, by its cause (RFC 9293 figure 5) -----------------
+# Connection._move(cause) is the one place a state changes (destroy() -> CLOSED is legal
+# from every state); a move not in this table raises.
+OPEN_ACTIVE = "open_active"      # the application connects: our SYN goes out
+SYN_IN = "syn_in"                # a SYN arrives (passive open, or simultaneous open)
+HANDSHAKE_DONE = "handshake"     # our SYN is acknowledged (or a SYN cookie validated)
+FIN_QUEUED = "fin_queued"        # the application shut the write side down
+FIN_IN = "fin_in"                # the peer's FIN, in order
+FIN_ACKED = "fin_acked"          # our FIN is acknowledged
+
+TRANSITIONS = {
+    (CLOSED, OPEN_ACTIVE): SYN_SENT,
+    (CLOSED, SYN_IN): SYN_RECEIVED,
+    (SYN_SENT, SYN_IN): SYN_RECEIVED,            # simultaneous open
+    (SYN_SENT, HANDSHAKE_DONE): ESTABLISHED,
+    (SYN_RECEIVED, HANDSHAKE_DONE): ESTABLISHED,
+    (CLOSED, HANDSHAKE_DONE): ESTABLISHED,       # from a SYN-cookie ACK
+    (ESTABLISHED, FIN_QUEUED): FIN_WAIT_1,
+    (CLOSE_WAIT, FIN_QUEUED): LAST_ACK,
+    (ESTABLISHED, FIN_IN): CLOSE_WAIT,
+    (FIN_WAIT_1, FIN_IN): CLOSING,               # simultaneous close
+    (FIN_WAIT_2, FIN_IN): TIME_WAIT,
+    (FIN_WAIT_1, FIN_ACKED): FIN_WAIT_2,
+    (CLOSING, FIN_ACKED): TIME_WAIT,
+    (LAST_ACK, FIN_ACKED): CLOSED,
+}
+
 _SENDING = frozenset((ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK))
 _RECEIVING = frozenset((ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2))
 
@@ -420,12 +447,9 @@ class Connection:
             return
         self.wr_shut = True
         self.fin_o = self.sndq_o + len(self.sndq)
-        if st == ESTABLISHED:
-            self._set_state(FIN_WAIT_1)
-        elif st == CLOSE_WAIT:
-            self._set_state(LAST_ACK)
-        else:
+        if (st, FIN_QUEUED) not in TRANSITIONS:
             return      # SYN_SENT / SYN_RECEIVED: FIN goes out once established
+        self._move(FIN_QUEUED)
         self._xmit(now)
         self._after_input(now)
 
@@ -568,7 +592,22 @@ class Connection:
             t = x
         return t
 
+    def _move(self, cause, now=None):
+        """Change state by the TRANSITIONS table; an illegal move raises."""
+        new = TRANSITIONS.get((self.state, cause))
+        if new is None:
+            raise RuntimeError(f"illegal TCP move {cause!r} in {self.state}")
+        if new == TIME_WAIT:
+            self._enter_time_wait(self.cx.now if now is None else now)
+        elif new == CLOSED:
+            self.destroy(None)
+        else:
+            self._set_state(new)
+        return new
+
     def _set_state(self, new):
+        """The state's bookkeeping (half-open and TIME_WAIT gauges); callers: _move,
+        destroy and _enter_time_wait only."""
         old = self.state
         if old == new:
             return
@@ -781,7 +820,7 @@ class Connection:
         self.ts_off = ts_off
         self.rcv_shift = rcv_shift
         self.announced = True
-        self._set_state(SYN_SENT)
+        self._move(OPEN_ACTIVE)
         self.snd_una_o = 0
         self.snd_nxt_o = 1
         self.rtxq.append(_Rec(0, 1, R_SYN, now))
@@ -804,7 +843,7 @@ class Connection:
             self.ts_recent_stamp = now
         self.snd_wnd = seg.wnd & 0xFFFF          # window in a SYN is never scaled
         self.max_snd_wnd = self.snd_wnd
-        self._set_state(SYN_RECEIVED)
+        self._move(SYN_IN)
         self.snd_una_o = 0
         self.snd_nxt_o = 1
         self.rtxq.append(_Rec(0, 1, R_SYN, now))
@@ -866,9 +905,9 @@ class Connection:
         if self._keepalive or cfg.keepalive:
             self._keepalive = True
             self.t_ka = now + self.keepalive_idle
-        self._set_state(ESTABLISHED)
+        self._move(HANDSHAKE_DONE)
         if self.wr_shut:
-            self._set_state(FIN_WAIT_1)
+            self._move(FIN_QUEUED)
 
     def open_cookie(self, seg, now, iss, ts_off, rcv_shift, listener, mss, ws, sack):
         """Establish directly from a validated SYN-cookie ACK (no SYN_RECEIVED state)."""
@@ -1101,18 +1140,12 @@ class Connection:
                 return None
             # FIN acknowledged?
             fo = self.fin_o
-            if fo is not None and self.snd_una_o > fo:
-                st = self.state
-                if st == FIN_WAIT_1:
-                    self._set_state(FIN_WAIT_2)
-                    if self.closed_by_app:
-                        self.t_tw = now + self.cfg.fin_timeout
-                elif st == CLOSING:
-                    self._enter_time_wait(now)
-                    return None
-                elif st == LAST_ACK:
-                    self.destroy(None)
-                    return None
+            if fo is not None and self.snd_una_o > fo and \
+                    (self.state, FIN_ACKED) in TRANSITIONS:
+                if self._move(FIN_ACKED, now) != FIN_WAIT_2:
+                    return None                # TIME_WAIT or CLOSED
+                if self.closed_by_app:
+                    self.t_tw = now + self.cfg.fin_timeout
                 st = self.state
 
         # ---- data and FIN ----
@@ -1212,7 +1245,7 @@ class Connection:
             self._after_input(now)
         else:
             # simultaneous open (RFC 9293 §3.5, figure 7)
-            self._set_state(SYN_RECEIVED)
+            self._move(SYN_IN)
             self.snd_wnd = seg.wnd & 0xFFFF
             self.max_snd_wnd = self.snd_wnd
             self._send_syn(now)
@@ -1898,20 +1931,13 @@ class Connection:
         if self.ooo:
             self.ooo = []
             self.ooo_bytes = 0
-        st = self.state
         if not self.closed_by_app:
             self._event(_EV_PEER_CLOSED)
-        if st == ESTABLISHED:
-            self._set_state(CLOSE_WAIT)
-        elif st == FIN_WAIT_1:
-            if self.fin_o is not None and self.snd_una_o > self.fin_o:
-                self._send_ack(now)
-                self._enter_time_wait(now)
-            else:
-                self._set_state(CLOSING)
-        elif st == FIN_WAIT_2:
+        if self.state == FIN_WAIT_1 and self.fin_o is not None and self.snd_una_o > self.fin_o:
+            self._move(FIN_ACKED, now)       # (our FIN's ACK came with this FIN)
+        if TRANSITIONS.get((self.state, FIN_IN)) == TIME_WAIT:
             self._send_ack(now)
-            self._enter_time_wait(now)
+        self._move(FIN_IN, now)
 
     def _ooo_insert(self, s, data):
         cx = self.cx
