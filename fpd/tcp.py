@@ -1020,85 +1020,118 @@ class Connection:
     process = _input
 
     def _input_slow(self, seg, now, st):
+        """Everything header prediction does not take: RFC 9293 §3.10.7.4's steps in
+        order, one method each (TIME_WAIT and SYN_SENT have their own, sharing the PAWS
+        and RST rules)."""
         if st == SYN_SENT:
             self._in_syn_sent(seg, now)
             return None
         if st == TIME_WAIT:
             return self._in_time_wait(seg, now)
-        cx = self.cx
-        flags = seg.flags
-        seq = seg.seq
-        tsval = seg.tsval
         self.last_rcv = now
         self.ka_probes = 0
-
-        if st == SYN_RECEIVED and flags & SYN and not flags & RST:
-            if seq == self.irs:
-                if not flags & ACK:
-                    # the peer did not get our SYN-ACK: send it again
-                    if now - self.oow_last >= self.cfg.oow_interval:
-                        self.oow_last = now
-                        self._send_syn(now)
-                    return None
-                if ((seg.ack - self.iss - 1) & MASK) == 0:
-                    # simultaneous open: the peer's SYN-ACK acknowledges our SYN
-                    flags &= ~SYN
-                    seq = (seq + 1) & MASK
-
-        # ---- PAWS (RFC 7323 §5.3) ----
-        if tsval is not None and self.ts_ok and not flags & RST:
-            if ((tsval - self.ts_recent) & MASK) >= HALF and \
-                    now - self.ts_recent_stamp < PAWS_IDLE:
-                cx.stats.paws_drops += 1
-                if seg.payload or flags & (FIN | SYN):
-                    self._send_ack(now)
-                else:
-                    self._oow_ack(now)
+        flags = seg.flags
+        seq = seg.seq
+        if st == SYN_RECEIVED and flags & SYN and not flags & RST and seq == self.irs:
+            if not flags & ACK:
+                self._resend_synack(now)     # the peer did not get our SYN-ACK
                 return None
-
-        # ---- sequence acceptability (RFC 9293 §3.10.7.4, Linux's rcv_wup variant) ----
+            if ((seg.ack - self.iss - 1) & MASK) == 0:
+                # simultaneous open: the peer's SYN-ACK acknowledges our SYN; its SYN is
+                # the one already taken, so the segment is processed from after it
+                flags &= ~SYN
+                seq = (seq + 1) & MASK
+        # PAWS (RFC 7323 §5.3) comes before the sequence check
+        if not flags & RST and self._paws_fails(seg.tsval, now):
+            self.cx.stats.paws_drops += 1
+            if seg.payload or flags & (FIN | SYN):
+                self._send_ack(now)
+            else:
+                self._oow_ack(now)
+            return None
+        # first: sequence number (Linux's rcv_wup variant of the acceptability test)
         rn = self.rcv_nxt_o
         d = (seq - self.irs - rn) & MASK
         if d >= HALF:
             d -= MOD
         seq_o = rn + d
-        payload = seg.payload
-        plen = len(payload)
-        seglen = plen
-        if flags & SYN:
-            seglen += 1
-        if flags & FIN:
-            seglen += 1
-        end_o = seq_o + seglen
+        plen = len(seg.payload)
+        seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         wnd = self.rcv_adv_o - rn
         if wnd < 0:
             wnd = 0
+        # second: RST (RFC 5961 §3.2)
         if flags & RST:
-            # RFC 5961 §3.2
-            if seq_o == rn:
-                cx.stats.rst_in += 1
-                self._reset_by_peer(now)
-            elif rn < seq_o < rn + (wnd if wnd else 1):
-                self._challenge_ack(now)
+            self._in_rst(d, wnd, now)
             return None
-        if end_o < self.rcv_wup_o or seq_o > rn + wnd:
-            if flags & SYN:
-                self._challenge_ack(now)
-            elif seglen:
-                if plen and self.sack_ok and self.cfg.dsack and end_o <= rn:
-                    self.dsack = (seq_o, seq_o + plen)
-                self._send_ack(now)
-            else:
-                self._oow_ack(now)
+        if not self._acceptable(flags, seq_o, seglen, plen, rn, wnd, now):
             return None
+        # fourth: SYN (RFC 5961 §4.2: a challenge ACK for any SYN in a synchronized state)
         if flags & SYN:
-            # RFC 5961 §4.2: any SYN in a synchronized state gets a challenge ACK
             self._challenge_ack(now)
             return None
+        # fifth: ACK
         if not flags & ACK:
             return None
+        ack_o = self._ack_acceptable(seg, st, now)
+        if ack_o is None:
+            return None
+        self._take_ts_recent(seg.tsval, seq_o, now)
+        if st == SYN_RECEIVED:
+            self._handshake_done(seg, seq_o, ack_o, now)
+        elif not self._ack_step(seg, seq_o, ack_o, now):
+            return None
+        # seventh and eighth: segment text and FIN
+        if seglen and not self._text_step(seg, flags, seq_o, seglen, plen, rn, now):
+            return None
+        self._after_input(now)
+        return None
 
-        # ---- ACK ----
+    def _resend_synack(self, now):
+        if now - self.oow_last >= self.cfg.oow_interval:
+            self.oow_last = now
+            self._send_syn(now)
+
+    def _paws_fails(self, tsval, now):
+        """RFC 7323 §5.3: a timestamp older than TS.Recent (unless TS.Recent is more
+        than 24 days old, §5.5)."""
+        return tsval is not None and self.ts_ok and \
+            ((tsval - self.ts_recent) & MASK) >= HALF and \
+            now - self.ts_recent_stamp < PAWS_IDLE
+
+    def _take_ts_recent(self, tsval, seq_o, now):
+        """RFC 7323 §4.3: remember the timestamp to echo (SEG.SEQ <= Last.ACK.sent), once
+        the segment, its ACK included, is acceptable."""
+        if tsval is not None and self.ts_ok and seq_o <= self.rcv_wup_o:
+            self.ts_recent = tsval & MASK
+            self.ts_recent_stamp = now
+
+    def _in_rst(self, d, wnd, now):
+        """RFC 5961 §3.2, ``d`` = SEG.SEQ - RCV.NXT: exactly at RCV.NXT resets, elsewhere
+        in the window gets a challenge ACK, outside it is dropped."""
+        if d == 0:
+            self.cx.stats.rst_in += 1
+            self._reset_by_peer(now)
+        elif 0 < d < (wnd if wnd else 1):
+            self._challenge_ack(now)
+
+    def _acceptable(self, flags, seq_o, seglen, plen, rn, wnd, now):
+        """RFC 9293 §3.10.7.4 first check; answers what is not acceptable."""
+        end_o = seq_o + seglen
+        if end_o >= self.rcv_wup_o and seq_o <= rn + wnd:
+            return True
+        if flags & SYN:
+            self._challenge_ack(now)
+        elif seglen:
+            if plen and self.sack_ok and self.cfg.dsack and end_o <= rn:
+                self.dsack = (seq_o, seq_o + plen)
+            self._send_ack(now)
+        else:
+            self._oow_ack(now)
+        return False
+
+    def _ack_acceptable(self, seg, st, now):
+        """The ACK's offset, or None when it is not acceptable (answered)."""
         una = self.snd_una_o
         d = (seg.ack - self.iss - una) & MASK
         if d >= HALF:
@@ -1110,60 +1143,57 @@ class Connection:
                 return None
         elif ack_o > self.snd_nxt_o or ack_o < una - self.max_snd_wnd:
             # RFC 5961 §5.2 (blind data injection) / RFC 9293: ack of unsent data
-            cx.stats.bad_acks += 1
+            self.cx.stats.bad_acks += 1
             self._challenge_ack(now)
             return None
-        if tsval is not None and self.ts_ok and seq_o <= self.rcv_wup_o:
-            # RFC 7323 §4.3: remember the timestamp to echo, once the segment (its ACK
-            # included) is acceptable
-            self.ts_recent = tsval & MASK
-            self.ts_recent_stamp = now
-        if st == SYN_RECEIVED:
-            # handshake complete (passive, or simultaneous open)
-            self.snd_wnd = (seg.wnd & 0xFFFF) << self.snd_shift
-            self.max_snd_wnd = self.snd_wnd
-            self.snd_wl1_o = seq_o
-            self.snd_wl2_o = ack_o
-            self._ack_new(ack_o, seg, now)
-            self._open_established(now)
-            st = self.state
-            self.announced = True
-            if self.passive:
-                cx.stats.passive_opens += 1
-                cx.events.append((_EV_ACCEPTED, self.listener, self))
-            else:
-                cx.stats.active_opens += 1
-                self._event(_EV_CONNECTED)
-        else:
-            self._ack(seg, seq_o, ack_o, now)
-            if self.state == CLOSED:
-                return None
-            # FIN acknowledged?
-            fo = self.fin_o
-            if fo is not None and self.snd_una_o > fo and \
-                    (self.state, FIN_ACKED) in TRANSITIONS:
-                if self._move(FIN_ACKED, now) != FIN_WAIT_2:
-                    return None                # TIME_WAIT or CLOSED
-                if self.closed_by_app:
-                    self.t_tw = now + self.cfg.fin_timeout
-                st = self.state
+        return ack_o
 
-        # ---- data and FIN ----
-        if seglen:
-            if end_o <= rn:
-                # entirely old: the peer missed our ACK
-                cx.stats.dup_segs_in += 1
-                if plen and self.sack_ok and self.cfg.dsack:
-                    self.dsack = (seq_o, seq_o + plen)
-                self.dup_bytes_in += plen
-                self.ack_now = True
-            elif st in _RECEIVING:
-                self._rcv_data(seq_o, payload, plen, flags & FIN, now)
-                if self.state == CLOSED:
-                    return None
-            # else: data beyond a FIN we already received; ignore the text
-        self._after_input(now)
-        return None
+    def _handshake_done(self, seg, seq_o, ack_o, now):
+        """SYN_RECEIVED: our SYN is acknowledged (passive, or simultaneous open)."""
+        cx = self.cx
+        self.snd_wnd = (seg.wnd & 0xFFFF) << self.snd_shift
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1_o = seq_o
+        self.snd_wl2_o = ack_o
+        self._ack_new(ack_o, seg, now)
+        self._open_established(now)
+        self.announced = True
+        if self.passive:
+            cx.stats.passive_opens += 1
+            cx.events.append((_EV_ACCEPTED, self.listener, self))
+        else:
+            cx.stats.active_opens += 1
+            self._event(_EV_CONNECTED)
+
+    def _ack_step(self, seg, seq_o, ack_o, now):
+        """Synchronized states: process the ACK, then our FIN's acknowledgment; False
+        when the connection is gone or left for TIME_WAIT."""
+        self._ack(seg, seq_o, ack_o, now)
+        if self.state == CLOSED:
+            return False
+        fo = self.fin_o
+        if fo is not None and self.snd_una_o > fo and (self.state, FIN_ACKED) in TRANSITIONS:
+            if self._move(FIN_ACKED, now) != FIN_WAIT_2:
+                return False               # TIME_WAIT or CLOSED
+            if self.closed_by_app:
+                self.t_tw = now + self.cfg.fin_timeout
+        return True
+
+    def _text_step(self, seg, flags, seq_o, seglen, plen, rn, now):
+        """Data and FIN; False when the connection is gone."""
+        if seq_o + seglen <= rn:
+            # entirely old: the peer missed our ACK
+            self.cx.stats.dup_segs_in += 1
+            if plen and self.sack_ok and self.cfg.dsack:
+                self.dsack = (seq_o, seq_o + plen)
+            self.dup_bytes_in += plen
+            self.ack_now = True
+        elif self.state in _RECEIVING:
+            self._rcv_data(seq_o, seg.payload, plen, flags & FIN, now)
+            if self.state == CLOSED:
+                return False
+        # else: data beyond a FIN we already received; ignore the text
+        return True
 
     def _after_input(self, now):
         if self.state in _SENDING and (self.lost_out > self.retrans_out or
@@ -1270,17 +1300,12 @@ class Connection:
                 return "reopen"
             self._send_ack(now)
             return None
-        if tsval is not None and self.ts_ok and not flags & RST and \
-                ((tsval - self.ts_recent) & MASK) >= HALF:
+        if not flags & RST and self._paws_fails(tsval, now):
             cx.stats.paws_drops += 1
             self._oow_ack(now)
             return None
         if flags & RST:
-            if d == 0:
-                cx.stats.rst_in += 1
-                self.destroy(None)
-            elif 0 < d < max(self.rcv_adv_o - rn, 1):
-                self._challenge_ack(now)
+            self._in_rst(d, max(self.rcv_adv_o - rn, 0), now)     # exact: TIME_WAIT ends
             return None
         if flags & SYN:
             self._challenge_ack(now)
