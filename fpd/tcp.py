@@ -966,7 +966,7 @@ class Connection:
                 if self.ts_ok:
                     if tsval is None or ((tsval - self.ts_recent) & MASK) >= HALF:
                         return self._input_slow(seg, now, st)
-                    if rn <= self.rcv_wup_o:
+                    if rn <= self.rcv_wup_o:     # inline _take_ts_recent (hot path)
                         self.ts_recent = tsval
                         self.ts_recent_stamp = now
                 self.last_rcv = now
@@ -975,7 +975,7 @@ class Connection:
                     self.dupacks = 0
                     self.probes_out = 0
                     self._ack_new(una + d, seg, now)
-                ack_o = una + d
+                ack_o = una + d                  # inline _snd_wnd_update (hot path)
                 if self.snd_wl1_o < rn or (self.snd_wl1_o == rn and self.snd_wl2_o <= ack_o):
                     self.snd_wnd = pwnd
                     self.snd_wl1_o = rn
@@ -995,7 +995,7 @@ class Connection:
                         self.cx.events.append((_EV_READABLE, self))
                     if plen > self.rcv_mss:
                         self.rcv_mss = plen if plen < self.cfg.mss else self.cfg.mss
-                    if self.quick > 0:
+                    if self.quick > 0:           # inline _ack_rule (hot path)
                         self.quick -= 1
                         self.ack_now = True
                     elif rn - self.rcv_wup_o > self.rcv_mss:
@@ -1352,18 +1352,22 @@ class Connection:
                 self._dupack(new_sacked, now)
         if new_sacked and self.cc is not None:
             self._sack_loss_check(now)
-        # window update (RFC 9293 SND.WL1/WL2 rule)
+        self._snd_wnd_update(seq_o, ack_o, pwnd)
+        self.persist_n = 0 if pwnd else self.persist_n
+        self.probes_out = 0         # the peer answers: keep probing (RFC 1122 4.2.2.17)
+
+    def _snd_wnd_update(self, seq_o, ack_o, pwnd):
+        """The send window from an acceptable ACK (RFC 9293 §3.10.7.4, SND.WL1/SND.WL2
+        rule); an open window ends zero-window probing.  Fast and slow path."""
         if self.snd_wl1_o < seq_o or (self.snd_wl1_o == seq_o and self.snd_wl2_o <= ack_o):
             self.snd_wnd = pwnd
             self.snd_wl1_o = seq_o
             self.snd_wl2_o = ack_o
             if pwnd > self.max_snd_wnd:
                 self.max_snd_wnd = pwnd
-            if pwnd and self.t_persist is not None:
-                self.t_persist = None
+            if pwnd:
                 self.persist_n = 0
-        self.persist_n = 0 if pwnd else self.persist_n
-        self.probes_out = 0         # the peer answers: keep probing (RFC 1122 4.2.2.17)
+                self.t_persist = None
 
     def _ack_new(self, ack_o, seg, now):
         """Cumulative ACK advanced snd_una to ack_o."""
@@ -1928,13 +1932,7 @@ class Connection:
                 if not self.rd_pending and not self.closed_by_app:
                     self.rd_pending = True
                     cx.events.append((_EV_READABLE, self))
-                if self.quick > 0:
-                    self.quick -= 1
-                    self.ack_now = True
-                elif rn - self.rcv_wup_o > self.rcv_mss:
-                    self.ack_now = True
-                else:
-                    self.ack_pending = True
+                self._ack_rule(rn)
             if fin_at is not None:
                 if fin_at == self.rcv_nxt_o:
                     self._rcv_fin(now)
@@ -1947,6 +1945,18 @@ class Connection:
             if fin:
                 self.ooo_fin_o = seq_o + plen
             self.ack_now = True
+
+    def _ack_rule(self, rn):
+        """In-order data arrived up to ``rn``: ACK at once in quick-ACK mode (the first
+        ``quickack`` segments) or when more than one full segment is unacknowledged
+        (RFC 5681 §4.2), else delay it (RFC 9293 §3.8.6.3).  Fast and slow path."""
+        if self.quick > 0:
+            self.quick -= 1
+            self.ack_now = True
+        elif rn - self.rcv_wup_o > self.rcv_mss:
+            self.ack_now = True
+        else:
+            self.ack_pending = True
 
     def _rcv_fin(self, now):
         self.ooo_fin_o = None
