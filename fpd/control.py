@@ -889,7 +889,7 @@ class Service:
                  "owner_uid": e.client.cred.get("uid") if e else None}
             for k in ("cwnd", "ssthresh", "srtt", "rttvar", "rto", "bytes_in", "bytes_out",
                       "retransmits", "snd_wnd", "rcv_wnd", "in_flight", "mss", "unread",
-                      "send_queue"):
+                      "send_queue", "min_rtt", "delivery_rate", "limited_by"):
                 d[k] = _jsonable(i.get(k))
             conns.append(d)
         return {"conns": conns, "listeners": listeners}

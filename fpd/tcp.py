@@ -219,7 +219,7 @@ class Connection:
         # options
         "ts_ok", "sack_ok", "ws_ok", "ts_off", "ts_recent", "ts_recent_stamp",
         # rtt / timers
-        "srtt", "rttvar", "rto", "backoff", "rto_count", "syn_rtx", "t_rtx", "t_persist", "t_dack",
+        "srtt", "rttvar", "min_rtt", "dr_t0", "dr_b0", "delivery_rate", "rto", "backoff", "rto_count", "syn_rtx", "t_rtx", "t_persist", "t_dack",
         "t_ka", "t_tw", "heap_at", "persist_n", "probes_out", "ka_probes", "last_rcv", "oow_last", "ca_start", "ca_count",
         "_keepalive", "keepalive_idle", "keepalive_interval", "keepalive_count",
         # events
@@ -309,6 +309,10 @@ class Connection:
         # rtt / timers
         self.srtt = None
         self.rttvar = 0.0
+        self.min_rtt = None         # smallest RTT sample seen
+        self.dr_t0 = None           # delivery-rate sample: start time, bytes_acked then
+        self.dr_b0 = 0
+        self.delivery_rate = None   # bytes/s acknowledged over the last whole RTT
         self.rto = cfg.rto_initial
         self.backoff = 0
         self.rto_count = 0
@@ -511,6 +515,8 @@ class Connection:
             "in_flight": self._in_flight(),
             "ca_state": ("open", "recovery", "loss")[self.ca_state],
             "srtt": self.srtt, "rttvar": self.rttvar, "rto": self._cur_rto(),
+            "min_rtt": self.min_rtt, "delivery_rate": self.delivery_rate,
+            "limited_by": self._limited_by(),
             "backoff": self.backoff, "retransmits": self.retransmits,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
             "bytes_acked": self.bytes_acked, "segs_in": self.segs_in, "segs_out": self.segs_out,
@@ -524,6 +530,24 @@ class Connection:
             "nodelay": self.nodelay, "keepalive": self._keepalive,
             "error": self._errname() if self.error else None,
         }
+
+    def _limited_by(self):
+        """What holds the sender back right now, like Linux's TCP_INFO busy / rwnd /
+        sndbuf limits (an instantaneous reading, not accumulated times): "app" (nothing
+        unsent), "rwnd" (the peer's window is full), "cwnd" (the congestion window is),
+        None before the handshake completes."""
+        cc = self.cc
+        if cc is None or self.state not in _SENDING:
+            return None
+        nxt = self.snd_nxt_o
+        if nxt >= self.sndq_o + len(self.sndq):
+            return "app"
+        m = self.mss
+        if self.snd_una_o + self.snd_wnd - nxt < m:
+            return "rwnd"
+        if cc.cwnd - self._in_flight() < m:
+            return "cwnd"
+        return "app"
 
     # =========================================================== internal helpers ====
     def _errname(self):
@@ -1437,6 +1461,14 @@ class Connection:
             rtt = now - rtt_ts
         if rtt is not None and rtt >= 0:
             self._rtt_sample(rtt, flight)
+            if self.min_rtt is None or rtt < self.min_rtt:
+                self.min_rtt = rtt
+            t0 = self.dr_t0
+            if t0 is None or now - t0 >= self.srtt:
+                if t0 is not None and now > t0:
+                    self.delivery_rate = (self.bytes_acked - self.dr_b0) / (now - t0)
+                self.dr_t0 = now
+                self.dr_b0 = self.bytes_acked
             self.backoff = 0          # Karn: the backed-off RTO stays until a valid sample
         self.rto_count = 0
         # retransmission timer (RFC 6298 §5.2/5.3)
