@@ -2170,15 +2170,23 @@ class Connection:
         self.rto_count += 1
         if self._cur_rto() < cfg.rto_max:
             self.backoff += 1
-        # RFC 2018 §8 / RFC 6675 §5.1: forget SACK information, everything is lost
-        lost = 0
+        # Everything not SACKed is lost; the SACK scoreboard is kept (Linux's
+        # tcp_timeout_mark_lost) unless the receiver reneged: then the segment at
+        # SND.UNA is itself SACKed, and the SACK information is forgotten (RFC 2018 §8)
+        reneged = self.sacked_out and q[0].flags & R_SACKED
+        lost = sacked = 0
         for r in q:
-            r.flags = (r.flags & ~(R_SACKED | R_RETRANS)) | R_LOST
+            f = r.flags
+            if f & R_SACKED and not reneged:
+                sacked += r.end - r.start
+                continue
+            r.flags = (f & ~(R_SACKED | R_RETRANS)) | R_LOST
             lost += r.end - r.start
-        self.sacked_out = 0
+        self.sacked_out = sacked
         self.retrans_out = 0
         self.lost_out = lost
-        self.sack_cache = []
+        if reneged:
+            self.sack_cache = []
         self.reno_dup = 0
         self.dupacks = 0
         self.ca_state = CA_LOSS

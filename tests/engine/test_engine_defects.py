@@ -332,3 +332,42 @@ def test_an_exception_in_a_timer_keeps_the_connection_timed():
         tcp.Connection._on_rto = orig
     assert len(calls) > 1 and out                   # it retransmitted after all
     assert h.c.state == tcp.CLOSED and h.c.error is TimeoutError
+
+
+def test_rto_keeps_the_sack_scoreboard_unless_the_receiver_reneged():
+    """#9 mechanisms: after an RTO only what the receiver has not SACKed is resent
+    (Linux's tcp_timeout_mark_lost); SACK information is forgotten only when the
+    receiver reneged (the segment at SND.UNA itself is SACKed), RFC 2018 §8."""
+    h = _est(syn_opts=dict(mss=1000, sack_ok=True), rto_min=1.0, rto_initial=1.0,
+             cc="newreno")
+    h.c.send(b"k" * 10000, h.now)
+    assert len(h.out()) == 10
+    h.inp(mkseg(ACK, h.p, h.q, sack=(((h.q + 9000) & MASK, (h.q + 10000) & MASK),)))
+    assert h.c.info()["ca_state"] == "open"           # one SACKed segment: no recovery
+    sent = []
+    out = h.advance(1.5)                              # RTO
+    assert h.stack.stats.rto_timeouts == 1
+    assert h.c.info()["sacked_out"] == 1000 and h.c.info()["lost_out"] == 9000
+    for _ in range(20):
+        sent += [(s.seq - h.q) & MASK for s in out if s.payload]
+        if not out:
+            break
+        top = max((s.seq + len(s.payload) - h.q) & MASK for s in out)
+        if top >= 9000:                   # the hole is filled: the receiver has it all
+            out = h.inp(mkseg(ACK, h.p, h.q + 10000))
+        else:
+            out = h.inp(mkseg(ACK, h.p, h.q + top,
+                              sack=(((h.q + 9000) & MASK, (h.q + 10000) & MASK),)))
+    assert h.c.info()["snd_una"] == h.c.info()["snd_nxt"]
+    assert 9000 not in sent and sorted(set(sent)) == list(range(0, 9000, 1000)), sent
+
+
+def test_rto_forgets_sack_marks_when_the_receiver_reneged():
+    h = _est(syn_opts=dict(mss=1000, sack_ok=True), rto_min=1.0, rto_initial=1.0,
+             cc="newreno")
+    h.c.send(b"k" * 3000, h.now)
+    h.out()
+    h.c.rtxq[0].flags |= tcp.R_SACKED                 # SND.UNA SACKed: a reneging receiver
+    h.c.sacked_out += 1000
+    h.advance(1.5)
+    assert h.c.info()["sacked_out"] == 0 and h.c.info()["lost_out"] == 3000
