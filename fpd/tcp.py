@@ -2227,9 +2227,11 @@ class Connection:
             # data outstanding: the retransmission timer watches the connection
             self.t_ka = now + self.keepalive_idle
             return
-        idle = now - self.last_rcv
-        if self.ka_probes == 0 and idle < self.keepalive_idle:
-            self.t_ka = self.last_rcv + self.keepalive_idle
+        due = self.last_rcv + self.keepalive_idle
+        if self.ka_probes == 0 and due > now:
+            # (compare the deadline itself: now - last_rcv < idle can hold while
+            # last_rcv + idle rounds to now, which re-armed the timer at now forever)
+            self.t_ka = due
             return
         cx = self.cx
         if self.ka_probes >= self.keepalive_count:

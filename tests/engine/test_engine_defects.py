@@ -371,3 +371,20 @@ def test_rto_forgets_sack_marks_when_the_receiver_reneged():
     h.c.sacked_out += 1000
     h.advance(1.5)
     assert h.c.info()["sacked_out"] == 0 and h.c.info()["lost_out"] == 3000
+
+
+def test_keepalive_timer_never_rearms_at_now():
+    """A keepalive deadline that floating point puts exactly at ``now`` while
+    now - last_rcv < keepalive_idle re-armed the timer at ``now``: Stack.tick looped
+    forever (found by the corruption simulation, seed 8085)."""
+    h = _est(keepalive_idle=30.0, keepalive_interval=10.0)
+    c = h.c
+    c.keepalive = True
+    a = 43.27670679050534
+    now = a + 30.0
+    assert now - a < 30.0                             # the rounding case
+    c.last_rcv = a
+    c.t_ka = now
+    c.on_timer(now)
+    assert c.t_ka is not None and c.t_ka > now       # a probe went out; next one later
+    assert h.stack.stats.keepalive_probes == 1
