@@ -166,6 +166,18 @@ class Stack:
         # being answered with RST. None: RST, as RFC 9293 says.
         self.unmatched = None
 
+    @property
+    def tso(self):
+        """tso(conn, now): called first in Connection._xmit to send the full-sized new
+        segments as one fpd.fastpath.SegBurst output item (the worker sets
+        fpd.fastpath.xmit_burst). None: one Segment per segment (the reference). Kept in
+        the Context, where connections read it."""
+        return self._cx.tso
+
+    @tso.setter
+    def tso(self, fn):
+        self._cx.tso = fn
+
     # ============================================================== public API ====
     def listen(self, addr, port, backlog=128, **overrides):
         addr = bytes(addr)

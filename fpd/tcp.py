@@ -81,7 +81,18 @@ class Event(str, enum.Enum):
     __format__ = str.__format__
 
 
-# module-level names for the engine's own hot paths (no class attribute lookup)
+# module-level names for the engine's own hot paths (no class attribute lookup); the
+# EV_* spellings remain for modules not yet ported to tcp.Event (fpd.loop, fpd.loopback,
+# fpd.fastpath): the same objects
+EV_CONNECTED = Event.CONNECTED
+EV_ACCEPTED = Event.ACCEPTED
+EV_READABLE = Event.READABLE
+EV_WRITABLE = Event.WRITABLE
+EV_PEER_CLOSED = Event.PEER_CLOSED
+EV_RESET = Event.RESET
+EV_TIMED_OUT = Event.TIMED_OUT
+EV_REFUSED = Event.REFUSED
+EV_CLOSED = Event.CLOSED
 _EV_CONNECTED = Event.CONNECTED
 _EV_ACCEPTED = Event.ACCEPTED
 _EV_READABLE = Event.READABLE
@@ -154,7 +165,7 @@ class Context:
     given) and push entries on the timer heap; the stack drains and owns the rest."""
 
     __slots__ = ("out", "events", "acks", "now", "stats", "half_open", "tw_count",
-                 "timers", "stale", "tseq", "_conns")
+                 "timers", "stale", "tseq", "tso", "_conns")
 
     def __init__(self, stats, conns):
         self.out = []
@@ -167,6 +178,7 @@ class Context:
         self.timers = []          # heap of (deadline, seq, conn); lazily invalidated
         self.stale = 0            # entries known to be dead (for compaction)
         self.tseq = 0
+        self.tso = None           # Stack.tso: the burst transmitter (fpd.fastpath)
         self._conns = conns
 
     def push_timer(self, t, conn):
@@ -1771,6 +1783,9 @@ class Connection:
         cc = self.cc
         if cc is None:
             return
+        tso = self.cx.tso
+        if tso is not None and not force:
+            tso(self, now)             # fpd.fastpath.xmit_burst: full segments as one item
         mss = self.mss
         cwnd = cc.cwnd
         sent = False

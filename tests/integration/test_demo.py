@@ -69,7 +69,8 @@ def _assert_gone(out: str) -> None:
     left = _processes_mentioning(work)
     for port in (demo.FPD_ECHO, demo.FPD_HTTP, demo.KERNEL_ECHO, demo.KERNEL_HTTP,
                  demo.PEER_HTTP):
-        left += [p for p in _processes_mentioning(f"--port {port}") if "examples/" in p]
+        left += [p for p in _processes_mentioning(f"--port {port}")
+                 if str(demo.EXAMPLES) in p]           # ours, not another checkout's demo
     assert not left, left
 
 
