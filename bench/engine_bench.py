@@ -29,6 +29,7 @@ from fpd import tcp  # noqa: E402
 SRV = bytes([10, 77, 0, 1])
 PEER = bytes([10, 77, 0, 2])
 MASK = 0xFFFFFFFF
+HALF = 0x80000000
 
 
 def _accept(stack, mss=1460, ts=True, sack=True):
@@ -42,45 +43,62 @@ def _accept(stack, mss=1460, ts=True, sack=True):
     tso = dict(tsval=2, tsecr=sa.tsval) if ts else {}
     stack.input(Segment(src=PEER, dst=SRV, sport=40000, dport=80, seq=1001,
                         ack=(sa.seq + 1) & MASK, flags=ACK, wnd=2048, **tso), 0.0)
-    conn = [e for e in stack.events() if e[0] == tcp.EV_ACCEPTED][0][2]
-    return conn, 1001, (sa.seq + 1) & MASK, sa.tsval
+    conn = [e for e in stack.events() if e[0] == tcp.Event.ACCEPTED][0][2]
+    return conn, 1001, (sa.seq + 1) & MASK, sa.tsval, sa
 
 
 def bench_bulk(seconds, ts=True):
+    """The peer sends within the window the engine advertises (the SYN-ACK's 64 KB
+    first, then what its ACKs say), as a real sender does; every byte offered must be
+    delivered in order."""
     st = Stack(b"bench", StackConfig(rcvbuf=4 << 20))
-    conn, pseq, our, their_ts = _accept(st, ts=ts)
+    conn, pseq, our, their_ts, sa = _accept(st, ts=ts)
+    shift = sa.wscale or 0
+    right = (pseq + sa.wnd) & MASK           # a SYN-ACK's window is never scaled
     payload = bytes(1448 if ts else 1460)
     n = len(payload)
     now = 0.0
     segs = 0
     outs = 0
+    delivered = 0
     t_end = time.perf_counter() + seconds
     t0 = time.perf_counter()
     tsv = 3
     inp = st.input
     while True:
-        # a batch of 64 segments as an RX ring would deliver them
-        for _ in range(64):
+        # a batch of up to 64 segments as an RX ring would deliver them
+        k = 0
+        while k < 64 and ((right - pseq - n) & MASK) < HALF:
             seg = Segment(PEER, SRV, 40000, 80, pseq, our, ACK, 2048, 0, None, None, False,
                           tsv if ts else None, their_ts if ts else 0, (), payload)
             inp(seg, now)
             pseq = (pseq + n) & MASK
             now += 0.00001
+            k += 1
         tsv += 1
         st.tick(now)
-        outs += len(st.output())
+        out = st.output()
+        outs += len(out)
+        for a in out:
+            edge = (a.ack + (a.wnd << shift)) & MASK
+            if (edge - right) & MASK < HALF:
+                right = edge
         st.events()
-        conn.recv()
-        segs += 64
-        if segs % 4096 == 0 and time.perf_counter() > t_end:
+        delivered += len(conn.recv())
+        if not k and not out:
+            raise AssertionError("bulk bench stalled: the engine opened no window")
+        segs += k
+        if segs >= 4096 and time.perf_counter() > t_end:
             break
     dt = time.perf_counter() - t0
+    if delivered != segs * n:
+        raise AssertionError(f"bulk bench: {delivered} bytes delivered of {segs * n} sent")
     return segs / dt, outs, segs * n * 8 / dt / 1e9
 
 
 def bench_send(seconds):
     st = Stack(b"bench", StackConfig(sndbuf=4 << 20))
-    conn, pseq, our, their_ts = _accept(st)
+    conn, pseq, our, their_ts, _ = _accept(st)
     chunk = bytes(256 * 1024)
     now = 0.0
     segs = 0
@@ -121,7 +139,7 @@ def bench_rr(seconds):
         for s in b.output():
             a.input(s, now)
         for e in b.events():
-            if e[0] == tcp.EV_ACCEPTED:
+            if e[0] == tcp.Event.ACCEPTED:
                 cb = e[2]
         a.events()
     ca.nodelay = cb.nodelay = True

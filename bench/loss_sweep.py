@@ -9,6 +9,12 @@ simulates it). The time counted runs from connect() to the moment the receiving
 application has read the last byte. Several seeds per cell; the median is shown.
 
     .venv/bin/python bench/loss_sweep.py [--size 300000] [--seeds 3] [--delay 0.01]
+    .venv/bin/python bench/loss_sweep.py --paths [--size 1000000] [--seeds 3]
+
+``--paths``: the path table of docs/ENGINE.md instead: round-trip times of 1, 20 and
+100 ms, each clean, with 1 % and 5 % random loss, and with 5 % of segments reordered
+(held back by a quarter RTT); goodput (kB per virtual s) and the sender's RTO count
+(median over seeds) for CUBIC and NewReno, both with SACK.
 """
 
 import argparse
@@ -55,6 +61,49 @@ def cell(cc, sack, loss, size, seeds, delay, bandwidth):
     return med(vps), med(wps), fails
 
 
+RTTS = (0.001, 0.020, 0.100)
+PATTERNS = (("clean", {}), ("loss 1%", {"loss": 0.01}), ("loss 5%", {"loss": 0.05}),
+            ("reorder 5%", {"reorder": 0.05}))
+
+
+def path_cell(cc, rtt, pattern, size, seeds):
+    vps, rtos, fails = [], [], 0
+    for seed in range(seeds):
+        cfg = dict(SL.ROBUST_CONFIG, cc=cc, sack=True)
+        ph = dict(pattern, delay=rtt / 2)
+        if "reorder" in ph:
+            ph["reorder_delay"] = rtt / 4
+        res = SL.run(seed=seed, schedule=[SL.Phase(**ph)], a_data=_data(size), b_data=b"",
+                     a_config=cfg, b_config=cfg)
+        try:
+            res.check()
+        except AssertionError:
+            fails += 1
+            continue
+        vps.append(res.bytes_ab / max(res.t_done_ab, 1e-9))
+        rtos.append(getattr(res, "a_counters", {}).get("rto_timeouts", float("nan")))
+    med = (lambda xs: statistics.median(xs) if xs else float("nan"))
+    return med(vps), med(rtos), fails
+
+
+def paths(a):
+    t0 = time.perf_counter()
+    print(f"# {a.size} bytes A->B, SACK on, median of {a.seeds} seeds; "
+          f"goodput kB per virtual s / RTOs of the sender")
+    head = "RTT ms | pattern    | " + " | ".join(f"{cc:>16}" for cc in ("cubic", "newreno"))
+    print(head)
+    print("-" * len(head))
+    for rtt in RTTS:
+        for name, pat in PATTERNS:
+            cols = []
+            for cc in ("cubic", "newreno"):
+                v, r, fails = path_cell(cc, rtt, pat, a.size, a.seeds)
+                mark = f" !{fails}" if fails else ""
+                cols.append(f"{v / 1000:9.1f} / {r:3.0f}{mark}".rjust(16))
+            print(f"{rtt * 1000:6.0f} | {name:10} | " + " | ".join(cols), flush=True)
+    print(f"# wall time {time.perf_counter() - t0:.1f} s")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=1_000_000, help="bytes per transfer")
@@ -62,7 +111,11 @@ def main(argv=None):
     ap.add_argument("--delay", type=float, default=0.01, help="one-way delay, s")
     ap.add_argument("--bandwidth", type=float, default=0,
                     help="bottleneck bytes/s (0: none), queue of 100 segments")
+    ap.add_argument("--paths", action="store_true",
+                    help="RTT 1/20/100 ms x clean/loss/reordering table instead")
     a = ap.parse_args(argv)
+    if a.paths:
+        return paths(a)
     t0 = time.perf_counter()
     print(f"# {a.size} bytes A->B, one-way delay {a.delay * 1000:g} ms, "
           f"bandwidth {'unlimited' if not a.bandwidth else f'{a.bandwidth:g} B/s'}, "

@@ -111,12 +111,12 @@ class FpdDriver:
         from fpd import tcp
         for ev in evs:
             kind = ev[0]
-            if kind == tcp.EV_ACCEPTED:
+            if kind == tcp.Event.ACCEPTED:
                 c = ev[2]
                 name = {v: k for k, v in FPD_PORTS.items()}[c.local[1]]
                 c.nodelay = True
                 self.conns[c] = [SERVICES[name](), bytearray(), False]
-            elif kind == tcp.EV_CLOSED:
+            elif kind == tcp.Event.CLOSED:
                 self.conns.pop(ev[1], None)
         for c, st in list(self.conns.items()):
             if c.state == tcp.CLOSED:

@@ -692,23 +692,28 @@ def _ms(v) -> str:
         return str(v)
 
 
+def _mbit(v) -> str:
+    return "-" if v is None else f"{v * 8 / 1e6:.1f}"
+
+
 def conns_table(r: dict) -> list[str]:
     """`fpd conns` as text lines (an `ss -ti`-like table)."""
     head = ("Q", "State", "Local", "Remote", "Owner", "cwnd", "srtt(ms)", "rto(ms)",
-            "bytes_in", "bytes_out", "retrans")
+            "bytes_in", "bytes_out", "retrans", "minrtt(ms)", "rate(Mbit/s)", "limited")
     rows = []
     for li in r.get("listeners", []):
         local = li.get("local")
         if local is None and "port" in li:
             local = [li.get("addr"), li["port"]]
         rows.append((str(li.get("queue", "")), "LISTEN", _addr(local), "*:*",
-                     str(li.get("owner_pid", "-")), "", "", "", "", "", ""))
+                     str(li.get("owner_pid", "-")), "", "", "", "", "", "", "", "", ""))
     for c in r.get("conns", []):
         rows.append((str(c.get("queue", "")), str(c.get("state", "?")), _addr(c.get("local")),
                      _addr(c.get("remote")), str(c.get("owner_pid", "-")),
                      str(c.get("cwnd", "-")), _ms(c.get("srtt")), _ms(c.get("rto")),
                      str(c.get("bytes_in", "-")), str(c.get("bytes_out", "-")),
-                     str(c.get("retransmits", "-"))))
+                     str(c.get("retransmits", "-")), _ms(c.get("min_rtt")),
+                     _mbit(c.get("delivery_rate")), str(c.get("limited_by") or "-")))
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
               for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731

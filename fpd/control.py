@@ -500,21 +500,21 @@ class Service:
 
     def _on_event(self, ev, by_conn, now) -> None:
         kind = ev[0]
-        if kind == _tcp.EV_ACCEPTED:
+        if kind == _tcp.Event.ACCEPTED:
             self._accepted(ev[1], ev[2], now)
             return
         e = by_conn.get(ev[1])
         if e is None:
             return
-        if kind == _tcp.EV_READABLE:
+        if kind == _tcp.Event.READABLE:
             self._deliver(e)
-        elif kind == _tcp.EV_WRITABLE:
+        elif kind == _tcp.Event.WRITABLE:
             e.tx_pending = True
             self.dirty.add(e)
-        elif kind == _tcp.EV_PEER_CLOSED:
+        elif kind == _tcp.Event.PEER_CLOSED:
             e.fire("peer_fin")
             self._deliver(e)
-        elif kind == _tcp.EV_CONNECTED:
+        elif kind == _tcp.Event.CONNECTED:
             e.fire("connected")
             e.ends.ctl.set_state(S_ESTABLISHED)
             self._post(e.client, e.slot, _shm.EV_CONNECTED, 0, e.gen)
@@ -522,11 +522,11 @@ class Service:
                 self._ring(e)
             if e.tx_pending:
                 self.dirty.add(e)
-        elif kind in (_tcp.EV_RESET, _tcp.EV_TIMED_OUT, _tcp.EV_REFUSED, _tcp.EV_CLOSED):
+        elif kind in (_tcp.Event.RESET, _tcp.Event.TIMED_OUT, _tcp.Event.REFUSED, _tcp.Event.CLOSED):
             # the connection is over, but bytes it received stay readable (the engine's
             # buffer outlives it): deliver them all, then the end (see _deliver)
             if not e.ending:
-                e.end_errno = 0 if kind == _tcp.EV_CLOSED else \
+                e.end_errno = 0 if kind == _tcp.Event.CLOSED else \
                     _ERRNO_OF.get(e.conn.error, _errno.ECONNABORTED)
                 e.fire("end")
             self._deliver(e)
@@ -855,7 +855,7 @@ class Service:
                  "owner_uid": e.client.cred.get("uid") if e else None}
             for k in ("cwnd", "ssthresh", "srtt", "rttvar", "rto", "bytes_in", "bytes_out",
                       "retransmits", "snd_wnd", "rcv_wnd", "in_flight", "mss", "unread",
-                      "send_queue"):
+                      "send_queue", "min_rtt", "delivery_rate", "limited_by"):
                 d[k] = _jsonable(i.get(k))
             conns.append(d)
         return {"conns": conns, "listeners": listeners}

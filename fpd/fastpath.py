@@ -31,12 +31,13 @@ Connection / Stack internals used here (the documented set; fpd/tcp.py keeps the
 ts_recent_stamp, rcv_nxt_o, rcv_wup_o, rcv_adv_o, irs, iss, snd_una_o, snd_nxt_o,
 snd_wnd, snd_shift, snd_wl1_o, snd_wl2_o, max_snd_wnd, persist_n, t_persist, t_dack,
 t_rtx, sndq, sndq_o, rcvq, bytes_in, bytes_out, segs_in, segs_out, rcv_mss, quick,
-ack_now, ack_pending, ack_queued, last_rcv, ka_probes, _rd_ev, cfg, cc, mss, lost_out,
+ack_now, ack_pending, ack_queued, last_rcv, ka_probes, rd_pending, cfg, cc, mss, lost_out,
 retrans_out, sacked_out, reno_dup, rtxq, fin_o, last_send, created, nodelay, sack_ok,
-_sched(), _mkseg(), _cur_rto(), _in_flight()``.
+schedule(), _mkseg(), _cur_rto(), _in_flight()``.
 """
 
-from .tcp import (ESTABLISHED, CLOSED, CA_OPEN, MASK, HALF, EV_READABLE, ACK, PSH, _Rec)
+from .tcp import (ESTABLISHED, CLOSED, CA_OPEN, MASK, HALF, EV_READABLE, ACK, PSH, _Rec,
+                  PREDICT_MASK)
 from . import wire as _wire
 from .wire import Segment
 
@@ -120,7 +121,7 @@ def _data_run(stack, c, segs, i, j, now):
         return 0
     (m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick, ack_now, ack_pending, dack_set,
      wupd, wl1, wl2) = r
-    stack._now = now
+    stack._cx.now = now
     stack.stats.segs_in += m
     c.segs_in += m
     c.last_rcv = now
@@ -145,13 +146,13 @@ def _data_run(stack, c, segs, i, j, now):
     c.ack_pending = bool(ack_pending)
     if dack_set:
         c.t_dack = now + c.cfg.delack
-    if not c._rd_ev:
-        c._rd_ev = True
-        stack._events.append((EV_READABLE, c))
+    if not c.rd_pending:
+        c.rd_pending = True
+        stack._cx.events.append((EV_READABLE, c))
     if ack_now and not c.ack_queued:
         c.ack_queued = True
-        stack._acks.append(c)
-    c._sched()
+        stack._cx.acks.append(c)
+    c.schedule()
     return m
 
 
@@ -233,7 +234,7 @@ def _ack_run(stack, c, segs, i, j, now):
     k = i
     while k < j:
         seg = segs[k]
-        if seg.payload or seg.flags & 0x37 != ACK or seg.sack or seg.seq != seq_w or \
+        if seg.payload or seg.flags & PREDICT_MASK != ACK or seg.sack or seg.seq != seq_w or \
                 ((seg.wnd & 0xFFFF) << shift) != snd_wnd:
             break
         d = (seg.ack - iss - una) & MASK
@@ -249,7 +250,7 @@ def _ack_run(stack, c, segs, i, j, now):
     m = k - i
     if m < 2:
         return 0
-    stack._now = now
+    stack._cx.now = now
     stack.stats.segs_in += m
     c.segs_in += m
     c.last_rcv = now
@@ -262,6 +263,7 @@ def _ack_run(stack, c, segs, i, j, now):
             c.ts_recent_stamp = now
         ack_o = c.snd_una_o + ((seg.ack - iss - c.snd_una_o) & MASK)
         c.dupacks = 0
+        c.probes_out = 0
         c._ack_new(ack_o, seg, now)
         if c.snd_wl1_o < rn or (c.snd_wl1_o == rn and c.snd_wl2_o <= ack_o):
             c.snd_wnd = snd_wnd
@@ -276,11 +278,11 @@ def _ack_run(stack, c, segs, i, j, now):
     if c.ack_now:
         if not c.ack_queued:
             c.ack_queued = True
-            stack._acks.append(c)
+            stack._cx.acks.append(c)
     elif c.ack_pending and c.t_dack is None:
         c.t_dack = now + c.cfg.delack
     if c.state != CLOSED:               # as Stack.input does after each segment
-        c._sched()
+        c.schedule()
     return m
 
 
@@ -398,7 +400,7 @@ def xmit_burst(c, now):
     if n < MIN_BURST:
         return
     end = nxt + n * mss
-    st = c.stack
+    st = c.cx
     with memoryview(sndq) as mv:
         payload = bytes(mv[nxt - so:end - so])
     last_flags = ACK | PSH if end == so + len(sndq) else ACK
@@ -407,7 +409,7 @@ def xmit_burst(c, now):
     tmpl = c._mkseg((c.iss + nxt) & MASK, ACK, b"", now)
     c.segs_out += n - 1
     st.stats.segs_out += n
-    st._out.append(SegBurst(tmpl, payload, mss, n, last_flags))
+    st.out.append(SegBurst(tmpl, payload, mss, n, last_flags))
     c.rtxq.extend([_Rec(s, s + mss, 0, now) for s in range(nxt, end, mss)])
     c.snd_nxt_o = end
     c.bytes_out += n * mss

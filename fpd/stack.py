@@ -17,12 +17,12 @@ import hashlib
 import heapq
 
 from .wire import Segment, FIN, SYN, RST, ACK
-from .tcp import (Connection, MASK, HALF, CLOSED, SYN_RECEIVED, TIME_WAIT,
-                  EV_CONNECTED, EV_ACCEPTED, EV_READABLE, EV_WRITABLE, EV_PEER_CLOSED,  # noqa: F401
-                  EV_RESET, EV_TIMED_OUT, EV_REFUSED, EV_CLOSED)  # noqa: F401
+from .tcp import (Connection, Context, Event, MASK, HALF, CLOSED, SYN_RECEIVED, TIME_WAIT,
+                  CONTROL_MASK)
 from . import cc as _cc
 
 ANY = b"\0\0\0\0"
+_EV_READABLE = Event.READABLE
 
 # SYN-cookie MSS table (3 bits); the largest entry not above the negotiated MSS is used
 COOKIE_MSS = (216, 536, 1024, 1300, 1440, 1460, 4312, 8960)
@@ -43,7 +43,7 @@ class StackConfig:
     rto_initial: float = 1.0        # RFC 6298 §2.1
     delack: float = 0.04            # delayed-ACK timeout (Linux's TCP_DELACK_MIN)
     quickack: int = 16              # first in-order data segments ACKed at once
-    syn_retries: int = 6            # SYN retransmissions before EV_TIMED_OUT (Linux)
+    syn_retries: int = 6            # SYN retransmissions before Event.TIMED_OUT (Linux)
     synack_retries: int = 5         # SYN-ACK retransmissions for half-open connections
     retries: int = 15               # data RTOs (and unanswered persist probes) before giving up
     syn_backlog: int = 4096         # half-open connections, whole stack
@@ -95,7 +95,7 @@ _STAT_NAMES = (
     "ooo_queued", "ooo_dropped", "paws_drops", "dup_segs_in", "dupacks_in", "dsacks_sent",
     "delayed_acks", "window_probes", "keepalive_probes", "rcv_wnd_trims",
     "active_opens", "passive_opens", "tw_reuses", "tw_overflow", "aborts_on_close",
-    "aborts_on_data", "scoreboard_recounts", "sack_trimmed", "acks_coalesced",
+    "aborts_on_data", "scoreboard_recounts", "sack_trimmed", "acks_coalesced", "sack_walked",
 )
 
 
@@ -156,25 +156,27 @@ class Stack:
         self._rcv_shift = self.config.rcv_shift()
         self._conns = {}
         self._listeners = {}
-        self._out = []
-        self._acks = []            # connections owing an ACK built at output time
-        self._events = []
-        self._timers = []          # heap of (deadline, seq, conn); lazily invalidated
-        self._stale = 0            # entries known to be dead (for compaction)
-        self._tseq = 0
-        self._now = 0.0
-        self._half_open = 0
-        self._tw_count = 0
         self._eph = None
         self.stats = Stats()
+        # everything a Connection shares with the stack (tcp.Context): output, events,
+        # ACKs owed, clock, counters, gauges, timer heap
+        self._cx = Context(self.stats, self._conns)
         # unmatched(seg) -> True: a segment no connection or listener takes is handled
         # elsewhere (a worker forwards it to the engine of another queue) instead of
         # being answered with RST. None: RST, as RFC 9293 says.
         self.unmatched = None
-        # tso(conn, now): called first in Connection._xmit to send the full-sized new
-        # segments as one fpd.fastpath.SegBurst output item (the worker sets
-        # fpd.fastpath.xmit_burst). None: one Segment per segment (the reference).
-        self.tso = None
+
+    @property
+    def tso(self):
+        """tso(conn, now): called first in Connection._xmit to send the full-sized new
+        segments as one fpd.fastpath.SegBurst output item (the worker sets
+        fpd.fastpath.xmit_burst). None: one Segment per segment (the reference). Kept in
+        the Context, where connections read it."""
+        return self._cx.tso
+
+    @tso.setter
+    def tso(self, fn):
+        self._cx.tso = fn
 
     # ============================================================== public API ====
     def listen(self, addr, port, backlog=128, **overrides):
@@ -193,10 +195,10 @@ class Stack:
         listener.closed = True
         for c in list(self._conns.values()):
             if c.listener is listener and c.state == SYN_RECEIVED:
-                c._destroy(None)
+                c.destroy(None)
 
     def connect(self, now, src, sport, dst, dport, **overrides):
-        self._now = now
+        self._cx.now = now
         cfg = self._cfg(overrides)
         src = bytes(src)
         dst = bytes(dst)
@@ -210,92 +212,98 @@ class Stack:
             if old.state != TIME_WAIT:
                 raise OSError(errno.EADDRINUSE, "4-tuple in use")
             self.stats.tw_reuses += 1
-            old._destroy(None)
+            old.destroy(None)
         if len(self._conns) >= cfg.max_connections:
             raise OSError(errno.EAGAIN, "connection limit reached")
-        c = Connection(self, cfg, src, sport, dst, dport, now)
+        c = Connection(self._cx, cfg, src, sport, dst, dport, now)
         iss, ts_off = self._isn(src, sport, dst, dport, now)
         self._conns[key] = c
-        c._open_active(now, iss, ts_off, cfg.rcv_shift() if cfg is not self.config
+        c.open_active(now, iss, ts_off, cfg.rcv_shift() if cfg is not self.config
                        else self._rcv_shift)
         return c
 
     def input(self, seg, now):
         """Process one inbound segment.  Never raises for anything a peer can send."""
-        self._now = now
+        self._cx.now = now
         self.stats.segs_in += 1
+        c = None
         try:
             c = self._conns.get((seg.dst, seg.dport, seg.src, seg.sport))
             if c is not None:
-                r = c._input(seg, now)
+                r = c.process(seg, now)
                 if r is None:
                     if c.state != CLOSED:
-                        c._sched()
+                        c.schedule()
                     return
                 # a new SYN reopens a TIME_WAIT 4-tuple (RFC 6191 / Linux)
                 hint = (c.iss + c.snd_nxt_o + 65535 + 2) & MASK
                 self.stats.tw_reuses += 1
-                c._destroy(None)
+                c.destroy(None)
                 self._no_conn(seg, now, hint)
                 return
             self._no_conn(seg, now, None)
         except Exception:
             self.stats.internal_errors += 1
+            if c is not None and c.state != CLOSED:
+                c.rearm(now)
             if self.config.raise_errors:
                 raise
 
     def tick(self, now):
         """Fire every timer due at ``now``."""
-        self._now = now
-        h = self._timers
+        self._cx.now = now
+        h = self._cx.timers
         while h and h[0][0] <= now:
             t, _, c = heapq.heappop(h)
-            if c._heap_at != t or c.state == CLOSED:
+            if c.heap_at != t or c.state == CLOSED:
                 continue
-            c._heap_at = None
+            c.heap_at = None
             try:
-                c._on_timer(now)
-                if c.state != CLOSED:
-                    c._sched()
+                c.on_timer(now)
             except Exception:
                 self.stats.internal_errors += 1
+                if c.state != CLOSED:
+                    c.rearm(now)       # never leave a connection without its timers
                 if self.config.raise_errors:
                     raise
+            else:
+                if c.state != CLOSED:
+                    c.schedule()
 
     def next_deadline(self):
-        h = self._timers
+        h = self._cx.timers
         while h:
             t, _, c = h[0]
-            if c._heap_at != t or c.state == CLOSED:
+            if c.heap_at != t or c.state == CLOSED:
                 heapq.heappop(h)
                 continue
-            e = c._earliest()
+            e = c.next_timer()
             if e is None or e > t:
                 # the timer behind this entry moved later or was cancelled
                 heapq.heappop(h)
-                c._heap_at = None
-                c._sched()
+                c.heap_at = None
+                c.schedule()
                 continue
             return t
         return None
 
     def output(self):
-        if self._acks:
+        cx = self._cx
+        if cx.acks:
             self._flush_acks()
-        out = self._out
-        self._out = []
+        out = cx.out
+        cx.out = []
         return out
 
     def _flush_acks(self):
         """The ACKs the fast path owes (``Connection.ack_queued``), built now: one per
         connection however many segments asked for it since the last output, and none
         if a segment sent since then carried it already."""
-        acks, self._acks = self._acks, []
-        now = self._now
+        cx = self._cx
+        acks, cx.acks = cx.acks, []
+        now = cx.now
         for c in acks:
-            c.ack_queued = False
-            if c.ack_now and c.state != CLOSED:
-                c._send_ack(now)
+            c.flush_ack(now)
 
     def output_coalesced(self):
         """:meth:`output`, without the pure ACKs that a later pure ACK of the same
@@ -307,10 +315,11 @@ class Stack:
         Linux receiver with GRO does. Duplicate ACKs (same ACK number: the peer's fast
         retransmit counts them), ACKs with SACK blocks, and anything with data or
         SYN/FIN/RST are always kept."""
-        if self._acks:
+        cx = self._cx
+        if cx.acks:
             self._flush_acks()
-        out = self._out
-        self._out = []
+        out = cx.out
+        cx.out = []
         n = len(out)
         if n < 2:
             return out
@@ -319,7 +328,7 @@ class Stack:
         dropped = 0
         for i in range(n - 1, -1, -1):      # newest first
             seg = out[i]
-            if seg.flags & 0x17 != ACK or seg.payload or seg.sack:   # FIN|SYN|RST|ACK
+            if seg.flags & CONTROL_MASK != ACK or seg.payload or seg.sack:
                 continue
             key = (seg.src, seg.dst, seg.dport, seg.sport)
             newer = last.get(key)
@@ -334,12 +343,13 @@ class Stack:
         return [seg for seg, k in zip(out, keep) if k]
 
     def events(self):
-        ev = self._events
+        cx = self._cx
+        ev = cx.events
         if ev:
-            self._events = []
+            cx.events = []
             for e in ev:
-                if e[0] is EV_READABLE:
-                    e[1]._rd_ev = False
+                if e[0] is _EV_READABLE:
+                    e[1].rd_pending = False
         return ev
 
     def connections(self):
@@ -351,8 +361,8 @@ class Stack:
     def counters(self):
         d = self.stats.as_dict()
         d["connections"] = len(self._conns)
-        d["half_open"] = self._half_open
-        d["time_wait"] = self._tw_count
+        d["half_open"] = self._cx.half_open
+        d["time_wait"] = self._cx.tw_count
         return d
 
     def find(self, local, remote):
@@ -364,22 +374,6 @@ class Stack:
         if not overrides:
             return self.config
         return dataclasses.replace(self.config, **overrides).validate()
-
-    def _push_timer(self, t, conn):
-        self._tseq += 1
-        h = self._timers
-        heapq.heappush(h, (t, self._tseq, conn))
-        if self._stale > 1024 and 2 * self._stale > len(h):
-            # entries of closed connections or superseded deadlines: rebuild (amortized)
-            live = [e for e in h if e[2]._heap_at == e[0] and e[2].state != CLOSED]
-            heapq.heapify(live)
-            self._timers = live
-            self._stale = 0
-
-    def _remove(self, conn):
-        key = (conn._la, conn._lp, conn._ra, conn._rp)
-        if self._conns.get(key) is conn:
-            del self._conns[key]
 
     @staticmethod
     def _tuple_bytes(la, lp, ra, rp):
@@ -452,7 +446,7 @@ class Stack:
                 n += 1
             r = Segment(seg.dst, seg.src, seg.dport, seg.sport, 0, (seg.seq + n) & MASK,
                         RST | ACK, 0, 0, None, None, False, None, 0, (), b"")
-        self._out.append(r)
+        self._cx.out.append(r)
         self.stats.segs_out += 1
         self.stats.rst_out += 1
         self.stats.no_conn_rsts += 1
@@ -464,7 +458,7 @@ class Stack:
             stats.conn_limit_drops += 1
             return
         cookie = cfg.syn_cookies == "always"
-        if not cookie and (lst.half_open >= lst.backlog or self._half_open >= cfg.syn_backlog):
+        if not cookie and (lst.half_open >= lst.backlog or self._cx.half_open >= cfg.syn_backlog):
             lst.last_overflow = now
             if not cfg.syn_cookies:
                 stats.syn_drops += 1
@@ -474,12 +468,12 @@ class Stack:
             self._send_cookie(lst, seg, now)
             return
         la, lp, ra, rp = seg.dst, seg.dport, seg.src, seg.sport
-        c = Connection(self, cfg, la, lp, ra, rp, now)
+        c = Connection(self._cx, cfg, la, lp, ra, rp, now)
         iss, ts_off = self._isn(la, lp, ra, rp, now)
         if iss_hint is not None:
             iss = iss_hint
         self._conns[(la, lp, ra, rp)] = c
-        c._open_passive(seg, now, iss, ts_off, lst.rcv_shift, lst)
+        c.open_passive(seg, now, iss, ts_off, lst.rcv_shift, lst)
 
     # ------------------------------------------------------------- SYN cookies ----
     def _cookie_hashes(self, la, lp, ra, rp, count):
@@ -525,7 +519,7 @@ class Stack:
             ts &= MASK
             tsecr = seg.tsval & MASK
         wnd = cfg.rcvbuf if cfg.rcvbuf < 65535 else 65535
-        self._out.append(Segment(la, ra, lp, rp, isn, (pisn + 1) & MASK, SYN | ACK, wnd, 0,
+        self._cx.out.append(Segment(la, ra, lp, rp, isn, (pisn + 1) & MASK, SYN | ACK, wnd, 0,
                                  cfg.mss, wscale, sack_ok, ts, tsecr, (), b""))
         self.stats.segs_out += 1
         self.stats.syncookies_sent += 1
@@ -566,11 +560,11 @@ class Stack:
             return True
         stats.syncookies_validated += 1
         stats.passive_opens += 1
-        conn = Connection(self, cfg, la, lp, ra, rp, now)
+        conn = Connection(self._cx, cfg, la, lp, ra, rp, now)
         self._conns[(la, lp, ra, rp)] = conn
-        conn._open_cookie(seg, now, cookie, ts_off, lst.rcv_shift, lst,
+        conn.open_cookie(seg, now, cookie, ts_off, lst.rcv_shift, lst,
                           COOKIE_MSS[idx], ws, sack)
-        conn._input(seg, now)
+        conn.process(seg, now)
         if conn.state != CLOSED:
-            conn._sched()
+            conn.schedule()
         return True

@@ -1,9 +1,12 @@
 """One TCP connection's state machine (sans-IO: no sockets, no threads, no clock).
 
-A ``Connection`` is created and driven by ``fpd.stack.Stack``: the stack demultiplexes
-inbound segments to ``Connection._input`` and fires timers through ``Connection._on_timer``.
-Segments the connection wants to transmit go into the stack's output list; application
-events go into the stack's event list.  See docs/ENGINE.md for the model.
+A ``Connection`` is created and driven by ``fpd.stack.Stack`` and the two talk through a
+small interface only.  The stack hands a connection a ``Context`` (what they share: the
+output and event lists, the connections owing an ACK, the clock of the latest call, the
+counters and gauges, the timer heap) and calls the connection's stack-facing methods:
+``open_active`` / ``open_passive`` / ``open_cookie``, ``process`` (one inbound segment),
+``on_timer``, ``flush_ack``, ``schedule`` / ``next_timer`` / ``rearm`` (timer heap) and
+``destroy``.  A connection never touches the stack itself.  See docs/ENGINE.md.
 
 Sequence numbers.  On the wire they are 32-bit and wrap; inside a connection every
 position is kept as an unbounded *offset* from the initial sequence number (send side:
@@ -11,6 +14,9 @@ offset 0 is our SYN, data byte i is offset 1+i; receive side: the same from IRS)
 the boundary converts (``seq_diff``), so all window, scoreboard and reassembly logic is
 plain integer comparison and never sees wraparound.
 """
+
+import enum
+import heapq
 
 from .wire import Segment, FIN, SYN, RST, PSH, ACK, URG, ECE, CWR  # noqa: F401
 from . import cc as _cc
@@ -56,15 +62,73 @@ TIME_WAIT = "TIME_WAIT"
 CLOSED = "CLOSED"
 
 # ---- application events -------------------------------------------------------------
-EV_CONNECTED = "connected"        # (EV_CONNECTED, conn)             active open completed
-EV_ACCEPTED = "accepted"          # (EV_ACCEPTED, listener, conn)    passive open completed
-EV_READABLE = "readable"          # (EV_READABLE, conn)              new in-order bytes
-EV_WRITABLE = "writable"          # (EV_WRITABLE, conn)              send space after a short send
-EV_PEER_CLOSED = "peer_closed"    # (EV_PEER_CLOSED, conn)           FIN received in order
-EV_RESET = "reset"                # (EV_RESET, conn)                 RST from the peer
-EV_TIMED_OUT = "timed_out"        # (EV_TIMED_OUT, conn)             retransmissions/keepalive gave up
-EV_REFUSED = "refused"            # (EV_REFUSED, conn)               RST answering our SYN
-EV_CLOSED = "closed"              # (EV_CLOSED, conn)                gone, resources freed (last event)
+class Event(str, enum.Enum):
+    """What Stack.events() reports, as tuples (Event.X, conn) or, for ACCEPTED,
+    (Event.ACCEPTED, listener, conn).  The engine's own events, not the shared-memory
+    ring's integer EV_* codes (fpd.shm) that the daemon derives from them.  Members are
+    strings (``Event.READABLE == "readable"``) and print as their value."""
+    CONNECTED = "connected"        # active open completed
+    ACCEPTED = "accepted"          # passive open completed
+    READABLE = "readable"          # new in-order bytes
+    WRITABLE = "writable"          # send space after a short send
+    PEER_CLOSED = "peer_closed"    # FIN received in order
+    RESET = "reset"                # RST from the peer
+    TIMED_OUT = "timed_out"        # retransmissions / persist / keepalive gave up
+    REFUSED = "refused"            # RST answering our SYN
+    CLOSED = "closed"              # gone, resources freed (last event)
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+# module-level names for the engine's own hot paths (no class attribute lookup); the
+# EV_* spellings remain for modules not yet ported to tcp.Event (fpd.loop, fpd.loopback,
+# fpd.fastpath): the same objects
+EV_CONNECTED = Event.CONNECTED
+EV_ACCEPTED = Event.ACCEPTED
+EV_READABLE = Event.READABLE
+EV_WRITABLE = Event.WRITABLE
+EV_PEER_CLOSED = Event.PEER_CLOSED
+EV_RESET = Event.RESET
+EV_TIMED_OUT = Event.TIMED_OUT
+EV_REFUSED = Event.REFUSED
+EV_CLOSED = Event.CLOSED
+_EV_CONNECTED = Event.CONNECTED
+_EV_ACCEPTED = Event.ACCEPTED
+_EV_READABLE = Event.READABLE
+_EV_WRITABLE = Event.WRITABLE
+_EV_PEER_CLOSED = Event.PEER_CLOSED
+_EV_RESET = Event.RESET
+_EV_TIMED_OUT = Event.TIMED_OUT
+_EV_REFUSED = Event.REFUSED
+_EV_CLOSED = Event.CLOSED
+
+# ---- the state machine: every move, by its cause (RFC 9293 figure 5) -----------------
+# Connection._move(cause) is the one place a state changes (destroy() -> CLOSED is legal
+# from every state); a move not in this table raises.
+OPEN_ACTIVE = "open_active"      # the application connects: our SYN goes out
+SYN_IN = "syn_in"                # a SYN arrives (passive open, or simultaneous open)
+HANDSHAKE_DONE = "handshake"     # our SYN is acknowledged (or a SYN cookie validated)
+FIN_QUEUED = "fin_queued"        # the application shut the write side down
+FIN_IN = "fin_in"                # the peer's FIN, in order
+FIN_ACKED = "fin_acked"          # our FIN is acknowledged
+
+TRANSITIONS = {
+    (CLOSED, OPEN_ACTIVE): SYN_SENT,
+    (CLOSED, SYN_IN): SYN_RECEIVED,
+    (SYN_SENT, SYN_IN): SYN_RECEIVED,            # simultaneous open
+    (SYN_SENT, HANDSHAKE_DONE): ESTABLISHED,
+    (SYN_RECEIVED, HANDSHAKE_DONE): ESTABLISHED,
+    (CLOSED, HANDSHAKE_DONE): ESTABLISHED,       # from a SYN-cookie ACK
+    (ESTABLISHED, FIN_QUEUED): FIN_WAIT_1,
+    (CLOSE_WAIT, FIN_QUEUED): LAST_ACK,
+    (ESTABLISHED, FIN_IN): CLOSE_WAIT,
+    (FIN_WAIT_1, FIN_IN): CLOSING,               # simultaneous close
+    (FIN_WAIT_2, FIN_IN): TIME_WAIT,
+    (FIN_WAIT_1, FIN_ACKED): FIN_WAIT_2,
+    (CLOSING, FIN_ACKED): TIME_WAIT,
+    (LAST_ACK, FIN_ACKED): CLOSED,
+}
 
 _SENDING = frozenset((ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK))
 _RECEIVING = frozenset((ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2))
@@ -81,10 +145,58 @@ CA_OPEN = 0
 CA_RECOVERY = 1
 CA_LOSS = 2
 
+# flags a segment must not carry beyond ACK to take the fast path (PSH, ECE, CWR may be
+# set) and to count as a pure ACK (URG, PSH, ECE, CWR may be set)
+PREDICT_MASK = FIN | SYN | RST | ACK | URG
+CONTROL_MASK = FIN | SYN | RST | ACK
+
 DUPTHRESH = 3
 PAWS_IDLE = 24 * 24 * 3600.0    # RFC 7323 §5.5: ts_recent invalid after 24 days idle
 CLOCK_G = 0.001                 # timestamp / RTT clock granularity (s)
 MIN_SND_MSS = 64                # floor on the peer's MSS (a tiny MSS is a memory attack)
+SACK_WALK_BUDGET = 256          # records one ACK's SACK processing may visit (CPU bound)
+
+
+class Context:
+    """What a Stack shares with its Connections (smoltcp's "context"): connections only
+    append to ``out`` (segments to send), ``events`` (application events) and ``acks``
+    (connections owing an ACK built when the output is taken), count in ``stats`` and the
+    ``half_open`` / ``tw_count`` gauges, read ``now`` (the latest time the stack was
+    given) and push entries on the timer heap; the stack drains and owns the rest."""
+
+    __slots__ = ("out", "events", "acks", "now", "stats", "half_open", "tw_count",
+                 "timers", "stale", "tseq", "tso", "_conns")
+
+    def __init__(self, stats, conns):
+        self.out = []
+        self.events = []
+        self.acks = []
+        self.now = 0.0
+        self.stats = stats
+        self.half_open = 0
+        self.tw_count = 0
+        self.timers = []          # heap of (deadline, seq, conn); lazily invalidated
+        self.stale = 0            # entries known to be dead (for compaction)
+        self.tseq = 0
+        self.tso = None           # Stack.tso: the burst transmitter (fpd.fastpath)
+        self._conns = conns
+
+    def push_timer(self, t, conn):
+        self.tseq += 1
+        h = self.timers
+        heapq.heappush(h, (t, self.tseq, conn))
+        if self.stale > 1024 and 2 * self.stale > len(h):
+            # entries of closed connections or superseded deadlines: rebuild (amortized)
+            live = [e for e in h if e[2].heap_at == e[0] and e[2].state != CLOSED]
+            heapq.heapify(live)
+            self.timers = live
+            self.stale = 0
+
+    def forget(self, conn):
+        """The connection left the table (it is CLOSED)."""
+        key = (conn._la, conn._lp, conn._ra, conn._rp)
+        if self._conns.get(key) is conn:
+            del self._conns[key]
 
 
 class _Rec:
@@ -105,13 +217,13 @@ class Connection:
     """One TCP connection.  Create through ``Stack.connect`` / ``Stack.listen`` only."""
 
     __slots__ = (
-        "stack", "cfg", "listener", "local", "remote", "_la", "_lp", "_ra", "_rp", "state",
+        "cx", "cfg", "listener", "local", "remote", "_la", "_lp", "_ra", "_rp", "state",
         "passive", "announced", "closed_by_app", "wr_shut", "error", "nodelay", "cc",
         # send side
         "iss", "snd_una_o", "snd_nxt_o", "snd_wnd", "max_snd_wnd", "snd_wl1_o", "snd_wl2_o",
         "snd_shift", "flight_dup1", "sndq", "sndq_o", "sndq_a", "sndbuf", "fin_o", "rtxq", "sacked_out", "lost_out",
         "retrans_out", "reno_dup", "rtx_scan", "dupacks", "ca_state", "recover_o",
-        "mss", "peer_mss", "snd_sml_o", "cwnd_lim_o", "last_send", "high_sacked_o",
+        "mss", "peer_mss", "snd_sml_o", "cwnd_lim_o", "last_send", "high_sacked_o", "sack_cache",
         # receive side
         "irs", "rcv_nxt_o", "rcv_adv_o", "rcv_wup_o", "rcv_shift", "rcvq", "rcvbuf",
         "ooo", "ooo_bytes", "ooo_stamp", "ooo_fin_o", "fin_rcvd", "rcv_mss", "dsack",
@@ -119,18 +231,18 @@ class Connection:
         # options
         "ts_ok", "sack_ok", "ws_ok", "ts_off", "ts_recent", "ts_recent_stamp",
         # rtt / timers
-        "srtt", "rttvar", "rto", "backoff", "rto_count", "syn_rtx", "t_rtx", "t_persist", "t_dack",
-        "t_ka", "t_tw", "_heap_at", "persist_n", "probes_out", "ka_probes", "last_rcv", "oow_last", "ca_start", "ca_count",
+        "srtt", "rttvar", "min_rtt", "dr_t0", "dr_b0", "delivery_rate", "rto", "backoff", "rto_count", "syn_rtx", "t_rtx", "t_persist", "t_dack",
+        "t_ka", "t_tw", "heap_at", "persist_n", "probes_out", "ka_probes", "last_rcv", "oow_last", "ca_start", "ca_count",
         "_keepalive", "keepalive_idle", "keepalive_interval", "keepalive_count",
         # events
-        "_rd_ev", "_wr_want",
+        "rd_pending", "_wr_want",
         # statistics
         "retransmits", "bytes_in", "bytes_out", "bytes_acked", "segs_in", "segs_out",
         "dup_bytes_in", "created",
     )
 
-    def __init__(self, stack, cfg, la, lp, ra, rp, now):
-        self.stack = stack
+    def __init__(self, cx, cfg, la, lp, ra, rp, now):
+        self.cx = cx
         self.cfg = cfg
         self.listener = None
         self.local = (la, lp)
@@ -178,6 +290,7 @@ class Connection:
         self.cwnd_lim_o = 0
         self.last_send = now
         self.high_sacked_o = 0
+        self.sack_cache = []        # [lo, hi) ranges the last SACK blocks had walked
         # receive
         self.irs = 0
         self.rcv_nxt_o = 0
@@ -208,6 +321,10 @@ class Connection:
         # rtt / timers
         self.srtt = None
         self.rttvar = 0.0
+        self.min_rtt = None         # smallest RTT sample seen
+        self.dr_t0 = None           # delivery-rate sample: start time, bytes_acked then
+        self.dr_b0 = 0
+        self.delivery_rate = None   # bytes/s acknowledged over the last whole RTT
         self.rto = cfg.rto_initial
         self.backoff = 0
         self.rto_count = 0
@@ -217,7 +334,7 @@ class Connection:
         self.t_dack = None
         self.t_ka = None
         self.t_tw = None
-        self._heap_at = None
+        self.heap_at = None
         self.persist_n = 0          # persist back-off exponent (reset by an open window)
         self.probes_out = 0         # unanswered window probes (reset by any ACK)
         self.ka_probes = 0
@@ -229,7 +346,7 @@ class Connection:
         self.keepalive_idle = cfg.keepalive_idle
         self.keepalive_interval = cfg.keepalive_interval
         self.keepalive_count = cfg.keepalive_count
-        self._rd_ev = False
+        self.rd_pending = False
         self._wr_want = False
         self.retransmits = 0
         self.bytes_in = 0
@@ -275,13 +392,13 @@ class Connection:
             self.t_ka = self.last_rcv + self.keepalive_idle
         else:
             self.t_ka = None
-        self._sched()
+        self.schedule()
 
     def send(self, data, now):
         """Queue bytes for transmission; returns how many were accepted (0 if the send
         buffer is full).  Raises BrokenPipeError after shutdown/close, or the error
         that ended the connection (ConnectionResetError, TimeoutError, ...)."""
-        self.stack._now = now
+        self.cx.now = now
         if self.error is not None:
             raise self.error("connection " + self._errname())
         if self.wr_shut:
@@ -338,7 +455,7 @@ class Connection:
 
     def shutdown(self, now):
         """Half-close: send FIN after the queued data; receiving continues."""
-        self.stack._now = now
+        self.cx.now = now
         if self.wr_shut or self.error is not None:
             return
         st = self.state
@@ -346,20 +463,17 @@ class Connection:
             return
         self.wr_shut = True
         self.fin_o = self.sndq_o + len(self.sndq)
-        if st == ESTABLISHED:
-            self._set_state(FIN_WAIT_1)
-        elif st == CLOSE_WAIT:
-            self._set_state(LAST_ACK)
-        else:
+        if (st, FIN_QUEUED) not in TRANSITIONS:
             return      # SYN_SENT / SYN_RECEIVED: FIN goes out once established
+        self._move(FIN_QUEUED)
         self._xmit(now)
         self._after_input(now)
 
     def close(self, now):
         """Shutdown and stop reading.  Unread data (or an unfinished handshake) resets the
         connection as Linux does.  The connection finishes in the background;
-        EV_CLOSED is its last event."""
-        self.stack._now = now
+        _EV_CLOSED is its last event."""
+        self.cx.now = now
         st = self.state
         if st == CLOSED:
             return
@@ -367,31 +481,31 @@ class Connection:
             return
         self.closed_by_app = True
         if st == SYN_SENT:
-            self._destroy(None)
+            self.destroy(None)
             return
         if self.error is not None:
-            self._destroy(None)
+            self.destroy(None)
             return
-        if self.rcvq or self.ooo:
-            self.stack.stats.aborts_on_close += 1
+        if self.rcvq:           # unread in-order data (Linux: the receive queue only)
+            self.cx.stats.aborts_on_close += 1
             self._send_rst_now(now)
-            self._destroy(None)
+            self.destroy(None)
             return
         if st == FIN_WAIT_2:
             self.t_tw = now + self.cfg.fin_timeout
-            self._sched()
+            self.schedule()
             return
         self.shutdown(now)
 
     def abort(self, now):
         """Send RST now (if synchronized) and free the connection."""
-        self.stack._now = now
+        self.cx.now = now
         if self.state == CLOSED:
             return
         self.closed_by_app = True
         if self.state not in (SYN_SENT, TIME_WAIT):
             self._send_rst_now(now)
-        self._destroy(None)
+        self.destroy(None)
 
     def info(self):
         cc = self.cc
@@ -413,6 +527,8 @@ class Connection:
             "in_flight": self._in_flight(),
             "ca_state": ("open", "recovery", "loss")[self.ca_state],
             "srtt": self.srtt, "rttvar": self.rttvar, "rto": self._cur_rto(),
+            "min_rtt": self.min_rtt, "delivery_rate": self.delivery_rate,
+            "limited_by": self._limited_by(),
             "backoff": self.backoff, "retransmits": self.retransmits,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
             "bytes_acked": self.bytes_acked, "segs_in": self.segs_in, "segs_out": self.segs_out,
@@ -426,6 +542,24 @@ class Connection:
             "nodelay": self.nodelay, "keepalive": self._keepalive,
             "error": self._errname() if self.error else None,
         }
+
+    def _limited_by(self):
+        """What holds the sender back right now, like Linux's TCP_INFO busy / rwnd /
+        sndbuf limits (an instantaneous reading, not accumulated times): "app" (nothing
+        unsent), "rwnd" (the peer's window is full), "cwnd" (the congestion window is),
+        None before the handshake completes."""
+        cc = self.cc
+        if cc is None or self.state not in _SENDING:
+            return None
+        nxt = self.snd_nxt_o
+        if nxt >= self.sndq_o + len(self.sndq):
+            return "app"
+        m = self.mss
+        if self.snd_una_o + self.snd_wnd - nxt < m:
+            return "rwnd"
+        if cc.cwnd - self._in_flight() < m:
+            return "cwnd"
+        return "app"
 
     # =========================================================== internal helpers ====
     def _errname(self):
@@ -446,23 +580,39 @@ class Connection:
              + self.retrans_out - self.reno_dup)
         return f if f > 0 else 0
 
-    def _sched(self):
+    def schedule(self):
         """Make sure the stack's timer heap has an entry at or before our earliest timer.
         Entries are lazy: a timer that moves later or is cancelled leaves its entry in
         place; Stack.next_deadline/tick re-validate entries as they surface."""
-        t = self._earliest()
+        t = self.next_timer()
         if t is not None:
-            h = self._heap_at
+            h = self.heap_at
             if h is None:
-                self._heap_at = t
-                self.stack._push_timer(t, self)
+                self.heap_at = t
+                self.cx.push_timer(t, self)
             elif t < h:
-                self._heap_at = t
-                st = self.stack
-                st._stale += 1
-                st._push_timer(t, self)
+                self.heap_at = t
+                cx = self.cx
+                cx.stale += 1
+                cx.push_timer(t, self)
 
-    def _earliest(self):
+    def flush_ack(self, now):
+        """Stack.output: build the ACK this connection queued in ``cx.acks`` (one per
+        connection however many segments asked for it), unless a segment sent since
+        carried it."""
+        self.ack_queued = False
+        if self.ack_now and self.state != CLOSED:
+            self._send_ack(now)
+
+    def rearm(self, now):
+        """After an internal error in a handler: re-arm the retransmission timer if
+        the handler had taken it (data outstanding must stay watched) and re-enter
+        the heap."""
+        if self.t_rtx is None and self.rtxq:
+            self.t_rtx = now + self._cur_rto()
+        self.schedule()
+
+    def next_timer(self):
         t = self.t_rtx
         x = self.t_dack
         if x is not None and (t is None or x < t):
@@ -478,48 +628,63 @@ class Connection:
             t = x
         return t
 
+    def _move(self, cause, now=None):
+        """Change state by the TRANSITIONS table; an illegal move raises."""
+        new = TRANSITIONS.get((self.state, cause))
+        if new is None:
+            raise RuntimeError(f"illegal TCP move {cause!r} in {self.state}")
+        if new == TIME_WAIT:
+            self._enter_time_wait(self.cx.now if now is None else now)
+        elif new == CLOSED:
+            self.destroy(None)
+        else:
+            self._set_state(new)
+        return new
+
     def _set_state(self, new):
+        """The state's bookkeeping (half-open and TIME_WAIT gauges); callers: _move,
+        destroy and _enter_time_wait only."""
         old = self.state
         if old == new:
             return
-        st = self.stack
+        cx = self.cx
         if old == SYN_RECEIVED and self.passive:
-            st._half_open -= 1
+            cx.half_open -= 1
             if self.listener is not None:
                 self.listener.half_open -= 1
         elif old == TIME_WAIT:
-            st._tw_count -= 1
+            cx.tw_count -= 1
         self.state = new
         if new == TIME_WAIT:
-            st._tw_count += 1
+            cx.tw_count += 1
         elif new == SYN_RECEIVED and self.passive:
-            st._half_open += 1
+            cx.half_open += 1
             if self.listener is not None:
                 self.listener.half_open += 1
 
     def _event(self, kind):
-        self.stack._events.append((kind, self))
+        self.cx.events.append((kind, self))
 
-    def _destroy(self, ev):
+    def destroy(self, ev):
         """Free the connection; ``ev`` is the reason event (if the app should see it)."""
         if self.state == CLOSED:
             return
         self._set_state(CLOSED)
         self.t_rtx = self.t_persist = self.t_dack = self.t_ka = self.t_tw = None
-        if self._heap_at is not None:
-            self._heap_at = None
-            self.stack._stale += 1
+        if self.heap_at is not None:
+            self.heap_at = None
+            self.cx.stale += 1
         self.rtxq = []
         self.sndq = bytearray()
         self.sndq_o = self.sndq_a
         self.ooo = []
         self.ooo_bytes = 0
         self.sacked_out = self.lost_out = self.retrans_out = self.reno_dup = 0
-        self.stack._remove(self)
+        self.cx.forget(self)
         if self.announced:
             if ev is not None and not self.closed_by_app:
                 self._event(ev)
-            self._event(EV_CLOSED)
+            self._event(_EV_CLOSED)
 
     # ------------------------------------------------------------ segment builders --
     def _wnd_field(self):
@@ -549,7 +714,7 @@ class Connection:
             s, e = self.dsack
             self.dsack = None
             blocks.append(((irs + s) & MASK, (irs + e) & MASK))
-            self.stack.stats.dsacks_sent += 1
+            self.cx.stats.dsacks_sent += 1
         ooo = self.ooo
         if ooo:
             room = (3 if self.ts_ok else 4) - len(blocks)
@@ -593,11 +758,11 @@ class Connection:
                 n = (room - 4) // 8 if room >= 12 else 0
                 if n < len(sack):
                     sack = sack[:n]
-                    self.stack.stats.sack_trimmed += 1
+                    self.cx.stats.sack_trimmed += 1
                     owe = True
                     if ds is not None and n == 0:
                         self.dsack = ds            # not reported yet
-                        self.stack.stats.dsacks_sent -= 1
+                        self.cx.stats.dsacks_sent -= 1
         else:
             sack = ()
         self._ack_fields_sent()
@@ -605,61 +770,61 @@ class Connection:
             self.ack_now = True
             if not self.ack_queued:
                 self.ack_queued = True
-                self.stack._acks.append(self)
+                self.cx.acks.append(self)
         self.segs_out += 1
         return Segment(self._la, self._ra, self._lp, self._rp, seq,
                        (self.irs + self.rcv_nxt_o) & MASK, flags, self._wnd_field(), 0,
                        None, None, False, tsval, tsecr, sack, payload)
 
     def _send_ack(self, now):
-        st = self.stack
-        st._out.append(self._mkseg((self.iss + self.snd_nxt_o) & MASK, ACK, b"", now))
-        st.stats.segs_out += 1
+        cx = self.cx
+        cx.out.append(self._mkseg((self.iss + self.snd_nxt_o) & MASK, ACK, b"", now))
+        cx.stats.segs_out += 1
 
     def _send_probe(self, now):
         """Zero-window / keepalive probe: an old sequence number, no data (as Linux)."""
-        st = self.stack
-        st._out.append(self._mkseg((self.iss + self.snd_una_o - 1) & MASK, ACK, b"", now))
-        st.stats.segs_out += 1
+        cx = self.cx
+        cx.out.append(self._mkseg((self.iss + self.snd_una_o - 1) & MASK, ACK, b"", now))
+        cx.stats.segs_out += 1
 
     def _challenge_ack(self, now):
         """RFC 5961 §7: at most ``challenge_ack_limit`` per second, per connection: a
         stack-wide budget is a side channel (CVE-2016-5696), one connection's challenge
         ACKs told an attacker how many another one had sent."""
-        st = self.stack
+        cx = self.cx
         if now - self.ca_start >= 1.0:
             self.ca_start = now
             self.ca_count = 0
         if self.ca_count >= self.cfg.challenge_ack_limit:
-            st.stats.challenge_acks_limited += 1
+            cx.stats.challenge_acks_limited += 1
             return
         self.ca_count += 1
-        st.stats.challenge_acks += 1
+        cx.stats.challenge_acks += 1
         self._send_ack(now)
 
     def _oow_ack(self, now):
         """ACK answering an unacceptable pure ACK: at most one per oow_interval (Linux)."""
         if now - self.oow_last >= self.cfg.oow_interval:
             self.oow_last = now
-            self.stack.stats.oow_acks += 1
+            self.cx.stats.oow_acks += 1
             self._send_ack(now)
         else:
-            self.stack.stats.oow_acks_limited += 1
+            self.cx.stats.oow_acks_limited += 1
 
     def _send_rst_now(self, now):
-        st = self.stack
+        cx = self.cx
         if self.state in (SYN_SENT, CLOSED):
             return
         seg = self._mkseg((self.iss + self.snd_nxt_o) & MASK, RST | ACK, b"", now)
         seg.wnd = 0
-        st._out.append(seg)
-        st.stats.segs_out += 1
-        st.stats.rst_out += 1
+        cx.out.append(seg)
+        cx.stats.segs_out += 1
+        cx.stats.rst_out += 1
 
     def _send_syn(self, now):
         """(Re)transmit our SYN (SYN_SENT) or SYN-ACK (SYN_RECEIVED)."""
         cfg = self.cfg
-        st = self.stack
+        cx = self.cx
         active = self.state == SYN_SENT
         ts = None
         tsecr = 0
@@ -681,25 +846,25 @@ class Connection:
         wnd = self.rcvbuf if self.rcvbuf < 65535 else 65535
         self.rcv_adv_o = self.rcv_nxt_o + wnd
         self.segs_out += 1
-        st._out.append(Segment(self._la, self._ra, self._lp, self._rp, self.iss & MASK, ack,
+        cx.out.append(Segment(self._la, self._ra, self._lp, self._rp, self.iss & MASK, ack,
                                flags, wnd, 0, cfg.mss, wscale, sack_ok, ts, tsecr, (), b""))
-        st.stats.segs_out += 1
+        cx.stats.segs_out += 1
 
     # ================================================================ open paths ====
-    def _open_active(self, now, iss, ts_off, rcv_shift):
+    def open_active(self, now, iss, ts_off, rcv_shift):
         self.iss = iss
         self.ts_off = ts_off
         self.rcv_shift = rcv_shift
         self.announced = True
-        self._set_state(SYN_SENT)
+        self._move(OPEN_ACTIVE)
         self.snd_una_o = 0
         self.snd_nxt_o = 1
         self.rtxq.append(_Rec(0, 1, R_SYN, now))
         self._send_syn(now)
         self.t_rtx = now + self.rto
-        self._sched()
+        self.schedule()
 
-    def _open_passive(self, seg, now, iss, ts_off, rcv_shift, listener):
+    def open_passive(self, seg, now, iss, ts_off, rcv_shift, listener):
         """Create SYN_RECEIVED state from a SYN and answer with SYN-ACK."""
         self.listener = listener
         self.passive = True
@@ -714,13 +879,13 @@ class Connection:
             self.ts_recent_stamp = now
         self.snd_wnd = seg.wnd & 0xFFFF          # window in a SYN is never scaled
         self.max_snd_wnd = self.snd_wnd
-        self._set_state(SYN_RECEIVED)
+        self._move(SYN_IN)
         self.snd_una_o = 0
         self.snd_nxt_o = 1
         self.rtxq.append(_Rec(0, 1, R_SYN, now))
         self._send_syn(now)
         self.t_rtx = now + self.rto
-        self._sched()
+        self.schedule()
 
     def _negotiate(self, seg, rcv_shift):
         cfg = self.cfg
@@ -776,11 +941,11 @@ class Connection:
         if self._keepalive or cfg.keepalive:
             self._keepalive = True
             self.t_ka = now + self.keepalive_idle
-        self._set_state(ESTABLISHED)
+        self._move(HANDSHAKE_DONE)
         if self.wr_shut:
-            self._set_state(FIN_WAIT_1)
+            self._move(FIN_QUEUED)
 
-    def _open_cookie(self, seg, now, iss, ts_off, rcv_shift, listener, mss, ws, sack):
+    def open_cookie(self, seg, now, iss, ts_off, rcv_shift, listener, mss, ws, sack):
         """Establish directly from a validated SYN-cookie ACK (no SYN_RECEIVED state)."""
         cfg = self.cfg
         self.listener = listener
@@ -811,7 +976,7 @@ class Connection:
         self.snd_wl2_o = 1
         self._open_established(now)
         self.announced = True
-        self.stack._events.append((EV_ACCEPTED, listener, self))
+        self.cx.events.append((_EV_ACCEPTED, listener, self))
 
     # ==================================================================== input ====
     def _input(self, seg, now):
@@ -821,7 +986,7 @@ class Connection:
         # ---- fast path (header prediction, RFC 9293 §3.10.7.4 in its common case):
         # ESTABLISHED, in-sequence, only ACK/PSH, nothing out of order, no SACK blocks,
         # not in loss recovery, ACK within [SND.UNA, SND.NXT].  Anything else: slow path.
-        if st is ESTABLISHED and seg.flags & 0x37 == ACK and not self.ooo and \
+        if st == ESTABLISHED and seg.flags & PREDICT_MASK == ACK and not self.ooo and \
                 self.ca_state == CA_OPEN and not seg.sack:
             rn = self.rcv_nxt_o
             una = self.snd_una_o
@@ -837,7 +1002,7 @@ class Connection:
                 if self.ts_ok:
                     if tsval is None or ((tsval - self.ts_recent) & MASK) >= HALF:
                         return self._input_slow(seg, now, st)
-                    if rn <= self.rcv_wup_o:
+                    if rn <= self.rcv_wup_o:     # inline _take_ts_recent (hot path)
                         self.ts_recent = tsval
                         self.ts_recent_stamp = now
                 self.last_rcv = now
@@ -846,7 +1011,7 @@ class Connection:
                     self.dupacks = 0
                     self.probes_out = 0
                     self._ack_new(una + d, seg, now)
-                ack_o = una + d
+                ack_o = una + d                  # inline _snd_wnd_update (hot path)
                 if self.snd_wl1_o < rn or (self.snd_wl1_o == rn and self.snd_wl2_o <= ack_o):
                     self.snd_wnd = pwnd
                     self.snd_wl1_o = rn
@@ -861,12 +1026,12 @@ class Connection:
                     rn += plen
                     self.rcv_nxt_o = rn
                     self.bytes_in += plen
-                    if not self._rd_ev:
-                        self._rd_ev = True
-                        self.stack._events.append((EV_READABLE, self))
+                    if not self.rd_pending:
+                        self.rd_pending = True
+                        self.cx.events.append((_EV_READABLE, self))
                     if plen > self.rcv_mss:
                         self.rcv_mss = plen if plen < self.cfg.mss else self.cfg.mss
-                    if self.quick > 0:
+                    if self.quick > 0:           # inline _ack_rule (hot path)
                         self.quick -= 1
                         self.ack_now = True
                     elif rn - self.rcv_wup_o > self.rcv_mss:
@@ -880,96 +1045,129 @@ class Connection:
                     # burst of in-order segments gets one ACK, not one per two segments
                     if not self.ack_queued:
                         self.ack_queued = True
-                        self.stack._acks.append(self)
+                        self.cx.acks.append(self)
                 elif self.ack_pending and self.t_dack is None:
                     self.t_dack = now + self.cfg.delack
-                return None            # Stack.input calls _sched()
+                return None            # Stack.input calls schedule()
         return self._input_slow(seg, now, st)
 
+    # the stack-facing name: one inbound segment for this 4-tuple; returns "reopen" when
+    # a SYN may reuse a TIME_WAIT 4-tuple, else None
+    process = _input
+
     def _input_slow(self, seg, now, st):
+        """Everything header prediction does not take: RFC 9293 §3.10.7.4's steps in
+        order, one method each (TIME_WAIT and SYN_SENT have their own, sharing the PAWS
+        and RST rules)."""
         if st == SYN_SENT:
             self._in_syn_sent(seg, now)
             return None
         if st == TIME_WAIT:
             return self._in_time_wait(seg, now)
-        stack = self.stack
-        flags = seg.flags
-        seq = seg.seq
-        tsval = seg.tsval
         self.last_rcv = now
         self.ka_probes = 0
-
-        if st == SYN_RECEIVED and flags & SYN and not flags & RST:
-            if seq == self.irs:
-                if not flags & ACK:
-                    # the peer did not get our SYN-ACK: send it again
-                    if now - self.oow_last >= self.cfg.oow_interval:
-                        self.oow_last = now
-                        self._send_syn(now)
-                    return None
-                if ((seg.ack - self.iss - 1) & MASK) == 0:
-                    # simultaneous open: the peer's SYN-ACK acknowledges our SYN
-                    flags &= ~SYN
-                    seq = (seq + 1) & MASK
-
-        # ---- PAWS (RFC 7323 §5.3) ----
-        if tsval is not None and self.ts_ok and not flags & RST:
-            if ((tsval - self.ts_recent) & MASK) >= HALF and \
-                    now - self.ts_recent_stamp < PAWS_IDLE:
-                stack.stats.paws_drops += 1
-                if seg.payload or flags & (FIN | SYN):
-                    self._send_ack(now)
-                else:
-                    self._oow_ack(now)
+        flags = seg.flags
+        seq = seg.seq
+        if st == SYN_RECEIVED and flags & SYN and not flags & RST and seq == self.irs:
+            if not flags & ACK:
+                self._resend_synack(now)     # the peer did not get our SYN-ACK
                 return None
-
-        # ---- sequence acceptability (RFC 9293 §3.10.7.4, Linux's rcv_wup variant) ----
+            if ((seg.ack - self.iss - 1) & MASK) == 0:
+                # simultaneous open: the peer's SYN-ACK acknowledges our SYN; its SYN is
+                # the one already taken, so the segment is processed from after it
+                flags &= ~SYN
+                seq = (seq + 1) & MASK
+        # PAWS (RFC 7323 §5.3) comes before the sequence check
+        if not flags & RST and self._paws_fails(seg.tsval, now):
+            self.cx.stats.paws_drops += 1
+            if seg.payload or flags & (FIN | SYN):
+                self._send_ack(now)
+            else:
+                self._oow_ack(now)
+            return None
+        # first: sequence number (Linux's rcv_wup variant of the acceptability test)
         rn = self.rcv_nxt_o
         d = (seq - self.irs - rn) & MASK
         if d >= HALF:
             d -= MOD
         seq_o = rn + d
-        payload = seg.payload
-        plen = len(payload)
-        seglen = plen
-        if flags & SYN:
-            seglen += 1
-        if flags & FIN:
-            seglen += 1
-        end_o = seq_o + seglen
+        plen = len(seg.payload)
+        seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         wnd = self.rcv_adv_o - rn
         if wnd < 0:
             wnd = 0
+        # second: RST (RFC 5961 §3.2)
         if flags & RST:
-            # RFC 5961 §3.2
-            if seq_o == rn:
-                stack.stats.rst_in += 1
-                self._reset_by_peer(now)
-            elif rn < seq_o < rn + (wnd if wnd else 1):
-                self._challenge_ack(now)
+            self._in_rst(d, wnd, now)
             return None
-        if end_o < self.rcv_wup_o or seq_o > rn + wnd:
-            if flags & SYN:
-                self._challenge_ack(now)
-            elif seglen:
-                if plen and self.sack_ok and self.cfg.dsack and end_o <= rn:
-                    self.dsack = (seq_o, seq_o + plen)
-                self._send_ack(now)
-            else:
-                self._oow_ack(now)
+        if not self._acceptable(flags, seq_o, seglen, plen, rn, wnd, now):
             return None
+        # fourth: SYN (RFC 5961 §4.2: a challenge ACK for any SYN in a synchronized state)
         if flags & SYN:
-            # RFC 5961 §4.2: any SYN in a synchronized state gets a challenge ACK
             self._challenge_ack(now)
             return None
-        if tsval is not None and self.ts_ok and seq_o <= self.rcv_wup_o:
-            # RFC 7323 §4.3: remember the timestamp to echo
-            self.ts_recent = tsval & MASK
-            self.ts_recent_stamp = now
+        # fifth: ACK
         if not flags & ACK:
             return None
+        ack_o = self._ack_acceptable(seg, st, now)
+        if ack_o is None:
+            return None
+        self._take_ts_recent(seg.tsval, seq_o, now)
+        if st == SYN_RECEIVED:
+            self._handshake_done(seg, seq_o, ack_o, now)
+        elif not self._ack_step(seg, seq_o, ack_o, now):
+            return None
+        # seventh and eighth: segment text and FIN
+        if seglen and not self._text_step(seg, flags, seq_o, seglen, plen, rn, now):
+            return None
+        self._after_input(now)
+        return None
 
-        # ---- ACK ----
+    def _resend_synack(self, now):
+        if now - self.oow_last >= self.cfg.oow_interval:
+            self.oow_last = now
+            self._send_syn(now)
+
+    def _paws_fails(self, tsval, now):
+        """RFC 7323 §5.3: a timestamp older than TS.Recent (unless TS.Recent is more
+        than 24 days old, §5.5)."""
+        return tsval is not None and self.ts_ok and \
+            ((tsval - self.ts_recent) & MASK) >= HALF and \
+            now - self.ts_recent_stamp < PAWS_IDLE
+
+    def _take_ts_recent(self, tsval, seq_o, now):
+        """RFC 7323 §4.3: remember the timestamp to echo (SEG.SEQ <= Last.ACK.sent), once
+        the segment, its ACK included, is acceptable."""
+        if tsval is not None and self.ts_ok and seq_o <= self.rcv_wup_o:
+            self.ts_recent = tsval & MASK
+            self.ts_recent_stamp = now
+
+    def _in_rst(self, d, wnd, now):
+        """RFC 5961 §3.2, ``d`` = SEG.SEQ - RCV.NXT: exactly at RCV.NXT resets, elsewhere
+        in the window gets a challenge ACK, outside it is dropped."""
+        if d == 0:
+            self.cx.stats.rst_in += 1
+            self._reset_by_peer(now)
+        elif 0 < d < (wnd if wnd else 1):
+            self._challenge_ack(now)
+
+    def _acceptable(self, flags, seq_o, seglen, plen, rn, wnd, now):
+        """RFC 9293 §3.10.7.4 first check; answers what is not acceptable."""
+        end_o = seq_o + seglen
+        if end_o >= self.rcv_wup_o and seq_o <= rn + wnd:
+            return True
+        if flags & SYN:
+            self._challenge_ack(now)
+        elif seglen:
+            if plen and self.sack_ok and self.cfg.dsack and end_o <= rn:
+                self.dsack = (seq_o, seq_o + plen)
+            self._send_ack(now)
+        else:
+            self._oow_ack(now)
+        return False
+
+    def _ack_acceptable(self, seg, st, now):
+        """The ACK's offset, or None when it is not acceptable (answered)."""
         una = self.snd_una_o
         d = (seg.ack - self.iss - una) & MASK
         if d >= HALF:
@@ -979,62 +1177,59 @@ class Connection:
             if ack_o != self.snd_nxt_o or ack_o <= 0:
                 self._send_rst_for(seg.ack, now)
                 return None
-            # handshake complete (passive, or simultaneous open)
-            self.snd_wnd = (seg.wnd & 0xFFFF) << self.snd_shift
-            self.max_snd_wnd = self.snd_wnd
-            self.snd_wl1_o = seq_o
-            self.snd_wl2_o = ack_o
-            self._ack_new(ack_o, seg, now)
-            self._open_established(now)
-            st = self.state
-            self.announced = True
-            if self.passive:
-                stack.stats.passive_opens += 1
-                stack._events.append((EV_ACCEPTED, self.listener, self))
-            else:
-                stack.stats.active_opens += 1
-                self._event(EV_CONNECTED)
         elif ack_o > self.snd_nxt_o or ack_o < una - self.max_snd_wnd:
             # RFC 5961 §5.2 (blind data injection) / RFC 9293: ack of unsent data
-            stack.stats.bad_acks += 1
+            self.cx.stats.bad_acks += 1
             self._challenge_ack(now)
             return None
-        else:
-            self._ack(seg, seq_o, ack_o, now)
-            if self.state == CLOSED:
-                return None
-            # FIN acknowledged?
-            fo = self.fin_o
-            if fo is not None and self.snd_una_o > fo:
-                st = self.state
-                if st == FIN_WAIT_1:
-                    self._set_state(FIN_WAIT_2)
-                    if self.closed_by_app:
-                        self.t_tw = now + self.cfg.fin_timeout
-                elif st == CLOSING:
-                    self._enter_time_wait(now)
-                    return None
-                elif st == LAST_ACK:
-                    self._destroy(None)
-                    return None
-                st = self.state
+        return ack_o
 
-        # ---- data and FIN ----
-        if seglen:
-            if end_o <= rn:
-                # entirely old: the peer missed our ACK
-                stack.stats.dup_segs_in += 1
-                if plen and self.sack_ok and self.cfg.dsack:
-                    self.dsack = (seq_o, seq_o + plen)
-                self.dup_bytes_in += plen
-                self.ack_now = True
-            elif st in _RECEIVING:
-                self._rcv_data(seq_o, payload, plen, flags & FIN, now)
-                if self.state == CLOSED:
-                    return None
-            # else: data beyond a FIN we already received; ignore the text
-        self._after_input(now)
-        return None
+    def _handshake_done(self, seg, seq_o, ack_o, now):
+        """SYN_RECEIVED: our SYN is acknowledged (passive, or simultaneous open)."""
+        cx = self.cx
+        self.snd_wnd = (seg.wnd & 0xFFFF) << self.snd_shift
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1_o = seq_o
+        self.snd_wl2_o = ack_o
+        self._ack_new(ack_o, seg, now)
+        self._open_established(now)
+        self.announced = True
+        if self.passive:
+            cx.stats.passive_opens += 1
+            cx.events.append((_EV_ACCEPTED, self.listener, self))
+        else:
+            cx.stats.active_opens += 1
+            self._event(_EV_CONNECTED)
+
+    def _ack_step(self, seg, seq_o, ack_o, now):
+        """Synchronized states: process the ACK, then our FIN's acknowledgment; False
+        when the connection is gone or left for TIME_WAIT."""
+        self._ack(seg, seq_o, ack_o, now)
+        if self.state == CLOSED:
+            return False
+        fo = self.fin_o
+        if fo is not None and self.snd_una_o > fo and (self.state, FIN_ACKED) in TRANSITIONS:
+            if self._move(FIN_ACKED, now) != FIN_WAIT_2:
+                return False               # TIME_WAIT or CLOSED
+            if self.closed_by_app:
+                self.t_tw = now + self.cfg.fin_timeout
+        return True
+
+    def _text_step(self, seg, flags, seq_o, seglen, plen, rn, now):
+        """Data and FIN; False when the connection is gone."""
+        if seq_o + seglen <= rn:
+            # entirely old: the peer missed our ACK
+            self.cx.stats.dup_segs_in += 1
+            if plen and self.sack_ok and self.cfg.dsack:
+                self.dsack = (seq_o, seq_o + plen)
+            self.dup_bytes_in += plen
+            self.ack_now = True
+        elif self.state in _RECEIVING:
+            self._rcv_data(seq_o, seg.payload, plen, flags & FIN, now)
+            if self.state == CLOSED:
+                return False
+        # else: data beyond a FIN we already received; ignore the text
+        return True
 
     def _after_input(self, now):
         if self.state in _SENDING and (self.lost_out > self.retrans_out or
@@ -1045,35 +1240,35 @@ class Connection:
             self._send_ack(now)
         elif self.ack_pending and self.t_dack is None:
             self.t_dack = now + self.cfg.delack
-        self._sched()
+        self.schedule()
 
     def _send_rst_for(self, ack, now):
         """RST answering an unacceptable ACK (seq = SEG.ACK, no ACK bit)."""
-        st = self.stack
-        st._out.append(Segment(self._la, self._ra, self._lp, self._rp, ack & MASK, 0, RST,
+        cx = self.cx
+        cx.out.append(Segment(self._la, self._ra, self._lp, self._rp, ack & MASK, 0, RST,
                                0, 0, None, None, False, None, 0, (), b""))
-        st.stats.segs_out += 1
-        st.stats.rst_out += 1
+        cx.stats.segs_out += 1
+        cx.stats.rst_out += 1
 
     def _reset_by_peer(self, now):
         st = self.state
         if st == SYN_RECEIVED:
             if self.passive:
-                self._destroy(None)          # back to LISTEN: the app never saw it
+                self.destroy(None)          # back to LISTEN: the app never saw it
                 return
             self.error = ConnectionRefusedError
-            self._destroy(EV_REFUSED)
+            self.destroy(_EV_REFUSED)
             return
         if st in (CLOSING, LAST_ACK, TIME_WAIT):
-            self._destroy(None)
+            self.destroy(None)
             return
         self.error = ConnectionResetError
-        self._destroy(EV_RESET)
+        self.destroy(_EV_RESET)
 
     # ------------------------------------------------------------ SYN_SENT input --
     def _in_syn_sent(self, seg, now):
         flags = seg.flags
-        stack = self.stack
+        cx = self.cx
         ack_ok = False
         if flags & ACK:
             a = (seg.ack - self.iss) & MASK
@@ -1084,9 +1279,9 @@ class Connection:
             ack_ok = True
         if flags & RST:
             if ack_ok:
-                stack.stats.rst_in += 1
+                cx.stats.rst_in += 1
                 self.error = ConnectionRefusedError
-                self._destroy(EV_REFUSED)
+                self.destroy(_EV_REFUSED)
             return
         if not flags & SYN:
             return
@@ -1105,8 +1300,8 @@ class Connection:
             self.snd_wl2_o = 1
             self._ack_new(1, seg, now)
             self._open_established(now)
-            stack.stats.active_opens += 1
-            self._event(EV_CONNECTED)
+            cx.stats.active_opens += 1
+            self._event(_EV_CONNECTED)
             payload = seg.payload
             if payload or flags & FIN:
                 self._rcv_data(1, payload, len(payload), flags & FIN, now)
@@ -1116,17 +1311,17 @@ class Connection:
             self._after_input(now)
         else:
             # simultaneous open (RFC 9293 §3.5, figure 7)
-            self._set_state(SYN_RECEIVED)
+            self._move(SYN_IN)
             self.snd_wnd = seg.wnd & 0xFFFF
             self.max_snd_wnd = self.snd_wnd
             self._send_syn(now)
-            self._sched()
+            self.schedule()
 
     # ------------------------------------------------------------ TIME_WAIT input --
     def _in_time_wait(self, seg, now):
         """Returns "reopen" when a new SYN may reuse the 4-tuple (RFC 6191 / Linux)."""
         flags = seg.flags
-        stack = self.stack
+        cx = self.cx
         rn = self.rcv_nxt_o
         d = (seg.seq - self.irs - rn) & MASK
         if d >= HALF:
@@ -1141,17 +1336,12 @@ class Connection:
                 return "reopen"
             self._send_ack(now)
             return None
-        if tsval is not None and self.ts_ok and not flags & RST and \
-                ((tsval - self.ts_recent) & MASK) >= HALF:
-            stack.stats.paws_drops += 1
+        if not flags & RST and self._paws_fails(tsval, now):
+            cx.stats.paws_drops += 1
             self._oow_ack(now)
             return None
         if flags & RST:
-            if d == 0:
-                stack.stats.rst_in += 1
-                self._destroy(None)
-            elif 0 < d < max(self.rcv_adv_o - rn, 1):
-                self._challenge_ack(now)
+            self._in_rst(d, max(self.rcv_adv_o - rn, 0), now)     # exact: TIME_WAIT ends
             return None
         if flags & SYN:
             self._challenge_ack(now)
@@ -1161,7 +1351,7 @@ class Connection:
             # retransmitted FIN: our ACK was lost; ACK again and restart the 2MSL timer
             self._send_ack(now)
             self.t_tw = now + self.cfg.time_wait
-            self._sched()
+            self.schedule()
             return None
         if plen or flags & FIN or d != 0:
             self._oow_ack(now)
@@ -1169,18 +1359,18 @@ class Connection:
 
     def _enter_time_wait(self, now):
         cfg = self.cfg
-        stack = self.stack
+        cx = self.cx
         self.t_rtx = self.t_persist = self.t_ka = self.t_dack = None
         self.rtxq = []
         self.sacked_out = self.lost_out = self.retrans_out = self.reno_dup = 0
-        if cfg.time_wait <= 0 or stack._tw_count >= cfg.max_time_wait:
+        if cfg.time_wait <= 0 or cx.tw_count >= cfg.max_time_wait:
             if cfg.time_wait > 0:
-                stack.stats.tw_overflow += 1
-            self._destroy(None)
+                cx.stats.tw_overflow += 1
+            self.destroy(None)
             return
         self._set_state(TIME_WAIT)
         self.t_tw = now + cfg.time_wait
-        self._sched()
+        self.schedule()
 
     # ====================================================================== ACK ====
     def _ack(self, seg, seq_o, ack_o, now):
@@ -1198,18 +1388,22 @@ class Connection:
                 self._dupack(new_sacked, now)
         if new_sacked and self.cc is not None:
             self._sack_loss_check(now)
-        # window update (RFC 9293 SND.WL1/WL2 rule)
+        self._snd_wnd_update(seq_o, ack_o, pwnd)
+        self.persist_n = 0 if pwnd else self.persist_n
+        self.probes_out = 0         # the peer answers: keep probing (RFC 1122 4.2.2.17)
+
+    def _snd_wnd_update(self, seq_o, ack_o, pwnd):
+        """The send window from an acceptable ACK (RFC 9293 §3.10.7.4, SND.WL1/SND.WL2
+        rule); an open window ends zero-window probing.  Fast and slow path."""
         if self.snd_wl1_o < seq_o or (self.snd_wl1_o == seq_o and self.snd_wl2_o <= ack_o):
             self.snd_wnd = pwnd
             self.snd_wl1_o = seq_o
             self.snd_wl2_o = ack_o
             if pwnd > self.max_snd_wnd:
                 self.max_snd_wnd = pwnd
-            if pwnd and self.t_persist is not None:
-                self.t_persist = None
+            if pwnd:
                 self.persist_n = 0
-        self.persist_n = 0 if pwnd else self.persist_n
-        self.probes_out = 0         # the peer answers: keep probing (RFC 1122 4.2.2.17)
+                self.t_persist = None
 
     def _ack_new(self, ack_o, seg, now):
         """Cumulative ACK advanced snd_una to ack_o."""
@@ -1279,6 +1473,14 @@ class Connection:
             rtt = now - rtt_ts
         if rtt is not None and rtt >= 0:
             self._rtt_sample(rtt, flight)
+            if self.min_rtt is None or rtt < self.min_rtt:
+                self.min_rtt = rtt
+            t0 = self.dr_t0
+            if t0 is None or now - t0 >= self.srtt:
+                if t0 is not None and now > t0:
+                    self.delivery_rate = (self.bytes_acked - self.dr_b0) / (now - t0)
+                self.dr_t0 = now
+                self.dr_b0 = self.bytes_acked
             self.backoff = 0          # Karn: the backed-off RTO stays until a valid sample
         self.rto_count = 0
         # retransmission timer (RFC 6298 §5.2/5.3)
@@ -1315,7 +1517,7 @@ class Connection:
             used = self.sndq_o + len(self.sndq) - self.sndq_a
             if self.sndbuf - used >= (used >> 1):     # Linux sk_stream_wspace rule
                 self._wr_want = False
-                self._event(EV_WRITABLE)
+                self._event(_EV_WRITABLE)
 
     def _rtt_sample(self, r, flight=0):
         """RFC 6298 §2.  ``flight``: bytes in flight when the sample is one of many per
@@ -1361,8 +1563,8 @@ class Connection:
         if not self.dupacks:
             self.flight_dup1 = self.snd_nxt_o - self.snd_una_o
         self.dupacks += 1
-        stack = self.stack
-        stack.stats.dupacks_in += 1
+        cx = self.cx
+        cx.stats.dupacks_in += 1
         mss = self.mss
         if not self.sack_ok:
             # Reno: each duplicate ACK stands for one segment that left the network
@@ -1375,8 +1577,8 @@ class Connection:
                 self._enter_recovery(now)
 
     def _enter_recovery(self, now):
-        stack = self.stack
-        stack.stats.fast_retransmits += 1
+        cx = self.cx
+        cx.stats.fast_retransmits += 1
         # RFC 5681 §3.2 step 2: FlightSize without the limited-transmit segments
         flight = self.flight_dup1 if self.dupacks else self.snd_nxt_o - self.snd_una_o
         self.cc.on_recovery_enter(now, flight)
@@ -1400,7 +1602,7 @@ class Connection:
         r.ts = now
         self.retrans_out += r.end - r.start
         self.retransmits += 1
-        self.stack.stats.retransmits += 1
+        self.cx.stats.retransmits += 1
         if self.t_rtx is None:
             self.t_rtx = now + self._cur_rto()
 
@@ -1412,12 +1614,17 @@ class Connection:
 
     # ---------------------------------------------------------------- SACK sender --
     def _sack_tag(self, blocks, ack_o):
-        """Mark records covered by the peer's SACK blocks; returns segments newly SACKed."""
+        """Mark records covered by the peer's SACK blocks; returns segments newly SACKed.
+
+        Bounded work per ACK (a hostile peer with a 64-byte MSS has ~4000 records out and
+        may repeat four full-range blocks on every ACK): blocks are merged; what the
+        previous ACK's blocks already covered (``sack_cache``, as Linux's
+        recv_sack_cache) is not walked again; a walk visits at most SACK_WALK_BUDGET
+        records and caches how far it got, so the next ACK (blocks repeat) goes on."""
         una = self.snd_una_o
         nxt = self.snd_nxt_o
         base = (self.iss + una) & MASK
-        q = self.rtxq
-        newly = 0
+        rng = []
         for blk in blocks[:4]:
             try:
                 left, right = blk
@@ -1430,33 +1637,80 @@ class Connection:
             ro = lo + ((right - left) & MASK)
             if ro <= lo or ro > nxt or lo < ack_o and ro <= ack_o:
                 continue
-            # binary search for the first record with end > lo
-            a, b = 0, len(q)
-            while a < b:
-                m = (a + b) >> 1
-                if q[m].end <= lo:
-                    a = m + 1
+            rng.append((lo, ro))
+        if not rng:
+            return 0
+        if len(rng) > 1:
+            rng.sort()
+            merged = [rng[0]]
+            for lo, ro in rng[1:]:
+                plo, pro = merged[-1]
+                if lo <= pro:
+                    if ro > pro:
+                        merged[-1] = (plo, ro)
                 else:
-                    b = m
-            nq = len(q)
-            while a < nq:
-                r = q[a]
-                if r.start >= ro:
+                    merged.append((lo, ro))
+            rng = merged
+        cache = self.sack_cache
+        new_cache = []
+        q = self.rtxq
+        nq = len(q)
+        budget = SACK_WALK_BUDGET
+        newly = 0
+        for lo, ro in rng:
+            # the parts of [lo, ro) the previous ACK's blocks did not cover
+            pieces = []
+            pos = lo
+            for clo, cro in cache:
+                if cro <= pos or clo >= ro:
+                    continue
+                if clo > pos:
+                    pieces.append((pos, clo))
+                if cro > pos:
+                    pos = cro
+            if pos < ro:
+                pieces.append((pos, ro))
+            done = ro
+            for plo, pro in pieces:
+                if budget <= 0:
+                    done = plo
                     break
-                if r.start >= lo and r.end <= ro:
-                    f = r.flags
-                    if not f & R_SACKED:
-                        ln = r.end - r.start
-                        self.sacked_out += ln
-                        if f & R_LOST:
-                            self.lost_out -= ln
-                        if f & R_RETRANS:
-                            self.retrans_out -= ln
-                        r.flags = (f | R_SACKED) & ~(R_LOST | R_RETRANS)
-                        newly += 1
-                        if r.end > self.high_sacked_o:
-                            self.high_sacked_o = r.end
-                a += 1
+                # binary search for the first record with end > plo
+                a, b = 0, nq
+                while a < b:
+                    m = (a + b) >> 1
+                    if q[m].end <= plo:
+                        a = m + 1
+                    else:
+                        b = m
+                while a < nq:
+                    r = q[a]
+                    if r.start >= pro:
+                        break
+                    if budget <= 0:
+                        done = r.start
+                        break
+                    budget -= 1
+                    if r.start >= lo and r.end <= ro:
+                        f = r.flags
+                        if not f & R_SACKED:
+                            ln = r.end - r.start
+                            self.sacked_out += ln
+                            if f & R_LOST:
+                                self.lost_out -= ln
+                            if f & R_RETRANS:
+                                self.retrans_out -= ln
+                            r.flags = (f | R_SACKED) & ~(R_LOST | R_RETRANS)
+                            newly += 1
+                            if r.end > self.high_sacked_o:
+                                self.high_sacked_o = r.end
+                    a += 1
+                if done != ro:
+                    break
+            if done > lo:
+                new_cache.append((lo, done))
+        self.sack_cache = new_cache
+        self.cx.stats.sack_walked += SACK_WALK_BUDGET - budget
         return newly
 
     def _sack_loss_check(self, now):
@@ -1471,26 +1725,45 @@ class Connection:
         q = self.rtxq
         if not q or q[0].flags & R_SACKED:
             return False
-        cnt = 0
-        sb = 0
         lim = (DUPTHRESH - 1) * self.mss
+        if self.sacked_out > lim:
+            return True                   # every SACKed byte lies above the head
+        cnt = 0
+        walked = 0
         for r in q:
+            walked += 1
+            if walked > SACK_WALK_BUDGET:
+                break
             if r.flags & R_SACKED:
                 cnt += 1
-                sb += r.end - r.start
-                if cnt >= DUPTHRESH or sb > lim:
+                if cnt >= DUPTHRESH:
+                    self.cx.stats.sack_walked += walked
                     return True
+        self.cx.stats.sack_walked += walked
         return False
 
     def _sack_mark_lost(self):
         """RFC 6675 IsLost(): a hole with DupThresh SACKed segments (or more than
-        (DupThresh-1)*SMSS SACKed bytes) above it is lost."""
+        (DupThresh-1)*SMSS SACKed bytes) above it is lost.  The walk starts at the
+        highest SACKed record (nothing above it can be lost) and visits at most
+        SACK_WALK_BUDGET records."""
         q = self.rtxq
+        hs = self.high_sacked_o
+        a, b = 0, len(q)
+        while a < b:
+            m = (a + b) >> 1
+            if q[m].end <= hs:
+                a = m + 1
+            else:
+                b = m
+        i = a - 1
         cnt = 0
         sb = 0
         lim = (DUPTHRESH - 1) * self.mss
-        i = len(q) - 1
-        while i >= 0:
+        stop = i - SACK_WALK_BUDGET
+        if stop < -1:
+            stop = -1
+        while i > stop:
             r = q[i]
             f = r.flags
             if f & R_SACKED:
@@ -1501,6 +1774,7 @@ class Connection:
                     break                 # everything below is already marked
                 self._mark_lost(r)
             i -= 1
+        self.cx.stats.sack_walked += a - 1 - i
 
     # ================================================================= sending ====
     def _xmit(self, now, force=False):
@@ -1509,7 +1783,7 @@ class Connection:
         cc = self.cc
         if cc is None:
             return
-        tso = self.stack.tso
+        tso = self.cx.tso
         if tso is not None and not force:
             tso(self, now)             # fpd.fastpath.xmit_burst: full segments as one item
         mss = self.mss
@@ -1619,7 +1893,7 @@ class Connection:
         self.lost_out = lo
         self.retrans_out = rt
         self.rtx_scan = self.snd_una_o
-        self.stack.stats.scoreboard_recounts += 1
+        self.cx.stats.scoreboard_recounts += 1
 
     def _persist_intv(self):
         r = self.rto * (1 << self.persist_n) if self.persist_n < 31 else self.cfg.rto_max
@@ -1656,13 +1930,13 @@ class Connection:
             flags = ACK
         if fin:
             flags |= FIN
-        st = self.stack
-        st._out.append(self._mkseg((self.iss + start) & MASK, flags, payload, now))
-        st.stats.segs_out += 1
+        cx = self.cx
+        cx.out.append(self._mkseg((self.iss + start) & MASK, flags, payload, now))
+        cx.stats.segs_out += 1
 
     # ================================================================= receiving ====
     def _rcv_data(self, seq_o, payload, plen, fin, now):
-        stack = self.stack
+        cx = self.cx
         rn = self.rcv_nxt_o
         if seq_o < rn:
             cut = rn - seq_o
@@ -1683,12 +1957,12 @@ class Connection:
             plen = k
             fin = 0
             self.ack_now = True
-            stack.stats.rcv_wnd_trims += 1
+            cx.stats.rcv_wnd_trims += 1
         if plen and self.closed_by_app:
             # data for a connection the application closed: reset (as Linux)
-            stack.stats.aborts_on_data += 1
+            cx.stats.aborts_on_data += 1
             self._send_rst_now(now)
-            self._destroy(None)
+            self.destroy(None)
             return
         if plen > self.rcv_mss:
             self.rcv_mss = plen if plen < self.cfg.mss else self.cfg.mss
@@ -1702,16 +1976,10 @@ class Connection:
                     rn = self._ooo_drain(rn)
                     self.ack_now = True
                 self.rcv_nxt_o = rn
-                if not self._rd_ev and not self.closed_by_app:
-                    self._rd_ev = True
-                    stack._events.append((EV_READABLE, self))
-                if self.quick > 0:
-                    self.quick -= 1
-                    self.ack_now = True
-                elif rn - self.rcv_wup_o > self.rcv_mss:
-                    self.ack_now = True
-                else:
-                    self.ack_pending = True
+                if not self.rd_pending and not self.closed_by_app:
+                    self.rd_pending = True
+                    cx.events.append((_EV_READABLE, self))
+                self._ack_rule(rn)
             if fin_at is not None:
                 if fin_at == self.rcv_nxt_o:
                     self._rcv_fin(now)
@@ -1725,6 +1993,18 @@ class Connection:
                 self.ooo_fin_o = seq_o + plen
             self.ack_now = True
 
+    def _ack_rule(self, rn):
+        """In-order data arrived up to ``rn``: ACK at once in quick-ACK mode (the first
+        ``quickack`` segments) or when more than one full segment is unacknowledged
+        (RFC 5681 §4.2), else delay it (RFC 9293 §3.8.6.3).  Fast and slow path."""
+        if self.quick > 0:
+            self.quick -= 1
+            self.ack_now = True
+        elif rn - self.rcv_wup_o > self.rcv_mss:
+            self.ack_now = True
+        else:
+            self.ack_pending = True
+
     def _rcv_fin(self, now):
         self.ooo_fin_o = None
         self.rcv_nxt_o += 1
@@ -1733,23 +2013,16 @@ class Connection:
         if self.ooo:
             self.ooo = []
             self.ooo_bytes = 0
-        st = self.state
         if not self.closed_by_app:
-            self._event(EV_PEER_CLOSED)
-        if st == ESTABLISHED:
-            self._set_state(CLOSE_WAIT)
-        elif st == FIN_WAIT_1:
-            if self.fin_o is not None and self.snd_una_o > self.fin_o:
-                self._send_ack(now)
-                self._enter_time_wait(now)
-            else:
-                self._set_state(CLOSING)
-        elif st == FIN_WAIT_2:
+            self._event(_EV_PEER_CLOSED)
+        if self.state == FIN_WAIT_1 and self.fin_o is not None and self.snd_una_o > self.fin_o:
+            self._move(FIN_ACKED, now)       # (our FIN's ACK came with this FIN)
+        if TRANSITIONS.get((self.state, FIN_IN)) == TIME_WAIT:
             self._send_ack(now)
-            self._enter_time_wait(now)
+        self._move(FIN_IN, now)
 
     def _ooo_insert(self, s, data):
-        stack = self.stack
+        cx = self.cx
         ooo = self.ooo
         e = s + len(data)
         self.ooo_stamp += 1
@@ -1762,7 +2035,7 @@ class Connection:
                 last[1] += data
                 last[2] = stamp
                 self.ooo_bytes += e - s
-                stack.stats.ooo_queued += 1
+                cx.stats.ooo_queued += 1
                 return
         # first entry whose end reaches s (adjacent entries merge)
         i = 0
@@ -1773,11 +2046,11 @@ class Connection:
             j += 1
         if i == j:
             if n >= self.cfg.ooo_max_blocks:
-                stack.stats.ooo_dropped += 1
+                cx.stats.ooo_dropped += 1
                 return
             ooo.insert(i, [s, bytearray(data), stamp])
             self.ooo_bytes += e - s
-            stack.stats.ooo_queued += 1
+            cx.stats.ooo_queued += 1
             return
         first = ooo[i]
         lastent = ooo[j - 1]
@@ -1806,7 +2079,7 @@ class Connection:
             buf += data[pos - s:me - s]
         ooo[i:j] = [[ms, buf, stamp]]
         self.ooo_bytes += len(buf) - old
-        stack.stats.ooo_queued += 1
+        cx.stats.ooo_queued += 1
 
     def _ooo_drain(self, rn):
         ooo = self.ooo
@@ -1839,21 +2112,21 @@ class Connection:
         if cur < 0:
             cur = 0
         if free - cur >= self.sws_thresh and (cur < self.sws_thresh or free >= 2 * cur):
-            now = self.stack._now
+            now = self.cx.now
             self._send_ack(now)
-            self._sched()
+            self.schedule()
 
     # =================================================================== timers ====
-    def _on_timer(self, now):
+    def on_timer(self, now):
         t = self.t_tw
         if t is not None and t <= now:
             self.t_tw = None
             if self.state == TIME_WAIT:
-                self._destroy(None)
+                self.destroy(None)
                 return
             if self.state == FIN_WAIT_2:
                 self._send_rst_now(now)
-                self._destroy(None)
+                self.destroy(None)
                 return
         t = self.t_rtx
         if t is not None and t <= now:
@@ -1871,7 +2144,7 @@ class Connection:
         if t is not None and t <= now:
             self.t_dack = None
             if self.ack_pending and self.state != CLOSED:
-                self.stack.stats.delayed_acks += 1
+                self.cx.stats.delayed_acks += 1
                 self._send_ack(now)
         t = self.t_ka
         if t is not None and t <= now:
@@ -1883,43 +2156,52 @@ class Connection:
         if not q:
             return
         st = self.state
-        stack = self.stack
+        cx = self.cx
         cfg = self.cfg
-        stack.stats.rto_timeouts += 1
+        cx.stats.rto_timeouts += 1
         if st in (SYN_SENT, SYN_RECEIVED):
             limit = cfg.syn_retries if st == SYN_SENT else cfg.synack_retries
             if self.syn_rtx >= limit:
                 self.error = TimeoutError
-                stack.stats.timeouts += 1
-                self._destroy(EV_TIMED_OUT)
+                cx.stats.timeouts += 1
+                self.destroy(_EV_TIMED_OUT)
                 return
             self.backoff += 1
             self._send_syn(now)
             self.syn_rtx += 1
             self.retransmits += 1
-            stack.stats.retransmits += 1
+            cx.stats.retransmits += 1
             q[0].flags |= R_EVER
             self.t_rtx = now + self._cur_rto()
             return
         if self.rto_count >= cfg.retries:
             self.error = TimeoutError
-            stack.stats.timeouts += 1
+            cx.stats.timeouts += 1
             self._send_rst_now(now)       # as FreeBSD's tcp_drop: tell the peer if it can hear
-            self._destroy(EV_TIMED_OUT)
+            self.destroy(_EV_TIMED_OUT)
             return
         first = self.ca_state != CA_LOSS or self.rto_count == 0
         self.cc.on_rto(now, self.snd_nxt_o - self.snd_una_o, first)
         self.rto_count += 1
         if self._cur_rto() < cfg.rto_max:
             self.backoff += 1
-        # RFC 2018 §8 / RFC 6675 §5.1: forget SACK information, everything is lost
-        lost = 0
+        # Everything not SACKed is lost; the SACK scoreboard is kept (Linux's
+        # tcp_timeout_mark_lost) unless the receiver reneged: then the segment at
+        # SND.UNA is itself SACKed, and the SACK information is forgotten (RFC 2018 §8)
+        reneged = self.sacked_out and q[0].flags & R_SACKED
+        lost = sacked = 0
         for r in q:
-            r.flags = (r.flags & ~(R_SACKED | R_RETRANS)) | R_LOST
+            f = r.flags
+            if f & R_SACKED and not reneged:
+                sacked += r.end - r.start
+                continue
+            r.flags = (f & ~(R_SACKED | R_RETRANS)) | R_LOST
             lost += r.end - r.start
-        self.sacked_out = 0
+        self.sacked_out = sacked
         self.retrans_out = 0
         self.lost_out = lost
+        if reneged:
+            self.sack_cache = []
         self.reno_dup = 0
         self.dupacks = 0
         self.ca_state = CA_LOSS
@@ -1934,18 +2216,18 @@ class Connection:
         st = self.state
         if st not in _SENDING or self.cc is None:
             return
-        stack = self.stack
+        cx = self.cx
         if self.probes_out >= self.cfg.retries:
             self.error = TimeoutError
-            stack.stats.timeouts += 1
+            cx.stats.timeouts += 1
             self._send_rst_now(now)
-            self._destroy(EV_TIMED_OUT)
+            self.destroy(_EV_TIMED_OUT)
             return
         right = self.snd_una_o + self.snd_wnd
         if right > self.snd_nxt_o:
             self._xmit(now, force=True)        # SWS override: send what the window allows
         if self.snd_nxt_o == self.snd_una_o:
-            stack.stats.window_probes += 1
+            cx.stats.window_probes += 1
             self._send_probe(now)
         self.persist_n += 1
         self.probes_out += 1
@@ -1960,19 +2242,21 @@ class Connection:
             # data outstanding: the retransmission timer watches the connection
             self.t_ka = now + self.keepalive_idle
             return
-        idle = now - self.last_rcv
-        if self.ka_probes == 0 and idle < self.keepalive_idle:
-            self.t_ka = self.last_rcv + self.keepalive_idle
+        due = self.last_rcv + self.keepalive_idle
+        if self.ka_probes == 0 and due > now:
+            # (compare the deadline itself: now - last_rcv < idle can hold while
+            # last_rcv + idle rounds to now, which re-armed the timer at now forever)
+            self.t_ka = due
             return
-        stack = self.stack
+        cx = self.cx
         if self.ka_probes >= self.keepalive_count:
             self.error = TimeoutError
-            stack.stats.timeouts += 1
+            cx.stats.timeouts += 1
             self._send_rst_now(now)
-            self._destroy(EV_TIMED_OUT)
+            self.destroy(_EV_TIMED_OUT)
             return
         self.ka_probes += 1
-        stack.stats.keepalive_probes += 1
+        cx.stats.keepalive_probes += 1
         self._send_probe(now)
         self.t_ka = now + self.keepalive_interval
 

@@ -620,7 +620,7 @@ def event_names(tcp_mod) -> dict:
     """Map the engine's event kind values to the script's lower-case names."""
     names = {}
     for n in _EVENT_NAMES:
-        v = getattr(tcp_mod, "EV_" + n.upper(), None)
+        v = getattr(tcp_mod.Event, n.upper(), None)
         if v is not None:
             names[v] = n
     return names

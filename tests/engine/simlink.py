@@ -284,6 +284,8 @@ class SimResult:
     settled: bool = False
     t_done_ab: Optional[float] = None   # virtual time the last A→B byte was read by B
     t_done_ba: Optional[float] = None
+    a_counters: dict = field(default_factory=dict)   # Stack.counters() at the end
+    b_counters: dict = field(default_factory=dict)
 
     @property
     def goodput(self):
@@ -342,7 +344,7 @@ class SimNet:
         names = {}
         for nm in ("connected", "accepted", "readable", "writable", "peer_closed", "reset",
                    "timed_out", "refused", "closed"):
-            v = getattr(T, "EV_" + nm.upper(), None)
+            v = getattr(T.Event, nm.upper(), None)
             if v is not None:
                 names[v] = nm
         self.ev_names = names
@@ -469,7 +471,8 @@ class SimNet:
             bytes_ab=len(b.rx), bytes_ba=len(a.rx), stats_ab=dict(self.ab.stats),
             stats_ba=dict(self.ba.stats), a_events=a.events, b_events=b.events,
             error=error, a_info=info(a), b_info=info(b), settled=settled,
-            t_done_ab=self.t_done_ab, t_done_ba=self.t_done_ba)
+            t_done_ab=self.t_done_ab, t_done_ba=self.t_done_ba,
+            a_counters=self.A.counters(), b_counters=self.B.counters())
 
 
 def sha(b: bytes) -> str:

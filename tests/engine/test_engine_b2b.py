@@ -24,21 +24,21 @@ def _transfer(size, cc="cubic", drop=None, **kw):
 
     def service(now):
         for ev in a.events():
-            if ev[0] == tcp.EV_READABLE:
+            if ev[0] == tcp.Event.READABLE:
                 st["got_a"] += ev[1].recv()
-            elif ev[0] == tcp.EV_PEER_CLOSED:
+            elif ev[0] == tcp.Event.PEER_CLOSED:
                 st["peer_closed"].add("a")
-            elif ev[0] == tcp.EV_CLOSED:
+            elif ev[0] == tcp.Event.CLOSED:
                 st["closed"].add("a")
         for ev in b.events():
-            if ev[0] == tcp.EV_ACCEPTED:
+            if ev[0] == tcp.Event.ACCEPTED:
                 assert ev[1] is lst
                 st["cb"] = ev[2]
-            elif ev[0] == tcp.EV_READABLE:
+            elif ev[0] == tcp.Event.READABLE:
                 st["got_b"] += ev[1].recv()
-            elif ev[0] == tcp.EV_PEER_CLOSED:
+            elif ev[0] == tcp.Event.PEER_CLOSED:
                 st["peer_closed"].add("b")
-            elif ev[0] == tcp.EV_CLOSED:
+            elif ev[0] == tcp.Event.CLOSED:
                 st["closed"].add("b")
         # also drain anything left (a reader that ignores events would still get it)
         st["got_a"] += ca.recv()

@@ -37,21 +37,21 @@ def test_active_close_through_time_wait():
     h.advance(4.9)
     assert h.c.state == tcp.TIME_WAIT
     h.advance(0.2)
-    assert h.c.state == tcp.CLOSED and kinds(h.events()) == [tcp.EV_CLOSED]
+    assert h.c.state == tcp.CLOSED and kinds(h.events()) == [tcp.Event.CLOSED]
     assert not h.stack.connections()
 
 
 def test_passive_close():
     h = est()
     h.inp(mkseg(FIN | ACK, h.p, h.q))
-    assert h.c.state == tcp.CLOSE_WAIT and kinds(h.events()) == [tcp.EV_PEER_CLOSED]
+    assert h.c.state == tcp.CLOSE_WAIT and kinds(h.events()) == [tcp.Event.PEER_CLOSED]
     h.c.send(b"last words", h.now)                  # half-closed: we can still send
     h.c.close(h.now)
     assert h.c.state == tcp.LAST_ACK
     out = h.out()
     assert out[-1].flags & FIN
     h.inp(mkseg(ACK, h.p + 1, h.q + 11))
-    assert h.c.state == tcp.CLOSED and kinds(h.events()) == [tcp.EV_CLOSED]
+    assert h.c.state == tcp.CLOSED and kinds(h.events()) == [tcp.Event.CLOSED]
 
 
 def test_last_ack_fin_retransmitted_by_rto():
@@ -119,7 +119,7 @@ def test_close_with_unread_data_sends_rst():
     h.c.close(h.now)
     out = h.out()
     assert len(out) == 1 and out[0].flags & RST and out[0].seq == h.q
-    assert h.c.state == tcp.CLOSED and kinds(h.events())[-1] == tcp.EV_CLOSED
+    assert h.c.state == tcp.CLOSED and kinds(h.events())[-1] == tcp.Event.CLOSED
 
 
 def test_data_after_close_resets():
@@ -138,7 +138,7 @@ def test_abort_sends_rst_now():
     h.c.abort(h.now)
     out = h.out()
     assert len(out) == 1 and out[0].flags == RST | ACK
-    assert kinds(h.events()) == [tcp.EV_CLOSED]
+    assert kinds(h.events()) == [tcp.Event.CLOSED]
     assert h.stack.next_deadline() is None
 
 
@@ -157,7 +157,7 @@ def test_time_wait_reuse_by_newer_syn_and_old_syn_acked():
     assert out[0].flags == SYN | ACK
     assert tcp.seq_gt(out[0].seq, old_q + 60000)
     assert h.stack.stats.tw_reuses == 1
-    assert kinds(h.events()) == [tcp.EV_CLOSED]         # the old connection is gone
+    assert kinds(h.events()) == [tcp.Event.CLOSED]         # the old connection is gone
 
 
 def test_time_wait_rst_with_exact_seq_closes():
@@ -184,4 +184,4 @@ def test_close_in_syn_sent_frees_silently():
     h.out()
     c.close(h.now)
     assert h.out() == [] and c.state == tcp.CLOSED
-    assert kinds(h.events()) == [tcp.EV_CLOSED]
+    assert kinds(h.events()) == [tcp.Event.CLOSED]

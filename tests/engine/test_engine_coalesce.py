@@ -53,14 +53,14 @@ def test_output_coalesced_drops_only_superseded_pure_acks():
     st, _ = _established()
     mk = lambda ack, **kw: Segment(src=SRV, dst=PEER, sport=80, dport=40000, seq=5,
                                    ack=ack, flags=ACK, wnd=100, **kw)
-    st._out = [mk(1000), mk(2000), mk(2000), mk(2500, sack=((3000, 4000),)), mk(3000),
+    st._cx.out = [mk(1000), mk(2000), mk(2000), mk(2500, sack=((3000, 4000),)), mk(3000),
                mk(3000, payload=b"d"), mk(3500)]
     out = st.output_coalesced()
     # the cumulative 3500 supersedes 1000, 2000, 2000 and 3000; SACK and data stay
     assert [(s.ack, bool(s.sack), bool(s.payload)) for s in out] == [
         (2500, True, False), (3000, False, True), (3500, False, False)]
     assert st.stats.acks_coalesced == 4
-    st._out = [mk(2000), mk(2000), mk(2000)]  # duplicate ACKs: all kept
+    st._cx.out = [mk(2000), mk(2000), mk(2000)]  # duplicate ACKs: all kept
     assert len(st.output_coalesced()) == 3
 
 

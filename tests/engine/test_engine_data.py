@@ -157,7 +157,7 @@ def test_send_buffer_limit_and_writable_event():
     out = h.out()
     assert [len(s.payload) for s in out] == [1000] * 5       # IW 10 but only 5000 buffered
     h.inp(mkseg(ACK, h.p, h.q + 4000))
-    assert tcp.EV_WRITABLE in kinds(h.events())
+    assert tcp.Event.WRITABLE in kinds(h.events())
     assert h.c.writable == 4000
 
 
@@ -232,7 +232,7 @@ def test_recv_into_and_eof():
     assert h.c.recv_into(buf) == 4 and not h.c.eof
     assert h.c.recv() == bytes([65]) * 6
     assert h.c.eof and h.c.recv() == b""
-    assert kinds(h.events())[-1] == tcp.EV_PEER_CLOSED
+    assert kinds(h.events())[-1] == tcp.Event.PEER_CLOSED
 
 
 def test_data_in_established_without_ack_flag_is_dropped():
@@ -283,3 +283,27 @@ def test_random_reassembly_delivers_exact_stream():
                 h.advance(0.05)
         assert bytes(got) == stream[:len(got)]
         assert h.stack.stats.internal_errors == 0
+
+
+def test_info_min_rtt_delivery_rate_and_limited_by():
+    """Connection.info() reports min_rtt, a per-RTT delivery rate and what limits the
+    sender (app / rwnd / cwnd), as Linux's TCP_INFO does (#9)."""
+    h = Harness(rto_min=1.0)
+    c, piss, iss, sa = h.accept(syn_opts=dict(mss=1000, wscale=7), ack_wnd=65535)
+    p, q = piss + 1, iss + 1
+    assert c.info()["limited_by"] == "app" and c.info()["delivery_rate"] is None
+    c.send(b"r" * 100_000, h.now)
+    out = h.out()
+    assert len(out) == 10 and c.info()["limited_by"] == "cwnd"
+    acked = 0
+    for rnd in range(4):
+        h.advance(0.05)
+        acked += 10_000 * (rnd + 1)
+        out = h.inp(mkseg(ACK, p, q + acked))
+    i = c.info()
+    assert i["min_rtt"] == 0.0                     # the handshake's (same-instant) sample
+    assert i["srtt"] > i["min_rtt"]
+    assert i["delivery_rate"] is not None and 1e5 < i["delivery_rate"] < 2e6
+    h.inp(mkseg(ACK, p, q + acked, wnd=1))            # the peer's window nearly closes
+    c.send(b"r" * 50_000, h.now)
+    assert c.info()["limited_by"] == "rwnd"

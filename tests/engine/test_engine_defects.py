@@ -63,7 +63,7 @@ def _second_conn(h, port=40001, piss=7000):
     sa = out[0]
     h.inp(mkseg(ACK, piss + 1, sa.seq + 1, sport=port))
     ev = h.events()
-    assert ev[-1][0] == tcp.EV_ACCEPTED
+    assert ev[-1][0] == tcp.Event.ACCEPTED
     return ev[-1][2], piss + 1, sa.seq + 1
 
 
@@ -221,3 +221,170 @@ def test_output_coalesced_keeps_acks_of_two_local_addresses():
     out = st.output_coalesced()
     assert sorted((s.src, s.ack) for s in out) == [(addrs[0], 1101), (addrs[1], 1201)], out
     assert st.stats.acks_coalesced == 0
+
+
+def _hostile_sack_setup():
+    """Peer MSS 64 (the floor): ~4000 records outstanding in a 256 KiB send buffer."""
+    h = Harness(rto_min=1.0, cc="newreno")
+    c, piss, iss, sa = h.accept(syn_opts=dict(mss=64, wscale=7, sack_ok=True), ack_wnd=65535)
+    h.p, h.q, h.c = piss + 1, iss + 1, c
+    h.events()
+    c.cc.cwnd = 1 << 30                       # let everything out at once
+    c.send(b"h" * (256 * 1024), h.now)
+    out = h.out()
+    assert len(c.rtxq) > 3000, len(c.rtxq)
+    return h, out
+
+
+def test_hostile_sack_blocks_cost_bounded_work_per_ack():
+    """#9.9: four full-range SACK blocks, repeated on every ACK, made each ACK re-walk
+    every SACKed record (~400x a plain ACK). Work per ACK is now bounded: blocks already
+    processed on the previous ACK are not walked again, and a walk has a budget."""
+    h, out = _hostile_sack_setup()
+    una, nxt = h.q, out[-1].seq + len(out[-1].payload)
+    blk = (((una + 64) & MASK, nxt & MASK),) * 4
+    per_ack = []
+    for i in range(50):
+        before = h.stack.stats.sack_walked
+        h.inp(mkseg(ACK, h.p, una, wnd=65535, sack=blk))
+        per_ack.append(h.stack.stats.sack_walked - before)
+    assert max(per_ack) <= 3 * tcp.SACK_WALK_BUDGET, per_ack   # deferred, never all at once
+    assert per_ack[-10:] == [0] * 10, per_ack                  # walked once, then cached
+    assert h.c.sacked_out == (nxt - una - 64) & MASK
+    # blocks that change on every ACK still cost at most the budget each
+    halves = ((((una + 64) & MASK), (una + 64 * 2000) & MASK),
+              (((una + 64 * 2000) & MASK), nxt & MASK))
+    before = h.stack.stats.sack_walked
+    for i in range(20):
+        h.inp(mkseg(ACK, h.p, una, wnd=65535, sack=(halves[i % 2],) * 4))
+    assert h.stack.stats.sack_walked - before <= 20 * 2 * tcp.SACK_WALK_BUDGET
+    assert h.c.state == tcp.ESTABLISHED
+
+
+def test_sack_walk_budget_still_marks_everything_over_several_acks():
+    """The budget only defers work: SACK blocks repeat, so what one ACK left unwalked the
+    next ones finish, and the scoreboard ends up exact."""
+    h, out = _hostile_sack_setup()
+    una, nxt = h.q, out[-1].seq + len(out[-1].payload)
+    blk = (((una + 64) & MASK, nxt & MASK),)
+    for _ in range(40):
+        h.inp(mkseg(ACK, h.p, una, wnd=65535, sack=blk))
+    c = h.c
+    assert c.sacked_out == (nxt - una - 64) & MASK
+    exp = (c.sacked_out, c.lost_out, c.retrans_out)
+    c._recount()
+    assert (c.sacked_out, c.lost_out, c.retrans_out) == exp
+
+
+def test_ts_recent_not_updated_by_a_segment_with_an_unacceptable_ack():
+    """#9 also: TS.Recent is updated only once the ACK is validated (RFC 7323 §4.3 with
+    RFC 5961 §5.2; Linux's tcp_replace_ts_recent runs after tcp_ack). A blind segment
+    with a far-future TSval and a bad ACK must not make the genuine peer's next
+    segments look old (PAWS)."""
+    h = Harness()
+    c, piss, iss, sa = h.accept()
+    h.p, h.q = piss + 1, iss + 1
+    ts = sa.tsval
+    out = h.inp(mkseg(ACK, h.p, h.q + 1_000_000, payload=b"x" * 10, tsval=5001 + (1 << 30),
+                      tsecr=ts))
+    assert h.stack.stats.bad_acks == 1
+    assert out and out[0].tsecr == 5001            # the challenge ACK echoes the genuine one
+    h.inp(mkseg(ACK, h.p, h.q, payload=b"y" * 10, tsval=5002, tsecr=ts))
+    assert h.stack.stats.paws_drops == 0
+    assert c.recv() == b"y" * 10
+
+
+def test_close_with_only_out_of_order_data_sends_fin():
+    """#9 also: close() resets only for unread *in-order* data (Linux counts the receive
+    queue); bytes waiting behind a hole were never readable, so a normal FIN goes out."""
+    h = _est()
+    h.inp(mkseg(ACK, h.p + 500, h.q, payload=b"o" * 100))      # behind a hole
+    assert h.c.info()["ooo_bytes"] == 100 and h.c.readable == 0
+    h.c.close(h.now)
+    out = h.out()
+    assert [s.flags & (FIN | RST) for s in out] == [FIN], out
+    assert h.stack.stats.aborts_on_close == 0 and h.c.state == tcp.FIN_WAIT_1
+
+
+
+def test_an_exception_in_a_timer_keeps_the_connection_timed():
+    """#9 also: an exception inside tick() (counted in internal_errors) must not leave
+    the connection without timers: it would never retransmit or time out again."""
+    h = _est(rto_min=1.0, rto_initial=1.0, retries=3, rto_max=2.0)
+    h.stack.config.raise_errors = False
+    h.c.send(b"t" * 100, h.now)
+    h.out()
+    orig = tcp.Connection._on_rto
+    calls = []
+
+    def boom(self, now):
+        calls.append(now)
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        return orig(self, now)
+    tcp.Connection._on_rto = boom
+    try:
+        h.advance(1.5)
+        assert h.stack.stats.internal_errors == 1
+        assert h.stack.next_deadline() is not None
+        out = h.advance(60.0)
+    finally:
+        tcp.Connection._on_rto = orig
+    assert len(calls) > 1 and out                   # it retransmitted after all
+    assert h.c.state == tcp.CLOSED and h.c.error is TimeoutError
+
+
+def test_rto_keeps_the_sack_scoreboard_unless_the_receiver_reneged():
+    """#9 mechanisms: after an RTO only what the receiver has not SACKed is resent
+    (Linux's tcp_timeout_mark_lost); SACK information is forgotten only when the
+    receiver reneged (the segment at SND.UNA itself is SACKed), RFC 2018 §8."""
+    h = _est(syn_opts=dict(mss=1000, sack_ok=True), rto_min=1.0, rto_initial=1.0,
+             cc="newreno")
+    h.c.send(b"k" * 10000, h.now)
+    assert len(h.out()) == 10
+    h.inp(mkseg(ACK, h.p, h.q, sack=(((h.q + 9000) & MASK, (h.q + 10000) & MASK),)))
+    assert h.c.info()["ca_state"] == "open"           # one SACKed segment: no recovery
+    sent = []
+    out = h.advance(1.5)                              # RTO
+    assert h.stack.stats.rto_timeouts == 1
+    assert h.c.info()["sacked_out"] == 1000 and h.c.info()["lost_out"] == 9000
+    for _ in range(20):
+        sent += [(s.seq - h.q) & MASK for s in out if s.payload]
+        if not out:
+            break
+        top = max((s.seq + len(s.payload) - h.q) & MASK for s in out)
+        if top >= 9000:                   # the hole is filled: the receiver has it all
+            out = h.inp(mkseg(ACK, h.p, h.q + 10000))
+        else:
+            out = h.inp(mkseg(ACK, h.p, h.q + top,
+                              sack=(((h.q + 9000) & MASK, (h.q + 10000) & MASK),)))
+    assert h.c.info()["snd_una"] == h.c.info()["snd_nxt"]
+    assert 9000 not in sent and sorted(set(sent)) == list(range(0, 9000, 1000)), sent
+
+
+def test_rto_forgets_sack_marks_when_the_receiver_reneged():
+    h = _est(syn_opts=dict(mss=1000, sack_ok=True), rto_min=1.0, rto_initial=1.0,
+             cc="newreno")
+    h.c.send(b"k" * 3000, h.now)
+    h.out()
+    h.c.rtxq[0].flags |= tcp.R_SACKED                 # SND.UNA SACKed: a reneging receiver
+    h.c.sacked_out += 1000
+    h.advance(1.5)
+    assert h.c.info()["sacked_out"] == 0 and h.c.info()["lost_out"] == 3000
+
+
+def test_keepalive_timer_never_rearms_at_now():
+    """A keepalive deadline that floating point puts exactly at ``now`` while
+    now - last_rcv < keepalive_idle re-armed the timer at ``now``: Stack.tick looped
+    forever (found by the corruption simulation, seed 8085)."""
+    h = _est(keepalive_idle=30.0, keepalive_interval=10.0)
+    c = h.c
+    c.keepalive = True
+    a = 43.27670679050534
+    now = a + 30.0
+    assert now - a < 30.0                             # the rounding case
+    c.last_rcv = a
+    c.t_ka = now
+    c.on_timer(now)
+    assert c.t_ka is not None and c.t_ka > now       # a probe went out; next one later
+    assert h.stack.stats.keepalive_probes == 1

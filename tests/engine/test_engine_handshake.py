@@ -55,7 +55,7 @@ def test_active_open_with_options_and_data():
     h.now += 0.05
     out = h.inp(mkseg(SYN | ACK, 9000, syn.seq + 1, wnd=30000, src=PEER, dst=SRV, sport=443,
                       dport=5555, mss=1400, wscale=2, sack_ok=True, tsval=1, tsecr=syn.tsval))
-    assert kinds(h.events()) == [tcp.EV_CONNECTED]
+    assert kinds(h.events()) == [tcp.Event.CONNECTED]
     assert c.state == tcp.ESTABLISHED
     assert len(out) == 1 and out[0].payload == b"early" and out[0].ack == 9001
     assert c.info()["srtt"] == 0.05
@@ -78,7 +78,7 @@ def test_simultaneous_open():
                       dport=5555, mss=1460, wscale=2, sack_ok=True, tsval=11,
                       tsecr=syn.tsval))
     assert c.state == tcp.ESTABLISHED
-    assert kinds(h.events()) == [tcp.EV_CONNECTED]
+    assert kinds(h.events()) == [tcp.Event.CONNECTED]
 
 
 def test_active_open_refused():
@@ -89,7 +89,7 @@ def test_active_open_refused():
     h.inp(mkseg(RST | ACK, 0, syn.seq + 5, src=PEER, dst=SRV, sport=443, dport=5555))
     assert c.state == tcp.SYN_SENT
     h.inp(mkseg(RST | ACK, 0, syn.seq + 1, src=PEER, dst=SRV, sport=443, dport=5555))
-    assert kinds(h.events()) == [tcp.EV_REFUSED, tcp.EV_CLOSED]
+    assert kinds(h.events()) == [tcp.Event.REFUSED, tcp.Event.CLOSED]
     assert c.state == tcp.CLOSED and not h.stack.connections()
     try:
         c.send(b"x", h.now)
@@ -124,7 +124,7 @@ def test_syn_retransmission_backoff_and_timeout():
             assert out[0].flags == SYN
             times.append(round(h.now - t0, 6))
     assert times == [1.0, 3.0, 7.0]                    # 1, 2, 4 s back-off
-    assert kinds(h.events()) == [tcp.EV_TIMED_OUT, tcp.EV_CLOSED]
+    assert kinds(h.events()) == [tcp.Event.TIMED_OUT, tcp.Event.CLOSED]
     assert round(h.now - t0, 6) == 15.0                # last wait 8 s
     assert not h.stack.connections()
 

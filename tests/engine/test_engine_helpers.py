@@ -86,7 +86,7 @@ class Harness:
                              **ts))
         assert out == []
         ev = self.events()
-        assert ev and ev[-1][0] == tcp.EV_ACCEPTED, ev
+        assert ev and ev[-1][0] == tcp.Event.ACCEPTED, ev
         return ev[-1][2], piss, iss, sa
 
 

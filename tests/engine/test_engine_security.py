@@ -26,7 +26,7 @@ def test_rst_exact_sequence_resets():
     h = est()
     h.inp(mkseg(RST, h.p))
     assert h.c.state == tcp.CLOSED
-    assert kinds(h.events()) == [tcp.EV_RESET, tcp.EV_CLOSED]
+    assert kinds(h.events()) == [tcp.Event.RESET, tcp.Event.CLOSED]
     assert h.stack.stats.rst_in == 1
 
 
@@ -105,7 +105,7 @@ def _cookie_roundtrip(h, syn_opts, data=b""):
     h.now += 0.01
     h.inp(mkseg(ACK, 5001, sa.ack and sa.seq + 1, payload=data, **ts))
     ev = h.events()
-    assert ev and ev[0][0] == tcp.EV_ACCEPTED, ev
+    assert ev and ev[0][0] == tcp.Event.ACCEPTED, ev
     return sa, ev[0][2]
 
 

@@ -39,7 +39,7 @@ def test_rto_backoff_cwnd_and_giveup():
     assert cw == [1000] * len(cw)                         # RTO -> cwnd = 1 SMSS
     assert len(times) == 5
     ev = kinds(h.events())
-    assert ev == [tcp.EV_TIMED_OUT, tcp.EV_CLOSED]
+    assert ev == [tcp.Event.TIMED_OUT, tcp.Event.CLOSED]
     assert isinstance(rto0, float)
 
 
@@ -82,7 +82,7 @@ def test_keepalive_probes_and_timeout():
     assert len(out) == 2
     out = h.advance(2.0)
     assert out and out[-1].flags & RST
-    assert kinds(h.events()) == [tcp.EV_TIMED_OUT, tcp.EV_CLOSED]
+    assert kinds(h.events()) == [tcp.Event.TIMED_OUT, tcp.Event.CLOSED]
     assert h.stack.stats.keepalive_probes == 4
 
 
@@ -140,5 +140,5 @@ def test_timer_heap_does_not_keep_dead_connections():
         h.inp(mkseg(ACK, 2, out[0].seq + 1, sport=port))
         h.inp(mkseg(RST, 2, sport=port))
     assert not h.stack.connections()
-    assert len(h.stack._timers) < 2100
+    assert len(h.stack._cx.timers) < 2100
     assert h.stack.next_deadline() is None

@@ -34,7 +34,7 @@ def _norm(v):
 def conn_state(c):
     d = {}
     for name in Connection.__slots__:
-        if name in ("stack", "cfg", "listener", "cc"):
+        if name in ("cx", "cfg", "listener", "cc"):
             continue
         d[name] = _norm(getattr(c, name))
     cc = c.cc
@@ -47,9 +47,10 @@ def conn_state(c):
 
 def stack_state(st):
     conns = {k: conn_state(c) for k, c in st._conns.items()}
-    timers = sorted((t, s) for t, s, _c in st._timers)
-    return conns, timers, st.stats.as_dict(), st._half_open, st._tw_count, \
-        [id(c) for c in st._acks] and len(st._acks)
+    cx = st._cx
+    timers = sorted((t, s) for t, s, _c in cx.timers)
+    return conns, timers, st.stats.as_dict(), cx.half_open, cx.tw_count, \
+        [id(c) for c in cx.acks] and len(cx.acks)
 
 
 def _events(st):

@@ -27,7 +27,7 @@ from fpd.stack import Stack, StackConfig
 from fpd.wire import Segment, FIN, SYN, RST, PSH, ACK, URG
 
 MOD = 1 << 32
-EVENTS = {getattr(T, n) for n in dir(T) if n.startswith("EV_")}
+EVENTS = set(T.Event)
 
 _HS_OPTS = """
 0     config mss=1460 rto_initial=1 rto_min=0.2 delack=0.04 time_wait=5 quickack=0 rcvbuf=65536 sndbuf=65536

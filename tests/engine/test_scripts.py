@@ -218,7 +218,7 @@ class _ToyStack:
 
 def _toy_engine():
     st = types.SimpleNamespace(Stack=_ToyStack, StackConfig=lambda **kw: kw)
-    tcp = types.SimpleNamespace(EV_ACCEPTED="acc")
+    tcp = types.SimpleNamespace(Event=types.SimpleNamespace(ACCEPTED="acc"))
     wire = types.SimpleNamespace(Segment=_ToySeg)
     return st, tcp, wire
 

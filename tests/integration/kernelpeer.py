@@ -67,16 +67,16 @@ class Duplex:
     def __call__(self, w, evs, now):
         for ev in evs:
             kind = ev[0]
-            if kind == tcp.EV_ACCEPTED:
+            if kind == tcp.Event.ACCEPTED:
                 self.conn = ev[2]
                 self.connected.set()
-            elif kind == tcp.EV_CONNECTED:
+            elif kind == tcp.Event.CONNECTED:
                 self.connected.set()
-            elif kind == tcp.EV_PEER_CLOSED:
+            elif kind == tcp.Event.PEER_CLOSED:
                 self.eof = True
-            elif kind in (tcp.EV_RESET, tcp.EV_TIMED_OUT, tcp.EV_REFUSED):
+            elif kind in (tcp.Event.RESET, tcp.Event.TIMED_OUT, tcp.Event.REFUSED):
                 self.error = kind
-            elif kind == tcp.EV_CLOSED:
+            elif kind == tcp.Event.CLOSED:
                 self.done.set()
         self.pump(now)
 

@@ -441,10 +441,10 @@ class Echo:
 
     def __call__(self, w, evs, now):
         for ev in evs:
-            if ev[0] == tcp.EV_ACCEPTED:
+            if ev[0] == tcp.Event.ACCEPTED:
                 self.pending[ev[2]] = bytearray()
                 self.accepted += 1
-            elif ev[0] == tcp.EV_CLOSED:
+            elif ev[0] == tcp.Event.CLOSED:
                 self.pending.pop(ev[1], None)
                 self.closed += 1
         for c, buf in list(self.pending.items()):

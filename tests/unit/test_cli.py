@@ -219,14 +219,17 @@ def test_conns_table_formats_rows():
                                     "local": "10.77.0.1:7", "remote": "10.77.0.2:40000",
                                     "owner_pid": 42, "cwnd": 14480, "srtt": 0.00025,
                                     "rto": 0.2, "bytes_in": 10, "bytes_out": 20,
-                                    "retransmits": 1}],
+                                    "retransmits": 1, "min_rtt": 0.0002,
+                                    "delivery_rate": 1.25e6, "limited_by": "cwnd"}],
                          "listeners": [{"queue": 0, "local": "0.0.0.0:7", "owner_pid": 42}],
                          "truncated": 3})
     assert lines[0].split() == ["Q", "State", "Local", "Remote", "Owner", "cwnd", "srtt(ms)",
-                                "rto(ms)", "bytes_in", "bytes_out", "retrans"]
+                                "rto(ms)", "bytes_in", "bytes_out", "retrans", "minrtt(ms)",
+                                "rate(Mbit/s)", "limited"]
     assert lines[1].split() == ["0", "LISTEN", "0.0.0.0:7", "*:*", "42"]
     assert lines[2].split() == ["0", "ESTABLISHED", "10.77.0.1:7", "10.77.0.2:40000", "42",
-                                "14480", "0.2", "200.0", "10", "20", "1"]
+                                "14480", "0.2", "200.0", "10", "20", "1", "0.2", "10.0",
+                                "cwnd"]
     assert "3 more connections" in lines[3]
 
 
