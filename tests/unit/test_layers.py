@@ -35,6 +35,8 @@ def test_contracts_are_kept():
     ("tcp.py", "from fpd import client"),                  # engine -> client (indirect too)
     ("cc.py", "def _late():\n    from fpd import daemon\n"),  # engine -> daemon, in a function
     ("shm.py", "from fpd import wire"),                    # shm -> anything of fpd
+    ("fastpath.py", "from fpd import host"),               # fast path -> daemon side
+    ("client.py", "from fpd import stack"),                # client -> engine
 ])
 def test_a_crossing_import_breaks_the_run(tmp_path, victim, line):
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
