@@ -641,6 +641,81 @@ def conns(as_json, socket_path):
 
 
 @main.command()
+@click.option("-i", "--iface", help="Only if the daemon serves this interface (a check).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Only frames from or to this "
+              "TCP port.")
+@click.option("--host", help="Only frames from or to this IPv4 address.")
+@click.option("-c", "--count", type=click.IntRange(1), help="Stop after COUNT frames.")
+@click.option("-s", "--snaplen", type=click.IntRange(1, 262144), default=65535,
+              show_default=True, help="Bytes kept of each frame.")
+@click.option("-w", "--write", "out_path", required=True, metavar="FILE",
+              help="pcap file to write; - for stdout (| tcpdump -r - / wireshark -k -i -).")
+@_socket_option
+def capture(iface, port, host, count, snaplen, out_path, socket_path):
+    """Record the steered frames (both directions, every worker) as pcap while fpd serves.
+
+    tcpdump cannot see them: they never reach the kernel's stack. The capture costs the
+    data path a copy per frame and one send per burst; when this reader falls behind,
+    frames are dropped and counted, never waited for. Stops at -c COUNT, Ctrl-C, or when
+    the daemon stops."""
+    from fpd import capture as _cap
+    from fpd.control import recv_msg, send_msg
+
+    try:
+        req = _cap.parse_request({"port": port, "host": host, "snaplen": snaplen})
+    except _cap.CaptureError as e:
+        raise click.BadParameter(str(e))
+    s = _connect(socket_path, 10.0)
+    try:
+        try:
+            send_msg(s, {"op": "capture", **req})
+            reply, fds = recv_msg(s, maxfds=1)
+        except (TimeoutError, socket.timeout):
+            raise click.ClickException(f"fpd at {socket_path} did not answer capture "
+                                       f"within 10 s")
+        except (OSError, ValueError) as e:
+            raise click.ClickException(f"talking to fpd at {socket_path}: {e}")
+    finally:
+        s.close()
+    if reply is None:
+        raise click.ClickException(f"fpd at {socket_path} closed the connection without "
+                                   f"answering capture")
+    if not reply.get("ok") or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        if reply.get("errno") == 95 or "unknown op" in str(reply.get("error", "")):
+            raise click.ClickException(f"fpd at {socket_path} cannot capture: it is an "
+                                       f"older version; restart it with this fpd")
+        raise click.ClickException(f"fpd: {reply.get('error', 'capture refused')}")
+    csock = socket.socket(fileno=fds[0])
+    try:
+        if iface and reply.get("ifname") != iface:
+            raise click.ClickException(
+                f"fpd at {socket_path} serves {reply.get('ifname')}, not {iface}: pick the "
+                f"daemon of {iface} with --socket (or leave out -i)")
+        try:
+            out, close_out = _cap.open_output(out_path)
+        except _cap.CaptureError as e:
+            raise click.ClickException(str(e))
+        what = " ".join(f"{k} {v}" for k, v in (("port", port), ("host", host)) if v)
+        click.echo(f"fpd capture: {reply.get('ifname')} queues "
+                   f"{','.join(map(str, reply.get('queues', [])))}"
+                   f"{' ' + what if what else ''}, snaplen {snaplen} -> {out_path} "
+                   f"(Ctrl-C stops)", err=True)
+        try:
+            res = _cap.run_capture(csock, out, count=count, snaplen=snaplen)
+        finally:
+            if close_out:
+                out.close()
+    finally:
+        csock.close()
+    why = {"eof": "the daemon stopped", "count": f"{count} frames",
+           "interrupted": "interrupted", "output closed": "the output was closed"}
+    click.echo(f"fpd capture: {res['frames']} frames written, {res['drops']} dropped by "
+               f"the capture ring (reader too slow); stopped: {why[res['ended']]}", err=True)
+
+
+@main.command()
 @click.option("--quick", is_flag=True, help="A short run (smoke test).")
 def demo(quick):
     """Run the demo: a test bed, fpd serving in it, the kernel's TCP talking to it (root)."""

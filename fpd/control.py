@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 
+from . import capture as _capture
 from . import shm as _shm
 from . import tcp as _tcp
 from . import wire as _wire
@@ -1045,6 +1046,11 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
                     reply = {"ok": True, "stats": _jsonable(svc.stats())}
                 elif op == "conns":
                     reply = {"ok": True, **svc.conns()}
+                elif op == "capture":          # fpd capture: tap the XSK (fpd.capture)
+                    if len(fds) != 1:
+                        raise ValueError("capture without exactly one fd")
+                    _capture.attach(w, socket.socket(fileno=fds.pop()), msg)
+                    continue                   # no reply: the supervisor does not wait
                 elif op == "stop":
                     state["stop"] = True
                     w.stop()

@@ -944,6 +944,8 @@ class Supervisor:
                 self._reply(c, self._stats())
             elif op == "conns":
                 self._reply(c, self._conns())
+            elif op == "capture":
+                self._capture(c, msg)
             elif op == "stop":
                 cred = _peercred(c)
                 log.info("stop requested by pid %s uid %s", cred["pid"], cred["uid"])
@@ -958,6 +960,40 @@ class Supervisor:
         finally:
             if not keep:
                 c.close()
+
+    def _capture(self, c: socket.socket, msg) -> None:
+        """``fpd capture``: a socketpair per capture; one end to every live worker (each
+        taps its XSK into it), the other to the client with the reply."""
+        from fpd import capture
+        try:
+            req = capture.parse_request(msg)
+        except capture.CaptureError as e:
+            self._reply(c, _err(E.EINVAL, str(e)))
+            return
+        reader, writer = capture.make_pair()
+        try:
+            queues = []
+            for w in self.workers:
+                if not w.alive:
+                    continue
+                try:
+                    control.send_msg(w.chan, {"op": "capture", **req}, fds=[writer.fileno()])
+                    queues.append(w.queue)
+                except (OSError, ValueError) as e:
+                    log.warning("cannot start a capture in worker q%d: %s", w.queue, e)
+            if not queues:
+                self._reply(c, _err(E.EAGAIN, "no worker is running to capture from"))
+                return
+            cred = _peercred(c)
+            log.info("capture started by pid %s uid %s on queues %s (%s)", cred["pid"],
+                     cred["uid"], ",".join(map(str, queues)),
+                     ", ".join(f"{k} {v}" for k, v in req.items() if v is not None))
+            c.settimeout(2.0)
+            control.send_msg(c, {"ok": True, "queues": queues, "ifname": self.cfg.ifname,
+                                 "pid": self.pid, **req}, fds=[reader.fileno()])
+        finally:
+            reader.close()
+            writer.close()
 
     def _hello(self, msg) -> dict:
         v = msg.get("version", PROTOCOL_VERSION)

@@ -13,7 +13,8 @@
 #
 # The check runs on the committed HEAD (a clone), not on uncommitted changes. apt inside
 # uses the host's Debian sources (/etc/apt/sources.list*); pip uses PyPI as a fresh
-# machine would (the host's pip configuration is not copied).
+# machine would (the host's pip indexes and wheel directories are not copied; its network
+# settings are: resolv.conf, local CA certificates, proxy and certificate variables).
 set -euo pipefail
 TARGET=${1:-test}
 case "$TARGET" in test|demo) ;; *) echo "usage: $0 [test|demo]" >&2; exit 2;; esac
@@ -66,6 +67,18 @@ for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.l
 done
 for f in /etc/apt/apt.conf.d/99artifact-registry; do [ -f "$f" ] && cp "$f" "$WORK$f"; done
 cp -L /etc/resolv.conf "$WORK/etc/resolv.conf"
+# this network's TLS trust (an intercepting proxy's CA, if the host has one), as any
+# machine on this network has it: the host's local CAs, merged by update-ca-certificates
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+  cp /usr/local/share/ca-certificates/*.crt "$WORK/usr/local/share/ca-certificates/"
+  chroot "$WORK" update-ca-certificates >/dev/null 2>&1 || true
+fi
+# the environment's network settings (not the host's pip indexes or wheel directories)
+NETENV=()
+for v in PIP_CERT SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE PIP_DEFAULT_TIMEOUT \
+         http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+  if [ -n "${!v:-}" ]; then NETENV+=("$v=${!v}"); fi
+done
 git clone -q "$REPO" "$WORK/root/fpd"
 git -C "$WORK/root/fpd" checkout -q "$(git -C "$REPO" rev-parse HEAD)"
 echo "bare-check: testing commit $(git -C "$REPO" log -1 --format='%h %s' | cut -c1-70)"
@@ -73,17 +86,17 @@ echo "bare-check: testing commit $(git -C "$REPO" log -1 --format='%h %s' | cut 
 # a private mount namespace: every mount below disappears with it
 rc=0
 unshare --mount --propagation private bash -euo pipefail -c '
-  R=$1; T=$2
+  R=$1; T=$2; shift 2
   mount -t proc proc "$R/proc"
   mount --rbind /sys "$R/sys"
   mount --rbind /dev "$R/dev"
   mount -t tmpfs tmpfs "$R/run"
   mount -t tmpfs tmpfs "$R/tmp"
   mountpoint -q "$R/sys/fs/bpf" || mount -t bpf bpf "$R/sys/fs/bpf" 2>/dev/null || true
-  chroot "$R" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI="${CI:-}" \
+  chroot "$R" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI="${CI:-}" "$@" \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -c "cd /root/fpd && ./run.sh $T"
-' bare-check "$WORK" "$TARGET" || rc=$?
+' bare-check "$WORK" "$TARGET" "${NETENV[@]}" || rc=$?
 t2=$(date +%s)
 echo "bare-check: ./run.sh $TARGET in a bare Debian 12 chroot: exit $rc; base system" \
      "$((t1 - t0)) s (0 = cached), install + run $((t2 - t1)) s"
