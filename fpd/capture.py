@@ -38,6 +38,7 @@ MSG_HDR = struct.Struct("<HBxI")
 REC_HDR = struct.Struct("<dIIBxxx")
 RX, TX = 0, 1
 MAX_MSG = 60000                 # bytes per message (several frames of a burst)
+MAX_RECS = 500                  # records per message (2 iovecs each, IOV_MAX is 1024)
 SNDBUF = 4 << 20                # the capture socket's buffer: what may queue before drops
 DEFAULT_SNAPLEN = 65535
 LINKTYPE_ETHERNET = 1
@@ -170,37 +171,39 @@ class Tap:
 
     def _take(self, view, addrs, lens, direction: int) -> None:
         now = time.time()
+        pack = REC_HDR.pack
+        limit = MAX_MSG - MSG_HDR.size
         gone = None
         for c in self.caps:
             match = c.match
             snap = c.snaplen
-            buf = bytearray(MSG_HDR.size)
-            n = 0
+            parts = [b""]                   # [0]: the message header, packed at send
+            size = n = 0
             for a, ln in zip(addrs, lens):
-                f = view[a:a + ln]
-                if match is not None and not match(f):
+                if match is not None and not match(view[a:a + ln]):
                     continue
                 cap = ln if ln < snap else snap
-                if len(buf) + REC_HDR.size + cap > MAX_MSG and n:
-                    if not self._send(c, buf, n):
+                if n and (size + REC_HDR.size + cap > limit or n >= MAX_RECS):
+                    if not self._send(c, parts, n):
                         gone = (gone or []) + [c]
                         break
-                    buf = bytearray(MSG_HDR.size)
-                    n = 0
-                buf += REC_HDR.pack(now, ln, cap, direction)
-                buf += f[:cap]
+                    parts = [b""]
+                    size = n = 0
+                parts.append(pack(now, ln, cap, direction))
+                parts.append(view[a:a + cap])
+                size += REC_HDR.size + cap
                 n += 1
             else:
-                if n and not self._send(c, buf, n):
+                if n and not self._send(c, parts, n):
                     gone = (gone or []) + [c]
         if gone:
             for c in gone:
                 self._end(c)
 
-    def _send(self, c: _One, buf: bytearray, n: int) -> bool:
-        MSG_HDR.pack_into(buf, 0, MAGIC, c.queue & 0xFF, c.drops & 0xFFFFFFFF)
+    def _send(self, c: _One, parts: list, n: int) -> bool:
+        parts[0] = MSG_HDR.pack(MAGIC, c.queue & 0xFF, c.drops & 0xFFFFFFFF)
         try:
-            c.sock.send(buf, socket.MSG_DONTWAIT)
+            c.sock.sendmsg(parts, (), socket.MSG_DONTWAIT)   # gathers: no copy here
         except BlockingIOError:
             c.drops += n                 # the reader is behind: drop, count, never wait
             return True
@@ -260,6 +263,7 @@ def parse_message(data: bytes):
     if magic != MAGIC:
         raise ValueError(f"bad capture message magic {magic:#x}")
     recs = []
+    data = memoryview(data)
     off = MSG_HDR.size
     while off < len(data):
         ts, orig, cap, d = REC_HDR.unpack_from(data, off)
@@ -304,14 +308,16 @@ def run_capture(sock: socket.socket, out, *, count: int | None = None, snaplen: 
                 break
             q, d, recs = parse_message(data)
             drops[q] = d
+            if count is not None and frames + len(recs) > count:
+                recs = recs[:count - frames]
+            chunks = []
             for ts, orig, _dir, b in recs:
-                if count is not None and frames >= count:
-                    break
                 sec = int(ts)
-                out.write(PCAP_REC.pack(sec, int((ts - sec) * 1e6), len(b), orig))
-                out.write(b)
-                frames += 1
-                by_queue[q] = by_queue.get(q, 0) + 1
+                chunks.append(PCAP_REC.pack(sec, int((ts - sec) * 1e6), len(b), orig))
+                chunks.append(b)
+            out.write(b"".join(chunks))
+            frames += len(recs)
+            by_queue[q] = by_queue.get(q, 0) + len(recs)
             try:
                 out.flush()
             except BrokenPipeError:

@@ -132,3 +132,21 @@ def test_run_capture_writes_pcap_and_stops_at_count():
     res = cap.run_capture(r, io.BytesIO(), snaplen=100)    # writer closed: EOF
     assert res["ended"] == "eof"
     r.close()
+
+
+def test_tap_splits_many_small_frames_into_messages_within_iov_max():
+    view, frames = _setup(nframes=1200, size=60)
+    w = _FakeWorker(view, frames)
+    r, wr = cap.make_pair()
+    cap.attach(w, wr, {})
+    w.xsk.rx_burst(2000)
+    r.setblocking(False)
+    n = 0
+    msgs = 0
+    with pytest.raises(BlockingIOError):
+        while True:
+            n += len(cap.parse_message(r.recv(1 << 20))[2])
+            msgs += 1
+    assert n == 1200 and msgs == 3 and cap.Tap.of(w).stats()["drops"] == 0
+    cap.Tap.of(w).close()
+    r.close()
