@@ -242,6 +242,7 @@ CONFIG_KEYS = {
     "socket": "socket", "local_ports": "local_ports", "local-ports": "local_ports",
     "group": "group", "owner": "owner", "log": "log", "foreground": "foreground",
     "socket_mode": "sock_mode", "stack": "stack", "worker": "worker",
+    "metrics": "metrics", "log_level": "log_level", "log-level": "log_level",
 }
 
 
@@ -293,7 +294,8 @@ def load_config_file(path: str) -> dict:
             v = int(v, 8)
         elif field == "foreground" and not isinstance(v, bool):
             raise ValueError(f"{path}: foreground must be true or false")
-        elif field in ("ifname", "addr", "mode", "socket", "log") and v is not None \
+        elif field in ("ifname", "addr", "mode", "socket", "log", "metrics",
+                       "log_level") and v is not None \
                 and not isinstance(v, str):
             raise ValueError(f"{path}: {k} must be a string")
         out[field] = v
@@ -400,17 +402,22 @@ def _daemonize(cfg, timeout: float = 90.0) -> int:
               help="Stay in the foreground (log to stderr too) instead of daemonizing.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML or JSON file with the same keys (iface, ports, addr, mode, queues, "
-                   "socket, local_ports, group, owner, log, foreground, stack, worker); "
-                   "the command line wins.")
+                   "socket, local_ports, group, owner, log, log_level, foreground, metrics, "
+                   "stack, worker); the command line wins.")
 @click.option("--local-ports", callback=_local_ports_cb,
               help="Local port range LO-HI for outgoing connections, steered to fpd and "
                    "reserved from the kernel. [default: 60000-60255]")
 @click.option("--group", help="Group that may use the socket (mode 0660).")
 @click.option("--log", "log_file", type=click.Path(dir_okay=False),
               help="Log file. [default: SOCKET.log, e.g. /run/fpd/fpd.sock.log]")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Least severe level logged. [default: info]")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (the kernel's "
+                   "TCP; off by default), e.g. 127.0.0.1:9477.")
 @click.pass_context
 def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config_file,
-          local_ports, group, log_file):
+          local_ports, group, log_file, log_level, metrics):
     """Start the daemon: attach XDP to IFACE, steer the ports, serve apps on the socket.
 
     Needs root. Without --foreground, returns once the daemon serves (exit 0) or with its
@@ -431,7 +438,8 @@ def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config
             raise click.ClickException(str(e))
     cli_values = {"ifname": iface, "ports": list(ports) or None, "addr": addr, "mode": mode,
                   "queues": queues, "local_ports": local_ports, "group": group,
-                  "log": log_file, "foreground": foreground}
+                  "log": log_file, "foreground": foreground, "log_level": log_level,
+                  "metrics": metrics}
     if given("socket_path") or "socket" not in from_file:
         cli_values["socket"] = os.path.abspath(socket_path)
     cfg = build_config(cli_values, from_file)

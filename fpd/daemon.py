@@ -48,7 +48,7 @@ import sys
 import time
 import traceback
 
-from fpd import control
+from fpd import control, sdnotify
 
 log = logging.getLogger("fpd.daemon")
 
@@ -65,6 +65,7 @@ IFACE_CHECK = 1.0          # seconds between checks that the interface still exi
 CLIENT_TIMEOUT = 5.0      # for a new connection's first message
 
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF = 12, 13, 39
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PR_SET_PDEATHSIG = 1
 
 __all__ = ["DaemonConfig", "DaemonError", "run", "preflight", "force_stop",
@@ -95,6 +96,8 @@ class DaemonConfig:
     stack: dict = dataclasses.field(default_factory=dict)    # StackConfig overrides
     worker: dict = dataclasses.field(default_factory=dict)   # fpd.worker.Worker kwargs
     foreground: bool = False
+    metrics: str | None = None           # HOST:PORT of the Prometheus endpoint, None = off
+    log_level: str = "info"
 
     @property
     def log_path(self) -> str:
@@ -163,6 +166,20 @@ def validate(cfg: DaemonConfig) -> None:
         raise DaemonError(f"socket path too long for a unix socket (max 107 bytes): "
                           f"{cfg.socket}")
     _uid_gid(cfg)
+    _validate_ops(cfg)
+
+
+def _validate_ops(cfg: DaemonConfig) -> None:
+    """--metrics and --log-level (fpd.metrics, the logging set-up below)."""
+    if cfg.metrics is not None:
+        from fpd.metrics import MetricsError, parse_addr
+        try:
+            parse_addr(cfg.metrics)
+        except MetricsError as e:
+            raise DaemonError(str(e)) from None
+    if str(cfg.log_level).upper() not in LOG_LEVELS:
+        raise DaemonError(f"log level must be one of {', '.join(l.lower() for l in LOG_LEVELS)}"
+                          f", not {cfg.log_level!r}")
 
 
 def _uid_gid(cfg: DaemonConfig) -> tuple[int, int]:
@@ -432,6 +449,7 @@ class Supervisor:
         self._cleaned = False
         self.ready_fd = -1                    # the `fpd start` pipe: not for the workers
         self.fwd: list = []                   # socketpairs between workers while forking
+        self.metrics = None                   # fpd.metrics.MetricsServer (--metrics)
 
     # -- signals ---------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -551,10 +569,26 @@ class Supervisor:
         self._fork_workers()
         self._wait_ready()
         self._write_state()
+        self._start_metrics()
         log.info("serving %s (%s XDP, prog id %d) queues %d ports %s local ports %d-%d "
                  "on %s (pid %d)", cfg.ifname, self.steering.mode, self.steering.prog_id,
                  self.nqueues, ",".join(map(str, cfg.ports)), *cfg.local_ports,
                  cfg.socket, self.pid)
+
+    def _start_metrics(self) -> None:
+        if not self.cfg.metrics:
+            return
+        from fpd.metrics import MetricsError, MetricsServer
+        try:
+            self.metrics = MetricsServer(self.cfg.metrics)
+        except MetricsError as e:
+            raise DaemonError(str(e)) from None
+        log.info("metrics on http://%s:%d/metrics", *self.metrics.addr)
+
+    def _scrape(self) -> bytes:
+        from fpd import __version__
+        from fpd.metrics import render
+        return render(self._stats(), self._status(), self._conns(), __version__)
 
     def _make_dir(self) -> None:
         d = os.path.dirname(self.cfg.socket)
@@ -858,6 +892,8 @@ class Supervisor:
         sel.register(self._sig_r, selectors.EVENT_READ, ("signal", None))
         for w in self.workers:
             sel.register(w.chan, selectors.EVENT_READ, ("worker", w))
+        if self.metrics is not None:
+            sel.register(self.metrics.sock, selectors.EVENT_READ, ("metrics", None))
         self._reap()     # a worker that died between ready and here
         next_if_check = time.monotonic() + IFACE_CHECK
         while not self.stopping:
@@ -876,6 +912,8 @@ class Supervisor:
                         self._on_worker_msg(obj)
                     elif kind == "client":
                         self._on_client(obj)
+                    elif kind == "metrics":
+                        self.metrics.handle(self._scrape)
                 except Exception:
                     log.exception("error handling %s", kind)
                 if self.stopping:
@@ -1194,6 +1232,8 @@ class Supervisor:
             return
         self._cleaned = True
         self.stopping = True
+        if self.metrics is not None:                 # --metrics (fpd.metrics)
+            self.metrics.close()
         for c, _ in list(self.clients.values()):
             with contextlib.suppress(Exception):
                 c.close()
@@ -1294,17 +1334,49 @@ def select_read(fds, timeout):
 
 
 # --- logging -----------------------------------------------------------------------------
-class _Fmt(logging.Formatter):
+# One line per event everywhere (a traceback's lines are joined with " | "), with its level.
+# The log file: UTC time, pid, level, logger. Stderr in the foreground: pid and level; when
+# stderr is the systemd journal (JOURNAL_STREAM names it), a "<N>" syslog priority prefix
+# instead, which the journal turns into the entry's priority (it adds time and pid itself).
+_SYSLOG_PRIO = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                logging.CRITICAL: 2}
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record):
+        return super().format(record).replace("\r", "").replace("\n", " | ")
+
+
+class _Fmt(_OneLine):
     def formatTime(self, record, datefmt=None):
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + \
             f".{int(record.msecs):03d}Z"
 
 
+class _JournalFmt(_OneLine):
+    def format(self, record):
+        prio = _SYSLOG_PRIO.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        return f"<{prio}>" + super().format(record)
+
+
+def stderr_is_journal(fd: int = 2) -> bool:
+    """True when ``fd`` is the journal stream systemd gave us (sd_journal_stream_fd(3):
+    JOURNAL_STREAM is "DEV:INODE" of that stream)."""
+    js = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in js.split(":"))
+        st = os.fstat(fd)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
 def setup_logging(cfg: DaemonConfig) -> list[logging.Handler]:
-    """Log file (always, appended) and, in the foreground, stderr. Returns the handlers
-    added (for :func:`teardown_logging`)."""
+    """Log file (always, appended) and, in the foreground, stderr (journal-style when it
+    is the journal), at ``cfg.log_level``. Returns the handlers added (for
+    :func:`teardown_logging`)."""
     root = logging.getLogger("fpd")
-    root.setLevel(logging.INFO)
+    root.setLevel(getattr(logging, str(cfg.log_level).upper(), logging.INFO))
     added = []
     fmt = _Fmt("%(asctime)s fpd[%(process)d] %(levelname)s %(name)s: %(message)s")
     try:
@@ -1321,7 +1393,14 @@ def setup_logging(cfg: DaemonConfig) -> list[logging.Handler]:
                   f"stderr only", file=sys.stderr)
     if cfg.foreground:
         sh = logging.StreamHandler(sys.stderr)
-        sh.setFormatter(logging.Formatter("fpd[%(process)d] %(levelname)s: %(message)s"))
+        try:
+            efd = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            efd = 2
+        if stderr_is_journal(efd):
+            sh.setFormatter(_JournalFmt("%(name)s: %(message)s"))
+        else:
+            sh.setFormatter(_OneLine("fpd[%(process)d] %(levelname)s: %(message)s"))
         root.addHandler(sh)
         added.append(sh)
     return added
@@ -1372,6 +1451,7 @@ def run(cfg: DaemonConfig, ready_fd: int | None = None) -> int:
         except DaemonError as e:
             log.error("%s", e)
             _notify(ready_fd, f"error: {e}")
+            sdnotify.notify(f"STATUS=start-up failed: {e}")
             return 1
         except Exception as e:                    # noqa: BLE001
             log.exception("start-up failed")
@@ -1381,11 +1461,14 @@ def run(cfg: DaemonConfig, ready_fd: int | None = None) -> int:
                                               "queues": sup.nqueues,
                                               "prog_id": sup.steering.prog_id}))
         ready_fd = None
+        sdnotify.notify(f"READY=1\nMAINPID={sup.pid}\nSTATUS=serving {cfg.ifname} ports "
+                        f"{','.join(map(str, cfg.ports))} on {cfg.socket}")
         try:
             rc = sup.serve()
         except Exception:                         # noqa: BLE001
             log.exception("supervisor failed")
             rc = 1
+        sdnotify.notify("STOPPING=1")
         log.info("stopping (exit code %d)", rc)
         return rc
     finally:
