@@ -87,6 +87,7 @@ echo "bare-check: testing commit $(git -C "$REPO" log -1 --format='%h %s' | cut 
 rc=0
 unshare --mount --propagation private bash -euo pipefail -c '
   R=$1; T=$2; shift 2
+  mount --bind "$R" "$R"       # / of the chroot is a mount point (ip netns exec needs it)
   mount -t proc proc "$R/proc"
   mount --rbind /sys "$R/sys"
   mount --rbind /dev "$R/dev"
