@@ -64,7 +64,7 @@ STOP_TIMEOUT = 5.0        # for the workers to exit after "stop"
 IFACE_CHECK = 1.0          # seconds between checks that the interface still exists
 CLIENT_TIMEOUT = 5.0      # for a new connection's first message
 
-CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF = 12, 13, 39
+CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK = 12, 13, 39, 38, 14
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PR_SET_PDEATHSIG = 1
 
@@ -209,15 +209,32 @@ def _capabilities() -> int:
     return 0
 
 
+# what fpd start needs (CAP_PERFMON: the verifier allows steer.o's packet pointer
+# arithmetic only with it); CAP_IPC_LOCK only when the UMEM exceeds RLIMIT_MEMLOCK
+REQUIRED_CAPS = (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_NET_RAW", CAP_NET_RAW),
+                 ("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON))
+
+
+def missing_capabilities(caps: int | None = None) -> list[str]:
+    caps = _capabilities() if caps is None else caps
+    return [n for n, bit in REQUIRED_CAPS if not caps >> bit & 1]
+
+
 def check_privileges() -> None:
-    if os.geteuid() == 0:
-        return
     caps = _capabilities()
-    missing = [n for n, bit in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_NET_RAW", CAP_NET_RAW),
-                                ("CAP_BPF", CAP_BPF)) if not caps >> bit & 1]
-    if missing:
-        raise DaemonError(f"fpd start needs root (or CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF; "
-                          f"missing {', '.join(missing)}): run it with sudo")
+    if os.geteuid() == 0 and caps == 0:
+        return                                  # root, capabilities unreadable
+    missing = missing_capabilities(caps)
+    if not missing:
+        return
+    names = ", ".join(n for n, _ in REQUIRED_CAPS)
+    if os.geteuid() == 0:
+        raise DaemonError(f"fpd start runs as root but without {', '.join(missing)} (a "
+                          f"reduced capability set: systemd CapabilityBoundingSet, setpriv, "
+                          f"a container): it needs {names}; add the missing ones")
+    raise DaemonError(f"fpd start needs root (or the capabilities {names}; missing "
+                      f"{', '.join(missing)}): run it with sudo, or grant them (systemd: "
+                      f"AmbientCapabilities, see systemd/fpd.service)")
 
 
 def check_interface(ifname: str) -> int:

@@ -105,7 +105,19 @@ def test_not_root_is_refused(monkeypatch):
         daemon.check_privileges()
     all_caps = (1 << daemon.CAP_NET_ADMIN) | (1 << daemon.CAP_NET_RAW) | (1 << daemon.CAP_BPF)
     monkeypatch.setattr(daemon, "_capabilities", lambda: all_caps)
+    with pytest.raises(DaemonError, match="missing CAP_PERFMON.*run it with sudo, or grant"):
+        daemon.check_privileges()
+    all_caps |= 1 << daemon.CAP_PERFMON
+    monkeypatch.setattr(daemon, "_capabilities", lambda: all_caps)
     daemon.check_privileges()                 # capabilities are enough
+
+
+def test_root_with_a_reduced_capability_set_is_told_what_is_missing(monkeypatch):
+    monkeypatch.setattr(daemon.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(daemon, "_capabilities", lambda: 1 << daemon.CAP_NET_ADMIN)
+    with pytest.raises(DaemonError, match="runs as root but without CAP_NET_RAW, CAP_BPF, "
+                                          "CAP_PERFMON .*add the missing ones"):
+        daemon.check_privileges()
 
 
 def test_missing_interface_message():
