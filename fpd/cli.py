@@ -724,6 +724,70 @@ def capture(iface, port, host, count, snaplen, out_path, socket_path):
 
 
 @main.command()
+@click.option("--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
+              help="Seconds between counter reads.")
+@click.option("--duration", type=click.FloatRange(0.1), help="Stop after this many seconds "
+              "(default: until Ctrl-C or the daemon stops).")
+@_socket_option
+def trace(interval, duration, socket_path):
+    """Live: why frames are dropped or not steered (root).
+
+    Prints each xdp:xdp_exception and xdp:xdp_redirect_err tracepoint hit of fpd's XDP
+    program (read through a private tracefs instance) with what it means, and every
+    --interval the drop and not-steered counters that moved (XDP program, each socket's
+    XDP statistics incl. fill-ring starvation, the workers)."""
+    import select as _select
+
+    from fpd import trace as _trace
+
+    st = _ask(socket_path, {"op": "status"})
+    prog = int(st.get("prog_id") or 0)
+    tp = None
+    try:
+        tp = _trace.Tracepoints(prog)
+        where = f"tracepoints xdp:xdp_exception, xdp:xdp_redirect_err ({tp.inst})"
+    except _trace.TraceError as e:
+        where = f"no tracepoints ({e})"
+    click.echo(f"fpd trace: {st.get('ifname')} prog id {prog}: {where}; counters every "
+               f"{interval:g} s; Ctrl-C stops")
+    end = None if duration is None else time.monotonic() + duration
+    why = "interrupted"
+    try:
+        prev = _ask(socket_path, {"op": "stats"})
+        nxt = time.monotonic() + interval
+        while True:
+            now = time.monotonic()
+            if end is not None and now >= end:
+                why = f"{duration:g} s"
+                break
+            wait = max(0.0, min(nxt, end if end is not None else nxt) - now)
+            if tp is not None:
+                r, _, _ = _select.select([tp], [], [], wait)
+                if r:
+                    for ev in tp.read_events():
+                        click.echo(f"{time.strftime('%H:%M:%S')}  {_trace.explain(ev)}")
+            else:
+                time.sleep(wait)
+            if time.monotonic() >= nxt:
+                nxt += interval
+                try:
+                    cur = _ask(socket_path, {"op": "stats"}, timeout=5.0)
+                except click.ClickException:
+                    why = "the daemon stopped"
+                    break
+                for k, d in sorted(_trace.counter_deltas(prev, cur).items()):
+                    click.echo(f"{time.strftime('%H:%M:%S')}  {k} +{d}: "
+                               f"{_trace.meaning(k)}")
+                prev = cur
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if tp is not None:
+            tp.close()
+    click.echo(f"fpd trace: stopped ({why})")
+
+
+@main.command()
 @click.option("--quick", is_flag=True, help="A short run (smoke test).")
 def demo(quick):
     """Run the demo: a test bed, fpd serving in it, the kernel's TCP talking to it (root)."""
