@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
-import shutil
 import socket
 import sys
 import time
@@ -20,82 +18,6 @@ from fpd import __version__
 @click.version_option(__version__, prog_name="fpd")
 def main():
     """fpd — fast-path TCP termination: XDP steering, AF_XDP rings, a TCP engine in Python."""
-
-
-def _check(name: str, fn) -> dict:
-    try:
-        ok, detail = fn()
-    except Exception as e:  # a check must never crash the report
-        ok, detail = False, f"{type(e).__name__}: {e}"
-    return {"check": name, "ok": bool(ok), "detail": detail}
-
-
-def _kernel():
-    rel = platform.release()
-    parts = rel.split(".")
-    try:
-        major, minor = int(parts[0]), int(parts[1].split("-")[0])
-    except (ValueError, IndexError):
-        return False, f"cannot read kernel version {rel!r}"
-    return (major, minor) >= (5, 10), f"Linux {rel} (need >= 5.10)"
-
-
-def _privileges():
-    if os.geteuid() == 0:
-        return True, "running as root"
-    try:
-        with open("/proc/self/status") as f:
-            capeff = next(l for l in f if l.startswith("CapEff:")).split()[1]
-    except (OSError, StopIteration):
-        return False, "not root and capabilities unreadable"
-    caps = int(capeff, 16)
-    need = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_IPC_LOCK": 14, "CAP_BPF": 39}
-    missing = [n for n, bit in need.items() if not caps >> bit & 1]
-    return not missing, "missing " + ", ".join(missing) if missing else "capabilities present"
-
-
-def _af_xdp():
-    try:
-        s = socket.socket(44, socket.SOCK_RAW, 0)
-    except OSError as e:
-        return False, f"AF_XDP socket: {e.strerror}"
-    s.close()
-    return True, "AF_XDP sockets can be created"
-
-
-def _libbpf():
-    from fpd import libbpf  # noqa: F401  (loading the shared library is the check)
-    return True, "libbpf loaded"
-
-
-def _bpf_object():
-    from fpd.bpf import find_object
-    return True, find_object()
-
-
-def _clang():
-    path = shutil.which("clang")
-    return path is not None, path or "clang not found (needed only to rebuild bpf/steer.c)"
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def doctor(as_json):
-    """Check that this machine can run fpd (kernel, privileges, AF_XDP, libbpf, BPF object)."""
-    checks = [
-        _check("kernel", _kernel),
-        _check("privileges", _privileges),
-        _check("af_xdp", _af_xdp),
-        _check("libbpf", _libbpf),
-        _check("bpf_object", _bpf_object),
-        _check("clang", _clang),
-    ]
-    if as_json:
-        click.echo(json.dumps(checks, indent=2))
-    else:
-        for c in checks:
-            click.echo(f"{'ok ' if c['ok'] else 'BAD'}  {c['check']:<11} {c['detail']}")
-    sys.exit(0 if all(c["ok"] for c in checks if c["check"] != "clang") else 1)
 
 
 @main.group()
@@ -233,6 +155,30 @@ def _local_ports_cb(ctx, param, value):
         return _parse_local_ports(value)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
+
+
+@main.command()
+@click.option("-i", "--iface", help="Also check this interface (XDP mode, queues, MTU, "
+                                    "memlock for its queues, no XDP program yet).")
+@click.option("-p", "--port", "ports", type=click.IntRange(1, 65535), multiple=True,
+              help="Also check that the kernel does not use this port (repeat).")
+@click.option("--local-ports", callback=_local_ports_cb,
+              help="Local port range to check. [default: 60000-60255]")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(iface, ports, local_ports, as_json):
+    """Check everything `fpd start` needs: kernel, capabilities, memlock, AF_XDP, libbpf,
+    the BPF object, the interface (XDP mode, queues, MTU), the local port range; and the
+    optional tools (clang, tcpdump, tracefs, bcc). Exit 1 if `fpd start` would fail."""
+    from fpd import doctor as _doctor
+    checks = _doctor.run_checks(iface, local_ports, ports)
+    if as_json:
+        click.echo(json.dumps(checks, indent=2))
+    else:
+        width = max(len(c["check"]) for c in checks)
+        for c in checks:
+            click.echo(f"{ {'ok': 'ok  ', 'warn': 'warn', 'bad': 'BAD '}[c['level']]} "
+                       f"{c['check']:<{width}}  {c['detail']}")
+    sys.exit(1 if any(c["level"] == "bad" for c in checks) else 0)
 
 
 # keys of a --config file (TOML or JSON) -> DaemonConfig fields

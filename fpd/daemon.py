@@ -241,7 +241,9 @@ def check_interface(ifname: str) -> int:
     try:
         return socket.if_nametoindex(ifname)
     except OSError:
-        raise DaemonError(f"no interface {ifname} in this network namespace") from None
+        raise DaemonError(f"no interface {ifname} in this network namespace (`ip link` "
+                          f"lists them; for one in another namespace run fpd there: "
+                          f"ip netns exec NS fpd ...)") from None
 
 
 def preflight(cfg: DaemonConfig) -> None:
