@@ -4,6 +4,7 @@
 #   make test   installs what is missing (apt + venv), builds the BPF object, runs the suite
 #   make test-fast  unit + engine tests only (no root)
 #   make bare-check the README's test command in a bare Debian 12 chroot (~10 min, root)
+#   make vm-test    the integration suite in a throw-away Debian 12 VM (KVM, root)
 #
 # Interpreter: Debian's /usr/bin/python3 (3.11 on Debian 12), in a venv made with
 # --system-site-packages. It measured 1.5-2x faster than the pyenv build on the per-packet
@@ -18,7 +19,7 @@ APT_PKGS   := clang llvm libbpf-dev bpftool ethtool iproute2 nftables iperf3 soc
               wrk iputils-ping tcpdump python3 python3-venv python3-dev python3-bpfcc gcc make
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv bpf demo test test-fast bare-check clean
+.PHONY: all deps venv bpf demo test test-fast bare-check vm-test print-apt-pkgs clean
 
 all: venv bpf
 
@@ -56,6 +57,12 @@ test-fast: venv
 
 bare-check:
 	scripts/bare-check.sh test
+
+vm-test:
+	scripts/vm-test.sh
+
+print-apt-pkgs:
+	@echo $(APT_PKGS)
 
 clean:
 	rm -rf $(VENV) bpf/*.o build *.egg-info fpd/_accel*.so
