@@ -79,8 +79,8 @@ for v in PIP_CERT SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE PIP_DEFAULT_TIME
          http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
   if [ -n "${!v:-}" ]; then NETENV+=("$v=${!v}"); fi
 done
-git clone -q "$REPO" "$WORK/root/fpd"
-git -C "$WORK/root/fpd" checkout -q "$(git -C "$REPO" rev-parse HEAD)"
+git clone -q "$REPO" "$WORK/srv/fpd"   # /srv: readable by the tests that run as nobody
+git -C "$WORK/srv/fpd" checkout -q "$(git -C "$REPO" rev-parse HEAD)"
 echo "bare-check: testing commit $(git -C "$REPO" log -1 --format='%h %s' | cut -c1-70)"
 
 # a private mount namespace: every mount below disappears with it
@@ -96,7 +96,7 @@ unshare --mount --propagation private bash -euo pipefail -c '
   mountpoint -q "$R/sys/fs/bpf" || mount -t bpf bpf "$R/sys/fs/bpf" 2>/dev/null || true
   chroot "$R" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI="${CI:-}" "$@" \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    bash -c "cd /root/fpd && ./run.sh $T"
+    bash -c "cd /srv/fpd && ./run.sh $T"
 ' bare-check "$WORK" "$TARGET" "${NETENV[@]}" || rc=$?
 t2=$(date +%s)
 echo "bare-check: ./run.sh $TARGET in a bare Debian 12 chroot: exit $rc; base system" \

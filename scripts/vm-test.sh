@@ -110,9 +110,9 @@ done
 [ $up = 1 ] || { echo "vm-test: no SSH after 240 s; console:"; tail -40 "$RUN/console.log"; exit 1; }
 t2=$(date +%s)
 echo "vm-test: VM up in $((t2 - t1)) s ($("${SSH[@]}" uname -sr)); copying HEAD and running the suite"
-git -C "$REPO" archive --format=tar --prefix=fpd/ HEAD | "${SSH[@]}" "tar -x -C /root"
+git -C "$REPO" archive --format=tar --prefix=fpd/ HEAD | "${SSH[@]}" "tar -x -C /srv"
 rc=0
-"${SSH[@]}" "set -a; . /etc/environment; set +a; cd /root/fpd && CI=${CI:-} ./run.sh test PYTEST_ARGS='$ARGS'" \
+"${SSH[@]}" "set -a; . /etc/environment; set +a; cd /srv/fpd && CI=${CI:-} ./run.sh test PYTEST_ARGS='$ARGS'" \
   > "$RUN/suite.log" 2>&1 || rc=$?
 t3=$(date +%s)
 grep -E "^(FAILED|ERROR) |passed|failed|error" "$RUN/suite.log" | tail -15 || true
