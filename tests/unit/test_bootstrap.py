@@ -84,3 +84,27 @@ def test_bare_debian_chroot_runs_the_readme_test_command():
     tail = "\n".join(r.stdout.splitlines()[-30:])
     assert r.returncode == 0, tail + r.stderr[-2000:]
     assert re.search(r"\d+ passed", r.stdout), tail
+
+
+def test_vm_test_script_and_target_exist():
+    subprocess.run(["bash", "-n", str(ROOT / "scripts" / "vm-test.sh")], check=True)
+    mk = (ROOT / "Makefile").read_text()
+    assert "\nvm-test:\n\tscripts/vm-test.sh\n" in mk
+    assert "\nbare-check:\n\tscripts/bare-check.sh test\n" in mk
+    text = (ROOT / "scripts" / "vm-test.sh").read_text()
+    assert "restrict=on" in text and "hostfwd=tcp:127.0.0.1:" in text   # loopback only
+
+
+@pytest.mark.bare
+@pytest.mark.root
+@pytest.mark.timeout(3600)
+def test_vm_runs_the_integration_suite():
+    """Opt-in (--run-bare, ~10 min, /dev/kvm): scripts/vm-test.sh boots the VM, runs the
+    integration suite inside and destroys it."""
+    if not os.access("/dev/kvm", os.W_OK):
+        pytest.skip("no /dev/kvm")
+    r = subprocess.run([str(ROOT / "scripts" / "vm-test.sh")], capture_output=True,
+                       text=True, timeout=3600)
+    tail = "\n".join(r.stdout.splitlines()[-30:])
+    assert r.returncode == 0, tail + r.stderr[-2000:]
+    assert re.search(r"\d+ passed", r.stdout) and "vm-test: exit 0" in r.stdout, tail
