@@ -124,13 +124,14 @@ def validate(cfg: DaemonConfig) -> None:
     if not cfg.ifname or not isinstance(cfg.ifname, str):
         raise DaemonError("an interface is required (-i IFACE)")
     if len(cfg.ifname) > 15 or "/" in cfg.ifname:
-        raise DaemonError(f"not an interface name: {cfg.ifname!r}")
+        raise DaemonError(f"not an interface name: {cfg.ifname!r} (at most 15 characters, "
+                          f"no '/': `ip link` lists the interfaces)")
     if not cfg.ports:
         raise DaemonError("at least one port to serve is required (-p PORT)")
     for p in cfg.ports:
         _check_port(p)
     if len(set(cfg.ports)) != len(cfg.ports):
-        raise DaemonError(f"a port is given twice: {cfg.ports}")
+        raise DaemonError(f"a port is given twice: {cfg.ports} (give each -p PORT once)")
     if cfg.mode not in MODES:
         raise DaemonError(f"mode must be one of {', '.join(MODES)}, not {cfg.mode!r}")
     if cfg.addr is not None:
@@ -161,10 +162,11 @@ def validate(cfg: DaemonConfig) -> None:
                 or not 1 <= cfg.queues <= MAX_QUEUES:
             raise DaemonError(f"--queues must be 1..{MAX_QUEUES}, not {cfg.queues!r}")
     if not cfg.socket or not os.path.isabs(cfg.socket):
-        raise DaemonError(f"the socket path must be absolute, not {cfg.socket!r}")
+        raise DaemonError(f"the socket path must be absolute, not {cfg.socket!r} (e.g. "
+                          f"--socket /run/fpd/fpd.sock)")
     if len(os.fsencode(cfg.socket)) > 107:
         raise DaemonError(f"socket path too long for a unix socket (max 107 bytes): "
-                          f"{cfg.socket}")
+                          f"{cfg.socket} (choose a shorter --socket, e.g. /run/fpd/NAME.sock)")
     _uid_gid(cfg)
     _validate_ops(cfg)
 
@@ -571,7 +573,9 @@ class Supervisor:
         n = cfg.queues if cfg.queues is not None else min(avail, MAX_QUEUES)
         if n > avail:
             raise DaemonError(f"{cfg.ifname} has {avail} active queue{'s' * (avail != 1)}; "
-                              f"--queues {n} asks for more")
+                              f"--queues {n} asks for more (use --queues {avail} or leave it "
+                              f"out; `ethtool -L {cfg.ifname} combined N` adds queues where "
+                              f"the driver allows)")
         self.nqueues = n
         self._make_dir()
         self._lock()

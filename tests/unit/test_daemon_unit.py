@@ -422,3 +422,19 @@ def test_silent_client_is_dropped(sup, monkeypatch):
     assert 0.1 < time.monotonic() - t0 < 3
     c.close()
     assert ask(sock, {"op": "hello"})["ok"]
+
+
+@pytest.mark.parametrize("kw, cause, fix", [
+    ({"ifname": "x" * 16}, "not an interface name", "`ip link` lists"),
+    ({"ports": [80, 80]}, "a port is given twice", "give each -p PORT once"),
+    ({"socket": "rel.sock"}, "must be absolute", "--socket /run/fpd/fpd.sock"),
+    ({"socket": "/" + "a" * 120}, "too long for a unix socket", "choose a shorter --socket"),
+    ({"ports": [60001]}, "inside the local port range", "--local-ports"),
+    ({"metrics": "127.0.0.1:0"}, "port must be 1..65535", "--metrics"),
+    ({"log_level": "loud"}, "log level must be one of", "debug, info, warning, error"),
+])
+def test_start_errors_name_the_thing_the_cause_and_the_fix(kw, cause, fix):
+    base = {"ifname": "eth0", "ports": [80], "socket": "/run/fpd/fpd.sock"}
+    with pytest.raises(DaemonError) as ei:
+        daemon.validate(DaemonConfig(**{**base, **kw}))
+    assert cause in str(ei.value) and fix in str(ei.value), str(ei.value)
