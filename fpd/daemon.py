@@ -611,7 +611,9 @@ class Supervisor:
     def _scrape(self) -> bytes:
         from fpd import __version__
         from fpd.metrics import render
-        return render(self._stats(), self._status(), self._conns(), __version__)
+        status = {"ifname": self.cfg.ifname, "mode": self.steering.mode,
+                  "uptime": round(time.time() - self.started, 3)}
+        return render(self._stats(), status, self._conns(), __version__)
 
     def _make_dir(self) -> None:
         d = os.path.dirname(self.cfg.socket)

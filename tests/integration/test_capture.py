@@ -167,3 +167,30 @@ def test_capture_errors_name_the_cause(echo_on_fpd, tmp_path):
     assert r.returncode == 2 and "IPv4 address" in r.stderr, r.stderr
     r = d.cli("capture", "--socket", d.socket, "-w", "/nonexistent/dir/x.pcap", check=False)
     assert r.returncode == 1 and "cannot write the capture file" in r.stderr, r.stderr
+
+
+def test_capture_covers_every_worker_of_a_two_queue_daemon(testbed_factory, tmp_path):
+    bed = testbed_factory(queues=2)
+    with fpd_daemon(bed, [PORT]) as d:
+        out = str(tmp_path / "q2.pcap")
+        cap = bed.popen(bed.srv_ns, d.argv("capture", "--socket", d.socket, "-w", out),
+                        env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            head = _wait_line(cap.stderr, "fpd capture:")
+            peer = bed.socket(bed.peer_ns)          # nobody listens: fpd answers RST
+            peer.settimeout(5)
+            try:
+                with pytest.raises(ConnectionRefusedError):
+                    peer.connect((bed.srv_ip, PORT))
+            finally:
+                peer.close()
+            time.sleep(0.5)
+        finally:
+            _stop(cap)
+        err = cap.stderr.read()
+        cap.stdout.close()
+        cap.stderr.close()
+    assert "queues 0,1" in head, head
+    text = _tcpdump(out)
+    flags = re.findall(r"Flags \[([^]]*)\]", text)
+    assert flags[:2] == ["S", "R."], text + err

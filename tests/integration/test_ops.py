@@ -177,18 +177,20 @@ def test_failed_start_never_says_ready(testbed, tmp_path):
 def test_log_level_and_one_line_per_event(testbed, tmp_path):
     bed = testbed
     sock = str(tmp_path / "fpd.sock")
-    p = _foreground(bed, sock, dict(os.environ), extra=("--log-level", "warning"))
+    nsock = str(tmp_path / "notify")
+    n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    n.bind(nsock)
+    n.settimeout(60)
+    p = _foreground(bed, sock, dict(os.environ, NOTIFY_SOCKET=nsock),
+                    extra=("--log-level", "warning"))
     try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(sock):
-            assert p.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.5)
+        assert n.recv(4096).startswith(b"READY=1")      # serving: now stop it
         os.killpg(p.pid, signal.SIGTERM)
-        _, err = p.communicate(timeout=20)
+        _, err = p.communicate(timeout=30)
     finally:
         _cleanup(bed, p, sock)
-    assert p.returncode == 0
+        n.close()
+    assert p.returncode == 0, err
     assert b"INFO" not in err and b"serving" not in err, err     # info is below warning
     with open(sock + ".log") as f:
         log = f.read()
