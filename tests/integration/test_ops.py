@@ -6,13 +6,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fpdd import fpd_daemon
-from test_capture import PORT, _exchange, _stop, _wait_line, echo_on_fpd  # noqa: F401
+from test_capture import PORT, _exchange, _stop, _wait_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

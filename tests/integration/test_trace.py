@@ -2,7 +2,6 @@
 their meaning; the tracepoints are enabled on fpd's program and removed afterwards."""
 
 import os
-import socket
 import subprocess
 import sys
 import threading
