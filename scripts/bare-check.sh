@@ -83,9 +83,11 @@ git clone -q "$REPO" "$WORK/srv/fpd"   # /srv: readable by the tests that run as
 git -C "$WORK/srv/fpd" checkout -q "$(git -C "$REPO" rev-parse HEAD)"
 echo "bare-check: testing commit $(git -C "$REPO" log -1 --format='%h %s' | cut -c1-70)"
 
-# a private mount namespace: every mount below disappears with it
+# private mount and PID namespaces: every mount below disappears with them, and the
+# chroot's /proc shows only its own processes (as on a machine of its own; tests that check
+# for left-over processes would otherwise see other users' on the host)
 rc=0
-unshare --mount --propagation private bash -euo pipefail -c '
+unshare --mount --propagation private --pid --fork bash -euo pipefail -c '
   R=$1; T=$2; shift 2
   mount --bind "$R" "$R"       # / of the chroot is a mount point (ip netns exec needs it)
   mount -t proc proc "$R/proc"
