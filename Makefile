@@ -16,7 +16,8 @@ PY         := $(VENV)/bin/python
 CLANG      ?= clang
 BPF_CFLAGS := -O2 -g -Wall -target bpf -I/usr/include/$(shell uname -m)-linux-gnu
 APT_PKGS   := clang llvm libbpf-dev bpftool ethtool iproute2 nftables iperf3 socat curl \
-              wrk iputils-ping tcpdump procps python3 python3-venv python3-dev python3-bpfcc gcc make
+              wrk iputils-ping tcpdump procps python3 python3-venv python3-dev python3-bpfcc gcc make \
+              libatomic1
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv bpf demo test test-fast bare-check vm-test print-apt-pkgs clean
@@ -50,9 +51,11 @@ demo: venv bpf
 	$(VENV)/bin/fpd demo
 
 test: venv bpf
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest tests/unit tests/engine $(PYTEST_ARGS)
 
 bare-check:

@@ -20,6 +20,7 @@ kernel's runs too (they are XDP_PASSed), so both see the same interface.
 
     .venv/bin/python bench/worker_bench.py [--rounds 5] [--mb 50] [--rr-seconds 2]
                                            [--mode native|generic] [--spin 0.0005]
+                                           [--levers ref,parse,burst,tso,all] [--work up,down,rr]
 """
 
 from __future__ import annotations
@@ -268,6 +269,32 @@ def client_main() -> None:
 
 
 # --- the bench ----------------------------------------------------------------------------
+#: fpd data-path configurations (Worker.set_fastpath), each adding one lever
+LEVERS = {
+    "ref": dict(parse=False, burst=False, tso=False, acks=False),
+    "parse": dict(parse=True, burst=False, tso=False, acks=False),
+    "burst": dict(parse=True, burst=True, tso=False, acks=False),
+    "tso": dict(parse=True, burst=True, tso=True, acks=False),
+    "all": dict(parse=True, burst=True, tso=True, acks=True),
+    # AF_XDP knobs on top of "all"
+    "busy": dict(parse=True, burst=True, tso=True, acks=True, busy_poll=20),
+    "batch64": dict(parse=True, burst=True, tso=True, acks=True, batch=64),
+    "batch1k": dict(parse=True, burst=True, tso=True, acks=True, batch=1024),
+}
+
+
+def apply_lever(w, kw: dict) -> None:
+    """In the worker's thread: the data-path levers, busy polling, the RX batch."""
+    kw = dict(kw)
+    bp = kw.pop("busy_poll", 0)
+    w.batch = kw.pop("batch", 256)
+    w.set_fastpath(**kw)
+    if bp:
+        w.xsk.set_busy_poll(bp, 64)
+    elif w.xsk.busy_poll:
+        w.xsk.set_busy_poll(0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -278,6 +305,14 @@ def main() -> None:
                     help="worker busy-poll time after work (s)")
     ap.add_argument("--tx-budget", type=int, default=None,
                     help="XDP_MAX_TX_SKB_BUDGET for the worker's socket (kernel default 32)")
+    ap.add_argument("--levers", default="all",
+                    help="comma-separated fpd data-path configurations, each measured in "
+                         "the same run: ref (per frame, per segment), parse (+ one C "
+                         "parse per RX burst), burst (+ batched in-order receive), tso "
+                         "(+ template transmit), all (+ ACK runs: one transmit); AF_XDP "
+                         "knobs on top of all: busy (busy polling 20 us, budget 64), "
+                         "batch64, batch1k (RX burst size; default 256)")
+    ap.add_argument("--work", default="up,down,rr", help="subset of up,down,rr")
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.client:
@@ -335,19 +370,36 @@ def main() -> None:
                     raise RuntimeError(f"{op} on {server}: wrong answer {r}")
                 return r["rate"]
 
-            work = (("up", {"bytes": nbytes}), ("down", {"bytes": nbytes}),
-                    ("rr", {"seconds": args.rr_seconds}))
-            ask("rr", "fpd", seconds=0.2)            # warm-up: both paths, ARP, caches
-            ask("rr", "kernel", seconds=0.2)
-            res = {(op, srv): [] for op, _ in work for srv in ("fpd", "kernel")}
+            work = tuple(x for x in (("up", {"bytes": nbytes}), ("down", {"bytes": nbytes}),
+                                     ("rr", {"seconds": args.rr_seconds}))
+                         if x[0] in args.work.split(","))
+            levers = args.levers.split(",")
+            servers = [f"fpd:{lv}" for lv in levers] + ["kernel"]
+
+            def use(srv):
+                if srv == "kernel":
+                    return
+                kw = LEVERS[srv.split(":", 1)[1]]
+                done = threading.Event()
+                w.call_soon(lambda w, now: (apply_lever(w, kw), done.set()))
+                if not done.wait(5):
+                    raise RuntimeError("the worker did not take the lever change")
+
+            def run(op, srv, **kw):
+                use(srv)
+                return ask(op, "kernel" if srv == "kernel" else "fpd", **kw)
+
+            for srv in servers:                      # warm-up: all paths, ARP, caches
+                run("rr", srv, seconds=0.2)
+            res = {(op, srv): [] for op, _ in work for srv in servers}
             for r in range(args.rounds):
-                order = ("fpd", "kernel") if r % 2 == 0 else ("kernel", "fpd")
+                order = servers[r % len(servers):] + servers[:r % len(servers)]
                 for op, kw in work:
                     for srv in order:
-                        res[op, srv].append(ask(op, srv, **kw))
+                        res[op, srv].append(run(op, srv, **kw))
                 print(f"round {r + 1}/{args.rounds}: " + ", ".join(
                     f"{op}/{srv} {res[op, srv][-1]:,.0f}" for op, _ in work
-                    for srv in ("fpd", "kernel")), file=sys.stderr, flush=True)
+                    for srv in servers), file=sys.stderr, flush=True)
             stats = w.stats()
         finally:
             stop.set()
@@ -378,14 +430,18 @@ def main() -> None:
     print(f"\nfpd worker ({mode} XDP, AF_XDP {stats.get('bind_mode')} mode) vs kernel TCP, "
           f"{args.rounds} interleaved rounds, medians "
           f"(bulk {args.mb:g} MB, rr {args.rr_seconds:g} s)")
-    print(f"{'workload':<26}{'fpd':>11}{'(min-max)':>18}{'kernel':>11}{'(min-max)':>18}"
-          f"{'fpd/kernel':>12}  unit")
+    print(f"{'workload':<26}{'server':<12}{'median':>11}{'(min-max)':>20}"
+          f"{'/kernel':>9}{'/ref':>7}  unit")
     for op, _ in work:
-        f, k = res[op, "fpd"], res[op, "kernel"]
-        fm, km = statistics.median(f), statistics.median(k)
-        print(f"{names[op]:<26}{fm:>11,.1f}{f'({min(f):,.0f}-{max(f):,.0f})':>18}"
-              f"{km:>11,.1f}{f'({min(k):,.0f}-{max(k):,.0f})':>18}{fm / km:>12.3f}"
-              f"  {units[op]}")
+        km = statistics.median(res[op, "kernel"])
+        ref = res.get((op, "fpd:ref"))
+        rm = statistics.median(ref) if ref else None
+        for srv in servers:
+            f = res[op, srv]
+            fm = statistics.median(f)
+            vs_ref = f"{fm / rm:>7.2f}" if rm else f"{'':>7}"
+            print(f"{names[op]:<26}{srv:<12}{fm:>11,.1f}{f'({min(f):,.0f}-{max(f):,.0f})':>20}"
+                  f"{fm / km:>9.3f}{vs_ref}  {units[op]}")
     s = stats["stack"]
     print(f"\nfpd: {stats['rx_frames']:,} frames in, {stats['tx_frames']:,} out, "
           f"{s['retransmits']} retransmits, tx ring full {stats['tx_ring_full']} times, "

@@ -1,13 +1,13 @@
 """``fpd bench``: fpd against the kernel's TCP, side by side, in one run.
 
-Three *variants* serve the same application (``bench/apps.py``: one function that takes
+Three *variants* serve the same application (``fpd/bench_app.py``: one function that takes
 the socket module as a parameter) to the same load generator (Python, the kernel's
 TCP, in the peer namespace of a test bed):
 
     kernel       the app on the standard ``socket`` module, no XDP program attached
     kernel+xdp   the same, with fpd's XDP program (fpd_steer) attached to the server's
                  interface, no port steered: every frame is XDP_PASSed to the kernel
-                 (native XDP on veth costs the kernel TSO/GRO: see PLATFORM-NOTES)
+                 (native XDP on veth costs the kernel TSO/GRO: docs/PERFORMANCE.md)
     fpd          the app on ``fpd.client``; the fpd daemon serves the port
 
 Each variant has a test bed of its own (two namespaces, one veth pair), all three made
@@ -24,7 +24,6 @@ docs/PERFORMANCE.md says what every number means and how it is counted.
 
 from __future__ import annotations
 
-import argparse
 import array
 import contextlib
 import dataclasses
@@ -45,8 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-APPS = REPO / "bench" / "apps.py"
+ROOT = Path(__file__).resolve().parents[1]     # holds the fpd package: the checkout or site-packages
+APPS = Path(__file__).resolve().parent / "bench_app.py"
 COUNT = struct.Struct("!Q")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -517,7 +516,7 @@ class FpdDaemon:
 
     def _run(self, *args, timeout=60) -> subprocess.CompletedProcess:
         return self.bed.run(self.bed.srv_ns, self._argv(*args), check=False,
-                            timeout=timeout, cwd=str(REPO),
+                            timeout=timeout, cwd=str(ROOT),
                             env=dict(os.environ, FPD_SOCKET=self.socket))
 
     def log_tail(self, n: int = 30) -> str:
@@ -534,7 +533,7 @@ class FpdDaemon:
         if self.cpu is not None:           # the daemon and its forked workers inherit it
             argv = ["taskset", "-c", str(self.cpu), *argv]
         try:
-            p = self.bed.run(self.bed.srv_ns, argv, check=False, timeout=60, cwd=str(REPO),
+            p = self.bed.run(self.bed.srv_ns, argv, check=False, timeout=60, cwd=str(ROOT),
                              env=dict(os.environ, FPD_SOCKET=self.socket))
         except subprocess.TimeoutExpired:
             self._read_pid()
@@ -562,14 +561,13 @@ class FpdDaemon:
     def stats(self) -> dict:
         """Counters of the daemon's workers, summed (the control socket's ``stats``):
         loop iterations, sleeps, frames, retransmits. {} if the daemon does not answer."""
-        from fpd.control import recv_msg, send_msg
+        from fpd import proto
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         s.settimeout(5)
         try:
             s.connect(self.socket)
-            send_msg(s, {"op": "stats"})
-            r, _ = recv_msg(s)
-        except (OSError, ValueError):
+            r, _ = proto.request(s, proto.Stats())
+        except (OSError, ValueError, proto.Closed):
             return {}
         finally:
             s.close()
@@ -696,7 +694,7 @@ class Variant:
         with open(self.app_log, "ab") as err:
             self.app = self.bed.popen(self.bed.srv_ns, argv, stdout=subprocess.PIPE,
                                       stderr=err, stdin=subprocess.DEVNULL, text=True,
-                                      cwd=str(REPO), env=env)
+                                      cwd=str(ROOT), env=env)
         line = _readline(self.app.stdout, 30)
         if not line.startswith("ready"):
             _stop_proc(self.app)
@@ -710,7 +708,7 @@ class Variant:
         with open(self.lg_log, "ab") as err:
             self.loadgen = self.bed.popen(self.bed.peer_ns, argv, stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=err, text=True,
-                                          cwd=str(REPO))
+                                          cwd=str(ROOT))
         self.ask({"op": "ping"}, timeout=30)
 
     def ensure_running(self) -> None:
@@ -772,13 +770,6 @@ class Variant:
         if not r.get("ok"):
             raise BenchError(f"{cmd['op']}: {r.get('error')}")
         return r
-
-    def server_pids(self) -> list[int]:
-        pids = [self.app.pid] if self.app else []
-        if self.daemon is not None:
-            self.daemon.refresh()
-            pids += self.daemon.pids()
-        return pids
 
     def cpu_snapshot(self) -> dict:
         s = {"app": proc_cpu(self.app.pid),
@@ -936,8 +927,6 @@ def run(config) -> dict:
     cfg = config if isinstance(config, Config) else Config(**dict(config))
     if os.geteuid() != 0:
         raise BenchError("fpd bench needs root (network namespaces, XDP)")
-    if not APPS.exists():
-        raise BenchError(f"{APPS} is missing (fpd bench runs from a source checkout)")
     if cfg.pin:
         ncpu = os.cpu_count() or 1
         for c in (cfg.cpu_app, cfg.cpu_loadgen, cfg.cpu_daemon):
@@ -1143,26 +1132,6 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(result: dict) -> str:
-    vs = result["variants"]
-    out = ["| workload | metric | " + " | ".join(vs) + " | fpd/kernel | fpd/kernel+xdp |",
-           "|---|---|" + "---|" * len(vs) + "---|---|"]
-    for wl, w in result["workloads"].items():
-        for m, meta in w["metrics"].items():
-            cells = []
-            for v in vs:
-                s = w["results"].get(v, {}).get(m)
-                cells.append(f"{_fmt(s['median'])} ({_fmt(s['min'])}–{_fmt(s['max'])})"
-                             if s else "n/a")
-            r = w["ratios"].get(m, {})
-            rk, rx = r.get("fpd/kernel"), r.get("fpd/kernel+xdp")
-            arrow = "↑" if meta["higher_is_better"] else "↓"
-            out.append(f"| {w['description']} | {m} ({meta['unit']}) {arrow} | "
-                       + " | ".join(cells)
-                       + f" | {f'{rk:.3f}' if rk else '–'} | {f'{rx:.3f}' if rx else '–'} |")
-    return "\n".join(out)
-
-
 def write_chart(result: dict, path: str) -> None:
     """A PNG of the median ratios fpd/kernel and fpd/kernel+xdp, one row per metric, on a
     log scale around 1.0 (bars to the right: fpd's number is larger)."""
@@ -1189,63 +1158,35 @@ def write_chart(result: dict, path: str) -> None:
 # =========================================================================================
 # Command line
 # =========================================================================================
-def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
-    ap = argparse.ArgumentParser(prog="fpd bench",
-                                 description="fpd against the kernel's TCP, side by side "
-                                             "(root; makes its own test beds)")
-    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 5; quick 2)")
-    ap.add_argument("--duration", type=float,
-                    help="seconds per timed measurement (default 2; quick 0.25)")
-    ap.add_argument("--idle", type=int, help="idle connections to hold (default 2000; "
-                                             "quick 200)")
-    ap.add_argument("--quick", action="store_true", help="a smoke run (about 20-30 s)")
-    ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    ap.add_argument("--png", metavar="FILE", help="write a bar chart of the ratios")
-    ap.add_argument("--mode", choices=("native", "generic", "auto"), default="native",
-                    help="XDP mode of kernel+xdp and fpd (default native)")
-    ap.add_argument("--port", type=int, default=5001)
-    ap.add_argument("--cpus", default="0,0,1", metavar="APP,LOADGEN,DAEMON",
-                    help="CPUs to pin the app, the load generator and the fpd daemon to "
-                         "(default 0,0,1)")
-    ap.add_argument("--no-pin", action="store_true", help="do not pin anything")
-    ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help=f"comma-separated subset of {','.join(VARIANTS)}")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS),
-                    help=f"comma-separated subset of {','.join(WORKLOADS)}")
-    ap.add_argument("--peer-offloads", choices=("on", "off"), default="on",
-                    help="TSO/GSO and tx checksum offload on the peer's veth (default on, "
-                         "veth's defaults)")
-    ap.add_argument("--keep-logs", action="store_true",
-                    help="keep the app/daemon/load generator logs (path printed)")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    ap.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
-    if a.loadgen:
-        return None, a
+def make_config(*, rounds=None, duration=None, idle=None, quick=False, json=None, png=None,
+                mode="native", port=5001, cpus="0,0,1", no_pin=False, variants=None,
+                workloads=None, peer_offloads="on", keep_logs=False, quiet=False) -> Config:
+    """The Config for ``fpd bench``'s options (fpd/cli.py declares them). ValueError says
+    which option is wrong."""
     try:
-        cpus = [int(x) for x in a.cpus.split(",")]
-        assert len(cpus) == 3
-    except (ValueError, AssertionError):
-        ap.error("--cpus wants three numbers: APP,LOADGEN,DAEMON")
-    variants = tuple(x for x in a.variants.split(",") if x)
-    workloads = tuple(x for x in a.workloads.split(",") if x)
+        cpu = [int(x) for x in cpus.split(",")]
+    except ValueError:
+        cpu = []
+    if len(cpu) != 3:
+        raise ValueError("--cpus wants three numbers: APP,LOADGEN,DAEMON")
+    variants = tuple(x for x in (variants or ",".join(VARIANTS)).split(",") if x)
+    workloads = tuple(x for x in (workloads or ",".join(WORKLOADS)).split(",") if x)
     for x in variants:
         if x not in VARIANTS:
-            ap.error(f"unknown variant {x!r}")
+            raise ValueError(f"unknown variant {x!r} (variants: {', '.join(VARIANTS)})")
     for x in workloads:
         if x not in WORKLOADS:
-            ap.error(f"unknown workload {x!r}")
-    kw = dict(json=a.json, png=a.png, mode=a.mode, port=a.port, pin=not a.no_pin,
-              cpu_app=cpus[0], cpu_loadgen=cpus[1], cpu_daemon=cpus[2],
-              variants=variants, workloads=workloads, peer_offloads=a.peer_offloads == "on",
-              verbose=not a.quiet, keep_logs=a.keep_logs)
-    for k in ("rounds", "duration", "idle"):
-        if getattr(a, k) is not None:
-            kw[k] = getattr(a, k)
-    cfg = Config.quick_config(**kw) if a.quick else Config(**kw)
+            raise ValueError(f"unknown workload {x!r} (workloads: {', '.join(WORKLOADS)})")
+    kw = dict(json=json, png=png, mode=mode, port=port, pin=not no_pin, cpu_app=cpu[0],
+              cpu_loadgen=cpu[1], cpu_daemon=cpu[2], variants=variants, workloads=workloads,
+              peer_offloads=peer_offloads == "on", verbose=not quiet, keep_logs=keep_logs)
+    for k, v in (("rounds", rounds), ("duration", duration), ("idle", idle)):
+        if v is not None:
+            kw[k] = v
+    cfg = Config.quick_config(**kw) if quick else Config(**kw)
     if cfg.rounds < 1 or cfg.duration <= 0 or cfg.idle < 1:
-        ap.error("--rounds, --duration and --idle must be positive")
-    return cfg, a
+        raise ValueError("--rounds, --duration and --idle must be positive")
+    return cfg
 
 
 class _Terminated(Exception):
@@ -1265,10 +1206,9 @@ def _on_term(signum, frame):
     raise _Terminated(signal.Signals(signum).name)
 
 
-def main(argv=None) -> int:
-    cfg, a = parse_args(argv)
-    if cfg is None:
-        return loadgen_main()
+def main(cfg: Config) -> int:
+    """Run the bench for ``cfg``, print the table; the exit code (1: something could not
+    run)."""
     global _MAIN_PID
     _MAIN_PID = os.getpid()
     old = signal.signal(signal.SIGTERM, _on_term)
@@ -1297,4 +1237,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:] == ["--loadgen"]:       # the load generator, in the peer namespace
+        sys.exit(loadgen_main())
+    from fpd.cli import bench as _command  # `python -m fpd.bench` = `fpd bench`
+    _command(prog_name="fpd bench")

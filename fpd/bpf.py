@@ -36,6 +36,7 @@ import warnings
 from pathlib import Path
 
 from fpd import libbpf as L
+from fpd import libc
 from fpd import netns
 
 log = logging.getLogger("fpd.bpf")
@@ -94,7 +95,7 @@ _LOG_BUF = 1 << 18
 def _on_libbpf_print(level, fmt, ap):
     try:
         buf = ctypes.create_string_buffer(_LOG_BUF)
-        n = L.vsnprintf(buf, _LOG_BUF, fmt, ap)
+        n = libc.vsnprintf(buf, _LOG_BUF, fmt, ap)
         text = buf.value.decode("utf-8", "replace")
         if n >= _LOG_BUF:
             text += "\n[libbpf message truncated]\n"
@@ -221,7 +222,8 @@ def find_object() -> str:
 
     Order: $FPD_BPF_OBJECT; <source tree>/bpf/steer.o (rebuilt if steer.c is newer, into the
     tree or, if read-only, into ~/.cache/fpd); /usr/lib/fpd/steer.o; and if only steer.c is
-    there, it is compiled with clang.
+    there, it is compiled with clang. An installed package (no source tree) has its own copy
+    of steer.c (fpd/steer.c), compiled into ~/.cache/fpd.
     """
     env = os.environ.get("FPD_BPF_OBJECT")
     if env:
@@ -230,7 +232,8 @@ def find_object() -> str:
         return env
     import fpd
 
-    bpf_dir = Path(fpd.__file__).resolve().parent.parent / "bpf"
+    pkg = Path(fpd.__file__).resolve().parent
+    bpf_dir = pkg.parent / "bpf"
     obj, src = bpf_dir / "steer.o", bpf_dir / "steer.c"
     fresh = obj.is_file() and (not src.is_file()
                                or obj.stat().st_mtime >= src.stat().st_mtime)
@@ -238,6 +241,8 @@ def find_object() -> str:
         return str(obj)
     if not src.is_file() and SYSTEM_OBJECT.is_file():
         return str(SYSTEM_OBJECT)
+    if not src.is_file() and not obj.is_file():
+        src = pkg / "steer.c"          # installed: the package's copy of bpf/steer.c
     if src.is_file():
         digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
         cached = _cache_dir() / f"steer-{digest}.o"
@@ -449,8 +454,8 @@ class Steering:
     def _rename_steer_map(self):
         """Give the steer map its kernel name "fpd_steer" (see steer.c); returns the map.
 
-        The map is created here with the object's own BTF for its key and value (so that
-        `bpftool map dump name fpd_steer` prints fields) and handed to libbpf with
+        libbpf would name it after its C variable, so the map is created here under the
+        right name, with the object's type, sizes and flags, and handed to libbpf with
         bpf_map__reuse_fd() before the object is loaded.
         """
         obj = self._obj
@@ -460,43 +465,25 @@ class Steering:
         m = L.bpf_object__find_map_by_name(obj, STEER_MAP_C.encode())
         if not m:
             raise XdpError(E.ENOENT, f"{self.obj_path} has no map named {STEER_MAP}")
-        opts = L.bpf_map_create_opts(sz=ctypes.sizeof(L.bpf_map_create_opts))
-        opts.map_flags = L.bpf_map__map_flags(m)
-        btf_copy = None
-        btf = L.bpf_object__btf(obj)
-        if btf:
-            size = L.c_uint32()
-            raw = L.btf__raw_data(btf, ctypes.byref(size))
-            if raw:
-                btf_copy = L.btf__new(raw, size.value)
-            if btf_copy and L.btf__load_into_kernel(btf_copy) == 0:
-                opts.btf_fd = L.btf__fd(btf_copy)
-                opts.btf_key_type_id = L.bpf_map__btf_key_type_id(m)
-                opts.btf_value_type_id = L.bpf_map__btf_value_type_id(m)
+        opts = L.bpf_map_create_opts(sz=ctypes.sizeof(L.bpf_map_create_opts),
+                                     map_flags=L.bpf_map__map_flags(m))
+        fd = L.bpf_map_create(L.bpf_map__type(m), STEER_MAP.encode(), L.bpf_map__key_size(m),
+                              L.bpf_map__value_size(m), L.bpf_map__max_entries(m),
+                              ctypes.byref(opts))
+        if fd < 0:
+            err = _err_of(fd)
+            where = f"for {self.ifname} ({self.requested_mode} mode)"
+            msg = (f"not permitted: run as root or with CAP_NET_ADMIN+CAP_BPF to create "
+                   f"the BPF maps {where} ({_word(err)})" if err in (E.EPERM, E.EACCES)
+                   else f"cannot create map {STEER_MAP} {where}: {_word(err)}")
+            raise XdpError(err, msg, ifname=self.ifname, mode=self.requested_mode)
         try:
-            args = (L.bpf_map__type(m), STEER_MAP.encode(), L.bpf_map__key_size(m),
-                    L.bpf_map__value_size(m), L.bpf_map__max_entries(m))
-            fd = L.bpf_map_create(*args, ctypes.byref(opts))
-            if fd < 0 and opts.btf_fd:
-                opts.btf_fd = opts.btf_key_type_id = opts.btf_value_type_id = 0
-                fd = L.bpf_map_create(*args, ctypes.byref(opts))
-            if fd < 0:
-                err = _err_of(fd)
-                where = f"for {self.ifname} ({self.requested_mode} mode)"
-                msg = (f"not permitted: run as root or with CAP_NET_ADMIN+CAP_BPF to create "
-                       f"the BPF maps {where} ({_word(err)})" if err in (E.EPERM, E.EACCES)
-                       else f"cannot create map {STEER_MAP} {where}: {_word(err)}")
-                raise XdpError(err, msg, ifname=self.ifname, mode=self.requested_mode)
-            try:
-                ret = L.bpf_map__reuse_fd(m, fd)
-                if ret < 0:
-                    err = _err_of(ret)
-                    raise XdpError(err, f"cannot hand map {STEER_MAP} to libbpf: {_word(err)}")
-            finally:
-                os.close(fd)  # libbpf keeps its own duplicate
+            ret = L.bpf_map__reuse_fd(m, fd)
         finally:
-            if btf_copy:
-                L.btf__free(btf_copy)
+            os.close(fd)  # libbpf keeps its own duplicate
+        if ret < 0:
+            err = _err_of(ret)
+            raise XdpError(err, f"cannot hand map {STEER_MAP} to libbpf: {_word(err)}")
         return m
 
     # -- attaching ------------------------------------------------------------------------

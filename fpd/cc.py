@@ -59,15 +59,25 @@ class CongestionControl:
         if restart_cwnd < self.cwnd:
             self.cwnd = restart_cwnd
 
-    def in_slow_start(self):
-        return self.cwnd < self.ssthresh
+    def _slow_start(self, acked):
+        """Slow start credits every byte acknowledged, up to ssthresh, as Linux's
+        tcp_slow_start (RFC 3465's L = 2 SMSS per ACK starves cwnd under stretch ACKs:
+        GRO receivers ACK 16-44 segments at once); returns what is left for congestion
+        avoidance."""
+        room = self.ssthresh - self.cwnd
+        if acked <= room:
+            self.cwnd += acked
+            return 0
+        self.cwnd = self.ssthresh
+        return acked - room
 
     def __repr__(self):
         return f"<{type(self).__name__} cwnd={self.cwnd} ssthresh={self.ssthresh}>"
 
 
 class NewReno(CongestionControl):
-    """RFC 5681 slow start / congestion avoidance with RFC 3465 byte counting (L = 2 SMSS)."""
+    """RFC 5681 slow start / congestion avoidance with RFC 3465 byte counting (slow start
+    credits all bytes acked, as Linux: no L limit)."""
 
     __slots__ = ("_acc",)
     name = "newreno"
@@ -79,9 +89,9 @@ class NewReno(CongestionControl):
     def on_ack(self, acked, rtt, now):
         mss = self.mss
         if self.cwnd < self.ssthresh:
-            lim = 2 * mss
-            self.cwnd += acked if acked < lim else lim
-            return
+            acked = self._slow_start(acked)
+            if not acked:
+                return
         self._acc += acked
         if self._acc >= self.cwnd:
             self._acc -= self.cwnd
@@ -130,9 +140,12 @@ class Cubic(CongestionControl):
     def on_ack(self, acked, rtt, now):
         mss = self.mss
         if self.cwnd < self.ssthresh:
-            lim = 2 * mss
-            self._set_cwnd(self._cwnd_f + (acked if acked < lim else lim))
-            return
+            room = self.ssthresh - self._cwnd_f
+            if acked <= room:
+                self._set_cwnd(self._cwnd_f + acked)
+                return
+            self._set_cwnd(float(self.ssthresh))
+            acked -= room
         cw = self._cwnd_f / mss
         if self._t_epoch is None:
             # start of a congestion-avoidance epoch (RFC 9438 §4.2)

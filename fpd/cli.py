@@ -57,7 +57,7 @@ def xdp_detach(iface):
 
 # --- the daemon -------------------------------------------------------------------------
 def _default_socket() -> str:
-    from fpd.daemon import DEFAULT_SOCKET
+    from fpd.proto import DEFAULT_SOCKET
     return DEFAULT_SOCKET
 
 
@@ -105,26 +105,25 @@ def _connect(path: str, timeout: float) -> socket.socket:
     return s
 
 
-def _ask(path: str, msg: dict, timeout: float = 10.0) -> dict:
-    """One request to the supervisor, its reply (an error reply is a ClickException)."""
-    from fpd.control import recv_msg, send_msg
+def _ask(path: str, msg, timeout: float = 10.0) -> dict:
+    """One request (an :mod:`fpd.proto` message) to the supervisor, its reply (an
+    error reply is a ClickException)."""
+    from fpd import proto
     s = _connect(path, timeout)
     try:
-        try:
-            send_msg(s, msg)
-            reply, _ = recv_msg(s)
-        except (TimeoutError, socket.timeout):
-            raise click.ClickException(f"fpd at {path} did not answer {msg['op']} within "
-                                       f"{timeout:.0f} s")
-        except (OSError, ValueError) as e:
-            raise click.ClickException(f"talking to fpd at {path}: {e}")
+        reply, _ = proto.request(s, msg)
+    except (TimeoutError, socket.timeout):
+        raise click.ClickException(f"fpd at {path} did not answer {msg.op} within "
+                                   f"{timeout:.0f} s")
+    except proto.Closed:
+        raise click.ClickException(f"fpd at {path} closed the connection without answering "
+                                   f"{msg.op}")
+    except (OSError, ValueError) as e:
+        if proto.refused(e):
+            raise click.ClickException(e.strerror)
+        raise click.ClickException(f"talking to fpd at {path}: {e}")
     finally:
         s.close()
-    if reply is None:
-        raise click.ClickException(f"fpd at {path} closed the connection without answering "
-                                   f"{msg['op']}")
-    if not reply.get("ok"):
-        raise click.ClickException(f"fpd: {reply.get('error', 'request failed')}")
     return reply
 
 
@@ -402,6 +401,77 @@ def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config
     sys.exit(_daemonize(cfg))
 
 
+@main.command(context_settings={"ignore_unknown_options": True,
+                                "allow_interspersed_args": False})
+@click.option("-i", "--iface", help="Interface to serve (its XDP hook and every queue).")
+@click.option("-p", "--port", "ports", type=click.IntRange(1, 65535), multiple=True,
+              help="TCP port the program serves through fpd (repeat for more).")
+@click.option("--addr", help="Serve the ports at this local IPv4 address only.")
+@click.option("--mode", type=click.Choice(["auto", "native", "generic"]),
+              help="XDP mode. [default: auto]")
+@click.option("--queues", type=click.IntRange(1, 64),
+              help="Serve only the first N queues (one copy of the program per queue).")
+@_socket_option
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML or JSON file with fpd start's keys; the command line wins.")
+@click.option("--local-ports", callback=_local_ports_cb,
+              help="Local port range LO-HI for outgoing connections. "
+                   "[default: 60000-60255]")
+@click.option("--group", help="Group that may use the socket (mode 0660).")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False),
+              help="Log file. [default: SOCKET.log]")
+@click.option("-m", "module", metavar="MODULE",
+              help="Run library module MODULE as a script (as python -m).")
+@click.argument("program", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx, iface, ports, addr, mode, queues, socket_path, config_file, local_ports,
+        group, log_file, module, program):
+    """Run a Python program on fpd: fpd run -i IFACE -p PORT [...] [--] SCRIPT.py [ARGS]
+    (or -m MODULE [ARGS]).
+
+    Starts fpd in the foreground, runs the program in every worker with fpd's asyncio
+    event loop installed and `socket` swapped for fpd.client, and stops fpd when the
+    program exits (its exit status is fpd run's). Ctrl-C / SIGTERM stop both.
+    """
+    from click.core import ParameterSource
+    from fpd import daemon
+
+    program = list(program)
+    if program and program[0] == "--":
+        program = program[1:]
+    if module:
+        argv = [module] + program
+    elif program:
+        argv = [os.path.abspath(program[0])] + program[1:]
+        if not os.path.isfile(argv[0]):
+            raise click.UsageError(f"no such script: {program[0]}")
+    else:
+        raise click.UsageError("give the program to run: SCRIPT.py [ARGS] or -m MODULE")
+    from_file = {}
+    if config_file:
+        try:
+            from_file = load_config_file(config_file)
+        except ValueError as e:
+            raise click.ClickException(str(e))
+    cli_values = {"ifname": iface, "ports": list(ports) or None, "addr": addr, "mode": mode,
+                  "queues": queues, "local_ports": local_ports, "group": group,
+                  "log": log_file, "foreground": True}
+    src = ctx.get_parameter_source("socket_path")
+    if src not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP) \
+            or "socket" not in from_file:
+        cli_values["socket"] = os.path.abspath(socket_path)
+    cfg = build_config(cli_values, from_file)
+    cfg.foreground = True
+    if cfg.log and not os.path.isabs(cfg.log):
+        cfg.log = os.path.abspath(cfg.log)
+    cfg.app = {"argv": argv, "module": bool(module), "socket": cfg.socket}
+    try:
+        daemon.preflight(cfg)
+    except daemon.DaemonError as e:
+        raise click.ClickException(str(e))
+    sys.exit(daemon.run(cfg))
+
+
 @main.command()
 @click.option("--force", is_flag=True,
               help="The daemon died (SIGKILL, crash): detach its XDP program from IFACE, "
@@ -431,20 +501,21 @@ def stop(force, iface, timeout, socket_path):
         return
     if iface:
         raise click.UsageError("-i is only for --force")
-    from fpd.control import recv_msg, send_msg
+    from fpd import proto
     s = _connect(socket_path, timeout)
     try:
         try:
-            send_msg(s, {"op": "stop"})
-            reply, _ = recv_msg(s)
+            reply, _ = proto.request(s, proto.Stop())
         except (TimeoutError, socket.timeout):
             raise click.ClickException(f"fpd at {socket_path} did not answer stop within "
                                        f"{timeout:.0f} s")
-        except OSError as e:
+        except proto.Closed:
+            raise click.ClickException("fpd refused to stop: connection closed")
+        except (OSError, ValueError) as e:
+            if proto.refused(e):
+                raise click.ClickException(f"fpd refused to stop: "
+                                           f"{e.fpd_reply.get('error', 'request failed')}")
             raise click.ClickException(f"talking to fpd at {socket_path}: {e}")
-        if reply is None or not reply.get("ok"):
-            raise click.ClickException(f"fpd refused to stop: "
-                                       f"{(reply or {}).get('error', 'connection closed')}")
         pid = reply.get("pid", "?")
         # the daemon closes this connection when it has cleaned up (or exits)
         s.settimeout(timeout)
@@ -467,7 +538,8 @@ _json_option = click.option("--json", "as_json", is_flag=True,
 
 def _query(socket_path: str, op: str, as_json: bool):
     """The daemon's answer to ``op``; printed as JSON (and None returned) with --json."""
-    r = _ask(socket_path, {"op": op})
+    from fpd import proto
+    r = _ask(socket_path, proto.SUPERVISOR_OPS[op]())
     if as_json:
         click.echo(json.dumps(r, indent=2, sort_keys=True))
         return None
@@ -613,7 +685,7 @@ def capture(iface, port, host, count, snaplen, out_path, socket_path):
     frames are dropped and counted, never waited for. Stops at -c COUNT, Ctrl-C, or when
     the daemon stops."""
     from fpd import capture as _cap
-    from fpd.control import recv_msg, send_msg
+    from fpd import proto
 
     try:
         req = _cap.parse_request({"port": port, "host": host, "snaplen": snaplen})
@@ -622,8 +694,8 @@ def capture(iface, port, host, count, snaplen, out_path, socket_path):
     s = _connect(socket_path, 10.0)
     try:
         try:
-            send_msg(s, {"op": "capture", **req})
-            reply, fds = recv_msg(s, maxfds=1)
+            proto.send(s, proto.Capture(**{k: v for k, v in req.items() if v is not None}))
+            reply, fds = proto.recv(s, maxfds=1)
         except (TimeoutError, socket.timeout):
             raise click.ClickException(f"fpd at {socket_path} did not answer capture "
                                        f"within 10 s")
@@ -741,16 +813,40 @@ def demo(quick):
     sys.exit(_demo.run(echo=click.echo, quick=quick))
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args):
-    """fpd against the kernel's TCP, side by side in one run (root).
-
-    Every option goes to the benchmark: `fpd bench --help` lists them
-    (--quick, --rounds, --duration, --json FILE, --png FILE, ...). Results and method:
-    docs/PERFORMANCE.md."""
+@main.command()
+@click.option("--quick", is_flag=True, help="A smoke run (about 20-30 s).")
+@click.option("--rounds", type=int, help="Interleaved rounds (default 5; quick 2).")
+@click.option("--duration", type=float,
+              help="Seconds per timed measurement (default 2; quick 0.25).")
+@click.option("--idle", type=int, help="Idle connections to hold (default 2000; quick 200).")
+@click.option("--json", "json_path", metavar="FILE", help="Write the results as JSON.")
+@click.option("--png", metavar="FILE", help="Write a bar chart of the ratios.")
+@click.option("--mode", type=click.Choice(["native", "generic", "auto"]), default="native",
+              show_default=True, help="XDP mode of kernel+xdp and fpd.")
+@click.option("--port", type=int, default=5001, show_default=True)
+@click.option("--cpus", default="0,0,1", show_default=True, metavar="APP,LOADGEN,DAEMON",
+              help="CPUs to pin the app, the load generator and the fpd daemon to.")
+@click.option("--no-pin", is_flag=True, help="Do not pin anything.")
+@click.option("--variants", metavar="LIST",
+              help="Comma-separated subset of kernel,kernel+xdp,fpd (default: all).")
+@click.option("--workloads", metavar="LIST",
+              help="Comma-separated subset of the workloads (default: all; a wrong name "
+                   "lists them).")
+@click.option("--peer-offloads", type=click.Choice(["on", "off"]), default="on",
+              show_default=True,
+              help="TSO/GSO and tx checksum offload on the peer's veth (veth's defaults).")
+@click.option("--keep-logs", is_flag=True,
+              help="Keep the app/daemon/load generator logs (path printed).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def bench(json_path, **options):
+    """fpd against the kernel's TCP, side by side in one run (root; makes its own test
+    beds). Results and method: docs/PERFORMANCE.md."""
     from fpd import bench as _bench
-    sys.exit(_bench.main(list(args)))
+    try:
+        cfg = _bench.make_config(json=json_path, **options)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    sys.exit(_bench.main(cfg))
 
 
 if __name__ == "__main__":

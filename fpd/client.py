@@ -94,8 +94,9 @@ import threading
 import weakref
 from time import monotonic as _now
 
+from . import proto as _proto
 from . import shm as _shm
-from .control import recv_msg as _recv_msg, send_msg as _send_msg
+from . import slotlife as _life
 
 # --- the standard module's names, re-exported --------------------------------------------
 for _name in _std.__all__:
@@ -110,7 +111,7 @@ __all__ = [n for n in _std.__all__ if n not in ("socket", "create_connection",
 __all__ += ["socket", "SocketType", "create_connection", "create_server",
             "set_default_socket", "daemon_info", "FPD_DEFAULT_SOCKET"]
 
-FPD_DEFAULT_SOCKET = "/run/fpd/fpd.sock"
+FPD_DEFAULT_SOCKET = _proto.DEFAULT_SOCKET
 CTL_TIMEOUT = 10.0          # seconds a control request may take before we give up
 
 _AF_INET = _std.AF_INET
@@ -130,9 +131,13 @@ _NO_SLOT = _shm.NO_SLOT
 _ShmCorrupt = _shm.ShmCorrupt
 _ShmError = _shm.ShmError
 
-# socket states
-_NEW, _CONNECTING, _CONNECTED, _LISTENING, _FAILED, _CLOSED = range(6)
-_SHUT_RD, _SHUT_WR = 1, 2
+# the socket's life: fpd.slotlife.CLIENT (states are strings)
+_NEW, _CONNECTING, _CONNECTED, _LISTENING, _FAILED, _CLOSED = (
+    _life.NEW, _life.CONNECTING, _life.CONNECTED, _life.LISTENING, _life.FAILED, _life.CLOSED)
+_LIVE, _ENDED, _OK, _CORRUPT, _FORKED = (_life.LIVE, _life.ENDED, _life.OK, _life.CORRUPT,
+                                         _life.FORKED)
+_RD_OPEN, _RD_SHUT, _WR_OPEN, _WR_SHUT = (_life.RD_OPEN, _life.RD_SHUT, _life.WR_OPEN,
+                                          _life.WR_SHUT)
 _WANT_MAX = 64 * 1024          # low-water mark of a blocking sendall/recv wait
 # A blocking wait first polls the rings without sleeping for this long (seconds): on a
 # machine with a core to spare it saves the wake-up (eventfd + scheduler) per message;
@@ -145,7 +150,7 @@ except ValueError:
 _default_path: str | None = None
 _attach_opts: dict = {}
 _client_lock = threading.Lock()
-_client: "_Client | None" = None
+_client: "_DaemonLink | None" = None
 
 
 def set_default_socket(path: str | None = None, *, slots: int | None = None,
@@ -164,23 +169,23 @@ def set_default_socket(path: str | None = None, *, slots: int | None = None,
 
 
 def _socket_path() -> str:
-    return _default_path or os.environ.get("FPD_SOCKET") or FPD_DEFAULT_SOCKET
+    return _proto.socket_path(_default_path)
 
 
-def _get_client() -> "_Client":
+def _get_client() -> "_DaemonLink":
     c = _client
     if c is not None and c.dead is None:
         return c
     return _new_client()
 
 
-def _new_client() -> "_Client":
+def _new_client() -> "_DaemonLink":
     global _client
     with _client_lock:
         c = _client
         if c is not None and c.dead is None:
             return c
-        c = _Client(_socket_path())
+        c = _DaemonLink(_socket_path())
         _client = c
         return c
 
@@ -203,7 +208,7 @@ def _errtext(code: int) -> str:
 
 
 # --- the daemon, one per process ----------------------------------------------------------
-class _Worker:
+class _WorkerLink:
     """One control connection (to one daemon worker) and its shared-memory region."""
 
     __slots__ = ("client", "q", "ctl", "ctl_lock", "region", "events", "commands",
@@ -245,38 +250,38 @@ class _Worker:
         self._ring = self.daemon_bell.ring
 
     # -- control requests (one at a time per connection) -------------------------------
-    def request(self, obj: dict) -> dict:
+    def request(self, msg, reply=None) -> dict:
+        """One request (a :mod:`fpd.proto` message) and its positive answer; a
+        refusal raises its OSError, a daemon gone or broken ConnectionResetError."""
         c = self.client
         if self.dead is not None:
             raise c.gone_error()
         with self.ctl_lock:
             try:
-                _send_msg(self.ctl, obj)
-                reply, _ = _recv_msg(self.ctl)
+                r, _ = _proto.request(self.ctl, msg, reply=reply)
             except TimeoutError:
                 raise TimeoutError(_errno.ETIMEDOUT, f"fpd daemon at {c.path} did not "
-                                   f"answer {obj.get('op')!r} within {CTL_TIMEOUT:g} s")
-            except (OSError, ValueError) as e:
+                                   f"answer {msg.op!r} within {CTL_TIMEOUT:g} s")
+            except _proto.ProtocolError as e:
+                raise _oserror(_errno.EPROTO, f"fpd: {e}") from None
+            except _proto.Closed:
+                c.set_dead("it closed the control connection")
+                raise c.gone_error() from None
+            except OSError as e:
+                if _proto.refused(e):
+                    raise
                 c.set_dead(f"its control connection failed: {e}")
                 raise c.gone_error() from None
-        if reply is None:
-            c.set_dead("it closed the control connection")
-            raise c.gone_error()
-        if not reply.get("ok"):
-            code = reply.get("errno")
-            if not isinstance(code, int) or not 0 < code < 4096:
-                code = _errno.EPROTO
-            raise _oserror(code, f"fpd: {reply.get('error') or _errtext(code)}")
-        return reply
+        return r
 
-    def notify(self, obj: dict) -> None:
+    def notify(self, msg) -> None:
         """A control message that gets no answer (``noreply``): no round trip."""
         c = self.client
         if self.dead is not None:
             raise c.gone_error()
         with self.ctl_lock:
             try:
-                _send_msg(self.ctl, obj)
+                _proto.send(self.ctl, msg, noreply=True)
             except (OSError, ValueError) as e:
                 c.set_dead(f"its control connection failed: {e}")
                 raise c.gone_error() from None
@@ -357,12 +362,24 @@ class _Worker:
             pass
 
 
+#: ``fpd run`` sets this in the worker process that runs the program: ``fn(poll, ms)`` is
+#: called instead of ``poll.poll(ms)`` where a thread sleeps for the daemon, and drives
+#: the worker's engine itself meanwhile (OpenOnload's way: no thread switch between the
+#: program and its TCP). None: sleep in ``poll()``.
+_poll_hook = None
+
+
+def _sleep_poll(p, ms: int):
+    h = _poll_hook
+    return p.poll(ms) if h is None else h(p, ms)
+
+
 def _select_sleep(t: float) -> None:
     _select.select([], [], [], t)
 
 
-class _Client:
-    """The process's connection to one daemon: hello, one _Worker per daemon worker,
+class _DaemonLink:
+    """The process's connection to one daemon: hello, one _WorkerLink per daemon worker,
     the leader/followers pump and the registry of sockets."""
 
     def __init__(self, path: str):
@@ -410,45 +427,35 @@ class _Client:
                                  f"{e.strerror or e}") from None
         return s
 
-    def _ask(self, s, obj, maxfds=0):
+    def _ask(self, s, msg, maxfds=0, reply=None):
+        where = f"fpd daemon at {self.path}"
         try:
-            _send_msg(s, obj)
-            reply, fds = _recv_msg(s, maxfds)
-        except (OSError, ValueError) as e:
-            raise _oserror(getattr(e, "errno", None) or _errno.ECONNREFUSED,
-                           f"fpd daemon not reachable at {self.path}: {e}") from None
-        if reply is None:
+            return _proto.request(s, msg, maxfds=maxfds, reply=reply, prefix=where)
+        except _proto.ProtocolError as e:
+            raise _oserror(_errno.EPROTO, f"{where}: {e}") from None
+        except _proto.Closed:
             raise _oserror(_errno.ECONNREFUSED, f"fpd daemon not reachable at "
                                                 f"{self.path}: it closed the connection")
-        if not reply.get("ok"):
-            for fd in fds:
-                os.close(fd)
-            code = reply.get("errno")
-            if not isinstance(code, int) or not 0 < code < 4096:
-                code = _errno.EPROTO
-            raise _oserror(code, f"fpd daemon at {self.path}: "
-                                 f"{reply.get('error') or _errtext(code)}")
-        return reply, fds
+        except OSError as e:
+            if _proto.refused(e):
+                raise
+            raise _oserror(e.errno or _errno.ECONNREFUSED,
+                           f"fpd daemon not reachable at {self.path}: {e}") from None
 
     def _hello(self) -> dict:
         s = self._connect()
         try:
-            return self._ask(s, {"op": "hello", "version": 1})[0]
+            return self._ask(s, _proto.Hello(), reply=_proto.HelloReply)[0]
         finally:
             s.close()
 
-    def _attach(self, q: int) -> _Worker:
+    def _attach(self, q: int) -> _WorkerLink:
         s = self._connect()
         try:
-            req = {"op": "attach", "queue": q, "pid": self.pid, **_attach_opts}
-            reply, fds = self._ask(s, req, maxfds=3)
-            if len(fds) != 3:
-                for fd in fds:
-                    os.close(fd)
-                raise _oserror(_errno.EPROTO, f"fpd daemon at {self.path}: attach "
-                                              f"passed {len(fds)} fds, expected 3")
+            req = _proto.Attach(queue=q, pid=self.pid, **_attach_opts)
+            reply, fds = self._ask(s, req, maxfds=3, reply=_proto.AttachReply)
             try:
-                return _Worker(self, q, s, reply, fds)
+                return _WorkerLink(self, q, s, reply, fds)
             except _ShmError as e:
                 raise _oserror(_errno.EPROTO, f"fpd daemon at {self.path}: {e}") from None
         except BaseException:
@@ -526,7 +533,7 @@ class _Client:
                 if left <= 0:
                     return False
                 ms = int(left * 1000 + 0.999)
-            for fd, ev in p.poll(ms):
+            for fd, ev in _sleep_poll(p, ms):
                 if fd != bfd and ev & (_select.POLLHUP | _select.POLLERR | _select.POLLNVAL):
                     self.set_dead("its control connection hung up")
             bell.drain()
@@ -612,7 +619,7 @@ class _Client:
                     return
         if not pending:
             ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
-            for fd, ev in self.poll.poll(ms):
+            for fd, ev in _sleep_poll(self.poll, ms):
                 if ev & (_select.POLLHUP | _select.POLLERR | _select.POLLNVAL) \
                         and fd in self.ctl_fds:
                     self.set_dead("its control connection hung up")
@@ -665,7 +672,7 @@ class _Client:
             except Exception:           # never let the pump die silently
                 _select_sleep(0.01)
 
-    def pick_worker(self) -> _Worker:
+    def pick_worker(self) -> _WorkerLink:
         ws = self.workers
         self.rr = (self.rr + 1) % len(ws)
         return ws[self.rr]
@@ -717,13 +724,18 @@ def _ip(b: bytes) -> str:
 
 
 # --- the socket ---------------------------------------------------------------------------
-class socket:
+class socket(_life.SockLife):
     """An fpd TCP/IPv4 socket (for other families/types the constructor returns a
-    standard :class:`socket.socket`). See the module documentation."""
+    standard :class:`socket.socket`). See the module documentation.
+
+    Its life is the :data:`fpd.slotlife.CLIENT` table (tracks ``use_st``, ``peer_st``,
+    ``link_st``, ``rd_st``, ``wr_st``, moved only by ``fire``); ``_end_errno`` says why the
+    daemon ended the connection, ``_why`` why the daemon link is not OK, ``_so_error``
+    is SO_ERROR's pending value."""
 
     __slots__ = ("_client", "_w", "_slot", "_gen16", "_rx", "_tx", "_ctl", "_rlock",
-                 "_wlock", "_cond", "_timeout", "_state", "_errno", "_so_error", "_gone",
-                 "_dead", "_shut", "_bind", "_laddr", "_raddr", "_opts", "_listen",
+                 "_wlock", "_cond", "_timeout", "_end_errno", "_so_error", "_why", "_bind",
+                 "_laddr", "_raddr", "_opts", "_listen",
                  "_acceptq", "_pair", "_fd_r", "_fd_w", "_dirty_r", "_dirty_w",
                  "_linger0", "_view", "_type", "_io_refs", "_wlowat", "_sbell", "_sbpoll",
                  "__weakref__")
@@ -750,12 +762,10 @@ class socket:
         self._timeout = None if typ & getattr(_std, "SOCK_NONBLOCK", 0) == 0 else 0.0
         if self._timeout is None:
             self._timeout = _std.getdefaulttimeout()
-        self._state = _NEW
-        self._errno = 0
+        _life.SockLife.__init__(self)
+        self._end_errno = 0
         self._so_error = 0
-        self._gone = False
-        self._dead = None
-        self._shut = 0
+        self._why = None
         self._bind = None
         self._laddr = ("0.0.0.0", 0)
         self._raddr = None
@@ -773,7 +783,7 @@ class socket:
         self._wlowat = 1
 
     # -- plumbing ------------------------------------------------------------------------
-    def _attach_client(self) -> "_Client":
+    def _attach_client(self) -> "_DaemonLink":
         c = self._client
         if c is None:
             c = _get_client()
@@ -782,7 +792,7 @@ class socket:
             c.socks.add(self)
         return c
 
-    def _adopt(self, w: _Worker, slot: int, gen16: int) -> None:
+    def _adopt(self, w: _WorkerLink, slot: int, gen16: int) -> None:
         """Take slot ``slot`` of ``w``'s region (``mu`` held)."""
         region = w.region
         region.close_slot(slot)
@@ -817,15 +827,16 @@ class socket:
                 self._kick_w()
             return
         if kind == _EV_CONNECTED:
-            if self._state == _CONNECTING:
-                self._state = _CONNECTED
+            if self.use_st == _CONNECTING:
+                self.fire("connected")
                 self._addrs()
         elif kind == _EV_CLOSED:
             code = arg if 0 <= arg < 4096 else _errno.EPROTO
-            self._gone = True
-            self._errno = code
-            if self._state == _CONNECTING:
-                self._state = _FAILED
+            if self.peer_st == _LIVE:
+                self._end_errno = code            # (the first end is the one kept)
+            self.fire("ended")
+            if self.use_st == _CONNECTING:
+                self.fire("fail")
                 self._so_error = code or _errno.ECONNABORTED
         self._cond.notify_all()
         if self._pair is not None:
@@ -834,9 +845,10 @@ class socket:
 
     def _daemon_gone(self) -> None:
         """``mu`` held."""
-        self._dead = self._client.dead
-        if self._state == _CONNECTING:
-            self._state = _FAILED
+        self._why = self._client.dead
+        self.fire("daemon_gone")
+        if self.use_st == _CONNECTING:
+            self.fire("fail")
             self._so_error = _errno.ECONNRESET
         if self._cond is not None:
             self._cond.notify_all()
@@ -846,14 +858,15 @@ class socket:
 
     def _broken(self, e: Exception) -> OSError:
         """The daemon's words for this slot are corrupt: this socket is unusable."""
-        self._dead = f"corrupt shared memory: {e}"
-        return _oserror(_errno.EPROTO, f"fpd: {self._dead}")
+        self._why = f"corrupt shared memory: {e}"
+        self.fire("corrupt")
+        return _oserror(_errno.EPROTO, f"fpd: {self._why}")
 
     def _check_ctl(self) -> None:
         """Look at the slot's state word directly: a reset is seen even when no
         thread has drained the event ring yet."""
         ctl = self._ctl
-        if ctl is None or self._gone or self._dead is not None:
+        if ctl is None or self.peer_st != _LIVE or self.link_st != _OK:
             return
         try:
             st, _, err = ctl.read()
@@ -862,7 +875,7 @@ class socket:
             return
         if st == _shm.S_CLOSED:
             with self._client.mu:
-                if not self._gone:
+                if self.peer_st == _LIVE:
                     self._ev(_EV_CLOSED, err if err > 0 else 0)
 
     def _ctl_error(self) -> int:
@@ -891,8 +904,7 @@ class socket:
             b = _shm.Doorbell()
             try:
                 with w.ctl_lock:
-                    _shm.send_fds(w.ctl, b'{"op":"bell","slot":%d,"noreply":true}'
-                                  % self._slot, [b.fd])
+                    _proto.send(w.ctl, _proto.Bell(slot=self._slot), [b.fd], noreply=True)
             except OSError:
                 b.close()
                 return None
@@ -913,7 +925,7 @@ class socket:
         if b is None:
             return
         try:
-            self._w.request({"op": "bell", "slot": self._slot})
+            self._w.request(_proto.Bell(slot=self._slot))
         except OSError:
             pass
         b.close()
@@ -923,26 +935,26 @@ class socket:
         self._rlock = threading.Lock()
         self._wlock = threading.Lock()
         self._rx = self._tx = self._ctl = None
-        self._state = _CLOSED
-        self._dead = "fork"
+        self.fire("close")
+        self.fire("fork")
         self._pair = None
 
     def _closed_error(self) -> OSError:
-        if self._dead == "fork":
+        if self.link_st == _FORKED:
             return _oserror(_errno.EBADF, "fpd socket belongs to the parent process "
                                           "(os.fork): make a new one in the child")
         return _oserror(_errno.EBADF, "Bad file descriptor")
 
     def _dead_error(self, pipe: bool = False) -> OSError:
-        if self._dead is not None and self._dead.startswith("corrupt"):
-            return _oserror(_errno.EPROTO, f"fpd: {self._dead}")
+        if self.link_st == _CORRUPT:
+            return _oserror(_errno.EPROTO, f"fpd: {self._why}")
         return self._client.gone_error(pipe)
 
     # -- readiness descriptor ------------------------------------------------------------
     def fileno(self) -> int:
         """A descriptor that select/poll/epoll report readable/writable exactly when
         this socket is (see the module documentation); -1 after close."""
-        if self._state == _CLOSED:
+        if self.use_st == _CLOSED:
             return -1
         p = self._pair
         if p is None:
@@ -955,7 +967,7 @@ class socket:
             self._fd_r, self._fd_w = False, True        # a fresh pair: writable only
             p = self._pair = (a, b, a.send, a.recv, b.send, b.recv)
             c = self._client
-            if c is None and self._state != _NEW:
+            if c is None and self.use_st != _NEW:
                 c = self._attach_client()
             self._kick_r()
             self._kick_w()
@@ -998,14 +1010,14 @@ class socket:
 
     def _readable_now(self) -> bool:
         """Readiness for reading (rlock held); arms the RX ring when not readable."""
-        st = self._state
+        st = self.use_st
         if st == _LISTENING:
             return bool(self._acceptq)
-        if self._dead is not None or self._gone or st in (_FAILED, _CLOSED):
+        if self.link_st != _OK or self.peer_st != _LIVE or st == _FAILED or st == _CLOSED:
             return True
         if st != _CONNECTED:
             return False
-        if self._shut & _SHUT_RD:
+        if self.rd_st == _RD_SHUT:
             return True
         rx = self._rx
         try:
@@ -1018,12 +1030,12 @@ class socket:
             return True
 
     def _writable_now(self) -> bool:
-        st = self._state
-        if self._dead is not None or self._gone or st in (_FAILED, _CLOSED):
-            return st != _LISTENING or self._dead is not None
+        st = self.use_st
+        if self.link_st != _OK or self.peer_st != _LIVE or st == _FAILED or st == _CLOSED:
+            return st != _LISTENING or self.link_st != _OK
         if st != _CONNECTED:
             return False
-        if self._shut & _SHUT_WR:
+        if self.wr_st == _WR_SHUT:
             return True
         tx = self._tx
         try:
@@ -1095,7 +1107,7 @@ class socket:
 
     def getpeername(self) -> tuple:
         self._check_open()
-        if self._state != _CONNECTED or self._raddr is None:
+        if self.use_st != _CONNECTED or self._raddr is None:
             raise _oserror(_errno.ENOTCONN, "Transport endpoint is not connected")
         return self._raddr
 
@@ -1130,14 +1142,12 @@ class socket:
         val = bool(v) if name in ("nodelay", "keepalive") else v
         # no round trip: the option was checked here, and the daemon applies control
         # messages in order (a send after this call is sent with the option)
-        if self._state in (_CONNECTING, _CONNECTED) and self._w is not None \
-                and self._dead is None:
-            self._w.notify({"op": "setopt", "slot": self._slot, "name": name,
-                            "value": val, "noreply": True})
-        elif self._state == _LISTENING and self._dead is None:
+        if self.use_st in (_CONNECTING, _CONNECTED) and self._w is not None \
+                and self.link_st == _OK:
+            self._w.notify(_proto.SetOpt(slot=self._slot, name=name, value=val))
+        elif self.use_st == _LISTENING and self.link_st == _OK:
             for w, slot, _gen in list(self._listen):   # future accepts inherit it
-                w.notify({"op": "setopt", "slot": slot, "name": name, "value": val,
-                          "noreply": True})
+                w.notify(_proto.SetOpt(slot=slot, name=name, value=val))
 
     def _sockopts(self) -> dict:
         return {k: (bool(v) if k in ("nodelay", "keepalive") else v)
@@ -1153,7 +1163,7 @@ class socket:
             if optname == _std.SO_TYPE:
                 return _SOCK_STREAM
             if optname == _std.SO_ACCEPTCONN:
-                return int(self._state == _LISTENING)
+                return int(self.use_st == _LISTENING)
             if optname == _std.SO_REUSEADDR:
                 return self._opts.get("reuseaddr", 0)
             if optname == _std.SO_LINGER:
@@ -1176,22 +1186,22 @@ class socket:
         return int(v)
 
     def _check_open(self) -> None:
-        if self._state == _CLOSED:
+        if self.use_st == _CLOSED:
             raise self._closed_error()
 
     # -- connection set-up ---------------------------------------------------------------
     def bind(self, address) -> None:
         self._check_open()
-        if self._state != _NEW or self._bind is not None:
+        if self.use_st != _NEW or self._bind is not None:
             raise _oserror(_errno.EINVAL, "Invalid argument (already bound)")
         self._bind = _resolve(address, True)
         self._laddr = self._bind
 
     def listen(self, backlog: int = 128) -> None:
         self._check_open()
-        if self._state == _LISTENING:
+        if self.use_st == _LISTENING:
             return
-        if self._state != _NEW:
+        if self.use_st != _NEW:
             raise _oserror(_errno.EINVAL, "Invalid argument")
         if self._acceptq is None:
             self._acceptq = collections.deque()
@@ -1207,8 +1217,9 @@ class socket:
                 with c.mu:
                     w.inflight += 1
                 try:
-                    r = w.request({"op": "listen", "addr": host, "port": port,
-                                   "backlog": backlog, "opts": self._sockopts()})
+                    r = w.request(_proto.Listen(addr=host, port=port, backlog=backlog,
+                                                opts=self._sockopts()),
+                                  _proto.SlotReply)
                     slot, gen = int(r["slot"]), int(r["gen"])
                     if not 0 <= slot < w.region.layout.nslots:
                         raise _oserror(_errno.EPROTO, f"fpd: listen reply names slot "
@@ -1217,7 +1228,8 @@ class socket:
                         w.listeners[slot] = self
                         done.append((w, slot, gen))
                         self._listen = done
-                        self._state = _LISTENING
+                        if self.use_st == _NEW:
+                            self.fire("listen")
                         for rec in w.take_early(slot | (1 << 40)):
                             self._accepted(w, rec.slot, rec.gen)
                 finally:
@@ -1225,7 +1237,8 @@ class socket:
                         w.inflight -= 1
         except BaseException:
             self._unlisten()
-            self._state = _NEW
+            if self.use_st == _LISTENING:
+                self.fire("unlisten")
             raise
         if self._pair is not None:
             c.sel_socks.add(self)
@@ -1233,7 +1246,7 @@ class socket:
             self._kick_r()
             self._kick_w()
 
-    def _accepted(self, w: _Worker, slot: int, gen16: int) -> None:
+    def _accepted(self, w: _WorkerLink, slot: int, gen16: int) -> None:
         """EV_ACCEPTED for this listener (``mu`` held): make the socket now."""
         s = socket.__new__(socket)
         socket.__init__(s)
@@ -1246,7 +1259,7 @@ class socket:
             w.conns.pop(slot, None)
             w._release_orphan(slot, gen16)
             return
-        s._state = _CONNECTED
+        s.fire("accepted")
         s._addrs()
         for rec in w.take_early(slot):
             if rec.gen == gen16:
@@ -1265,7 +1278,7 @@ class socket:
                     del w.listeners[slot]
             if w.dead is None:
                 try:
-                    w.request({"op": "unlisten", "slot": slot})
+                    w.request(_proto.Unlisten(slot=slot))
                 except OSError:
                     pass
         with c.mu:
@@ -1276,7 +1289,7 @@ class socket:
     def accept(self):
         """``(conn, (ip, port))``; conn is blocking unless a default timeout is set."""
         self._check_open()
-        if self._state != _LISTENING:
+        if self.use_st != _LISTENING:
             raise _oserror(_errno.EINVAL, "Invalid argument (not listening)")
         c = self._client
         to = self._timeout
@@ -1288,13 +1301,13 @@ class socket:
                 if to == 0.0:
                     raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
                 deadline = None if to is None else _now() + to
-                if not c.wait(lambda: q or self._state != _LISTENING
-                              or self._dead is not None, self._cond, deadline):
+                if not c.wait(lambda: q or self.use_st != _LISTENING
+                              or self.link_st != _OK, self._cond, deadline):
                     raise TimeoutError("timed out")
             with c.mu:
-                if self._state != _LISTENING:
+                if self.use_st != _LISTENING:
                     raise self._closed_error()
-                if self._dead is not None and not q:
+                if self.link_st != _OK and not q:
                     raise self._dead_error()
                 conn = q.popleft()
             if self._pair is not None:
@@ -1310,7 +1323,7 @@ class socket:
 
     def _start_connect(self, address) -> None:
         self._check_open()
-        st = self._state
+        st = self.use_st
         if st == _CONNECTED:
             raise _oserror(_errno.EISCONN, "Transport endpoint is already connected")
         if st == _CONNECTING:
@@ -1322,30 +1335,26 @@ class socket:
         host, port = _resolve(address)
         c = self._attach_client()
         w = c.pick_worker()
-        req = {"op": "connect", "addr": host, "port": port}
-        if self._bind is not None and self._bind[1]:
-            req["bind_port"] = self._bind[1]
-        opts = {k: v for k, v in self._opts.items()
-                if k in ("nodelay", "keepalive", "rcvbuf", "sndbuf")}
-        if opts:
-            req["opts"] = opts
+        opts = {k: v for k, v in self._opts.items() if k in _proto.SOCKOPTS}
+        req = _proto.Connect(addr=host, port=port,
+                             bind_port=self._bind[1] if self._bind is not None
+                             and self._bind[1] else None, opts=opts or None)
         with c.mu:
             w.inflight += 1
         try:
-            r = w.request(req)
+            r = w.request(req, _proto.SlotReply)
             slot, gen = int(r["slot"]), int(r["gen"])
             with c.mu:
-                self._gone = False
-                self._errno = self._so_error = 0
-                self._dead = None
-                self._shut = 0
+                self.fire("renew")                # a new connection: nothing ended yet
+                self._end_errno = self._so_error = 0
+                self._why = None
                 try:
                     self._adopt(w, slot, gen & 0xFFFF)
                 except (_ShmError, ValueError) as e:
                     w.conns.pop(slot, None)
                     w._release_orphan(slot, gen)
                     raise _oserror(_errno.EPROTO, f"fpd: connect: {e}") from None
-                self._state = _CONNECTING
+                self.fire("connect")
                 self._raddr = (host, port)
                 loc = r.get("local")
                 if isinstance(loc, list) and len(loc) == 2:
@@ -1361,14 +1370,14 @@ class socket:
             c.start_pump_thread()
 
     def _connect_ready(self) -> bool:
-        if self._state != _CONNECTING or self._dead is not None:
+        if self.use_st != _CONNECTING or self.link_st != _OK:
             return True
         try:
             st = self._ctl.read()[0]
         except _ShmCorrupt:
             return True
         if st == _shm.S_ESTABLISHED:
-            self._state = _CONNECTED
+            self.fire("connected")
             self._addrs()
             return True
         if st == _shm.S_CLOSED:
@@ -1379,24 +1388,25 @@ class socket:
     def _finish_connect(self, deadline) -> int:
         """Wait for the outcome; returns 0 or an errno."""
         c = self._client
-        if self._state == _CONNECTING:
+        if self.use_st == _CONNECTING:
             if not c.wait(self._connect_ready, self._cond, deadline):
                 return _errno.ETIMEDOUT if deadline is not None else _errno.EINPROGRESS
-        if self._state == _CONNECTED:
+        if self.use_st == _CONNECTED:
             if self._pair is not None:
                 self._kick_r()
                 self._kick_w()
             return 0
-        if self._dead is not None and self._state != _FAILED:
+        if self.link_st != _OK and self.use_st != _FAILED:
             return _errno.ECONNRESET
-        code = self._so_error or self._errno or _errno.ECONNREFUSED
+        code = self._so_error or self._end_errno or _errno.ECONNREFUSED
         self._so_error = 0
         self._release_slot(False)
-        self._state = _FAILED
+        if self.use_st in (_CONNECTING, _FAILED):      # (not if it was closed meanwhile)
+            self.fire("fail")
         return code
 
     def connect(self, address) -> None:
-        if self._state == _CONNECTING and self._timeout == 0.0:
+        if self.use_st == _CONNECTING and self._timeout == 0.0:
             if not self._connect_ready():
                 raise BlockingIOError(_errno.EALREADY, "Operation already in progress")
         else:
@@ -1410,7 +1420,7 @@ class socket:
             if code == _errno.ETIMEDOUT and self._timeout:
                 self._abort_connect()
                 raise TimeoutError("timed out")
-            if code == _errno.ECONNRESET and self._dead is not None:
+            if code == _errno.ECONNRESET and self.link_st != _OK:
                 raise self._dead_error()
             raise _oserror(code, _errtext(code))
 
@@ -1429,7 +1439,8 @@ class socket:
 
     def _abort_connect(self) -> None:
         self._release_slot(True)
-        self._state = _FAILED
+        if self.use_st in (_CONNECTING, _FAILED):
+            self.fire("fail")
 
     def _release_slot(self, abort: bool) -> None:
         """Give the slot back to the daemon (OP_CLOSE/ABORT) and forget it."""
@@ -1458,11 +1469,11 @@ class socket:
     def _send_error(self) -> OSError:
         """Why we cannot send now (wlock held), or None. A connect in progress is
         waited for (EAGAIN when non-blocking), as Linux does."""
-        if self._state == _CLOSED:
+        if self.use_st == _CLOSED:
             return self._closed_error()
-        if self._dead is not None:
+        if self.link_st != _OK:
             return self._dead_error(pipe=True)
-        if self._state == _CONNECTING:
+        if self.use_st == _CONNECTING:
             if self._timeout == 0.0:
                 if not self._connect_ready():
                     return BlockingIOError(_errno.EAGAIN,
@@ -1472,22 +1483,24 @@ class socket:
                                             else _now() + self._timeout)
                 if code:
                     return _oserror(code, _errtext(code))
-            if self._state == _CONNECTED:
+            if self.use_st == _CONNECTED:
                 return None
-        if self._state != _CONNECTED:
-            if self._state == _FAILED and self._so_error:
+        st = self.use_st
+        if st != _CONNECTED:
+            if st == _FAILED and self._so_error:
                 return _oserror(self._so_error, _errtext(self._so_error))
-            return _oserror(_errno.ENOTCONN if self._state != _CONNECTING else _errno.EAGAIN,
+            return _oserror(_errno.ENOTCONN if st != _CONNECTING else _errno.EAGAIN,
                             "Transport endpoint is not connected")
-        if self._shut & _SHUT_WR:
+        if self.wr_st == _WR_SHUT:
             return BrokenPipeError(_errno.EPIPE, "Broken pipe")
-        if self._gone:
-            code = self._errno
+        if self.peer_st == _ENDED:
+            code = self._end_errno
             if code == _errno.ECONNRESET:
-                self._errno = _errno.EPIPE
+                self.fire("reported")            # once; then EPIPE (and EOF for recv)
                 return ConnectionResetError(code, "Connection reset by peer")
             if code:
                 return _oserror(code, _errtext(code))
+        if self.peer_st != _LIVE:
             return BrokenPipeError(_errno.EPIPE, "Broken pipe")
         return None
 
@@ -1496,8 +1509,8 @@ class socket:
         c = self._client
 
         def ready():
-            if self._state != _CONNECTED or self._dead is not None or self._gone \
-                    or self._shut & _SHUT_WR:
+            if self.use_st != _CONNECTED or self.link_st != _OK or self.peer_st != _LIVE \
+                    or self.wr_st == _WR_SHUT:
                 return True
             tx.disarm()
             return not tx.arm(want)
@@ -1515,8 +1528,7 @@ class socket:
         tx = self._tx
         with self._wlock:
             while True:
-                if tx is None or self._dead is not None or self._gone or self._shut \
-                        or self._state != _CONNECTED:
+                if tx is None or not self.fast:
                     e = self._send_error()
                     if e is not None:
                         raise e
@@ -1535,7 +1547,7 @@ class socket:
                 to = self._timeout
                 if to == 0.0 or flags & _MSG_DONTWAIT:
                     self._check_ctl()
-                    if self._gone:
+                    if self.peer_st != _LIVE:
                         continue
                     raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
                 self._wait_tx(tx, 1, None if to is None else _now() + to)
@@ -1554,8 +1566,7 @@ class socket:
             total = len(data) if type(data) is bytes else memoryview(data).nbytes
             off = 0
             while True:
-                if tx is None or self._dead is not None or self._gone or self._shut \
-                        or self._state != _CONNECTED:
+                if tx is None or not self.fast:
                     e = self._send_error()
                     if e is not None:
                         raise e
@@ -1581,7 +1592,7 @@ class socket:
                     raise self._broken(e) from None
                 if to == 0.0 or flags & _MSG_DONTWAIT:
                     self._check_ctl()
-                    if self._gone:
+                    if self.peer_st != _LIVE:
                         continue
                     raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
                 self._wait_tx(tx, min(total - off, _WANT_MAX, tx.size), deadline)
@@ -1604,84 +1615,91 @@ class socket:
     def _recv_slow(self, rx, flags):
         """Nothing readable right now (rlock held): EOF -> True, error -> raise,
         else wait (or raise BlockingIOError/TimeoutError). Returns False to retry."""
-        st = self._state
+        st = self.use_st
         if st == _CLOSED:
             raise self._closed_error()
         if rx is None or st != _CONNECTED:
-            if st == _FAILED and self._so_error:
-                code, self._so_error = self._so_error, 0
-                raise _oserror(code, _errtext(code))
-            if self._dead is not None:
-                raise self._dead_error()
-            if st == _CONNECTING and self._timeout == 0.0:
-                raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
-            if st == _CONNECTING:
-                code = self._finish_connect(None if self._timeout is None
-                                            else _now() + self._timeout)
-                if code:
-                    raise _oserror(code, _errtext(code))
-                return False
-            raise _oserror(_errno.ENOTCONN, "Transport endpoint is not connected")
+            return self._recv_unconnected(st)
         try:
             if rx.readable():
                 return False
             eof = rx.at_eof()
         except _ShmCorrupt as e:
             raise self._broken(e) from None
-        if eof or self._shut & _SHUT_RD:
-            # the daemon also ends the RX ring when the connection is reset (or it
-            # stops): the slot's state word tells a reset from the peer's FIN
-            if not self._gone and not self._shut & _SHUT_RD:
-                if self._dead is None:
-                    self._check_ctl()
-                    if not self._gone:
-                        self._client.try_pump()      # a daemon dying mid-shutdown?
-                if self._dead is not None and self._ctl_error():
-                    raise self._dead_error()
-            code = self._errno if self._gone else 0
-            if not code or code == _errno.EPIPE or self._shut & _SHUT_RD:
-                return True
-            self._errno = _errno.EPIPE               # reported once, then EOF
-            if code == _errno.ECONNRESET:
-                self._client.try_pump()              # EV_SHUTDOWN / hangup explain it?
-                if self._dead is not None:
-                    raise self._dead_error()
-                raise ConnectionResetError(code, "Connection reset by peer")
-            raise _oserror(code, _errtext(code))
-        if self._dead is not None:
+        if eof or self.rd_st == _RD_SHUT:
+            return self._recv_end(True)
+        if self.link_st != _OK:
             raise self._dead_error()
-        if self._gone:
-            code = self._errno
-            if code:
-                self._errno = 0 if code != _errno.ECONNRESET else _errno.EPIPE
-                if code == _errno.EPIPE:
-                    return True
-                raise _oserror(code, _errtext(code) if code != _errno.ECONNRESET
-                               else "Connection reset by peer")
-            return True
+        if self.peer_st != _LIVE:
+            return self._recv_end(False)
         to = self._timeout
         if to == 0.0 or flags & _MSG_DONTWAIT:
             self._client.try_pump()
             self._check_ctl()
-            if self._gone or self._dead is not None:
+            if self.peer_st != _LIVE or self.link_st != _OK:
                 return False                 # look again: EOF or the error
             raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
+        return self._recv_wait(rx, None if to is None else _now() + to)
+
+    def _recv_unconnected(self, st):
+        """recv on a socket that is not connected (yet, or any more)."""
+        if st == _FAILED and self._so_error:
+            code, self._so_error = self._so_error, 0
+            raise _oserror(code, _errtext(code))
+        if self.link_st != _OK:
+            raise self._dead_error()
+        if st == _CONNECTING:
+            if self._timeout == 0.0:
+                raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
+            code = self._finish_connect(None if self._timeout is None
+                                        else _now() + self._timeout)
+            if code:
+                raise _oserror(code, _errtext(code))
+            return False
+        raise _oserror(_errno.ENOTCONN, "Transport endpoint is not connected")
+
+    def _recv_end(self, eof: bool) -> bool:
+        """The RX ring ended (``eof``) or the daemon ended the connection: EOF (True),
+        or the error that ended it, raised once (then EOF)."""
+        if eof and self.peer_st == _LIVE and self.rd_st == _RD_OPEN:
+            # the daemon also ends the RX ring when the connection is reset (or it
+            # stops): the slot's state word tells a reset from the peer's FIN
+            if self.link_st == _OK:
+                self._check_ctl()
+                if self.peer_st == _LIVE:
+                    self._client.try_pump()      # a daemon dying mid-shutdown?
+            if self.link_st != _OK and self._ctl_error():
+                raise self._dead_error()
+        code = self._end_errno
+        if self.peer_st != _ENDED or not code or self.rd_st == _RD_SHUT:
+            return True
+        self.fire("reported")
+        if code == _errno.ECONNRESET:
+            if eof:
+                self._client.try_pump()          # EV_SHUTDOWN / hangup explain it?
+                if self.link_st != _OK:
+                    raise self._dead_error()
+            raise ConnectionResetError(code, "Connection reset by peer")
+        raise _oserror(code, _errtext(code))
+
+    def _recv_wait(self, rx, deadline) -> bool:
+        """Block until RX has a byte, EOF or an error (or raise TimeoutError)."""
         c = self._client
 
         def ready():
-            if self._state != _CONNECTED or self._dead is not None or self._gone \
-                    or self._shut & _SHUT_RD:
+            if self.use_st != _CONNECTED or self.link_st != _OK or self.peer_st != _LIVE \
+                    or self.rd_st == _RD_SHUT:
                 return True
             rx.disarm()
             return not rx.arm(1)
         direct = self._direct()
         try:
             if direct:
-                ok = c.wait_direct(ready, direct, None if to is None else _now() + to)
+                ok = c.wait_direct(ready, direct, deadline)
             elif direct is False:
-                ok = c.wait_settling(ready, self._cond, None if to is None else _now() + to)
+                ok = c.wait_settling(ready, self._cond, deadline)
             else:
-                ok = c.wait(ready, self._cond, None if to is None else _now() + to)
+                ok = c.wait(ready, self._cond, deadline)
         except _ShmCorrupt as e:
             raise self._broken(e) from None
         finally:
@@ -1846,29 +1864,30 @@ class socket:
         self._check_open()
         if how not in (_std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR):
             raise _oserror(_errno.EINVAL, "Invalid argument")
-        if self._state != _CONNECTED:
+        if self.use_st != _CONNECTED:
             raise _oserror(_errno.ENOTCONN, "Transport endpoint is not connected")
-        if self._dead is not None:
+        if self.link_st != _OK:
             raise self._dead_error()
-        bits = {_std.SHUT_RD: _SHUT_RD, _std.SHUT_WR: _SHUT_WR,
-                _std.SHUT_RDWR: _SHUT_RD | _SHUT_WR}[how]
-        new = bits & ~self._shut
-        if not new:
+        rd = how != _std.SHUT_WR and self.rd_st == _RD_OPEN
+        wr = how != _std.SHUT_RD and self.wr_st == _WR_OPEN
+        if not (rd or wr):
             return
-        self._shut |= new
-        if new & _SHUT_WR:
+        if wr:
+            self.fire("shut_wr")
+        if rd:
+            self.fire("shut_rd")
+        if wr:
             with self._wlock:
                 tx = self._tx
                 if tx is not None:
                     tx.shutdown()
-        if new & _SHUT_RD:
+        if rd:
             with self._rlock:
                 rx = self._rx
                 if rx is not None:
                     rx.close()
-        code = {_SHUT_RD: _std.SHUT_RD, _SHUT_WR: _std.SHUT_WR,
-                _SHUT_RD | _SHUT_WR: _std.SHUT_RDWR}[new]
-        if not self._gone:
+        code = _proto.SHUT_RDWR if rd and wr else _proto.SHUT_RD if rd else _proto.SHUT_WR
+        if self.peer_st == _LIVE:
             self._w.cmd(self._slot, _OP_SHUTDOWN, code, self._gen16)
         with self._client.mu:
             self._cond.notify_all()
@@ -1883,13 +1902,13 @@ class socket:
         self._really_close()
 
     def _really_close(self) -> None:
-        st = self._state
+        st = self.use_st
         if st == _CLOSED:
             return
         c = self._client
-        if c is not None and self._dead != "fork":
+        if c is not None and self.link_st != _FORKED:
             with c.mu:
-                self._state = _CLOSED
+                self.fire("close")
                 self._cond.notify_all()
             try:
                 c.wake_bell.ring()       # a leader sleeping for this socket wakes up
@@ -1901,7 +1920,7 @@ class socket:
                     b.ring()             # so does a thread sleeping on its own bell
                 except (OSError, TypeError):
                     pass
-        self._state = _CLOSED
+        self.fire("close")
         with self._rlock, self._wlock:
             if st == _LISTENING:
                 self._unlisten()
@@ -1930,15 +1949,15 @@ class socket:
 
     def __del__(self):
         try:
-            if self._state != _CLOSED and self._dead != "fork":
+            if self.use_st != _CLOSED and self.link_st != _FORKED:
                 self._really_close()
         except Exception:
             pass
 
     def __repr__(self):
-        st = ("new", "connecting", "connected", "listening", "failed", "closed")[self._state]
+        st = self.use_st.lower()
         extra = f" laddr={self._laddr}"
-        if self._raddr and self._state == _CONNECTED:
+        if self._raddr and self.use_st == _CONNECTED:
             extra += f" raddr={self._raddr}"
         return f"<fpd.client.socket {st}{extra} slot={self._slot}>"
 

@@ -3,10 +3,12 @@
     chan = the worker's end of the supervisor's SOCK_SEQPACKET socketpair
     sys.exit(worker_main(chan, WorkerConfig(ifname="eth0", queue=0, nqueues=1, ...)))
 
-A worker owns one :class:`fpd.worker.Worker` (XSK + UMEM + Stack of one queue) and serves
-the clients the supervisor hands it: each client gets a shared-memory region
+A worker owns one host (in the daemon an :class:`fpd.worker.Worker`: XSK + UMEM + Stack of
+one queue; any :class:`fpd.host.Host` will do) and serves the clients the supervisor
+hands it: each client gets a shared-memory region
 (:mod:`fpd.shm`) with one slot per connection, and speaks JSON over its own control
-connection. Everything a client writes into its region is hostile input.
+connection (:mod:`fpd.proto`). Everything a client writes into its region is hostile
+input.
 """
 
 from __future__ import annotations
@@ -14,21 +16,21 @@ from __future__ import annotations
 import collections
 import dataclasses
 import errno as _errno
-import json
 import logging
 import os
 import socket
 
 from . import capture as _capture
+from . import proto
 from . import shm as _shm
 from . import tcp as _tcp
 from . import wire as _wire
+from .proto import SHUT_RDWR, SHUT_WR, SOCKOPTS
 from .shm import (NO_SLOT, OP_ABORT, OP_CLOSE, OP_KICK, OP_SHUTDOWN, S_CLOSED,
-                  S_CONNECTING, S_ESTABLISHED, S_LISTENING, ShmCorrupt, recv_fds, send_fds)
+                  S_CONNECTING, S_ESTABLISHED, S_LISTENING, ShmCorrupt)
+from .slotlife import CLOSED, ENDING, PEER_FIN, RELEASED, RX_EOF, TX_SHUT, SlotLife
 
-__all__ = ["WorkerConfig", "worker_main", "send_msg", "recv_msg", "send_fitting", "MAX_MSG"]
-
-MAX_MSG = 65536
+__all__ = ["WorkerConfig", "Service", "worker_main"]
 
 
 @dataclasses.dataclass
@@ -48,46 +50,13 @@ class WorkerConfig:
     fwd: list = dataclasses.field(default_factory=list)
 
 
-def send_msg(sock: socket.socket, obj: dict, fds=()) -> None:
-    """One JSON object as one SEQPACKET message, ``fds`` attached (SCM_RIGHTS)."""
-    data = json.dumps(obj, separators=(",", ":")).encode()
-    if len(data) > MAX_MSG:
-        raise ValueError(f"control message of {len(data)} bytes exceeds {MAX_MSG}")
-    if fds:
-        send_fds(sock, data, fds)
-    else:
-        sock.sendall(data)
-
-
-def recv_msg(sock: socket.socket, maxfds: int = 0):
-    """``(obj, fds)``; ``(None, [])`` at EOF. Raises ValueError on a message that is not
-    a JSON object (hostile or broken peer)."""
-    if maxfds:
-        data, fds = recv_fds(sock, maxfds, MAX_MSG)
-    else:
-        data, fds = sock.recv(MAX_MSG), []
-    if not data:
-        for fd in fds:
-            os.close(fd)
-        return None, []
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"control message is not JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise ValueError("control message is not a JSON object")
-    return obj, fds
-
-
 # --- the service ---------------------------------------------------------------------------
-log = logging.getLogger("fpd.worker")
+log = logging.getLogger("fpd.service")
 
 _ERRNO_OF = {ConnectionResetError: _errno.ECONNRESET, TimeoutError: _errno.ETIMEDOUT,
              ConnectionRefusedError: _errno.ECONNREFUSED}
-SOCKOPTS = ("nodelay", "keepalive", "rcvbuf", "sndbuf")
 MAX_SLOTS_PER_CLIENT = 65536
 EVENT_BACKLOG_LIMIT = 5.0          # seconds a client's event ring may stay full
-SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 
 
 class ControlError(Exception):
@@ -98,14 +67,16 @@ class ControlError(Exception):
         self.errno = err
 
 
-class _Entry:
-    """One slot of one client: a connection or a listener."""
+class _Entry(SlotLife):
+    """One slot of one client: a connection or a listener. Its life is the
+    :mod:`fpd.slotlife` table (``fire``, ``done``, ``ending``, ``released``, the track
+    states); ``tx_pending`` and ``rx_blocked`` only schedule work."""
 
     __slots__ = ("client", "slot", "gen", "conn", "listener", "ends", "tx_pending",
-                 "rx_blocked", "peer_fin", "eof_set", "closing", "shut_wr", "done",
-                 "opts", "bell", "ending")
+                 "rx_blocked", "opts", "bell", "end_errno")
 
     def __init__(self, client, slot, gen, ends):
+        SlotLife.__init__(self)
         self.client = client
         self.slot = slot
         self.gen = gen
@@ -114,14 +85,9 @@ class _Entry:
         self.listener = None
         self.tx_pending = False        # look at the TX ring
         self.rx_blocked = False        # engine holds bytes the RX ring had no room for
-        self.peer_fin = False
-        self.eof_set = False
-        self.closing = False           # OP_CLOSE: drain TX, then conn.close
-        self.shut_wr = False           # OP_SHUTDOWN(WR): drain TX, then conn.shutdown
-        self.done = False              # slot announced CLOSED; nothing more happens here
         self.opts = {}
         self.bell = None               # the slot's own doorbell (op "bell"), if any
-        self.ending = None             # errno once the engine ended the connection
+        self.end_errno = 0             # why the engine ended the connection (conn ENDING)
 
 
 class _Client:
@@ -149,15 +115,18 @@ class _Client:
 
 
 class Service:
-    """Serves the clients of one :class:`fpd.worker.Worker` (see docs/DAEMON.md).
+    """Serves the clients of one worker (see docs/DAEMON.md).
 
-    It rides on the worker's loop: ``worker.app`` receives the engine's events, the loop
-    polls the clients' control sockets and daemon bells, ``iter_hook`` moves bytes
-    between the clients' rings and the engine, ``sleep_hook`` arms the rings' wake-ups.
+    It rides on the worker's loop through the :class:`fpd.host.Host` interface (an
+    AF_XDP :class:`fpd.worker.Worker` in the daemon, an :class:`fpd.loopback.
+    LoopbackWorker` in tests): ``app`` receives the engine's events, the loop polls the
+    clients' control sockets and daemon bells, ``iter_hook`` moves bytes between the
+    clients' rings and the engine, ``sleep_hook`` arms the rings' wake-ups. ``route(dst)``
+    gives the source address of a connect when the configuration names none.
     """
 
-    def __init__(self, worker, cfg: WorkerConfig, *, neigh_lookup=None):
-        self.w = worker
+    def __init__(self, worker, cfg: WorkerConfig, *, route=None):
+        self.w = worker                      # an fpd.host.Host
         self.stack = worker.stack
         self.cfg = cfg
         self.ports = set(int(p) for p in cfg.ports)
@@ -173,7 +142,7 @@ class Service:
         self.blocked: set = set()            # entries with rx_blocked
         self._armed: list = []
         self.counters = collections.Counter()
-        self._neigh_lookup = neigh_lookup
+        self._route = route                  # dst -> source address (or ControlError)
         worker.app = self._on_events
         worker.iter_hook = self._step
         worker.sleep_hook = self._may_sleep
@@ -181,11 +150,13 @@ class Service:
 
     # -- clients ---------------------------------------------------------------------------
     def adopt(self, sock: socket.socket, attach: dict, cred: dict) -> None:
-        """A client's control connection (its ``attach`` already read by the supervisor)."""
+        """A client's control connection (its ``attach`` request, as the supervisor read
+        it, answered here)."""
         try:
-            lay = _shm.Layout(nslots=_int(attach, "slots", 1024, 1, MAX_SLOTS_PER_CLIENT),
-                              rx_size=_int(attach, "rx_size", 262144, 4096, 1 << 26),
-                              tx_size=_int(attach, "tx_size", 262144, 4096, 1 << 26))
+            a = proto.Attach.from_wire(attach)
+            lay = _shm.Layout(nslots=_int(a.slots, "slots", 1024, 1, MAX_SLOTS_PER_CLIENT),
+                              rx_size=_int(a.rx_size, "rx_size", 262144, 4096, 1 << 26),
+                              tx_size=_int(a.tx_size, "tx_size", 262144, 4096, 1 << 26))
         except (ControlError, ValueError) as e:
             self._reply_err(sock, e)
             sock.close()
@@ -200,12 +171,12 @@ class Service:
             c = _Client(cid, sock, dict(cred or {}), region, app_bell, daemon_bell)
             c.free = list(range(lay.nslots - 1, -1, -1))
             sock.setblocking(False)
-            send_msg(sock, {"ok": True, "queue": self.cfg.queue, "mss": self.w.mss,
-                            "generation": region.generation, "slots": lay.nslots,
-                            "rx_size": lay.rx_size, "tx_size": lay.tx_size,
-                            "workers": self.cfg.nqueues,
-                            "local_addr": self.cfg.addr or None},
-                     [region.fd, app_bell.fd, daemon_bell.fd])
+            reply = proto.AttachReply(
+                queue=self.cfg.queue, mss=self.w.mss, generation=region.generation,
+                slots=lay.nslots, rx_size=lay.rx_size, tx_size=lay.tx_size,
+                workers=self.cfg.nqueues, local_addr=self.cfg.addr or None)
+            proto.send(sock, proto.ok(**reply.body()),
+                       [region.fd, app_bell.fd, daemon_bell.fd])
         except OSError as e:
             log.warning("attach from %s failed: %s", cred, e)
             for o in (region, app_bell, daemon_bell):
@@ -251,7 +222,8 @@ class Service:
                 conn.abort(now)
         self.dirty.discard(e)
         self.blocked.discard(e)
-        e.done = True
+        if not e.done:
+            e.fire("finish")
 
     def _detach(self, e: _Entry) -> None:
         if e.conn is not None:
@@ -264,34 +236,35 @@ class Service:
             if c.dead:
                 return
             try:
-                msg, fds = recv_msg(c.sock, maxfds=1)
+                d, fds = proto.recv(c.sock, maxfds=1)
             except BlockingIOError:
                 return
             except (ValueError, OSError) as e:
                 self.drop(c, f"bad control message: {e}", now)
                 return
-            if msg is None:
+            if d is None:
                 self.drop(c, "control connection closed", now)
                 return
             try:
-                if fds:
-                    reply = self._set_bell(c, msg, fds.pop())
-                else:
-                    reply = self._request(c, msg, now)
-                reply["ok"] = True
+                msg = proto.parse(d, proto.WORKER_OPS)
+                if len(fds) > msg.fds:
+                    raise ControlError(_errno.EINVAL, f"op {msg.op!r} takes no fd")
+                reply = proto.ok(**self._handlers[type(msg)](self, c, msg, fds, now))
             except ControlError as e:
-                reply = {"ok": False, "errno": e.errno, "error": str(e)}
+                reply = proto.fail(e.errno, str(e))
+            except proto.ProtocolError as e:
+                reply = proto.fail(e.errno, str(e))
             except (KeyError, TypeError, ValueError) as e:
-                reply = {"ok": False, "errno": _errno.EINVAL, "error": f"bad request: {e}"}
+                reply = proto.fail(_errno.EINVAL, f"bad request: {e}")
             finally:
                 for fd in fds:
                     os.close(fd)
-            if msg.get("noreply"):
+            if d.get("noreply"):
                 continue
-            if "id" in msg:
-                reply["id"] = msg["id"]
+            if "id" in d:
+                reply["id"] = d["id"]
             try:
-                send_msg(c.sock, reply)
+                proto.send(c.sock, reply)
             except OSError as e:
                 self.drop(c, f"cannot answer: {e}", now)
                 return
@@ -299,64 +272,49 @@ class Service:
     def _reply_err(self, sock, e) -> None:
         err = getattr(e, "errno", None) or _errno.EINVAL
         try:
-            send_msg(sock, {"ok": False, "errno": err, "error": str(e)})
+            proto.send(sock, proto.fail(err, str(e)))
         except OSError:
             pass
 
-    def _request(self, c: _Client, msg: dict, now: float) -> dict:
-        op = msg.get("op")
-        if op == "listen":
-            return self._listen(c, msg, now)
-        if op == "connect":
-            return self._connect(c, msg, now)
-        if op == "unlisten":
-            e = self._entry(c, msg)
-            if e.listener is None:
-                raise ControlError(_errno.EINVAL, f"slot {e.slot} is not listening")
-            self._close_entry(e, now, announce=False)
-            return {}
-        if op == "setopt":
-            e = self._entry(c, msg)
-            name = msg["name"]
-            if name not in SOCKOPTS:
-                raise ControlError(_errno.ENOPROTOOPT, f"option {name!r} not supported")
-            e.opts[name] = msg["value"]
-            if e.conn is not None:
-                self._apply_opts(e.conn, {name: msg["value"]})
-            return {}
-        if op == "bell":                        # without an fd: back to events
-            e = self._entry(c, msg)
-            if e.bell is not None:
-                e.bell.close()
-                e.bell = None
-            e.ends.ctl.set_dflags(0)
-            return {}
-        if op == "info":
-            e = self._entry(c, msg)
-            if e.conn is None:
-                return {"info": None}
-            return {"info": _jsonable(e.conn.info())}
-        raise ControlError(_errno.EOPNOTSUPP, f"unknown op {op!r}")
+    def _unlisten_req(self, c: _Client, msg: proto.Unlisten, fds, now: float) -> dict:
+        e = self._entry(c, msg.slot)
+        if e.listener is None:
+            raise ControlError(_errno.EINVAL, f"slot {e.slot} is not listening")
+        self._close_entry(e, now, announce=False)
+        return {}
 
-    def _set_bell(self, c: _Client, msg: dict, fd: int) -> dict:
-        """``{"op":"bell","slot":s}`` + an eventfd: from now on the daemon rings it
-        (instead of posting EV_READABLE) when the client armed that slot's RX consumer,
-        and also on EV_CONNECTED, EV_ACCEPTED (a listener's bell) and EV_CLOSED, which
-        still go to the event ring; EV_WRITABLE always goes to the event ring. A thread blocked on one
+    def _setopt(self, c: _Client, msg: proto.SetOpt, fds, now: float) -> dict:
+        e = self._entry(c, msg.slot)
+        name = msg.name
+        if name not in SOCKOPTS:
+            raise ControlError(_errno.ENOPROTOOPT, f"option {name!r} not supported")
+        e.opts[name] = msg.value
+        if e.conn is not None:
+            self._apply_opts(e.conn, {name: msg.value})
+        return {}
+
+    def _info(self, c: _Client, msg: proto.Info, fds, now: float) -> dict:
+        e = self._entry(c, msg.slot)
+        if e.conn is None:
+            return {"info": None}
+        return {"info": _jsonable(e.conn.info())}
+
+    def _bell(self, c: _Client, msg: proto.Bell, fds, now: float) -> dict:
+        """With an eventfd: from now on the daemon rings it (instead of posting
+        EV_READABLE) when the client armed that slot's RX consumer, and also on
+        EV_CONNECTED, EV_ACCEPTED (a listener's bell) and EV_CLOSED, which still go to the
+        event ring; EV_WRITABLE always goes to the event ring. A thread blocked on one
         socket then sleeps on that socket's bell and is woken directly, not through
-        another thread that drains the event ring."""
-        if msg.get("op") != "bell":
-            os.close(fd)
-            raise ControlError(_errno.EINVAL, f"op {msg.get('op')!r} takes no fd")
-        try:
-            e = self._entry(c, msg)
-        except ControlError:
-            os.close(fd)
-            raise
+        another thread that drains the event ring. Without an fd: back to events."""
+        e = self._entry(c, msg.slot)
         if e.bell is not None:
             e.bell.close()
-        e.bell = _shm.Doorbell(fd)
-        e.ends.ctl.set_dflags(_shm.D_BELL)       # the client may sleep on it from now on
+            e.bell = None
+        if fds:
+            e.bell = _shm.Doorbell(fds.pop())
+            e.ends.ctl.set_dflags(_shm.D_BELL)   # the client may sleep on it from now on
+        else:
+            e.ends.ctl.set_dflags(0)
         return {}
 
     def _ring(self, e: _Entry) -> None:
@@ -366,9 +324,8 @@ class Service:
             e.bell.close()
             e.bell = None
 
-    def _entry(self, c: _Client, msg: dict) -> _Entry:
-        slot = msg["slot"]
-        e = c.entries.get(slot) if isinstance(slot, int) else None
+    def _entry(self, c: _Client, slot: int) -> _Entry:
+        e = c.entries.get(slot)
         if e is None or e.done:
             raise ControlError(_errno.EBADF, f"slot {slot!r} is not in use")
         return e
@@ -394,15 +351,18 @@ class Service:
             c.region.close_slot(e.slot)
             c.free.append(e.slot)
 
-    def _listen(self, c: _Client, msg: dict, now: float) -> dict:
-        port = msg["port"]
-        if not isinstance(port, int) or not 0 < port < 65536:
+    def _listen(self, c: _Client, msg: proto.Listen, fds, now: float) -> dict:
+        port = msg.port
+        if not 0 < port < 65536:
             raise ControlError(_errno.EINVAL, f"bad port {port!r}")
         if port not in self.ports:
             raise ControlError(_errno.EACCES, f"port {port} is not steered by this fpd "
                                f"(ports: {sorted(self.ports)}); start fpd with -p {port}")
-        addr = msg.get("addr") or "0.0.0.0"
-        la = _wire.ip_to_bytes(addr)
+        addr = msg.addr or "0.0.0.0"
+        try:
+            la = _wire.ip_to_bytes(addr)
+        except (OSError, ValueError):
+            raise ControlError(_errno.EINVAL, f"bad address {addr!r}") from None
         if la != _tcp_any() and self.addr is not None and la != self.addr:
             raise ControlError(_errno.EADDRNOTAVAIL,
                                f"fpd serves {self.cfg.addr}, not {addr}")
@@ -414,13 +374,18 @@ class Service:
         e = self._alloc(c)
         if e is None:
             raise ControlError(_errno.EMFILE, "no free slot in this client's region")
-        opts = msg.get("opts") or {}
-        over = {k: int(v) for k, v in opts.items() if k in ("rcvbuf", "sndbuf")}
+        opts = msg.opts or {}
         try:
-            lst = self.stack.listen(la, port, backlog=int(msg.get("backlog") or 128), **over)
+            over = {k: int(v) for k, v in opts.items() if k in ("rcvbuf", "sndbuf")}
+        except (TypeError, ValueError):
+            self._free(e)
+            raise ControlError(_errno.EINVAL, f"bad socket options {opts!r}") from None
+        try:
+            lst = self.stack.listen(la, port, backlog=msg.backlog or 128, **over)
         except Exception as ex:
             self._free(e)
             raise ControlError(_errno.EINVAL, f"listen: {ex}") from None
+        e.fire("listen")
         e.listener = lst
         e.opts = {k: v for k, v in opts.items() if k in SOCKOPTS}
         self.by_listener[lst] = e
@@ -441,52 +406,46 @@ class Service:
                 del self.listening[k]
         self.stack.unlisten(lst)
 
-    def _route(self, dst: bytes):
-        """(source address) for a connection to ``dst`` through our interface."""
-        if self._neigh_lookup is not None:
-            return self._neigh_lookup(dst)
-        from . import neigh, netns
-        with netns.inside(self.w._ns_fd):
-            try:
-                oif, _gw, src = neigh.route_get(dst)
-            except neigh.NeighError as e:
-                raise ControlError(_errno.ENETUNREACH, str(e)) from None
-        if oif != self.w.ifindex:
-            raise ControlError(_errno.EHOSTUNREACH,
-                               f"the route to {_wire.ip_to_str(dst)} leaves through "
-                               f"another interface, not {self.w.ifname} (fpd's)")
-        return _wire.ip_to_bytes(src) if isinstance(src, str) else src
-
-    def _connect(self, c: _Client, msg: dict, now: float) -> dict:
-        port = msg["port"]
-        if not isinstance(port, int) or not 0 < port < 65536:
+    def _connect(self, c: _Client, msg: proto.Connect, fds, now: float) -> dict:
+        port = msg.port
+        if not 0 < port < 65536:
             raise ControlError(_errno.EINVAL, f"bad port {port!r}")
         try:
-            dst = _wire.ip_to_bytes(msg["addr"])
+            dst = _wire.ip_to_bytes(msg.addr)
         except (OSError, ValueError, TypeError):
-            raise ControlError(_errno.EINVAL, f"bad address {msg['addr']!r}") from None
-        src = self.addr or self._route(dst)
+            raise ControlError(_errno.EINVAL, f"bad address {msg.addr!r}") from None
+        if self.addr:
+            src = self.addr
+        elif self._route is not None:
+            src = self._route(dst)
+        else:
+            src = None
         if not src or src == _tcp_any():
             raise ControlError(_errno.EADDRNOTAVAIL, "no source address for the route")
-        sport = msg.get("bind_port") or 0
+        sport = msg.bind_port or 0
         if sport:
             if sport not in self.local_ports and sport not in self.ports:
                 raise ControlError(_errno.EADDRNOTAVAIL,
                                    f"local port {sport} is not steered by this fpd worker")
             if self.stack.find((src, sport), (dst, port)) is not None:
-                raise ControlError(_errno.EADDRINUSE, f"{sport} -> {msg['addr']}:{port} in use")
+                raise ControlError(_errno.EADDRINUSE, f"{sport} -> {msg.addr}:{port} in use")
         else:
             sport = self._pick_port(src, dst, port)
         e = self._alloc(c)
         if e is None:
             raise ControlError(_errno.EMFILE, "no free slot in this client's region")
-        opts = {k: v for k, v in (msg.get("opts") or {}).items() if k in SOCKOPTS}
-        over = {k: int(v) for k, v in opts.items() if k in ("rcvbuf", "sndbuf")}
+        opts = {k: v for k, v in (msg.opts or {}).items() if k in SOCKOPTS}
+        try:
+            over = {k: int(v) for k, v in opts.items() if k in ("rcvbuf", "sndbuf")}
+        except (TypeError, ValueError):
+            self._free(e)
+            raise ControlError(_errno.EINVAL, f"bad socket options {opts!r}") from None
         try:
             conn = self.stack.connect(now, src, sport, dst, port, **over)
         except Exception as ex:
             self._free(e)
             raise ControlError(_errno.EAGAIN, f"connect: {ex}") from None
+        e.fire("connect")
         e.conn = conn
         e.opts = opts
         self._apply_opts(conn, opts)
@@ -509,6 +468,10 @@ class Service:
                 return p
         raise ControlError(_errno.EADDRNOTAVAIL, f"all {n} local ports are in use towards "
                            f"{_wire.ip_to_str(dst)}:{dport}")
+
+    _handlers = {proto.Listen: _listen, proto.Unlisten: _unlisten_req,
+                 proto.Connect: _connect, proto.SetOpt: _setopt, proto.Info: _info,
+                 proto.Bell: _bell}
 
     @staticmethod
     def _apply_opts(conn, opts: dict) -> None:
@@ -550,9 +513,10 @@ class Service:
             e.tx_pending = True
             self.dirty.add(e)
         elif kind == _tcp.EV_PEER_CLOSED:
-            e.peer_fin = True
+            e.fire("peer_fin")
             self._deliver(e)
         elif kind == _tcp.EV_CONNECTED:
+            e.fire("connected")
             e.ends.ctl.set_state(S_ESTABLISHED)
             self._post(e.client, e.slot, _shm.EV_CONNECTED, 0, e.gen)
             if e.bell is not None:
@@ -562,9 +526,10 @@ class Service:
         elif kind in (_tcp.EV_RESET, _tcp.EV_TIMED_OUT, _tcp.EV_REFUSED, _tcp.EV_CLOSED):
             # the connection is over, but bytes it received stay readable (the engine's
             # buffer outlives it): deliver them all, then the end (see _deliver)
-            if e.ending is None:
-                e.ending = 0 if kind == _tcp.EV_CLOSED else \
+            if not e.ending:
+                e.end_errno = 0 if kind == _tcp.EV_CLOSED else \
                     _ERRNO_OF.get(e.conn.error, _errno.ECONNABORTED)
+                e.fire("end")
             self._deliver(e)
 
     def _accepted(self, lst, conn, now) -> None:
@@ -579,6 +544,7 @@ class Service:
             conn.abort(now)
             self.counters["accept_no_slot"] += 1
             return
+        e.fire("accept")
         e.conn = conn
         self.by_conn[conn] = e
         e.opts = dict(le.opts)
@@ -595,7 +561,7 @@ class Service:
     def _deliver(self, e: _Entry) -> None:
         """Engine receive buffer -> RX ring (as much as fits), EOF after the last byte."""
         conn = e.conn
-        if conn is None or e.done or e.eof_set:
+        if conn is None or e.conn_st == CLOSED or e.rx_st == RX_EOF:
             return
         rx = e.ends.rx
         try:
@@ -613,12 +579,12 @@ class Service:
                 elif e.rx_blocked:
                     e.rx_blocked = False
                     self.blocked.discard(e)
-            if not n and e.ending is not None:
+            if not n and e.conn_st == ENDING:
                 self._detach(e)                   # everything delivered: now the end
-                self._finish(e, e.ending)
+                self._finish(e, e.end_errno)
                 return
-            if not n and (e.peer_fin or conn.eof) and not e.eof_set:
-                e.eof_set = True
+            if not n and (e.rx_st == PEER_FIN or conn.eof):     # (rx_st is not RX_EOF)
+                e.fire("rx_eof")
                 rx.shutdown()
             if rx.wake_needed():
                 if e.bell is not None:
@@ -632,22 +598,22 @@ class Service:
         """The connection is gone: tell the client (EV_CLOSED), slot state CLOSED."""
         if e.done:
             return
-        e.done = True
+        e.fire("finish")
         self.dirty.discard(e)
         self.blocked.discard(e)
         try:
             # state (and errno) before the EOF: a client that sees EOF then reads the
             # state knows a reset from a FIN
             e.ends.ctl.set_state(S_CLOSED, err)
-            if not e.eof_set:
-                e.eof_set = True
+            if e.rx_st != RX_EOF:
+                e.fire("rx_eof")
                 e.ends.rx.shutdown()
         except ShmCorrupt:
             pass
         self._post(e.client, e.slot, _shm.EV_CLOSED, err, e.gen)
         if e.bell is not None:
             self._ring(e)
-        if e.closing:                 # the client released it already: reusable now
+        if e.released:                # the client released it already: reusable now
             self._free(e)
 
     def _corrupt(self, e: _Entry, ex: ShmCorrupt) -> None:
@@ -742,7 +708,7 @@ class Service:
                         self._deliver(e)
             elif op == OP_SHUTDOWN:
                 if r.arg in (SHUT_WR, SHUT_RDWR):
-                    e.shut_wr = True
+                    e.fire("shut_wr")
                     e.tx_pending = True
                     self.dirty.add(e)
             elif op == OP_CLOSE:
@@ -752,7 +718,7 @@ class Service:
                     conn = e.conn
                     self._detach(e)
                     conn.abort(now)
-                e.closing = True
+                e.fire("release")
                 if e.listener is not None:
                     self._unlisten(e)
                 if e.done:
@@ -761,17 +727,17 @@ class Service:
                     self._finish(e, 0)
 
     def _close_entry(self, e: _Entry, now: float, announce: bool) -> None:
-        e.closing = True
+        e.fire("release")
         if e.listener is not None:
             self._unlisten(e)
-            e.done = True
+            e.fire("finish")
             if announce:
                 self._post(e.client, e.slot, _shm.EV_CLOSED, 0, e.gen)
             self._free(e)
             return
-        if e.ending is not None and not e.done:     # ended, bytes still undelivered
+        if e.ending:                    # ended, bytes still undelivered
             self._detach(e)
-            self._finish(e, e.ending)
+            self._finish(e, e.end_errno)
         if e.done:                      # already announced CLOSED (error or peer went)
             self._free(e)
             return
@@ -781,7 +747,7 @@ class Service:
     def _drain_tx(self, e: _Entry, now: float) -> None:
         """TX ring -> engine send buffer; then the FIN or close the client asked for."""
         conn = e.conn
-        if conn is None or e.done or e.ending is not None:
+        if conn is None or e.conn_st == CLOSED or e.conn_st == ENDING:
             return                       # (an ended connection sends nothing more)
         tx = e.ends.tx
         try:
@@ -806,9 +772,9 @@ class Service:
                         self._post(e.client, e.slot, _shm.EV_WRITABLE, 0, e.gen)
                     if left:                     # engine buffer full: EV_WRITABLE resumes
                         return
-                if tx.at_eof() and not e.shut_wr:
-                    e.shut_wr = True
-            if e.closing:
+                if tx.at_eof() and e.tx_st != TX_SHUT:
+                    e.fire("shut_wr")
+            if e.hold_st == RELEASED:
                 if tx.readable():
                     e.tx_pending = True
                     self.dirty.add(e)
@@ -821,7 +787,7 @@ class Service:
                 else:
                     conn.close(now)
                 self._finish(e, 0)
-            elif e.shut_wr and not tx.readable():
+            elif e.tx_st == TX_SHUT and not tx.readable():
                 conn.shutdown(now)
         except ShmCorrupt as ex:
             self._corrupt(e, ex)
@@ -907,7 +873,7 @@ class Service:
                 if e.listener is not None:
                     self._unlisten(e)
                 if not e.done:
-                    e.done = True
+                    e.fire("finish")
                     try:
                         e.ends.ctl.set_state(S_CLOSED, _errno.ECONNRESET)
                         e.ends.rx.shutdown()
@@ -925,11 +891,10 @@ class Service:
             self.drop(c, "daemon stopping", now)
 
 
-def _int(msg: dict, key: str, default: int, lo: int, hi: int) -> int:
-    v = msg.get(key, default)
+def _int(v, key: str, default: int, lo: int, hi: int) -> int:
     if v is None:
         v = default
-    if not isinstance(v, int) or not lo <= v <= hi:
+    if not lo <= v <= hi:
         raise ControlError(_errno.EINVAL, f"{key} must be an integer in {lo}..{hi}")
     return v
 
@@ -954,65 +919,55 @@ def _jsonable(v):
     return v
 
 
-def send_fitting(sock, reply: dict) -> None:
-    """Send a channel reply; a list too long for one message is cut (``truncated`` says
-    how many entries were left out) instead of failing the worker."""
-    try:
-        send_msg(sock, reply)
-        return
-    except ValueError:
-        pass
-    cut = 0
-    for key in ("conns", "listeners"):
-        lst = reply.get(key)
-        while isinstance(lst, list) and lst:
-            drop = max(1, len(lst) // 2)
-            cut += drop
-            del lst[len(lst) - drop:]
-            reply["truncated"] = cut
-            try:
-                send_msg(sock, reply)
-                return
-            except ValueError:
-                continue
-    err = {"ok": False, "errno": _errno.EMSGSIZE,
-           "error": "reply too large for one control message"}
-    if "seq" in reply:
-        err["seq"] = reply["seq"]
-    send_msg(sock, err)
+def _kernel_route(w, dst: bytes) -> bytes:
+    """The source address for a connection to ``dst`` through the AF_XDP worker ``w``'s
+    interface (the kernel's route, looked up in the worker's namespace)."""
+    from . import neigh, netns
+    with netns.inside(w._ns_fd):
+        try:
+            oif, _gw, src = neigh.route_get(dst)
+        except neigh.NeighError as e:
+            raise ControlError(_errno.ENETUNREACH, str(e)) from None
+    if oif != w.ifindex:
+        raise ControlError(_errno.EHOSTUNREACH,
+                           f"the route to {_wire.ip_to_str(dst)} leaves through "
+                           f"another interface, not {w.ifname} (fpd's)")
+    return _wire.ip_to_bytes(src) if isinstance(src, str) else src
 
 
 # --- the worker process --------------------------------------------------------------------
-def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
-    """Run one worker until the supervisor says stop or goes away. Returns an exit code.
-
-    Creates the :class:`fpd.worker.Worker` for ``cfg.queue`` in the current network
-    namespace, then sends ``{"op":"ready","queue":q,"mss":..,"bind_mode":..}`` with the XSK
-    fd attached over ``chan`` (the supervisor puts it into ``fpd_xsks[q]``). If set-up
-    fails it sends ``{"op":"error","error":"text"}`` and returns 1. Channel requests, in
-    order, each answered on ``chan``:
-
-    - ``{"op":"client","attach":{...},"cred":{"pid":..,"uid":..,"gid":..}}`` with one fd:
-      a client control connection to adopt (the worker answers the attach on it);
-    - ``{"op":"stats"}`` -> ``{"ok":true,"stats":{...}}``;
-    - ``{"op":"conns"}`` -> ``{"ok":true,"conns":[...],"listeners":[...]}``;
-    - ``{"op":"stop"}`` -> clients told (EV_SHUTDOWN), connections reset, then
-      ``{"ok":true}`` and return 0.
-    """
+def xdp_host(cfg: WorkerConfig):
+    """The daemon's host: the AF_XDP :class:`fpd.worker.Worker` of ``cfg.queue`` in the
+    current network namespace. Returns ``(host, route, bind_mode)``."""
     from .stack import StackConfig
     from .worker import Worker
+    sc = StackConfig(**cfg.stack) if cfg.stack else None
+    w = Worker(cfg.ifname, cfg.queue, sc, cfg.isn_key or None, **(cfg.worker or {}))
+    return w, (lambda dst: _kernel_route(w, dst)), w.xsk.bind_mode
 
+
+def worker_main(chan: socket.socket, cfg: WorkerConfig, make_host=xdp_host) -> int:
+    """Run one worker until the supervisor says stop or goes away. Returns an exit code.
+
+    Makes its host with ``make_host(cfg)`` -> ``(host, route, bind_mode)`` (default
+    :func:`xdp_host`; a host is an :class:`fpd.host.Host` that also has ``run()``,
+    ``stop()``, ``close()`` and ``fileno()``), then sends :class:`fpd.proto.Ready` with
+    ``host.fileno()`` (the XSK fd) attached over ``chan`` (the supervisor puts it into
+    ``fpd_xsks[q]``). If set-up fails it sends
+    :class:`fpd.proto.Error` and returns 1. Then it answers the channel requests
+    (:data:`fpd.proto.CHANNEL_OPS`) in order: ``client`` (a control connection to adopt:
+    the client gets the answer), ``stats``, ``conns``, and ``stop`` (clients told with
+    EV_SHUTDOWN, connections reset, :class:`fpd.proto.Stopped` sent, return 0).
+    """
     try:
-        sc = StackConfig(**cfg.stack) if cfg.stack else None
-        w = Worker(cfg.ifname, cfg.queue, sc, cfg.isn_key or None, **(cfg.worker or {}))
+        w, route, bind_mode = make_host(cfg)
     except Exception as e:
         try:
-            send_msg(chan, {"op": "error", "queue": cfg.queue,
-                            "error": f"worker q{cfg.queue}: {e}"})
+            proto.send(chan, proto.Error(queue=cfg.queue, error=f"worker q{cfg.queue}: {e}"))
         except OSError:
             pass
         return 1
-    svc = Service(w, cfg)
+    svc = Service(w, cfg, route=route)
     if cfg.nqueues > 1 and cfg.fwd:
         rx = socket.socket(fileno=cfg.fwd[cfg.queue][0])
         tx = {k: socket.socket(fileno=t) for k, (_r, t) in enumerate(cfg.fwd)}
@@ -1022,7 +977,7 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
     def on_chan(now):
         for _ in range(16):
             try:
-                msg, fds = recv_msg(chan, maxfds=4)
+                d, fds = proto.recv(chan, maxfds=4)
             except BlockingIOError:
                 return
             except (OSError, ValueError) as e:
@@ -1030,47 +985,45 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
                 state["stop"] = True
                 w.stop()
                 return
-            if msg is None:                    # the supervisor is gone
+            if d is None:                      # the supervisor is gone
                 state["stop"] = True
                 w.stop()
                 return
-            op = msg.get("op")
             try:
-                if op == "client":
-                    if len(fds) != 1:
-                        raise ValueError("client without exactly one fd")
+                msg = proto.parse(d, proto.CHANNEL_OPS)
+                if len(fds) != msg.fds:
+                    raise proto.ProtocolError(f"{msg.op} with {len(fds)} fds, expected "
+                                              f"{msg.fds}")
+                if isinstance(msg, proto.Client):
                     s = socket.socket(fileno=fds.pop())
-                    svc.adopt(s, msg.get("attach") or {}, msg.get("cred") or {})
+                    svc.adopt(s, msg.attach, msg.cred or {})
                     continue                   # no reply: the client got its answer
-                elif op == "stats":
-                    reply = {"ok": True, "stats": _jsonable(svc.stats())}
-                elif op == "conns":
-                    reply = {"ok": True, **svc.conns()}
-                elif op == "capture":          # fpd capture: tap the XSK (fpd.capture)
-                    if len(fds) != 1:
-                        raise ValueError("capture without exactly one fd")
-                    _capture.attach(w, socket.socket(fileno=fds.pop()), msg)
+                elif isinstance(msg, proto.CaptureTap):   # fpd capture (fpd.capture)
+                    _capture.attach(w, socket.socket(fileno=fds.pop()), msg.body())
                     continue                   # no reply: the supervisor does not wait
-                elif op == "stop":
+                elif isinstance(msg, proto.Stats):
+                    reply = proto.ok(stats=_jsonable(svc.stats()))
+                elif isinstance(msg, proto.Conns):
+                    reply = proto.ok(**svc.conns())
+                else:                          # proto.Stop
                     state["stop"] = True
                     w.stop()
                     return
-                else:
-                    reply = {"ok": False, "errno": _errno.EOPNOTSUPP,
-                             "error": f"unknown op {op!r}"}
+            except proto.ProtocolError as e:
+                reply = proto.fail(e.errno, str(e))
             except Exception as e:
-                reply = {"ok": False, "errno": _errno.EIO, "error": str(e)}
+                reply = proto.fail(_errno.EIO, str(e))
             finally:
                 for fd in fds:
                     os.close(fd)
-            if "seq" in msg:
-                reply["seq"] = msg["seq"]
-            send_fitting(chan, reply)
+            if "seq" in d:
+                reply["seq"] = d["seq"]
+            proto.send_fitting(chan, reply)
 
     code = 0
     try:
-        send_msg(chan, {"op": "ready", "queue": cfg.queue, "mss": w.mss,
-                        "bind_mode": w.xsk.bind_mode, "pid": os.getpid()}, [w.fileno()])
+        proto.send(chan, proto.Ready(queue=cfg.queue, mss=w.mss, bind_mode=bind_mode,
+                                     pid=os.getpid()), [w.fileno()])
         chan.setblocking(False)
         w.add_reader(chan.fileno(), on_chan)
         prof = None
@@ -1097,7 +1050,7 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig) -> int:
         w.close()
         try:
             chan.setblocking(True)
-            send_msg(chan, {"ok": True, "op": "stopped", "queue": cfg.queue})
+            proto.send(chan, proto.Stopped(queue=cfg.queue))
         except OSError:
             pass
     return code

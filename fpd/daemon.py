@@ -4,8 +4,10 @@ the workers (see docs/DAEMON.md, the contract this module implements).
     cfg = DaemonConfig(ifname="eth0", ports=[80], socket="/run/fpd/fpd.sock")
     sys.exit(run(cfg))               # foreground; `fpd start` daemonizes around it
 
-Start-up, in this order (any failure undoes every earlier step, so a failed start leaves
-nothing attached, reserved or created):
+Start-up, in this order. Each step that changes the system is recorded in ``PATH.state``
+as it is taken (see :func:`undo`): a failure undoes every earlier step, so a failed start
+leaves nothing attached, reserved or created, and after a SIGKILL ``fpd stop --force``
+replays the same record.
 
 1. checks: privileges (root, or CAP_NET_ADMIN + CAP_NET_RAW + CAP_BPF), ports, the
    interface exists in this network namespace, enough queues;
@@ -13,13 +15,13 @@ nothing attached, reserved or created):
    finds it locked and says "fpd is already running (pid N) on PATH"; a ``PATH.state``
    left by a daemon that died makes start-up refuse until ``fpd stop --force`` ran;
 3. no XDP program may be attached to the interface yet (another fpd?);
-4. ``PATH.state`` (JSON) written: what ``fpd stop --force`` needs after a SIGKILL;
+4. ``PATH.state`` (JSON) written: a summary, and the steps so far;
 5. ``bpf.Steering`` attached, the listen ports and the local port range steered;
 6. the local port range added to ``/proc/sys/net/ipv4/ip_local_reserved_ports`` of the
    network namespace (merged with what is there; given back on exit);
 7. the unix socket (SOCK_SEQPACKET, mode 0660, owner/group if asked; its directory is
    created 0755);
-8. one worker per queue, forked; each sends ``{"op":"ready"}`` with its XSK fd, which
+8. one worker per queue, forked; each sends ``proto.Ready`` with its XSK fd, which
    goes into ``fpd_xsks[q]``;
 9. "ok" written to ``ready_fd`` (the pipe ``fpd start`` waits on), then serving.
 
@@ -48,14 +50,14 @@ import sys
 import time
 import traceback
 
-from fpd import control, sdnotify
+from fpd import control, proto, sdnotify
+from fpd import libc as _libc
 
 log = logging.getLogger("fpd.daemon")
 
-DEFAULT_SOCKET = "/run/fpd/fpd.sock"
+DEFAULT_SOCKET = proto.DEFAULT_SOCKET
 DEFAULT_LOCAL_PORTS = (60000, 60255)
 RESERVED_PORTS = "/proc/sys/net/ipv4/ip_local_reserved_ports"
-PROTOCOL_VERSION = 1
 MAX_STEER = 1024          # FPD_MAX_STEER in bpf/steer.c
 MAX_QUEUES = 64           # FPD_MAX_QUEUES in bpf/steer.c
 READY_TIMEOUT = 30.0      # for all workers to report ready
@@ -66,7 +68,6 @@ CLIENT_TIMEOUT = 5.0      # for a new connection's first message
 
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK = 12, 13, 39, 38, 14
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-PR_SET_PDEATHSIG = 1
 
 __all__ = ["DaemonConfig", "DaemonError", "run", "preflight", "force_stop",
            "merge_reserved", "restore_reserved", "parse_port_list", "format_port_list",
@@ -98,6 +99,8 @@ class DaemonConfig:
     foreground: bool = False
     metrics: str | None = None           # HOST:PORT of the Prometheus endpoint, None = off
     log_level: str = "info"
+    # `fpd run`: each worker runs this program ({"argv", "module", "socket"}; fpd/run.py)
+    app: dict | None = None
 
     @property
     def log_path(self) -> str:
@@ -398,8 +401,7 @@ def prog_name(prog_id: int) -> str:
 
 # --- fork helpers -------------------------------------------------------------------------
 def _set_pdeathsig(sig: int = signal.SIGKILL) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+    if _libc.prctl(_libc.PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
 
@@ -413,12 +415,9 @@ def _peercred(conn: socket.socket) -> dict:
         return {"pid": 0, "uid": -1, "gid": -1}
 
 
-def _err(errno_: int, text: str) -> dict:
-    return {"ok": False, "errno": errno_, "error": text}
-
-
-class _Worker:
-    """The supervisor's view of one worker."""
+class WorkerProcess:
+    """The supervisor's view of one forked worker process (pid, channel, exit status);
+    the data path in that process is :class:`fpd.worker.Worker`."""
 
     def __init__(self, queue: int, pid: int, chan: socket.socket):
         self.queue = queue
@@ -449,15 +448,13 @@ class Supervisor:
     def __init__(self, cfg: DaemonConfig):
         self.cfg = cfg
         self.pid = os.getpid()
-        self.workers: list[_Worker] = []
+        self.workers: list[WorkerProcess] = []
         self.steering = None
         self.listener: socket.socket | None = None
         self.sel: selectors.BaseSelector | None = None
         self.lock_fd = -1
-        self.created: list[str] = []          # files to remove on exit
-        self.sock_ino = None
+        self.steps: list[dict] = []           # what start() did, in order: see undo()
         self.reserved_original: str | None = None
-        self.reserved_written = False
         self.started = time.time()
         self.nqueues = 0
         self.stopping = False
@@ -534,7 +531,9 @@ class Supervisor:
                 continue
             w.alive = False
             w.exit_status = status
-            if not self.stopping:
+            if not self.stopping and self.cfg.app:
+                self._app_exit(w)
+            elif not self.stopping:
                 log.error("worker q%d (pid %d) %s: shutting down", w.queue, w.pid,
                           w.describe_exit())
                 self._request_stop(1)
@@ -591,6 +590,8 @@ class Supervisor:
         self._listen()
         self._fork_workers()
         self._wait_ready()
+        if cfg.app:
+            self._go()
         self._write_state()
         self._start_metrics()
         log.info("serving %s (%s XDP, prog id %d) queues %d ports %s local ports %d-%d "
@@ -650,7 +651,7 @@ class Supervisor:
         self.lock_fd = fd
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{self.pid}\n".encode(), 0)
-        self.created.append(path)
+        self._did({"do": "pid_file", "path": path})
 
     def _check_stale(self) -> None:
         st = read_state(self.cfg.state_path)
@@ -686,17 +687,28 @@ class Supervisor:
                 "log": cfg.log_path}
 
     def _write_state(self) -> None:
+        """Persist the summary and the steps so far (the state file's first write records
+        the file itself as a step)."""
         path = self.cfg.state_path
+        if not any(st["do"] == "state_file" for st in self.steps):
+            self.steps.append({"do": "state_file", "path": path})
         try:
-            write_state(path, self.state())
+            write_state(path, {**self.state(), "steps": self.steps})
         except OSError as e:
             raise DaemonError(f"cannot write {path}: {e.strerror}") from None
-        if path not in self.created:
-            self.created.append(path)
+
+    def _did(self, step: dict) -> dict:
+        """Record a step of the start (before the action where a crash could land half
+        way: each undo is harmless if the action did not happen)."""
+        self.steps.append(step)
+        if any(st["do"] == "state_file" for st in self.steps):
+            self._write_state()
+        return step
 
     def _attach(self) -> None:
         from fpd.bpf import Steering, XdpError
         cfg = self.cfg
+        step = self._did({"do": "xdp", "ifname": cfg.ifname, "mode": cfg.mode, "prog_id": 0})
         try:
             self.steering = Steering(cfg.ifname, cfg.mode)
         except XdpError as e:
@@ -705,6 +717,8 @@ class Supervisor:
         except FileNotFoundError as e:
             raise DaemonError(str(e)) from None
         st = self.steering
+        step.update(mode=st.mode, prog_id=st.prog_id)
+        self._write_state()
         if st.fallback_reason:
             log.info("native XDP refused on %s: %s; generic mode", cfg.ifname,
                      st.fallback_reason)
@@ -725,12 +739,13 @@ class Supervisor:
         if new == self.reserved_original:
             log.info("local ports %d-%d were already reserved", lo, hi)
             return
+        self._did({"do": "reserved_ports", "lo": lo, "hi": hi,
+                   "original": self.reserved_original})
         try:
             write_reserved(new)
         except OSError as e:
             raise DaemonError(f"cannot reserve ports {lo}-{hi} in {RESERVED_PORTS}: "
                               f"{e.strerror}") from None
-        self.reserved_written = True
         log.info("reserved local ports %d-%d (%s was %r)", lo, hi, RESERVED_PORTS,
                  self.reserved_original)
 
@@ -748,8 +763,7 @@ class Supervisor:
                 s.bind(path)
             finally:
                 os.umask(old)
-            self.created.append(path)
-            self.sock_ino = os.stat(path).st_ino
+            self._did({"do": "socket", "path": path, "ino": os.stat(path).st_ino})
             uid, gid = _uid_gid(cfg)
             if uid != -1 or gid != -1:
                 os.chown(path, uid, gid)
@@ -783,6 +797,7 @@ class Supervisor:
 
     def _fork_each(self, n, isn_key, local, fwd_fds) -> None:
         cfg = self.cfg
+        pids = self._did({"do": "workers", "pids": []})["pids"]
         for q in range(n):
             wcfg = control.WorkerConfig(
                 ifname=cfg.ifname, queue=q, nqueues=n, ports=list(cfg.ports), addr=cfg.addr,
@@ -799,9 +814,11 @@ class Supervisor:
                 self._child(q, child_end, wcfg)     # never returns
             child_end.close()
             parent_end.settimeout(5.0)
-            self.workers.append(_Worker(q, pid, parent_end))
+            self.workers.append(WorkerProcess(q, pid, parent_end))
+            pids.append(pid)
             log.info("forked worker q%d (pid %d, %d local ports)", q, pid,
                      len(wcfg.local_ports))
+        self._write_state()
 
     def _child(self, q: int, chan: socket.socket, wcfg) -> None:
         rc = 1
@@ -829,7 +846,11 @@ class Supervisor:
             for c, _ in self.clients.values():
                 c.close()
             chan.settimeout(None)
-            rc = control.worker_main(chan, wcfg)
+            if self.cfg.app:                       # `fpd run`: the worker runs the app
+                from fpd import run as _run
+                rc = _run.app_worker_main(chan, wcfg, self.cfg.app)
+            else:
+                rc = control.worker_main(chan, wcfg)
             if not isinstance(rc, int):
                 rc = 0 if rc is None else 1
         except BaseException as e:                 # noqa: BLE001  (always os._exit)
@@ -838,7 +859,7 @@ class Supervisor:
             with contextlib.suppress(BaseException):
                 log.error("worker q%d failed: %s\n%s", q, text, traceback.format_exc())
             with contextlib.suppress(BaseException):
-                control.send_msg(chan, {"op": "error", "queue": q, "error": text})
+                proto.send(chan, proto.Error(queue=q, error=text))
         finally:
             with contextlib.suppress(BaseException):
                 for h in logging.getLogger("fpd").handlers:
@@ -867,7 +888,7 @@ class Supervisor:
                         continue
                     w = waiting[key.fd]
                     try:
-                        msg, fds = control.recv_msg(w.chan, maxfds=1)
+                        msg, fds = proto.recv(w.chan, maxfds=1)
                     except (OSError, ValueError) as e:
                         raise DaemonError(f"worker q{w.queue} failed during start-up: "
                                           f"{e}") from None
@@ -883,7 +904,7 @@ class Supervisor:
         finally:
             sel.close()
 
-    def _on_ready(self, w: _Worker, msg, fds) -> None:
+    def _on_ready(self, w: WorkerProcess, msg, fds) -> None:
         if msg is None:
             deadline = time.monotonic() + 1.0
             while w.alive and time.monotonic() < deadline:
@@ -892,14 +913,17 @@ class Supervisor:
             how = "" if w.alive else f" ({w.describe_exit()})"
             raise DaemonError(f"worker q{w.queue} failed during start-up: it exited{how}; "
                               f"see {self.cfg.log_path}")
-        op = msg.get("op")
-        if op == "error" or msg.get("ok") is False:
+        try:
+            note = proto.parse(msg, proto.WORKER_NOTES)
+        except proto.ProtocolError:
+            note = None
+        if isinstance(note, proto.Error) or msg.get("ok") is False:
             raise DaemonError(f"worker q{w.queue} failed during start-up: "
                               f"{msg.get('error', 'unknown error')}")
-        if op != "ready":
+        if not isinstance(note, proto.Ready):
             log.warning("worker q%d: unexpected message during start-up: %r", w.queue, msg)
             return
-        if len(fds) != 1:
+        if len(fds) != note.fds:
             raise DaemonError(f"worker q{w.queue} reported ready without its XSK fd")
         from fpd.bpf import XdpError
         try:
@@ -909,6 +933,26 @@ class Supervisor:
         w.ready = True
         w.info = {k: v for k, v in msg.items() if k != "op"}
         log.info("worker q%d ready (pid %d) %s", w.queue, w.pid, w.info)
+
+    def _go(self) -> None:
+        """`fpd run`: every XSK is in the map; the workers may start the program."""
+        for w in self.workers:
+            try:
+                control.send_msg(w.chan, {"op": "go"})
+            except OSError as e:
+                raise DaemonError(f"worker q{w.queue}: cannot start the program: {e}") \
+                    from None
+
+    def _app_exit(self, w: "WorkerProcess") -> None:
+        """`fpd run`: a worker's program ended; its status becomes the exit code."""
+        st = w.exit_status
+        code = os.WEXITSTATUS(st) if st is not None and os.WIFEXITED(st) else \
+            128 + os.WTERMSIG(st) if st is not None and os.WIFSIGNALED(st) else 1
+        log.info("worker q%d (pid %d): the program %s: stopping", w.queue, w.pid,
+                 w.describe_exit())
+        self._request_stop(code)
+        if not code:
+            self.exit_code = 0
 
     # -- serving ---------------------------------------------------------------------------
     def serve(self) -> int:
@@ -974,16 +1018,16 @@ class Supervisor:
 
     def _reply(self, c: socket.socket, obj: dict) -> None:
         c.settimeout(2.0)
-        control.send_fitting(c, obj)             # a list too long for one message is cut
+        proto.send_fitting(c, obj)               # a list too long for one message is cut
 
     def _on_client(self, c: socket.socket) -> None:
         try:
-            msg, _ = control.recv_msg(c)
+            d, _ = proto.recv(c)
         except BlockingIOError:
             return
         except ValueError as e:
             with contextlib.suppress(OSError):
-                self._reply(c, _err(E.EINVAL, str(e)))
+                self._reply(c, proto.fail(E.EINVAL, str(e)))
             self._drop_client(c)
             return
         except OSError:
@@ -991,106 +1035,111 @@ class Supervisor:
             return
         self.clients.pop(c.fileno(), None)
         self.sel.unregister(c)
-        if msg is None:
+        if d is None:
             c.close()
             return
-        op = msg.get("op")
         keep = False
         try:
-            if op == "hello":
+            try:
+                msg = proto.parse(d, proto.SUPERVISOR_OPS)
+            except proto.ProtocolError as e:
+                self._reply(c, proto.fail(e.errno, str(e)))
+                return
+            if isinstance(msg, proto.Hello):
                 self._reply(c, self._hello(msg))
-            elif op == "attach":
-                keep = self._attach_client(c, msg)
-            elif op == "status":
+            elif isinstance(msg, proto.Attach):
+                keep = self._attach_client(c, d, msg)
+            elif isinstance(msg, proto.Status):
                 self._reply(c, self._status())
-            elif op == "stats":
+            elif isinstance(msg, proto.Stats):
                 self._reply(c, self._stats())
-            elif op == "conns":
+            elif isinstance(msg, proto.Conns):
                 self._reply(c, self._conns())
-            elif op == "capture":
+            elif isinstance(msg, proto.Capture):
                 self._capture(c, msg)
-            elif op == "stop":
+            else:                                # proto.Stop
                 cred = _peercred(c)
                 log.info("stop requested by pid %s uid %s", cred["pid"], cred["uid"])
-                self._reply(c, {"ok": True, "pid": self.pid})
+                self._reply(c, proto.ok(pid=self.pid))
                 self.stop_waiters.append(c)      # closed when everything is cleaned up
                 keep = True
                 self._request_stop(0)
-            else:
-                self._reply(c, _err(E.EOPNOTSUPP, f"unknown op {op!r}"))
         except OSError as e:
-            log.info("client went away during %s: %s", op, e)
+            log.info("client went away during %s: %s", d.get("op"), e)
         finally:
             if not keep:
                 c.close()
 
-    def _capture(self, c: socket.socket, msg) -> None:
+    def _capture(self, c: socket.socket, msg: proto.Capture) -> None:
         """``fpd capture``: a socketpair per capture; one end to every live worker (each
-        taps its XSK into it), the other to the client with the reply."""
+        taps its XSK into it: :class:`proto.CaptureTap`), the other to the client with
+        the reply (:class:`proto.CaptureReply`)."""
         from fpd import capture
         try:
-            req = capture.parse_request(msg)
+            req = capture.parse_request(msg.body())
         except capture.CaptureError as e:
-            self._reply(c, _err(E.EINVAL, str(e)))
+            self._reply(c, proto.fail(E.EINVAL, str(e)))
             return
         reader, writer = capture.make_pair()
         try:
             queues = []
+            tap = proto.CaptureTap(**{k: v for k, v in req.items() if v is not None})
             for w in self.workers:
                 if not w.alive:
                     continue
                 try:
-                    control.send_msg(w.chan, {"op": "capture", **req}, fds=[writer.fileno()])
+                    proto.send(w.chan, tap, fds=[writer.fileno()])
                     queues.append(w.queue)
                 except (OSError, ValueError) as e:
                     log.warning("cannot start a capture in worker q%d: %s", w.queue, e)
             if not queues:
-                self._reply(c, _err(E.EAGAIN, "no worker is running to capture from"))
+                self._reply(c, proto.fail(E.EAGAIN, "no worker is running to capture from"))
                 return
             cred = _peercred(c)
             log.info("capture started by pid %s uid %s on queues %s (%s)", cred["pid"],
                      cred["uid"], ",".join(map(str, queues)),
                      ", ".join(f"{k} {v}" for k, v in req.items() if v is not None))
             c.settimeout(2.0)
-            control.send_msg(c, {"ok": True, "queues": queues, "ifname": self.cfg.ifname,
-                                 "pid": self.pid, **req}, fds=[reader.fileno()])
+            reply = proto.CaptureReply(queues=queues, ifname=self.cfg.ifname, pid=self.pid,
+                                       **{k: v for k, v in req.items() if v is not None})
+            proto.send(c, proto.ok(**reply.body()), fds=[reader.fileno()])
         finally:
             reader.close()
             writer.close()
 
-    def _hello(self, msg) -> dict:
-        v = msg.get("version", PROTOCOL_VERSION)
-        if v != PROTOCOL_VERSION:
-            return _err(E.EPROTONOSUPPORT, f"protocol version {v!r} not supported "
-                                           f"(this daemon speaks {PROTOCOL_VERSION})")
+    def _hello(self, msg: proto.Hello) -> dict:
+        v = msg.version
+        if v != proto.VERSION:
+            return proto.fail(E.EPROTONOSUPPORT, f"protocol version {v!r} not supported "
+                                                 f"(this daemon speaks {proto.VERSION})")
         cfg = self.cfg
-        return {"ok": True, "version": PROTOCOL_VERSION, "workers": len(self.workers),
-                "pid": self.pid, "ifname": cfg.ifname, "addr": cfg.addr,
-                "ports": list(cfg.ports), "local_ports": list(cfg.local_ports)}
+        body = proto.HelloReply(version=proto.VERSION, workers=len(self.workers),
+                                pid=self.pid, ifname=cfg.ifname, ports=list(cfg.ports),
+                                local_ports=list(cfg.local_ports)).body()
+        return proto.ok(**body, addr=cfg.addr)        # addr null: any local address
 
-    def _attach_client(self, c: socket.socket, msg) -> bool:
-        q = msg.get("queue")
-        if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q < len(self.workers):
-            self._reply(c, _err(E.EINVAL, f"no worker for queue {q!r} (this daemon has "
+    def _attach_client(self, c: socket.socket, d: dict, msg: proto.Attach) -> bool:
+        q = msg.queue
+        if not 0 <= q < len(self.workers):
+            self._reply(c, proto.fail(E.EINVAL, f"no worker for queue {q!r} (this daemon has "
                                           f"{len(self.workers)})"))
             return False
         w = self.workers[q]
         if not w.alive:
-            self._reply(c, _err(E.ECONNREFUSED, f"worker q{q} is not running"))
+            self._reply(c, proto.fail(E.ECONNREFUSED, f"worker q{q} is not running"))
             return False
         cred = _peercred(c)
         try:
-            control.send_msg(w.chan, {"op": "client", "attach": msg, "cred": cred},
-                             fds=[c.fileno()])
+            proto.send(w.chan, proto.Client(attach=d, cred=cred), fds=[c.fileno()])
         except (OSError, ValueError) as e:
             log.warning("cannot hand a client to worker q%d: %s", q, e)
             with contextlib.suppress(OSError):
-                self._reply(c, _err(E.EAGAIN, f"cannot reach worker q{q}: {e}"))
+                self._reply(c, proto.fail(E.EAGAIN, f"cannot reach worker q{q}: {e}"))
         return False               # the worker has its own copy: close ours
 
-    def _on_worker_msg(self, w: _Worker) -> None:
+    def _on_worker_msg(self, w: WorkerProcess) -> None:
         try:
-            msg, fds = control.recv_msg(w.chan, maxfds=4)
+            msg, fds = proto.recv(w.chan, maxfds=4)
         except (BlockingIOError, TimeoutError, socket.timeout):
             return
         except (OSError, ValueError) as e:
@@ -1106,19 +1155,14 @@ class Supervisor:
             return
         self._worker_note(w, msg)
 
-    def _worker_note(self, w: _Worker, msg: dict) -> None:
+    def _worker_note(self, w: WorkerProcess, msg: dict) -> None:
         """A message from a worker that answers nothing we are waiting for."""
-        if msg.get("op") == "log":
-            log.log(logging.getLevelName(str(msg.get("level", "INFO")).upper())
-                    if isinstance(logging.getLevelName(str(msg.get("level", "INFO")).upper()),
-                                  int) else logging.INFO,
-                    "worker q%d: %s", w.queue, msg.get("msg", msg.get("text", "")))
-        elif msg.get("op") == "error" or msg.get("ok") is False:
+        if msg.get("op") == proto.Error.op or msg.get("ok") is False:
             log.warning("worker q%d: %s", w.queue, msg.get("error", msg))
         else:
             log.debug("worker q%d: %r", w.queue, msg)
 
-    def _worker_gone(self, w: _Worker) -> None:
+    def _worker_gone(self, w: WorkerProcess) -> None:
         with contextlib.suppress(Exception):
             self.sel.unregister(w.chan)
         self._reap()
@@ -1126,22 +1170,30 @@ class Supervisor:
             return
         time.sleep(0.05)
         self._reap()
+        if self.cfg.app:                           # the program's process is ending
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while w.alive and time.monotonic() < deadline:
+                time.sleep(0.02)
+                self._reap()
+            if self.stopping:
+                return
         how = w.describe_exit() if not w.alive else "closed its channel"
         log.error("worker q%d (pid %d) %s: shutting down", w.queue, w.pid, how)
         self._request_stop(1)
 
-    def _ask_workers(self, op: str, key: str, timeout: float = WORKER_TIMEOUT) -> dict:
-        """Send ``{"op": op}`` to every live worker, collect the replies carrying ``key``
+    def _ask_workers(self, req: proto.Message, key: str,
+                     timeout: float = WORKER_TIMEOUT) -> dict:
+        """Send ``req`` to every live worker, collect the replies carrying ``key``
         within ``timeout``. Returns {queue: reply or {"error": text}}."""
         out: dict[int, dict] = {}
-        pending: dict[int, _Worker] = {}
+        pending: dict[int, WorkerProcess] = {}
         for w in self.workers:
             if not w.alive:
                 out[w.queue] = {"error": f"worker q{w.queue} is not running"}
                 continue
             w.seq += 1
             try:
-                control.send_msg(w.chan, {"op": op, "seq": w.seq})
+                proto.send(w.chan, req, seq=w.seq)
             except (OSError, ValueError) as e:
                 out[w.queue] = {"error": f"cannot reach worker q{w.queue}: {e}"}
                 continue
@@ -1155,7 +1207,7 @@ class Supervisor:
             for fd in r:
                 w = pending[fd]
                 try:
-                    msg, fds = control.recv_msg(w.chan, maxfds=4)
+                    msg, fds = proto.recv(w.chan, maxfds=4)
                 except (BlockingIOError, TimeoutError, socket.timeout):
                     continue
                 except ValueError as e:
@@ -1182,14 +1234,14 @@ class Supervisor:
                 else:
                     self._worker_note(w, msg)
         for w in pending.values():
-            out[w.queue] = {"error": f"worker q{w.queue} did not answer {op} within "
+            out[w.queue] = {"error": f"worker q{w.queue} did not answer {req.op} within "
                                      f"{timeout:.0f} s"}
         return out
 
     def _status(self) -> dict:
         cfg = self.cfg
         clients = conns = 0
-        answers = self._ask_workers("stats", "stats", timeout=1.0)
+        answers = self._ask_workers(proto.Stats(), "stats", timeout=1.0)
         for a in answers.values():
             s = a.get("stats") or {}
             clients += int(s.get("clients", 0) or 0)
@@ -1211,7 +1263,7 @@ class Supervisor:
             xdp = self.steering.stats()
         except Exception as e:                    # noqa: BLE001
             xdp = {"error": str(e)}
-        answers = self._ask_workers("stats", "stats")
+        answers = self._ask_workers(proto.Stats(), "stats")
         workers = []
         totals = {"redirect_failed": xdp.get("redirect_failed", 0)}
         for w in self.workers:
@@ -1228,7 +1280,7 @@ class Supervisor:
         return {"ok": True, "xdp": xdp, "workers": workers, "drops": totals}
 
     def _conns(self) -> dict:
-        answers = self._ask_workers("conns", "conns")
+        answers = self._ask_workers(proto.Conns(), "conns")
         conns, listeners, errors = [], [], []
         for w in self.workers:
             a = answers.get(w.queue, {})
@@ -1250,9 +1302,10 @@ class Supervisor:
     def cleanup(self) -> None:
         """Undo everything start() did, whatever state it got to. Idempotent.
 
-        Order: the socket (no new client), the workers (clients told, connections reset),
-        XDP, the reserved ports, then the state and pid files. If XDP or the reserved
-        ports could not be given back, the state file stays for `fpd stop --force`."""
+        The clients and the listening socket are closed, then the recorded steps are
+        replayed last first (:func:`undo`): the workers (clients told, connections reset),
+        the socket file, the reserved ports, XDP, the state file, the pid file. A step that
+        cannot be undone stays in the state file for `fpd stop --force`."""
         if self._cleaned:
             return
         self._cleaned = True
@@ -1266,48 +1319,8 @@ class Supervisor:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
-        sock = self.cfg.socket
-        if sock in self.created:
-            self.created.remove(sock)
-            try:
-                if os.stat(sock).st_ino == self.sock_ino:
-                    os.unlink(sock)
-                else:
-                    log.warning("%s was replaced by someone else: left alone", sock)
-            except FileNotFoundError:
-                pass
-        self._stop_workers()
-        unclean = False
-        if self.steering is not None:
-            try:
-                self.steering.close()
-                log.info("detached XDP from %s", self.cfg.ifname)
-            except Exception as e:                # noqa: BLE001
-                unclean = True
-                log.error("detaching XDP from %s failed: %s", self.cfg.ifname, e)
-            self.steering = None
-        if self.reserved_written:
-            lo, hi = self.cfg.local_ports
-            try:
-                cur = read_reserved()
-                new = restore_reserved(cur, self.reserved_original or "", lo, hi)
-                if new != cur:
-                    write_reserved(new)
-                self.reserved_written = False
-                log.info("gave back reserved ports %d-%d (%s now %r)", lo, hi,
-                         RESERVED_PORTS, new)
-            except OSError as e:
-                unclean = True
-                log.error("cannot restore %s: %s", RESERVED_PORTS, e)
-        if unclean and self.cfg.state_path in self.created:
-            self.created.remove(self.cfg.state_path)
-            log.error("left %s: run `fpd stop --force -i %s --socket %s`",
-                      self.cfg.state_path, self.cfg.ifname, sock)
-        # the pid file last: no second daemon before we are gone
-        for path in sorted(self.created, key=lambda p: p == self.cfg.pid_path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        self.created.clear()
+        undo(self.steps, live=self, report=_log_report)
+        self.steps = []
         if self.lock_fd >= 0:
             os.close(self.lock_fd)
             self.lock_fd = -1
@@ -1325,7 +1338,7 @@ class Supervisor:
         for w in live:
             try:
                 w.chan.settimeout(1.0)
-                control.send_msg(w.chan, {"op": "stop"})
+                proto.send(w.chan, proto.Stop())
             except (OSError, ValueError) as e:
                 log.info("worker q%d: cannot send stop (%s)", w.queue, e)
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -1507,14 +1520,156 @@ def run(cfg: DaemonConfig, ready_fd: int | None = None) -> int:
         teardown_logging(handlers)
 
 
+# --- what a start did, undone ---------------------------------------------------------------
+# The supervisor records each step of its start-up in Supervisor.steps, persisted in
+# PATH.state (the "steps" list) as it goes; the rest of that file is a summary for people.
+# Steps, in the order start() takes them:
+#   {"do": "pid_file", "path"}                          PATH.pid created and locked
+#   {"do": "state_file", "path"}                        PATH.state itself
+#   {"do": "xdp", "ifname", "mode", "prog_id"}          fpd_steer attached (prog_id 0: not
+#                                                       known yet, recorded before attaching)
+#   {"do": "reserved_ports", "lo", "hi", "original"}    lo-hi added to ip_local_reserved_ports
+#   {"do": "socket", "path", "ino"}                     the unix socket bound
+#   {"do": "workers", "pids"}                           worker processes forked
+# undo() replays them last first, for the live supervisor (cleanup) and after a crash
+# (force_stop): the same list, one function per kind.
+
+def _log_report(ok: bool, text: str) -> None:
+    (log.info if ok else log.error)("%s", text)
+
+
+def _undo_workers(step, sup, report) -> bool:
+    if sup is not None:
+        sup._stop_workers()
+        return True
+    for wpid in step.get("pids") or []:
+        if isinstance(wpid, int) and pid_alive(wpid) and looks_like_fpd(wpid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(wpid, signal.SIGKILL)
+            report(True, f"killed worker pid {wpid}")
+    return True
+
+
+def _undo_file(step, sup, report) -> bool:
+    path = step["path"]
+    try:
+        if sup is not None and step.get("ino") is not None \
+                and os.stat(path).st_ino != step["ino"]:
+            report(True, f"{path} was replaced by someone else: left alone")
+            return True
+        os.unlink(path)
+    except FileNotFoundError:
+        return True
+    except OSError as e:
+        report(False, f"cannot remove {path}: {e.strerror}")
+        return False
+    if sup is None:
+        report(True, f"removed {path}")
+    return True
+
+
+def _undo_xdp(step, sup, report) -> bool:
+    from fpd.bpf import PROG_NAME, XdpError, attached_prog_id, force_detach
+    ifname = step["ifname"]
+    if sup is not None:                          # detach through the live attachment
+        st, sup.steering = sup.steering, None
+        if st is None:                           # never attached (Steering undoes itself)
+            return True
+        try:
+            st.close()
+        except Exception as e:                   # noqa: BLE001
+            report(False, f"detaching XDP from {ifname} failed: {e}")
+            return False
+        report(True, f"detached XDP program id {st.prog_id} ({PROG_NAME}) from {ifname}")
+        return True
+    try:
+        prog = attached_prog_id(ifname)
+    except XdpError as e:
+        report(False, f"cannot query XDP on {ifname}: {e}")
+        return False
+    if not prog:
+        return True
+    name = prog_name(prog)
+    if prog != step.get("prog_id") and name and name != PROG_NAME:
+        report(True, f"{ifname} has XDP program id {prog} named {name}, not {PROG_NAME}: "
+                     f"left alone (`fpd xdp detach -i {ifname}` removes any program)")
+        return True
+    try:
+        if force_detach(ifname):
+            report(True, f"detached XDP program id {prog} ({name or 'name unknown'}) "
+                         f"from {ifname}")
+    except XdpError as e:
+        report(False, f"cannot detach XDP from {ifname}: {e}")
+        return False
+    return True
+
+
+def _undo_reserved_ports(step, sup, report) -> bool:
+    try:
+        lo, hi = int(step["lo"]), int(step["hi"])
+        cur = read_reserved()
+        new = restore_reserved(cur, step.get("original") or "", lo, hi)
+        if new != cur:
+            write_reserved(new)
+            report(True, f"gave back reserved ports {lo}-{hi} ({RESERVED_PORTS}: "
+                         f"{new or 'empty'})")
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        report(False, f"cannot restore {RESERVED_PORTS}: {e}")
+        return False
+    return True
+
+
+_UNDO = {"workers": _undo_workers, "socket": _undo_file, "reserved_ports": _undo_reserved_ports,
+         "xdp": _undo_xdp, "state_file": _undo_file, "pid_file": _undo_file}
+_FILES = ("socket", "state_file", "pid_file")
+
+
+def undo(steps: list[dict], live: "Supervisor | None" = None, report=_log_report) -> list[dict]:
+    """Undo a start's ``steps``, last first. ``live``: the supervisor that took them (its
+    workers are stopped through their channels, XDP detached through its attachment);
+    None after a crash (workers killed by pid, XDP detached from the interface unless the
+    program there is someone else's; files only if no live process holds the pid file).
+    ``report(ok, text)`` hears what was done or failed. Returns the steps that could not
+    be undone; if there are any, the state file is kept (rewritten with just those) for
+    another `fpd stop --force`."""
+    steps = [st for st in steps if isinstance(st, dict) and st.get("do") in _UNDO]
+    ifname = next((st["ifname"] for st in steps if st["do"] == "xdp"), "IFACE")
+    pid_path = next((st["path"] for st in steps if st["do"] == "pid_file"), None)
+    files = live is not None or not (pid_path and pid_file_locked(pid_path))
+    if not files:
+        report(True, f"{pid_path} is locked by a live process: files left in place")
+    left = []
+    for st in reversed(steps):
+        kind = st["do"]
+        if kind in _FILES and not files:
+            continue
+        if kind == "state_file" and left:
+            try:
+                write_state(st["path"], {"ifname": ifname, "steps": [st, *reversed(left)]})
+                report(False, f"left {st['path']} for what could not be undone: run `fpd "
+                              f"stop --force -i {ifname} --socket "
+                              f"{st['path'].removesuffix('.state')}`")
+            except OSError as e:
+                report(False, f"cannot rewrite {st['path']}: {e.strerror}")
+            continue
+        try:
+            ok = _UNDO[kind](st, live, report)
+        except Exception as e:                   # noqa: BLE001  (go on with the rest)
+            report(False, f"undoing {kind} failed: {type(e).__name__}: {e}")
+            ok = False
+        if not ok:
+            left.append(st)
+    return left
+
+
 # --- fpd stop --force ----------------------------------------------------------------------
 def force_stop(ifname: str, socket_path: str = DEFAULT_SOCKET, wait: float = 5.0) -> list[str]:
     """Clean up after a daemon that died (or kill one that hangs): kill the pid of the
     pid file if it is alive and looks like fpd (SIGTERM, then SIGKILL after ``wait``),
-    detach an XDP program named fpd_steer (or of unknown name) from ``ifname``, give back
-    the reserved ports recorded in the state file, remove the socket, pid and state
+    then undo the steps its state file records (:func:`undo`), plus what any start
+    leaves on ``ifname`` and at ``socket_path`` should the record be missing or cut
+    short: an fpd_steer XDP program (or one of unknown name), the socket, pid and state
     files. Returns what it did (one line each)."""
-    from fpd.bpf import PROG_NAME, XdpError, attached_prog_id, force_detach
     did: list[str] = []
     pid_path, state_path = socket_path + ".pid", socket_path + ".state"
     state = read_state(state_path)
@@ -1534,51 +1689,18 @@ def force_stop(ifname: str, socket_path: str = DEFAULT_SOCKET, wait: float = 5.0
                 did.append(f"killed fpd (pid {pid}) with SIGKILL")
             else:
                 did.append(f"stopped fpd (pid {pid}) with SIGTERM")
+            state = read_state(state_path)      # what its own cleanup left, if anything
         else:
             did.append(f"pid {pid} of {pid_path} is alive but is not fpd: left alone")
-    for wpid in (state or {}).get("workers") or []:
-        if isinstance(wpid, int) and pid_alive(wpid) and looks_like_fpd(wpid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(wpid, signal.SIGKILL)
-            did.append(f"killed worker pid {wpid}")
     if state and state.get("ifname") and state["ifname"] != ifname:
         did.append(f"note: {state_path} is for interface {state['ifname']}, not {ifname}")
-    try:
-        prog = attached_prog_id(ifname)
-    except XdpError as e:
-        did.append(f"cannot query XDP on {ifname}: {e}")
-        prog = 0
-    if prog:
-        name = prog_name(prog)
-        if name and name != PROG_NAME:
-            did.append(f"{ifname} has XDP program id {prog} named {name}, not {PROG_NAME}: "
-                       f"left alone (`fpd xdp detach -i {ifname}` removes any program)")
-        else:
-            try:
-                if force_detach(ifname):
-                    did.append(f"detached XDP program id {prog} ({name or 'name unknown'}) "
-                               f"from {ifname}")
-            except XdpError as e:
-                did.append(f"cannot detach XDP from {ifname}: {e}")
-    if state and isinstance(state.get("reserved_ports"), str) and state.get("local_ports"):
-        try:
-            lo, hi = (int(x) for x in state["local_ports"])
-            cur = read_reserved()
-            new = restore_reserved(cur, state["reserved_ports"], lo, hi)
-            if new != cur:
-                write_reserved(new)
-                did.append(f"gave back reserved ports {lo}-{hi} ({RESERVED_PORTS}: "
-                           f"{new or 'empty'})")
-        except (OSError, ValueError, TypeError) as e:
-            did.append(f"cannot restore {RESERVED_PORTS}: {e}")
-    if not pid_file_locked(pid_path):
-        for path in (socket_path, state_path, pid_path):
-            if os.path.lexists(path):
-                try:
-                    os.unlink(path)
-                    did.append(f"removed {path}")
-                except OSError as e:
-                    did.append(f"cannot remove {path}: {e.strerror}")
-    else:
-        did.append(f"{pid_path} is locked by a live process: files left in place")
+    recorded = [st for st in (state or {}).get("steps") or [] if isinstance(st, dict)]
+    paths = {st.get("path") for st in recorded}
+    head = [{"do": k, "path": p} for k, p in (("pid_file", pid_path),
+                                              ("state_file", state_path)) if p not in paths]
+    tail = [] if any(st.get("do") == "xdp" and st.get("ifname") == ifname for st in recorded) \
+        else [{"do": "xdp", "ifname": ifname, "prog_id": 0}]
+    if socket_path not in paths:
+        tail.append({"do": "socket", "path": socket_path})
+    undo(head + recorded + tail, live=None, report=lambda ok, text: did.append(text))
     return did

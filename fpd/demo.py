@@ -46,7 +46,7 @@ from pathlib import Path
 
 from . import daemon as _daemon
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "examples"     # the package fpd.examples
 
 FPD_ECHO, FPD_HTTP = 7007, 8080          # steered to fpd
 KERNEL_ECHO, KERNEL_HTTP = 7107, 8180    # same apps on the kernel, server namespace
@@ -189,8 +189,6 @@ class Demo:
         if self.missing:
             self.say(f"  note: {', '.join(self.missing)} not installed: those steps are skipped "
                      f"(`make deps` installs them)")
-        if not (EXAMPLES / "echo_server.py").exists():
-            raise DemoError(f"{EXAMPLES} not found: fpd demo runs from a source checkout")
         spec = importlib.util.spec_from_file_location("fpd_demo_http_server",
                                                       EXAMPLES / "http_server.py")
         self.http_mod = importlib.util.module_from_spec(spec)

@@ -103,6 +103,24 @@ def bpf_object() -> dict:
                                        f"`./run.sh bpf` (needs clang) or set FPD_BPF_OBJECT")
 
 
+def data_path() -> dict:
+    """Which data path a worker started from here runs (never a failure: the pure-Python
+    path is complete, only slower)."""
+    from fpd import wire
+    levers = []
+    for env, name in (("FPD_BURST_PARSE", "burst parse"), ("FPD_BURST", "burst input"),
+                      ("FPD_TSO", "template transmit"), ("FPD_ACK_COLLAPSE", "ACK runs")):
+        if os.environ.get(env, "") in ("0", "no", "off", "false"):
+            levers.append(f"{name} off ({env}=0)")
+    extra = ("; " + ", ".join(levers)) if levers else ""
+    if wire.ACCEL:
+        return _c("data_path", "ok", f"compiled: fpd._accel (C burst parse, frame stamping, "
+                                     f"checksums) with the per-burst engine path{extra}")
+    why = "FPD_PURE_PYTHON set" if os.environ.get("FPD_PURE_PYTHON") else \
+        "fpd._accel not built (pip install -e . needs gcc and python3-dev)"
+    return _c("data_path", "ok", f"pure Python ({why}){extra}")
+
+
 def _driver(ifname: str) -> str:
     try:
         return os.path.basename(os.readlink(f"/sys/class/net/{ifname}/device/driver"))
@@ -250,7 +268,8 @@ def tools() -> list[dict]:
 
 def run_checks(ifname: str | None = None, local: tuple | None = None, ports=()) -> list[dict]:
     checks = [_run("kernel", kernel), _run("privileges", privileges),
-              _run("af_xdp", af_xdp), _run("libbpf", libbpf), _run("bpf_object", bpf_object)]
+              _run("af_xdp", af_xdp), _run("libbpf", libbpf), _run("bpf_object", bpf_object),
+              _run("data_path", data_path)]
     if ifname:
         try:
             checks += interface(ifname)

@@ -2,7 +2,7 @@
 
 Every function carries the C prototype it mirrors (from /usr/include/bpf/*.h, libbpf 1.1.2)
 next to its ``restype``/``argtypes``. fpd/bpf.py is the only caller; everything else uses
-fpd.bpf.
+fpd.bpf. The libc calls fpd needs are declared in fpd/libc.py.
 
 Error conventions of libbpf 1.x (its "strict mode" is always on):
   * functions returning a pointer return NULL on error and set errno;
@@ -221,47 +221,6 @@ lib.bpf_map__value_size.restype = c_uint32
 lib.bpf_map__value_size.argtypes = [c_void_p]
 bpf_map__value_size = lib.bpf_map__value_size
 
-# __u32 bpf_map__btf_key_type_id(const struct bpf_map *map);
-lib.bpf_map__btf_key_type_id.restype = c_uint32
-lib.bpf_map__btf_key_type_id.argtypes = [c_void_p]
-bpf_map__btf_key_type_id = lib.bpf_map__btf_key_type_id
-
-# __u32 bpf_map__btf_value_type_id(const struct bpf_map *map);
-lib.bpf_map__btf_value_type_id.restype = c_uint32
-lib.bpf_map__btf_value_type_id.argtypes = [c_void_p]
-bpf_map__btf_value_type_id = lib.bpf_map__btf_value_type_id
-
-# --- BTF -------------------------------------------------------------------------------
-# struct btf *bpf_object__btf(const struct bpf_object *obj);
-lib.bpf_object__btf.restype = c_void_p
-lib.bpf_object__btf.argtypes = [c_void_p]
-bpf_object__btf = lib.bpf_object__btf
-
-# const void *btf__raw_data(const struct btf *btf, __u32 *size);
-lib.btf__raw_data.restype = c_void_p
-lib.btf__raw_data.argtypes = [c_void_p, ctypes.POINTER(c_uint32)]
-btf__raw_data = lib.btf__raw_data
-
-# struct btf *btf__new(const void *data, __u32 size);
-lib.btf__new.restype = c_void_p
-lib.btf__new.argtypes = [c_void_p, c_uint32]
-btf__new = lib.btf__new
-
-# int btf__load_into_kernel(struct btf *btf);
-lib.btf__load_into_kernel.restype = c_int
-lib.btf__load_into_kernel.argtypes = [c_void_p]
-btf__load_into_kernel = lib.btf__load_into_kernel
-
-# int btf__fd(const struct btf *btf);
-lib.btf__fd.restype = c_int
-lib.btf__fd.argtypes = [c_void_p]
-btf__fd = lib.btf__fd
-
-# void btf__free(struct btf *btf);
-lib.btf__free.restype = None
-lib.btf__free.argtypes = [c_void_p]
-btf__free = lib.btf__free
-
 # --- maps (syscall wrappers, <bpf/bpf.h>) ----------------------------------------------
 # int bpf_map_create(enum bpf_map_type map_type, const char *map_name, __u32 key_size,
 #                    __u32 value_size, __u32 max_entries,
@@ -312,22 +271,3 @@ bpf_xdp_query = lib.bpf_xdp_query
 lib.bpf_xdp_query_id.restype = c_int
 lib.bpf_xdp_query_id.argtypes = [c_int, c_int, ctypes.POINTER(c_uint32)]
 bpf_xdp_query_id = lib.bpf_xdp_query_id
-
-# --- libc: formatting libbpf's log messages, namespaces, binding AF_XDP sockets -----------
-libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-# int vsnprintf(char *str, size_t size, const char *format, va_list ap);
-libc.vsnprintf.restype = c_int
-libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
-vsnprintf = libc.vsnprintf
-
-# int setns(int fd, int nstype);
-libc.setns.restype = c_int
-libc.setns.argtypes = [c_int, c_int]
-setns = libc.setns
-
-# int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen);
-# (Python's socket.bind knows no AF_XDP address, so struct sockaddr_xdp goes through here)
-libc.bind.restype = c_int
-libc.bind.argtypes = [c_int, c_char_p, c_uint32]
-bind = libc.bind

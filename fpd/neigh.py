@@ -30,6 +30,7 @@ it, or switch the thread's namespace around each call as ``fpd.worker`` does.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import os
@@ -91,14 +92,24 @@ def _netlink(ipr):
     if ipr is not None:
         yield ipr
         return
+    # pyroute2's synchronous IPRoute runs an asyncio loop of its own inside each call; an
+    # asyncio loop running in this thread (fpd.loop drives the worker from inside one)
+    # would make it fail with "This event loop is already running": hide it meanwhile
+    running = asyncio.events._get_running_loop()
+    if running is not None:
+        asyncio.events._set_running_loop(None)
     try:
-        sock = IPRoute()
-    except (NetlinkError, OSError) as e:
-        raise NeighError(f"cannot open an rtnetlink socket: {e}") from None
-    try:
-        yield sock
+        try:
+            sock = IPRoute()
+        except (NetlinkError, OSError) as e:
+            raise NeighError(f"cannot open an rtnetlink socket: {e}") from None
+        try:
+            yield sock
+        finally:
+            sock.close()
     finally:
-        sock.close()
+        if running is not None:
+            asyncio.events._set_running_loop(running)
 
 
 def _strerror(e: NetlinkError) -> str:

@@ -11,7 +11,7 @@ import contextlib
 import ctypes
 import os
 
-from fpd import libbpf as _L   # setns is declared there, with the other ctypes prototypes
+from fpd import libc as _libc
 
 SELF = "/proc/thread-self/ns/net"
 CLONE_NEWNET = 0x40000000
@@ -24,7 +24,7 @@ def open_current() -> int:
 
 def setns(fd: int) -> None:
     """Move the calling thread into the network namespace behind ``fd``."""
-    if _L.setns(fd, CLONE_NEWNET) != 0:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"setns: {os.strerror(e)}")
 

@@ -82,17 +82,18 @@ stores, loads not with loads, and a load not with a later store -- exactly (1), 
 an item with an 8-byte ``memcpy``), so they are never torn.
 
 TSO's one reordering (store then load of another location) only matters to the
-need-wakeup handshake, and :func:`fence` closes it: CPython has no fence, but
-``threading.Lock`` acquire/release go through glibc ``sem_trywait``/``sem_post``, which
-are ``lock cmpxchg`` -- and a locked instruction is a full barrier on x86 (any semaphore
-needs an atomic read-modify-write, which on x86 is always locked). About 70 ns.
+need-wakeup handshake, and :func:`fence` closes it with C11's full fence,
+``atomic_thread_fence(memory_order_seq_cst)``, which GCC's libatomic exports as a function
+(on x86-64 it is ``lock or $0, (%rsp)``: a locked instruction is a full barrier). CPython
+has no fence of its own; the call goes through ctypes without releasing the GIL. About
+90 ns.
 
 On weakly ordered CPUs (arm64, ppc64, riscv) this is NOT enough: (1) needs a
 store-release of the index (``stlr`` / ``dmb ish`` before the store), (2) and (3) a
-load-acquire of the peer index (``ldar`` / ``dmb ishld`` after the load), and the fence a
-real ``dmb ish``; CPython exposes none of them, so a tiny C helper doing
-``__atomic_store_n(p, v, __ATOMIC_RELEASE)`` / ``__atomic_load_n(p, __ATOMIC_ACQUIRE)`` /
-``__atomic_thread_fence(__ATOMIC_SEQ_CST)`` would be needed. We warn once on such
+load-acquire of the peer index (``ldar`` / ``dmb ishld`` after the load); CPython exposes
+neither, so a tiny C helper doing ``__atomic_store_n(p, v, __ATOMIC_RELEASE)`` /
+``__atomic_load_n(p, __ATOMIC_ACQUIRE)`` would be needed (the fence is already the
+portable one). We warn once on such
 machines. The endpoints are single-producer/single-consumer and not thread-safe: a
 multi-threaded client must serialize use of each ring end.
 """
@@ -100,14 +101,16 @@ multi-threaded client must serialize use of each ring end.
 from __future__ import annotations
 
 import fcntl
+import functools
 import mmap
 import os
 import platform
 import select
 import socket
+import ctypes
+import ctypes.util
 import struct
 import sys
-import threading
 import time
 import warnings
 from array import array
@@ -253,21 +256,31 @@ class ShmCorrupt(ShmError):
 
 
 # --- fence -------------------------------------------------------------------------------
-_fence_lock = threading.Lock()
-_fence_acquire = _fence_lock.acquire
-_fence_release = _fence_lock.release
+# The ctypes declaration of libatomic lives here (fpd.shm imports nothing of fpd). PyDLL:
+# the call keeps the GIL (it is one instruction, releasing the GIL would cost more).
+def _open_libatomic():
+    for name in ("libatomic.so.1", ctypes.util.find_library("atomic")):
+        if name:
+            try:
+                return ctypes.PyDLL(name)
+            except OSError:
+                pass
+    raise ImportError("fpd.shm needs GCC's libatomic (Debian: apt-get install libatomic1)")
 
 
-def fence() -> None:
-    """Full memory barrier on x86: a locked instruction (glibc ``sem_trywait`` and
-    ``sem_post`` are ``lock cmpxchg``). Never blocks: if the lock is held -- by another
-    thread, or by code a signal handler interrupted -- a fresh lock is used instead."""
-    if _fence_acquire(False):
-        _fence_release()
-    else:
-        lk = threading.Lock()
-        lk.acquire()
-        lk.release()
+libatomic = _open_libatomic()
+MEMORY_ORDER_SEQ_CST = 5    # <stdatomic.h> enum memory_order
+
+# void atomic_thread_fence(memory_order order);
+libatomic.atomic_thread_fence.restype = None
+libatomic.atomic_thread_fence.argtypes = None   # on purpose: called with a ready c_int
+atomic_thread_fence = libatomic.atomic_thread_fence
+_SEQ_CST = ctypes.c_int(MEMORY_ORDER_SEQ_CST)   # (converting an int via argtypes: +200 ns)
+
+
+# fence(): a full memory barrier, atomic_thread_fence(memory_order_seq_cst). Never blocks
+# (safe in a signal handler and from any thread). A partial, not a def: no Python frame.
+fence = functools.partial(atomic_thread_fence, _SEQ_CST)
 
 
 _weak_warned = False
@@ -460,11 +473,6 @@ class _End:
     def index(self) -> int:
         """Our own index (the private, authoritative copy)."""
         return self._pos
-
-    @property
-    def peer_index(self) -> int:
-        """The peer's index as last validated."""
-        return self._seen
 
     # -- need-wakeup ---------------------------------------------------------------------
     def ready(self, want: int = 1) -> bool:  # pragma: no cover - overridden

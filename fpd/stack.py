@@ -49,7 +49,7 @@ class StackConfig:
     syn_backlog: int = 4096         # half-open connections, whole stack
     max_connections: int = 65536    # connections of every state, whole stack
     max_time_wait: int = 32768      # TIME_WAIT entries; beyond, close at once (Linux's tw buckets)
-    challenge_ack_limit: int = 1000  # RFC 5961 challenge ACKs per second, whole stack
+    challenge_ack_limit: int = 10   # RFC 5961 challenge ACKs per second, per connection
     oow_interval: float = 0.5       # min gap between ACKs answering out-of-window pure ACKs
     keepalive: bool = False
     keepalive_idle: float = 7200.0
@@ -165,14 +165,16 @@ class Stack:
         self._now = 0.0
         self._half_open = 0
         self._tw_count = 0
-        self._ca_sec = None
-        self._ca_count = 0
         self._eph = None
         self.stats = Stats()
         # unmatched(seg) -> True: a segment no connection or listener takes is handled
         # elsewhere (a worker forwards it to the engine of another queue) instead of
         # being answered with RST. None: RST, as RFC 9293 says.
         self.unmatched = None
+        # tso(conn, now): called first in Connection._xmit to send the full-sized new
+        # segments as one fpd.fastpath.SegBurst output item (the worker sets
+        # fpd.fastpath.xmit_burst). None: one Segment per segment (the reference).
+        self.tso = None
 
     # ============================================================== public API ====
     def listen(self, addr, port, backlog=128, **overrides):
@@ -319,7 +321,7 @@ class Stack:
             seg = out[i]
             if seg.flags & 0x17 != ACK or seg.payload or seg.sack:   # FIN|SYN|RST|ACK
                 continue
-            key = (seg.dst, seg.dport, seg.sport)
+            key = (seg.src, seg.dst, seg.dport, seg.sport)
             newer = last.get(key)
             if newer is None:
                 last[key] = seg.ack
@@ -378,18 +380,6 @@ class Stack:
         key = (conn._la, conn._lp, conn._ra, conn._rp)
         if self._conns.get(key) is conn:
             del self._conns[key]
-
-    def _challenge_ok(self, now):
-        """RFC 5961 §7: a stack-wide budget of challenge ACKs per second."""
-        sec = int(now)
-        if sec != self._ca_sec:
-            self._ca_sec = sec
-            self._ca_count = 0
-        if self._ca_count >= self.config.challenge_ack_limit:
-            self.stats.challenge_acks_limited += 1
-            return False
-        self._ca_count += 1
-        return True
 
     @staticmethod
     def _tuple_bytes(la, lp, ra, rp):
@@ -529,7 +519,10 @@ class Stack:
             if cfg.sack and seg.sack_ok:
                 bits |= 0x10
                 sack_ok = True
-            ts = ((tnow & ~0x3F) | bits) & MASK
+            ts = (tnow & ~0x3F) | bits
+            if bits > tnow & 0x3F:
+                ts -= 0x40              # never ahead of our clock (Linux steps it back too)
+            ts &= MASK
             tsecr = seg.tsval & MASK
         wnd = cfg.rcvbuf if cfg.rcvbuf < 65535 else 65535
         self._out.append(Segment(la, ra, lp, rp, isn, (pisn + 1) & MASK, SYN | ACK, wnd, 0,

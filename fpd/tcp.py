@@ -120,7 +120,7 @@ class Connection:
         "ts_ok", "sack_ok", "ws_ok", "ts_off", "ts_recent", "ts_recent_stamp",
         # rtt / timers
         "srtt", "rttvar", "rto", "backoff", "rto_count", "syn_rtx", "t_rtx", "t_persist", "t_dack",
-        "t_ka", "t_tw", "_heap_at", "persist_n", "ka_probes", "last_rcv", "oow_last",
+        "t_ka", "t_tw", "_heap_at", "persist_n", "probes_out", "ka_probes", "last_rcv", "oow_last", "ca_start", "ca_count",
         "_keepalive", "keepalive_idle", "keepalive_interval", "keepalive_count",
         # events
         "_rd_ev", "_wr_want",
@@ -218,10 +218,13 @@ class Connection:
         self.t_ka = None
         self.t_tw = None
         self._heap_at = None
-        self.persist_n = 0
+        self.persist_n = 0          # persist back-off exponent (reset by an open window)
+        self.probes_out = 0         # unanswered window probes (reset by any ACK)
         self.ka_probes = 0
         self.last_rcv = now
         self.oow_last = -1e18
+        self.ca_start = -1e18       # challenge-ACK budget: window start and count
+        self.ca_count = 0
         self._keepalive = False
         self.keepalive_idle = cfg.keepalive_idle
         self.keepalive_interval = cfg.keepalive_interval
@@ -577,17 +580,32 @@ class Connection:
         else:
             tsval = None
             tsecr = 0
-        sack = self._sack_blocks() if (self.sack_ok and (self.ooo or self.dsack is not None)) else ()
-        if sack and payload:
-            # payload + options must stay within the peer's MSS (RFC 6691): a full-sized
-            # segment has no room for SACK blocks, a shorter one for as many as fit
-            # (each option: 2 NOPs + kind/len + 8 bytes per block).
-            room = self.mss - len(payload)
-            n = (room - 4) // 8 if room >= 12 else 0
-            if n < len(sack):
-                sack = sack[:n]
-                self.stack.stats.sack_trimmed += 1
+        owe = False
+        if self.sack_ok and (self.ooo or self.dsack is not None):
+            ds = self.dsack
+            sack = self._sack_blocks()
+            if payload:
+                # payload + options must stay within the peer's MSS (RFC 6691): a
+                # full-sized segment has no room for SACK blocks, a shorter one for as
+                # many as fit (each option: 2 NOPs + kind/len + 8 bytes per block). What
+                # is cut goes on a pure ACK built at output time (Stack._flush_acks).
+                room = self.mss - len(payload)
+                n = (room - 4) // 8 if room >= 12 else 0
+                if n < len(sack):
+                    sack = sack[:n]
+                    self.stack.stats.sack_trimmed += 1
+                    owe = True
+                    if ds is not None and n == 0:
+                        self.dsack = ds            # not reported yet
+                        self.stack.stats.dsacks_sent -= 1
+        else:
+            sack = ()
         self._ack_fields_sent()
+        if owe:
+            self.ack_now = True
+            if not self.ack_queued:
+                self.ack_queued = True
+                self.stack._acks.append(self)
         self.segs_out += 1
         return Segment(self._la, self._ra, self._lp, self._rp, seq,
                        (self.irs + self.rcv_nxt_o) & MASK, flags, self._wnd_field(), 0,
@@ -605,10 +623,19 @@ class Connection:
         st.stats.segs_out += 1
 
     def _challenge_ack(self, now):
+        """RFC 5961 §7: at most ``challenge_ack_limit`` per second, per connection: a
+        stack-wide budget is a side channel (CVE-2016-5696), one connection's challenge
+        ACKs told an attacker how many another one had sent."""
         st = self.stack
-        if st._challenge_ok(now):
-            st.stats.challenge_acks += 1
-            self._send_ack(now)
+        if now - self.ca_start >= 1.0:
+            self.ca_start = now
+            self.ca_count = 0
+        if self.ca_count >= self.cfg.challenge_ack_limit:
+            st.stats.challenge_acks_limited += 1
+            return
+        self.ca_count += 1
+        st.stats.challenge_acks += 1
+        self._send_ack(now)
 
     def _oow_ack(self, now):
         """ACK answering an unacceptable pure ACK: at most one per oow_interval (Linux)."""
@@ -817,6 +844,7 @@ class Connection:
                 self.ka_probes = 0
                 if d:
                     self.dupacks = 0
+                    self.probes_out = 0
                     self._ack_new(una + d, seg, now)
                 ack_o = una + d
                 if self.snd_wl1_o < rn or (self.snd_wl1_o == rn and self.snd_wl2_o <= ack_o):
@@ -1181,6 +1209,7 @@ class Connection:
                 self.t_persist = None
                 self.persist_n = 0
         self.persist_n = 0 if pwnd else self.persist_n
+        self.probes_out = 0         # the peer answers: keep probing (RFC 1122 4.2.2.17)
 
     def _ack_new(self, ack_o, seg, now):
         """Cumulative ACK advanced snd_una to ack_o."""
@@ -1240,14 +1269,16 @@ class Connection:
                 self.sndq_o = top
         # RTT (RFC 7323 §4 with timestamps, else RFC 6298 with Karn's rule)
         rtt = None
+        flight = 0
         if self.ts_ok and seg.tsval is not None and seg.tsecr:
             r = (self._ts_now(now) - seg.tsecr) & MASK
             if r < HALF:
                 rtt = r * 0.001
+                flight = self.snd_nxt_o - una
         elif rtt_ts is not None:
             rtt = now - rtt_ts
         if rtt is not None and rtt >= 0:
-            self._rtt_sample(rtt)
+            self._rtt_sample(rtt, flight)
             self.backoff = 0          # Karn: the backed-off RTO stays until a valid sample
         self.rto_count = 0
         # retransmission timer (RFC 6298 §5.2/5.3)
@@ -1286,8 +1317,13 @@ class Connection:
                 self._wr_want = False
                 self._event(EV_WRITABLE)
 
-    def _rtt_sample(self, r):
-        """RFC 6298 §2."""
+    def _rtt_sample(self, r, flight=0):
+        """RFC 6298 §2.  ``flight``: bytes in flight when the sample is one of many per
+        RTT (timestamps); RFC 7323 appendix G divides the gains by the samples expected
+        per RTT, ceil(flight / 2 SMSS), so RTTVAR does not decay within one RTT.
+        RTO = SRTT + max(4 RTTVAR, rto_min): the floor is on the variance term, as
+        Linux's srtt + max(mdev, rto_min), so a steady long path keeps room for a
+        delayed ACK."""
         if self.srtt is None:
             self.srtt = r
             self.rttvar = r / 2.0
@@ -1295,14 +1331,20 @@ class Connection:
             dv = self.srtt - r
             if dv < 0:
                 dv = -dv
-            self.rttvar = 0.75 * self.rttvar + 0.25 * dv
-            self.srtt = 0.875 * self.srtt + 0.125 * r
+            n = -(-flight // (2 * self.mss)) if flight > 2 * self.mss else 1
+            if n == 1:
+                self.rttvar = 0.75 * self.rttvar + 0.25 * dv
+                self.srtt = 0.875 * self.srtt + 0.125 * r
+            else:
+                b = 0.25 / n
+                a = 0.125 / n
+                self.rttvar = (1.0 - b) * self.rttvar + b * dv
+                self.srtt = (1.0 - a) * self.srtt + a * r
         k = 4.0 * self.rttvar
-        rto = self.srtt + (k if k > CLOCK_G else CLOCK_G)
         cfg = self.cfg
-        if rto < cfg.rto_min:
-            rto = cfg.rto_min
-        elif rto > cfg.rto_max:
+        f = cfg.rto_min if cfg.rto_min > CLOCK_G else CLOCK_G
+        rto = self.srtt + (k if k > f else f)
+        if rto > cfg.rto_max:
             rto = cfg.rto_max
         self.rto = rto
 
@@ -1324,8 +1366,9 @@ class Connection:
         mss = self.mss
         if not self.sack_ok:
             # Reno: each duplicate ACK stands for one segment that left the network
+            # (one more per duplicate: a partial ACK already took back what it covered)
             out = self.snd_nxt_o - self.snd_una_o - mss
-            rd = self.dupacks * mss
+            rd = self.reno_dup + mss
             self.reno_dup = rd if rd < out else (out if out > 0 else 0)
         if self.ca_state == CA_OPEN and self.dupacks >= DUPTHRESH:
             if self.sack_ok or self.snd_una_o > self.recover_o or self.recover_o == 0:
@@ -1466,6 +1509,9 @@ class Connection:
         cc = self.cc
         if cc is None:
             return
+        tso = self.stack.tso
+        if tso is not None and not force:
+            tso(self, now)             # fpd.fastpath.xmit_burst: full segments as one item
         mss = self.mss
         cwnd = cc.cwnd
         sent = False
@@ -1889,7 +1935,7 @@ class Connection:
         if st not in _SENDING or self.cc is None:
             return
         stack = self.stack
-        if self.persist_n >= self.cfg.retries:
+        if self.probes_out >= self.cfg.retries:
             self.error = TimeoutError
             stack.stats.timeouts += 1
             self._send_rst_now(now)
@@ -1902,6 +1948,7 @@ class Connection:
             stack.stats.window_probes += 1
             self._send_probe(now)
         self.persist_n += 1
+        self.probes_out += 1
         if self.snd_nxt_o == self.snd_una_o and self.t_persist is None:
             self.t_persist = now + self._persist_intv()
 

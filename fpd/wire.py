@@ -306,9 +306,11 @@ def _wsum_py(data):
 try:
     if os.environ.get("FPD_PURE_PYTHON"):
         raise ImportError("FPD_PURE_PYTHON set")
+    from . import _accel
     from ._accel import wsum as _wsum
     ACCEL = True
 except ImportError:
+    _accel = None
     _wsum = _wsum_py
     ACCEL = False
 
@@ -695,6 +697,90 @@ def build_packet(seg, ttl=64, ip_id=0, df=True, tos=0):
         return b"".join((st.pack(*values), opts, payload))
     except struct.error as e:
         raise ValueError(f"header field out of range: {e}") from None
+
+
+# --------------------------------------------------------------------------------------
+# Bursts: parse a whole RX burst, stamp a run of TX frames from one header.
+
+def _parse_burst_py(buf, addrs, lens, verify=True):
+    """Reference for :func:`parse_burst`: ``parse_frame`` frame by frame."""
+    segs = []
+    partial = 0
+    for a, ln in zip(addrs, lens):
+        try:
+            fr = parse_frame(buf[a:a + ln], verify)
+        except MalformedFrame:
+            fr = None
+        if fr is None:
+            segs.append(None)
+            continue
+        if fr.csum == CSUM_PARTIAL:
+            partial += 1
+        segs.append(fr.seg)
+    return segs, partial
+
+
+def parse_burst(buf, addrs, lens, verify=True):
+    """Parse the frames ``buf[addrs[i]:addrs[i] + lens[i]]`` of one RX burst.
+
+    Returns ``(segments, partial)``: ``segments[i]`` is the frame's Segment, or None when
+    the caller must parse it with :func:`parse_frame` itself (not IPv4/TCP, malformed:
+    parse_frame says which; with the C accelerator also any frame of a less common
+    shape -- a VLAN tag, IP options, TCP options other than "NOP NOP TS" -- which
+    parse_frame takes as usual). ``partial`` counts the returned segments whose TCP
+    checksum was the CHECKSUM_PARTIAL value. A returned Segment equals
+    ``parse_frame(...).seg`` field for field; its payload is a memoryview into ``buf``
+    (pure Python) or a bytes copy (C). ``addrs`` and ``lens`` are lists."""
+    if _accel is not None:
+        return _accel.parse_burst(buf, addrs, lens, verify)
+    return _parse_burst_py(buf, addrs, lens, verify)
+
+
+def template_header(src_mac, dst_mac, tmpl, vlan=None):
+    """The frame header (Ethernet .. TCP options) :func:`stamp_frames` copies: ``tmpl``
+    built with no payload. Returns ``(header bytes, offset of the IPv4 header)``."""
+    if tmpl.payload:
+        tmpl = tmpl.copy(payload=b"")
+    return build_frame(src_mac, dst_mac, tmpl, vlan=vlan), (
+        ETH_HLEN if vlan is None else ETH_HLEN + VLAN_HLEN)
+
+
+def _stamp_frames_py(buf, addrs, src_mac, dst_mac, tmpl, payload, mss, last_flags,
+                     vlan=None):
+    lens = []
+    n = len(addrs)
+    seq = tmpl.seq
+    for i, a in enumerate(addrs):
+        part = payload[i * mss:(i + 1) * mss]
+        seg = tmpl.copy(seq=(seq + i * mss) & 0xFFFFFFFF, payload=part,
+                        flags=last_flags if i == n - 1 else tmpl.flags)
+        lens.append(build_frame_into(buf, a, src_mac, dst_mac, seg, vlan=vlan))
+    return lens
+
+
+def stamp_frames(buf, addrs, src_mac, dst_mac, tmpl, payload, mss, last_flags, vlan=None,
+                 header=None):
+    """Template transmit (software TSO): write ``len(addrs)`` frames into ``buf`` at
+    ``addrs``, frame i carrying ``payload[i*mss:(i+1)*mss]`` at sequence
+    ``tmpl.seq + i*mss``, every other field from ``tmpl`` (whose payload is ignored);
+    the last frame's TCP flags are ``last_flags``. Each frame is byte for byte what
+    :func:`build_frame_into` writes for that segment (default ttl, ip_id 0, DF).
+    ``payload`` must fill every frame but the last, which gets 1..mss bytes.
+    ``header`` is :func:`template_header`'s result, if the caller has it.
+    Returns the frame lengths."""
+    n = len(addrs)
+    if not n or not (n - 1) * mss < len(payload) <= n * mss:
+        raise ValueError("stamp_frames: payload does not fill the frames")
+    if _accel is None:
+        return _stamp_frames_py(buf, addrs, src_mac, dst_mac, tmpl, payload, mss,
+                                last_flags, vlan)
+    if header is None:
+        header = template_header(src_mac, dst_mac, tmpl, vlan)
+    return _accel.stamp_frames(buf, addrs, header[0], header[1], payload, mss, last_flags)
+
+
+if _accel is not None:
+    _accel.init(Segment)
 
 
 # --------------------------------------------------------------------------------------

@@ -14,20 +14,28 @@ from other threads; the stack and its connections belong to the thread running t
 One iteration (:meth:`Worker.poll_once`), everything batched per RX burst::
 
     thread-safe calls queued with call_soon(fn)      fn(worker, now)
-    RX burst (<= batch frames)  -> wire.parse_frame -> stack.input(seg, now)   (whole batch)
+    RX burst (<= batch frames) -> wire.parse_burst (one call; frames it leaves: parse_frame)
         MalformedFrame: dropped and counted by reason; not TCP/IPv4: counted
+        -> fastpath.input_burst(stack, segs, now)   (runs of one flow; see fpd.fastpath)
     recycle the whole burst to the fill ring                                   (one submit)
     stack.tick(now); app(worker, stack.events(), now) until no more events
-    stack.output() (+ what waited) -> next-hop MAC -> wire.build_frame_into a UMEM frame
+    stack.output_coalesced() (+ what waited) -> next-hop MAC ->
+        Segment: wire.build_frame_into a UMEM frame
+        fastpath.SegBurst: wire.stamp_frames, N UMEM frames from one header
     one tx_submit (it kicks: copy mode sends inside that sendto) -> reap completions
     top the fill ring up from the free list                                    (one submit)
 
-Received payload.  ``wire.parse_frame`` gives ``seg.payload`` as a memoryview into the
-UMEM frame. The engine copies every accepted byte during ``Stack.input`` (``rcvq +=``,
-out-of-order blocks are ``bytearray`` copies) and keeps no reference to the segment, so
-the worker hands it the view (no copy of its own) and recycles the burst's frames only
-after the whole burst went through ``input``. If the engine ever starts keeping received
-payload by reference, pass ``copy_payload=True`` (``bytes`` copies before ``input``).
+:meth:`Worker.set_fastpath` (or FPD_BURST_PARSE=0, FPD_BURST=0, FPD_TSO=0,
+FPD_ACK_COLLAPSE=0 in the environment) switches each per-burst lever back to the
+per-segment reference: ``parse_frame`` per frame, ``stack.input`` per segment, one
+Segment and one ``build_frame_into`` per segment.
+
+Received payload.  ``wire.parse_burst`` gives ``seg.payload`` as bytes (C) or a
+memoryview into the UMEM frame (pure Python, ``parse_frame``). The engine copies every
+accepted byte during input (``rcvq +=``, out-of-order blocks are ``bytearray`` copies)
+and keeps no reference to the segment, so the worker recycles the burst's frames only
+after the whole burst went through the engine. If the engine ever starts keeping received
+payload by reference, pass ``copy_payload=True`` (``bytes`` copies before input).
 
 Transmit back-pressure.  A segment that finds the TX ring full or no free frame stays
 queued (in order) for the next iteration, up to ``tx_backlog`` segments; beyond that new
@@ -55,29 +63,36 @@ eventfd until the engine's next deadline (at most ``max_sleep``).
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import os
 import select
 import socket
 import sys
-import threading
 import time
 
+from . import fastpath
 from . import neigh as _neigh
 from . import netns
 from . import wire
-from .stack import ANY, Stack, StackConfig
-from .wire import MalformedFrame, build_frame_into, parse_frame
-from .xsk import XskSocket, queues_of
+from .fastpath import SegBurst
+from .stack import Stack, StackConfig
+from .wire import MalformedFrame, build_frame_into, parse_burst, parse_frame, stamp_frames
+from .xsk import XskSocket
 
-__all__ = ["Worker", "WorkerError", "serve", "Served"]
+__all__ = ["Worker", "WorkerError"]
 
 #: kernel headroom in front of every received frame (XDP_PACKET_HEADROOM)
 RX_HEADROOM = 256
 ETH_VLAN_HLEN = 18
 
 _ONE = (1).to_bytes(8, sys.byteorder)       # an eventfd increment
+
+
+def _env_flag(name: str, default: bool = True) -> bool:
+    v = os.environ.get(name)
+    if v is None or v == "":
+        return default
+    return v not in ("0", "no", "off", "false")
 
 
 class WorkerError(RuntimeError):
@@ -106,7 +121,8 @@ class Worker:
                  tx_backlog: int = 4096, spin: float = 0.0005, max_sleep: float = 0.05,
                  neigh_ttl: float = 60.0, neigh_timeout: float = 3.0,
                  neigh_queue: int = 64, vlan: int | None = None,
-                 clock=time.monotonic, xsk_kw: dict | None = None):
+                 clock=time.monotonic, xsk_kw: dict | None = None,
+                 burst: bool | None = None, tso: bool | None = None):
         self.ifname = ifname
         self.queue = queue
         self.app = app
@@ -138,6 +154,8 @@ class Worker:
         self.tx_backlog_drops = 0
         self.tx_errors = 0             # a segment that could not be framed (engine bug)
         self.sack_trimmed = 0          # SACK blocks removed to keep a frame within the MTU
+        self.tx_bursts = 0             # SegBursts (template transmit) stamped
+        self.tx_burst_splits = 0       # ... that did not fit the free frames at once
         self.neigh_lookups = 0
         self.neigh_waits = 0           # destinations whose MAC had to be resolved first
         self.iterations = self.sleeps = self.batches = 0
@@ -185,10 +203,22 @@ class Worker:
                                   f"UMEM chunk (max MTU {chunk_size - RX_HEADROOM - 18})")
             cfg = dataclasses.replace(stack_config or StackConfig(), mss=mss)
             self.stack = Stack(isn_key if isn_key is not None else os.urandom(16), cfg)
+            # the per-burst data path (fpd.fastpath); False, or FPD_BURST=0 / FPD_TSO=0
+            # / FPD_BURST_PARSE=0 in the environment, selects the per-segment reference
+            self.set_fastpath(parse=_env_flag("FPD_BURST_PARSE"),
+                              burst=_env_flag("FPD_BURST") if burst is None else burst,
+                              tso=_env_flag("FPD_TSO") if tso is None else tso,
+                              acks=_env_flag("FPD_ACK_COLLAPSE"))
             kw = dict(rx_size=ring_size, tx_size=ring_size, fill_size=ring_size,
                       comp_size=ring_size, nframes=nframes, chunk_size=chunk_size,
                       check=check)
             kw.update(xsk_kw or {})
+            bp = os.environ.get("FPD_BUSY_POLL")      # "USECS[,BUDGET]" (see docs/AFXDP.md)
+            if bp and "busy_poll" not in kw:
+                us, _, budget = bp.partition(",")
+                kw["busy_poll"] = int(us)
+                if budget:
+                    kw["busy_poll_budget"] = int(budget)
             self.xsk = XskSocket(ifname, queue, **kw)
             self.umem = self.xsk.umem
             self.chunk = self.umem.chunk_size
@@ -210,10 +240,24 @@ class Worker:
         """The XSK fd (readable when frames arrived)."""
         return self.xsk.fileno() if self.xsk is not None else -1
 
-    @property
-    def wake_fd(self) -> int:
-        """An fd that becomes readable when :meth:`call_soon`/:meth:`stop` is used."""
-        return self._wake_r
+    def set_fastpath(self, parse: bool | None = None, burst: bool | None = None,
+                     tso: bool | None = None, acks: bool | None = None) -> None:
+        """Choose the data path's levers (None: leave as is); from the loop's thread
+        (or :meth:`call_soon`). ``parse``: one ``wire.parse_burst`` per RX burst, else
+        ``parse_frame`` frame by frame; ``burst``: ``fastpath.input_burst``, else
+        ``stack.input`` per segment; ``tso``: full-sized segments leave the engine as
+        one ``SegBurst`` stamped from one header, else one Segment each; ``acks``
+        (with ``burst``): a run of advancing pure ACKs gets one transmit decision after
+        the last, not one after each."""
+        if parse is not None:
+            self.burst_parse = bool(parse)
+        if burst is not None:
+            self.burst = bool(burst)
+        if acks is not None:
+            self.ack_collapse = bool(acks)
+        if tso is not None:
+            self.tso = bool(tso)
+            self.stack.tso = fastpath.xmit_burst if tso else None
 
     def call_soon(self, fn) -> None:
         """Run ``fn(worker, now)`` in the loop's thread at the next iteration (thread-safe;
@@ -361,36 +405,17 @@ class Worker:
                     fn(now)
                     n_rd += 1
         # ---- RX: the whole burst into the engine, then the frames back to the kernel
+        if xsk.busy_poll and not slept and not xsk.rx.available():
+            xsk.busy_poll_rx()                     # the queue's NAPI runs here
         addrs, lens = xsk.rx_burst(self.batch)
         n_rx = len(addrs)
         if n_rx:
             self.batches += 1
-            view = self.umem.view
-            verify = self.verify_checksum
-            inp = stack.input
-            copy = self.copy_payload
-            nb = 0
             try:
-                for a, ln in zip(addrs, lens):
-                    nb += ln
-                    try:
-                        fr = parse_frame(view[a:a + ln], verify)
-                    except MalformedFrame as e:
-                        self.malformed += 1
-                        self.malformed_reasons[str(e)] += 1
-                        continue
-                    if fr is None:
-                        self.not_tcp += 1
-                        continue
-                    if fr.csum == 2:               # wire.CSUM_PARTIAL
-                        self.rx_csum_partial += 1
-                    seg = fr.seg
-                    if copy:
-                        seg.payload = bytes(seg.payload)
-                    inp(seg, now)
+                self._rx(addrs, lens, now)
             finally:                               # even if input raised (raise_errors)
                 self.rx_frames += n_rx
-                self.rx_bytes += nb
+                self.rx_bytes += sum(lens)
                 xsk.recycle(addrs)
         # ---- timers, application
         stack.tick(now)
@@ -421,6 +446,47 @@ class Worker:
             xsk.complete()
         xsk.fill()
         return n_rx + n_tx + n_ev + n_rd
+
+    def _rx(self, addrs: list, lens: list, now: float) -> None:
+        """Parse one RX burst (``wire.parse_burst``; the frames it leaves to
+        ``parse_frame`` are parsed one by one, counting what is wrong with them) and feed
+        it to the engine: ``fastpath.input_burst``, or ``stack.input`` per segment."""
+        view = self.umem.view
+        verify = self.verify_checksum
+        if self.burst_parse:
+            segs, partial = parse_burst(view, addrs, lens, verify)
+        else:
+            segs, partial = wire._parse_burst_py(view, addrs, lens, verify)
+        self.rx_csum_partial += partial
+        if None in segs:
+            for i, seg in enumerate(segs):
+                if seg is not None:
+                    continue
+                a = addrs[i]
+                try:
+                    fr = parse_frame(view[a:a + lens[i]], verify)
+                except MalformedFrame as e:
+                    self.malformed += 1
+                    self.malformed_reasons[str(e)] += 1
+                    continue
+                if fr is None:
+                    self.not_tcp += 1
+                    continue
+                if fr.csum == 2:                   # wire.CSUM_PARTIAL
+                    self.rx_csum_partial += 1
+                segs[i] = fr.seg
+        if self.copy_payload:
+            for seg in segs:
+                if seg is not None and type(seg.payload) is not bytes:
+                    seg.payload = bytes(seg.payload)
+        stack = self.stack
+        if self.burst:
+            fastpath.input_burst(stack, segs, now, self.ack_collapse)
+        else:
+            inp = stack.input
+            for seg in segs:
+                if seg is not None:
+                    inp(seg, now)
 
     def run(self, until=None, max_seconds: float | None = None) -> None:
         """Loop until ``until()`` is true, :meth:`stop` is called, or ``max_seconds`` pass
@@ -468,6 +534,7 @@ class Worker:
             "tx_deferred": self.tx_deferred, "tx_backlog": len(self._txq),
             "max_backlog": self.max_backlog, "tx_backlog_drops": self.tx_backlog_drops,
             "tx_errors": self.tx_errors, "sack_trimmed": self.sack_trimmed,
+            "tx_bursts": self.tx_bursts, "tx_burst_splits": self.tx_burst_splits,
             "neigh_lookups": self.neigh_lookups, "neigh_waits": self.neigh_waits,
             "neigh_parked": sum(len(p[3]) for p in list(self._parked.values())),
             "iterations": self.iterations, "sleeps": self.sleeps, "batches": self.batches,
@@ -561,11 +628,15 @@ class Worker:
         n = len(segs)
         if not n:
             return 0
+        need = n
+        for seg in segs:
+            if type(seg) is SegBurst:
+                need += seg.count - 1
         xsk = self.xsk
         room = xsk.tx.free_slots()
-        if room < n and self.umem.ktx:
+        if room < need and self.umem.ktx:
             xsk.complete()
-        frames = xsk.tx_alloc(n if n < room else room)
+        frames = xsk.tx_alloc(need if need < room else room)
         k = len(frames)
         view = self.umem.view
         chunk = self.chunk
@@ -586,6 +657,35 @@ class Worker:
             if i == k:
                 self._defer(segs[j:])
                 break
+            if type(seg) is SegBurst:
+                c = seg.count
+                if c > k - i:                   # not enough frames: the rest waits
+                    rest = seg.split(k - i)
+                    c = seg.count
+                    self.tx_burst_splits += 1
+                else:
+                    rest = None
+                if seg.header is None or seg.header[2] is not mac:
+                    seg.header = wire.template_header(src_mac, mac, seg.tmpl, vlan) + (mac,)
+                hdr_len = len(seg.header[0])
+                if hdr_len + seg.mss > limit:
+                    self.tx_errors += c
+                else:
+                    try:
+                        bl = stamp_frames(view, frames[i:i + c], src_mac, mac, seg.tmpl,
+                                          seg.payload, seg.mss, seg.last_flags, vlan,
+                                          seg.header)
+                    except ValueError:
+                        self.tx_errors += c
+                    else:
+                        addrs.extend(frames[i:i + c])
+                        lens.extend(bl)
+                        i += c
+                        self.tx_bursts += 1
+                if rest is not None:
+                    self._defer([rest] + segs[j + 1:])
+                    break
+                continue
             a = frames[i]
             if seg.sack:
                 self._fit_sack(seg, limit)
@@ -719,70 +819,3 @@ class Worker:
 
 class _NoRoute(_neigh.NeighError):
     pass
-
-
-# --- all queues of one interface ----------------------------------------------------------
-@dataclasses.dataclass
-class Served:
-    """What :func:`serve` yields."""
-    steering: object
-    workers: list
-    threads: list
-
-
-@contextlib.contextmanager
-def serve(ifname: str, ports, *, addr=None, mode: str = "auto", app=None,
-          stack_config: StackConfig | None = None, isn_key: bytes | None = None,
-          listen: bool = True, threads: bool = False, queues: int | None = None,
-          max_seconds: float | None = None, **worker_kw):
-    """Attach the steering program to ``ifname`` (calling thread's namespace), make one
-    :class:`Worker` per active queue, register their sockets, listen on and steer
-    ``ports`` (at ``addr``, None = any local address); tear everything down on exit.
-
-    ``threads=True`` also runs each worker's loop in a thread of its own (stopped and
-    joined on exit; a worker that dies re-raises its error at exit). Without threads the
-    caller drives ``served.workers[i].run()`` / ``poll_once()`` itself."""
-    from .bpf import Steering
-
-    st = Steering(ifname, mode=mode)
-    workers: list[Worker] = []
-    ths: list[threading.Thread] = []
-    errors: list[BaseException] = []
-    try:
-        nq = queues_of(ifname) if queues is None else queues
-        key = isn_key if isn_key is not None else os.urandom(16)
-        la = ANY if addr is None else wire.ip_to_bytes(addr) if isinstance(addr, str) \
-            else bytes(addr)
-        for q in range(nq):
-            w = Worker(ifname, q, stack_config, key, app=app, **worker_kw)
-            workers.append(w)
-            if listen:
-                for p in ports:
-                    w.stack.listen(la, p)
-            st.set_xsk(q, w.fileno())
-        for p in ports:
-            st.add_port(p, addr)
-        if threads:
-            for w in workers:
-                def body(w=w):
-                    try:
-                        w.run(max_seconds=max_seconds)
-                    except BaseException as e:      # surfaced at exit
-                        errors.append(e)
-                t = threading.Thread(target=body, name=f"fpd-worker-{ifname}-q{w.queue}",
-                                     daemon=True)
-                t.start()
-                ths.append(t)
-        yield Served(st, workers, ths)
-    finally:
-        for w in workers:
-            w.stop()
-        for t in ths:
-            t.join(10)
-        try:
-            st.close()                         # detach first: nothing new reaches the XSKs
-        finally:
-            for w in workers:
-                w.close()
-    if errors:
-        raise errors[0]

@@ -42,7 +42,7 @@ import socket
 import struct
 import time
 
-from . import libbpf as _L
+from . import libc as _libc
 from . import umem as _u
 from .umem import (APP, KRX, KTX, SOL_XDP, AF_XDP, ConsumerRing, ProducerRing, Umem,
                    FrameError)
@@ -54,6 +54,10 @@ XDP_USE_NEED_WAKEUP = 1 << 3
 XDP_OPTIONS_ZEROCOPY = 1 << 0
 #: setsockopt: frames one copy-mode sendto() may transmit (kernel >= 6.17; default 32)
 XDP_MAX_TX_SKB_BUDGET = 9
+#: SOL_SOCKET busy-polling options (asm-generic/socket.h)
+SO_BUSY_POLL = 46
+SO_PREFER_BUSY_POLL = 69
+SO_BUSY_POLL_BUDGET = 70
 
 # struct sockaddr_xdp {u16 family; u16 flags; u32 ifindex; u32 queue_id; u32 shared_umem_fd;}
 SOCKADDR_XDP = struct.Struct("=HHIII")
@@ -283,7 +287,8 @@ class XskSocket(XskRings):
                  need_wakeup: bool = True, busy_timeout: float = 1.0,
                  tx_budget: int | None = None, check: bool = False,
                  nframes: int = _u.DEFAULT_FRAMES, chunk_size: int = _u.DEFAULT_CHUNK,
-                 prefill: bool = True):
+                 prefill: bool = True, busy_poll: int | None = None,
+                 busy_poll_budget: int | None = None):
         self.ifname = ifname
         self.queue = queue
         self.sock: socket.socket | None = None
@@ -293,6 +298,7 @@ class XskSocket(XskRings):
         self.bind_mode = None
         self.zerocopy = False
         self.tx_budget = None
+        self.busy_poll = None          # SO_BUSY_POLL microseconds in force, or None
         self.ebusy_retries = 0
         rx = tx = None
         try:
@@ -342,6 +348,8 @@ class XskSocket(XskRings):
             if tx_budget is not None:
                 self.set_tx_budget(tx_budget)
             self._bind(bind_flags, need_wakeup, busy_timeout)
+            if busy_poll:
+                self.set_busy_poll(busy_poll, busy_poll_budget)
             self._poll = select.poll()
             self._poll.register(fd, select.POLLIN)
             if prefill:
@@ -410,6 +418,48 @@ class XskSocket(XskRings):
         self.tx_budget = n
         return True
 
+    def set_busy_poll(self, usecs: int, budget: int | None = None,
+                      prefer: bool = True) -> bool:
+        """Busy polling for this socket: SO_PREFER_BUSY_POLL (``prefer``), SO_BUSY_POLL
+        ``usecs`` and SO_BUSY_POLL_BUDGET ``budget`` (packets per busy-poll round; None:
+        the kernel's 8). Then :meth:`busy_poll_rx` (a ``recvfrom``) runs the device's
+        NAPI in the caller's context; ``usecs`` 0 turns it all off again. Returns False
+        where the kernel refuses (an option it does not know); nothing is left half
+        set."""
+        sock = self.sock
+        done = []
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_PREFER_BUSY_POLL,
+                            1 if prefer and usecs else 0)
+            done.append(SO_PREFER_BUSY_POLL)
+            sock.setsockopt(socket.SOL_SOCKET, SO_BUSY_POLL, int(usecs))
+            done.append(SO_BUSY_POLL)
+            if budget is not None:
+                sock.setsockopt(socket.SOL_SOCKET, SO_BUSY_POLL_BUDGET, int(budget))
+        except OSError as e:
+            if e.errno not in (errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EINVAL,
+                               errno.EPERM):
+                raise _err(e.errno, f"busy polling {usecs} us") from None
+            for opt in done:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, 0)
+                except OSError:
+                    pass
+            return False
+        self.busy_poll = int(usecs) or None
+        return True
+
+    def busy_poll_rx(self) -> None:
+        """``recvfrom(fd, NULL, 0, MSG_DONTWAIT)``: with busy polling on, the kernel runs
+        the queue's NAPI here (RX and the fill ring) instead of in softirq."""
+        try:
+            self.sock.recv(0, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            if e.errno not in (errno.ENOBUFS, errno.EBUSY, errno.ENETDOWN):
+                raise
+
     def _bind(self, bind_flags: int | None, need_wakeup: bool, busy_timeout: float) -> None:
         nw = XDP_USE_NEED_WAKEUP if need_wakeup else 0
         if bind_flags is None:
@@ -423,7 +473,7 @@ class XskSocket(XskRings):
         while True:
             flags = tries[i]
             sa = SOCKADDR_XDP.pack(AF_XDP, flags, self.ifindex, self.queue, 0)
-            if _L.bind(fd, sa, len(sa)) == 0:
+            if _libc.bind(fd, sa, len(sa)) == 0:
                 break
             e = ctypes.get_errno()
             if e == errno.EOPNOTSUPP and i + 1 < len(tries):

@@ -25,8 +25,8 @@ def test_newreno_slow_start_and_congestion_avoidance():
     c.on_ack(50 * MSS, 0.1, 0.0)                   # a stretch ACK counts fully in CA
     assert c.cwnd == 22 * MSS
     c2 = CC.NewReno(MSS, 10 * MSS)
-    c2.on_ack(10 * MSS, 0.1, 0.0)                  # slow start: at most 2 MSS per ACK (RFC 3465)
-    assert c2.cwnd == 12 * MSS
+    c2.on_ack(10 * MSS, 0.1, 0.0)                  # slow start: all bytes acked (Linux)
+    assert c2.cwnd == 20 * MSS
 
 
 def test_newreno_loss_and_rto():

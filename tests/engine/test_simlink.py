@@ -144,9 +144,13 @@ def test_undetected_corruption_is_survived(seed, mutate, loss, sack, ts):
     """Corruption that a checksum would NOT catch (checksums off): one header field,
     option or payload byte is changed and delivered. TCP cannot promise the bytes then;
     the engine must not raise, must not hang, and must end every connection (cleanly,
-    or by RST / time-out) within the time limit."""
+    or by RST / time-out) within the time limit. Keepalive is on: a corrupted ACK number
+    can make one side give up (its RST lost on the link) while the other waits for data
+    with nothing in flight, which only keepalive ends, in any TCP."""
     a, b = _blob(seed, 20_000), _blob(seed + 1, 20_000)
-    cfg = dict(SL.ROBUST_CONFIG, sack=sack, timestamps=ts, retries=6, rto_max=2.0)
+    cfg = dict(SL.ROBUST_CONFIG, sack=sack, timestamps=ts, retries=6, rto_max=2.0,
+               keepalive=True, keepalive_idle=30.0, keepalive_interval=10.0,
+               keepalive_count=3)
     res = SL.run(seed=seed, schedule=[SL.Phase(loss=loss, mutate=mutate, delay=0.01)],
                  a_data=a, b_data=b, a_config=cfg, b_config=cfg, time_limit=900)
     assert res.error is None or not res.error.startswith(("exception", "step limit",

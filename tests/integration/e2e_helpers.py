@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
+EXAMPLES = REPO / "fpd" / "examples"
 STD_IMPORT = "import socket"
 FPD_IMPORT = "from fpd import client as socket"
 TCP_CLOSE, TCP_CLOSE_WAIT = 7, 8          # tcp_info.tcpi_state

@@ -46,7 +46,7 @@ def _stop(p, sig=signal.SIGINT, timeout=10):
 def echo_on_fpd(testbed):
     with fpd_daemon(testbed, [PORT]) as d:
         srv = testbed.popen(testbed.srv_ns, [sys.executable, os.path.join(
-            ROOT, "examples", "echo_server.py"), "--fpd", "--port", str(PORT)],
+            ROOT, "fpd", "examples", "echo_server.py"), "--fpd", "--port", str(PORT)],
             env=d.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             _wait_line(srv.stdout, "listening")

@@ -316,14 +316,13 @@ def test_client_attach_listen_conns_then_stop_resets(testbed):
     and the kernel peer's connection; `fpd stop` resets it and hangs up on the client."""
     import socket
 
-    from fpd.control import recv_msg, send_msg
+    from fpd import proto
     bed = testbed
     with fpd_daemon(bed, [7]) as d:
         hello = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         hello.settimeout(5)
         hello.connect(d.socket)
-        send_msg(hello, {"op": "hello", "version": 1})
-        h, _ = recv_msg(hello)
+        h, _ = proto.request(hello, proto.Hello())
         assert h["ok"] and h["workers"] == 1 and h["pid"] == d.pid and h["ports"] == [7]
         assert hello.recv(10) == b""                     # closed after hello
         hello.close()
@@ -333,15 +332,13 @@ def test_client_attach_listen_conns_then_stop_resets(testbed):
         fds = []
         peer = None
         try:
-            send_msg(c, {"op": "attach", "queue": 0, "slots": 16, "pid": os.getpid()})
-            r, fds = recv_msg(c, maxfds=3)
+            r, fds = proto.request(c, proto.Attach(queue=0, slots=16, pid=os.getpid()),
+                                   maxfds=3)
             assert r["ok"] and r["queue"] == 0 and len(fds) == 3, r
-            send_msg(c, {"op": "listen", "addr": "0.0.0.0", "port": 7, "backlog": 8})
-            r, _ = recv_msg(c)
+            r, _ = proto.request(c, proto.Listen(addr="0.0.0.0", port=7, backlog=8))
             assert r["ok"], r
-            send_msg(c, {"op": "listen", "addr": "0.0.0.0", "port": 81, "backlog": 8})
-            r, _ = recv_msg(c)
-            assert not r["ok"] and r["errno"] == 13     # EACCES: not steered
+            with pytest.raises(PermissionError):          # EACCES: not steered
+                proto.request(c, proto.Listen(addr="0.0.0.0", port=81, backlog=8))
             peer = bed.socket(bed.peer_ns)
             peer.settimeout(5)
             peer.connect((bed.srv_ip, 7))

@@ -56,10 +56,6 @@ def test_demo_quick_passes_and_cleans_up():
     _assert_gone(out)
 
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(demo.__file__))),
-                        "examples") + "/"
-
-
 def _assert_gone(out: str) -> None:
     """The test bed, work dir, socket file and processes the demo reported are gone."""
     m = re.search(r"test bed\s+(fpd-srv-\w+) .* <-> (fpd-peer-\w+)", out)
@@ -74,7 +70,7 @@ def _assert_gone(out: str) -> None:
     for port in (demo.FPD_ECHO, demo.FPD_HTTP, demo.KERNEL_ECHO, demo.KERNEL_HTTP,
                  demo.PEER_HTTP):
         left += [p for p in _processes_mentioning(f"--port {port}")
-                 if EXAMPLES in p]          # this tree's: another checkout may run a demo
+                 if str(demo.EXAMPLES) in p]           # ours, not another checkout's demo
     assert not left, left
 
 

@@ -46,7 +46,7 @@ def test_metrics_expose_xdp_worker_listener_and_connection_counters(testbed):
     bed = testbed
     with fpd_daemon(bed, [PORT], extra=("--metrics", "127.0.0.1:9477")) as d:
         srv = bed.popen(bed.srv_ns, [sys.executable, os.path.join(
-            ROOT, "examples", "echo_server.py"), "--fpd", "--port", str(PORT)],
+            ROOT, "fpd", "examples", "echo_server.py"), "--fpd", "--port", str(PORT)],
             env=d.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             _wait_line(srv.stdout, "listening")

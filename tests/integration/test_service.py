@@ -16,10 +16,9 @@ import time
 
 import pytest
 
-from fpd import netns, shm
-from fpd.shm import send_fds
+from fpd import netns, proto, shm
 from fpd.bpf import Steering
-from fpd.control import WorkerConfig, recv_msg, send_msg, worker_main
+from fpd.control import WorkerConfig, worker_main
 
 PORT = 7100
 LOCAL = list(range(60100, 60108))
@@ -30,13 +29,14 @@ class RawClient:
 
     def __init__(self, chan, slots=64, rx=65536, tx=65536):
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        send_msg(chan, {"op": "client", "attach": {"slots": slots, "rx_size": rx,
-                                                  "tx_size": tx},
-                        "cred": {"pid": os.getpid(), "uid": 0, "gid": 0}}, [b.fileno()])
+        attach = proto.Attach(queue=0, slots=slots, rx_size=rx, tx_size=tx)
+        proto.send(chan, proto.Client(attach=attach.wire(),
+                                      cred={"pid": os.getpid(), "uid": 0, "gid": 0}),
+                   [b.fileno()])
         b.close()
         self.sock = a
         a.settimeout(5)
-        reply, fds = recv_msg(a, 4)
+        reply, fds = proto.recv(a, 4)
         assert reply["ok"], reply
         self.region = shm.Region.attach(fds[0])
         self.app_bell = shm.Doorbell(fds[1])
@@ -44,9 +44,13 @@ class RawClient:
         self.backlog = []
 
     def call(self, **msg):
-        send_msg(self.sock, msg)
-        reply, _ = recv_msg(self.sock)
-        return reply
+        """The reply to one request (a refusal's too)."""
+        try:
+            return proto.request(self.sock, msg)[0]
+        except OSError as e:
+            if not proto.refused(e):
+                raise
+            return e.fpd_reply
 
     def kick(self, slot, op=shm.OP_KICK, arg=0):
         gen = self.region.slot(slot).ctl.read()[1]
@@ -149,7 +153,7 @@ def workers(bed, n=1, ports=(PORT,), local=LOCAL):
             threads.append(t)
             chan = pairs[q][0]
             chan.settimeout(10)
-            msg, fds = recv_msg(chan, 4)
+            msg, fds = proto.recv(chan, 4)
             assert msg["op"] == "ready", msg
             st.set_xsk(q, fds[0])
             os.close(fds[0])
@@ -159,7 +163,7 @@ def workers(bed, n=1, ports=(PORT,), local=LOCAL):
     finally:
         for a, _ in pairs:
             with contextlib.suppress(OSError):
-                send_msg(a, {"op": "stop"})
+                proto.send(a, proto.Stop())
         for t in threads:
             t.join(10)
         st.close()
@@ -177,10 +181,7 @@ def worker(bed, ports=(PORT,), local=LOCAL):
 
 
 def _stats(chan):
-    send_msg(chan, {"op": "stats"})
-    rep, _ = recv_msg(chan)
-    assert rep["ok"], rep
-    return rep["stats"]
+    return proto.request(chan, proto.Stats())[0]["stats"]
 
 
 def _accept(cl, lslot):
@@ -327,8 +328,7 @@ def test_corrupt_ring_costs_only_that_connection(testbed):
             assert time.monotonic() < deadline
         peers[0].sendall(b"again")
         assert good.read_all(s1, 5) == b"again"
-        send_msg(chan, {"op": "stats"})
-        stats, _ = recv_msg(chan)
+        stats, _ = proto.request(chan, proto.Stats())
         assert stats["ok"] and stats["stats"]["service"]["shm_corrupt"] >= 1
         assert stats["stats"]["clients"] == 1
         for p in peers:
@@ -415,8 +415,7 @@ def test_conns_reply_that_does_not_fit_is_cut_not_fatal(testbed):
             peers.append(p)
         deadline = time.monotonic() + 10
         while True:
-            send_msg(chan, {"op": "conns", "seq": 7})
-            rep, _ = recv_msg(chan)
+            rep, _ = proto.request(chan, dict(proto.Conns().wire(), seq=7))
             assert rep["ok"] and rep["seq"] == 7, rep
             if len(rep["conns"]) + rep.get("truncated", 0) >= 400:
                 break
@@ -434,7 +433,7 @@ def test_slot_bell_wakes_the_waiting_thread_directly(testbed):
         cl = RawClient(chan)
         lslot = cl.call(op="listen", port=PORT)["slot"]
         lbell = shm.Doorbell()
-        send_fds(cl.sock, b'{"op":"bell","slot":%d,"noreply":true}' % lslot, [lbell.fd])
+        proto.send(cl.sock, proto.Bell(slot=lslot), [lbell.fd], noreply=True)
         peer = testbed.socket(testbed.peer_ns)
         peer.settimeout(5)
         peer.connect((testbed.srv_ip, PORT))
@@ -443,8 +442,7 @@ def test_slot_bell_wakes_the_waiting_thread_directly(testbed):
         bell = shm.Doorbell()
         s = cl.region.slot(slot)
         assert not s.ctl.dflags() & shm.D_BELL
-        send_fds(cl.sock, b'{"op":"bell","slot":%d}' % slot, [bell.fd])
-        assert recv_msg(cl.sock)[0]["ok"]
+        assert proto.request(cl.sock, proto.Bell(slot=slot), fds=[bell.fd])[0]["ok"]
         assert s.ctl.dflags() & shm.D_BELL
         for i in range(20):                                  # request/response
             assert s.rx.arm(1)
@@ -464,7 +462,7 @@ def test_slot_bell_wakes_the_waiting_thread_directly(testbed):
         assert s.rx.read(2) == b"ev" and not bell.drain()
         bell.close()
         bell = shm.Doorbell()
-        send_fds(cl.sock, b'{"op":"bell","slot":%d,"noreply":true}' % slot, [bell.fd])
+        proto.send(cl.sock, proto.Bell(slot=slot), [bell.fd], noreply=True)
         deadline = time.monotonic() + 5
         while not s.ctl.dflags() & shm.D_BELL:               # no reply: the flag says
             assert time.monotonic() < deadline

@@ -63,3 +63,18 @@ sys.stdout.write(str(wire.ACCEL) + "\n" + "\n".join(out))
                           env=env, check=True).stdout
     assert pure.split("\n", 1)[0] == "False" and fast.split("\n", 1)[0] == "True"
     assert pure.split("\n", 1)[1] == fast.split("\n", 1)[1]
+
+
+def test_wire_and_fast_path_suites_pass_in_pure_python():
+    """The pure-Python reference stays complete: the wire, checksum, burst and fast-path
+    suites run again with FPD_PURE_PYTHON=1 (no fpd._accel at all)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    env = dict(os.environ, FPD_PURE_PYTHON="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                        os.path.join(here, "test_wire.py"), os.path.join(here, "test_checksum.py"),
+                        os.path.join(here, "test_burst.py"),
+                        os.path.join(root, "tests", "engine", "test_fastpath.py")],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout

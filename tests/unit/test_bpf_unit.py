@@ -1,4 +1,4 @@
-"""fpd.bpf and fpd.libbpf without the kernel: layouts, names, messages, find_object."""
+"""fpd.bpf, fpd.libbpf and fpd.libc without the kernel: layouts, names, messages, find_object."""
 
 from __future__ import annotations
 
@@ -77,12 +77,14 @@ def test_xdp_error_is_oserror_with_words():
     assert "Device or resource busy" in str(e)
 
 
-def test_libbpf_declarations_carry_their_prototype():
+@pytest.mark.parametrize("module", ["fpd.libbpf", "fpd.libc", "fpd.shm"])
+def test_ctypes_declarations_carry_their_prototype(module):
     """Every restype/argtypes pair sits under a comment with the C prototype it mirrors."""
-    lines = Path(libbpf.__file__).read_text().splitlines()
+    import importlib
+    lines = Path(importlib.import_module(module).__file__).read_text().splitlines()
     declared = 0
     for i, line in enumerate(lines):
-        m = re.match(r"(lib|libc)\.(\w+)\.restype = ", line)
+        m = re.match(r"(lib|libc|libatomic)\.(\w+)\.restype = ", line)
         if not m:
             continue
         declared += 1
@@ -94,7 +96,30 @@ def test_libbpf_declarations_carry_their_prototype():
             comment.insert(0, lines[j])
             j -= 1
         assert any(f"{name}(" in c for c in comment), f"{name}: no C prototype above it"
-    assert declared >= 20
+    assert declared >= {"fpd.libbpf": 20, "fpd.libc": 4, "fpd.shm": 1}[module]
+
+
+def test_ctypes_declarations_only_in_their_library_module():
+    """No other module of fpd declares a C function (restype/argtypes) or opens a library
+    (fpd.shm declares libatomic's fence itself: it imports nothing of fpd)."""
+    pkg = Path(bpf.__file__).resolve().parent
+    for f in sorted(pkg.glob("*.py")):
+        if f.name in ("libbpf.py", "libc.py", "shm.py"):
+            continue
+        text = f.read_text()
+        assert not re.search(r"\.(restype|argtypes)\s*=", text), f.name
+        assert "CDLL(" not in text, f.name
+
+
+def test_entering_a_namespace_does_not_load_libbpf():
+    import subprocess
+    import sys
+    code = ("import sys, fpd.netns, fpd.xsk; "
+            "print(sorted(m for m in sys.modules if m.startswith('fpd.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "'fpd.libc'" in out and "'fpd.netns'" in out
+    assert "fpd.libbpf" not in out
 
 
 def test_libbpf_struct_sizes():

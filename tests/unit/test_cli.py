@@ -47,9 +47,28 @@ def test_doctor_json_reports_every_check():
     r = run("doctor", "--json")
     checks = {c["check"]: c for c in json.loads(r.output)}
     assert {"kernel", "privileges", "memlock", "af_xdp", "libbpf", "bpf_object",
-            "local_ports", "clang", "tcpdump", "tracefs", "bcc"} <= set(checks)
+            "local_ports", "clang", "tcpdump", "tracefs", "bcc", "data_path"} <= set(checks)
     assert checks["kernel"]["ok"]
     assert all(c["level"] in ("ok", "warn", "bad") for c in checks.values())
+
+
+def test_doctor_says_which_data_path_runs():
+    import json
+    import os
+    import subprocess
+    import sys
+    out = {}
+    for pure in (False, True):
+        env = {k: v for k, v in os.environ.items() if k != "FPD_PURE_PYTHON"}
+        if pure:
+            env["FPD_PURE_PYTHON"] = "1"
+            env["FPD_TSO"] = "0"
+        r = subprocess.run([sys.executable, "-m", "fpd", "doctor", "--json"], env=env,
+                           capture_output=True, text=True)
+        out[pure] = {c["check"]: c for c in json.loads(r.stdout)}["data_path"]["detail"]
+    assert out[False].startswith("compiled: fpd._accel")
+    assert out[True].startswith("pure Python (FPD_PURE_PYTHON set)")
+    assert "template transmit off" in out[True]
 
 
 # --- the daemon commands ------------------------------------------------------------------

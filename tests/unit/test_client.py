@@ -1,7 +1,9 @@
-"""fpd.client and fpd.aio against a fake daemon (tests/unit/fakedaemon.py): no root.
+"""fpd.client and fpd.aio against the real service and engine on loopback workers
+(fpd.loopback.LoopbackDaemon): no root, no NIC.
 
-The fake joins slots back to back, so the library talks to itself: a listener and its
-clients in this process, on two workers (regions) at once."""
+A client may connect to its own listeners (the worker's stack answers for ADDR), so the
+library talks to itself on two workers (regions) at once; PEER runs echo servers on
+port 7; BLACKHOLE answers nothing."""
 
 import asyncio
 import errno
@@ -11,18 +13,16 @@ import selectors
 import shutil
 import socket as std_socket
 import struct
-import sys
 import tempfile
 import threading
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from fakedaemon import ADDR, BLACKHOLE, FakeDaemon  # noqa: E402
-
-from fpd import aio, client, shm  # noqa: E402
-from fpd import client as socket  # noqa: E402
+from fpd import aio, client, proto, shm
+from fpd import client as socket
+from fpd.control import ControlError, Service
+from fpd.loopback import ADDR, BLACKHOLE, PEER, LoopbackDaemon
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -38,16 +38,15 @@ def _finish(c):
 
 
 @pytest.fixture
-def fake():
+def daemon():
     d = tempfile.mkdtemp(prefix="fpdc")
-    f = FakeDaemon(d)
-    client.set_default_socket(f.path)
+    f = LoopbackDaemon(d, workers=2)
+    client.set_default_socket(f.path, slots=64, rx_size=65536, tx_size=65536)
     try:
         yield f
     finally:
         c = client._client
-        if f.thread.is_alive():
-            f.kill()
+        f.kill()
         client.set_default_socket(None)
         if c is not None:
             deadline = time.monotonic() + 5
@@ -55,14 +54,29 @@ def fake():
                 c.set_dead("test over")
             _finish(c)
         shutil.rmtree(d, ignore_errors=True)
-        assert f.error is None, f.error
+        assert not f.errors, f.errors
         left = [t.name for t in threading.enumerate()
-                if t.name in ("fake-fpd", "fpd-pump") and t.is_alive()]
+                if t.name.startswith(("fpd-loopback", "fpd-pump")) and t.is_alive()]
         assert not left, f"threads left behind: {left}"
 
 
+def set_delay(daemon, seconds):
+    """One-way link delay on every worker (a connect then takes 2 x seconds)."""
+    for w in daemon.workers:
+        w.delay = seconds
+
+
+def entry_of(daemon, sock):
+    """The service's entry for an fpd socket's slot (call in the loop thread)."""
+    return daemon.call(lambda w, svc: next(e for c in svc.clients.values()
+                                           for e in c.entries.values()
+                                           if e.slot == sock._slot and
+                                           c.region.generation == sock._w.region.generation),
+                       sock._w.q)
+
+
 def pair(port=8080, srv=None):
-    """A connected (client, server-side) pair through the fake daemon."""
+    """A connected (client, server-side) pair through the daemon."""
     own = srv is None
     if own:
         srv = socket.create_server(("", port))
@@ -127,7 +141,7 @@ def test_daemon_not_running_clear_error(tmp_path):
     client.set_default_socket(str(tmp_path / "nope.sock"))
     try:
         with pytest.raises(OSError, match="fpd daemon not reachable at .*nope.sock") as ei:
-            socket.create_connection((ADDR, 7))
+            socket.create_connection((PEER, 7))
         assert isinstance(ei.value, (FileNotFoundError, ConnectionRefusedError))
         # a socket file nobody listens on
         p = str(tmp_path / "dead.sock")
@@ -141,16 +155,16 @@ def test_daemon_not_running_clear_error(tmp_path):
         client.set_default_socket(None)
 
 
-def test_env_path(fake, monkeypatch):
+def test_env_path(daemon, monkeypatch):
     client.set_default_socket(None)
-    monkeypatch.setenv("FPD_SOCKET", fake.path)
+    monkeypatch.setenv("FPD_SOCKET", daemon.path)
     assert client.daemon_info()["workers"] == 2
 
 
 # --- data ---------------------------------------------------------------------------------------
-def test_echo_send_recv_into_and_addresses(fake):
-    with socket.create_connection((ADDR, 7), timeout=5) as s:
-        assert s.getpeername() == (ADDR, 7)
+def test_echo_send_recv_into_and_addresses(daemon):
+    with socket.create_connection((PEER, 7), timeout=5) as s:
+        assert s.getpeername() == (PEER, 7)
         assert s.getsockname()[0] == ADDR
         assert s.send(b"hello") == 5
         assert s.recv(5) == b"hello"
@@ -181,7 +195,7 @@ def test_echo_send_recv_into_and_addresses(fake):
     assert ei.value.errno == errno.EBADF
 
 
-def test_server_accept_connect_and_workers(fake):
+def test_server_accept_connect_and_workers(daemon):
     srv = socket.create_server(("", 8080))
     try:
         assert srv.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
@@ -204,7 +218,7 @@ def test_server_accept_connect_and_workers(fake):
     socket.create_server(("", 8080)).close()
 
 
-def test_half_close_both_ways(fake):
+def test_half_close_both_ways(daemon):
     c, a = pair()
     with c, a:
         c.sendall(b"request")
@@ -230,8 +244,8 @@ def test_half_close_both_ways(fake):
             c.send(b"late")
 
 
-def test_makefile(fake):
-    with socket.create_connection((ADDR, 7), timeout=5) as s:
+def test_makefile(daemon):
+    with socket.create_connection((PEER, 7), timeout=5) as s:
         f = s.makefile("rwb")
         f.write(b"line one\nline two\n")
         f.flush()
@@ -244,8 +258,8 @@ def test_makefile(fake):
         t.close()
 
 
-def test_recv_view_zero_copy(fake):
-    with socket.create_connection((ADDR, 7), timeout=5) as s:
+def test_recv_view_zero_copy(daemon):
+    with socket.create_connection((PEER, 7), timeout=5) as s:
         s.sendall(b"0123456789")
         v = s.recv_view(4)
         assert bytes(v) == b"0123" and v.readonly
@@ -263,13 +277,13 @@ def test_recv_view_zero_copy(fake):
 
 
 # --- errors ---------------------------------------------------------------------------------------
-def test_refused_and_connect_ex(fake):
+def test_refused_and_connect_ex(daemon):
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((ADDR, 9999), timeout=5)
     s = socket.socket()
     try:
         assert s.connect_ex((ADDR, 9999)) == errno.ECONNREFUSED
-        assert s.connect_ex((ADDR, 7)) == 0            # the same socket may retry
+        assert s.connect_ex((PEER, 7)) == 0            # the same socket may retry
         s.sendall(b"ok")
         assert s.recv(2) == b"ok"
     finally:
@@ -282,7 +296,7 @@ def test_refused_and_connect_ex(fake):
     assert ei.value.errno == errno.ENOTCONN
 
 
-def test_listen_errors(fake):
+def test_listen_errors(daemon):
     s = socket.socket()
     with pytest.raises(OSError) as ei:
         s.listen()                        # not bound
@@ -299,7 +313,7 @@ def test_listen_errors(fake):
         srv.close()
 
 
-def test_timeouts(fake):
+def test_timeouts(daemon):
     t0 = time.monotonic()
     with pytest.raises(socket.timeout):
         socket.create_connection((BLACKHOLE, 80), timeout=0.3)
@@ -309,7 +323,7 @@ def test_timeouts(fake):
     assert s.gettimeout() == 0.2
     assert s.connect_ex((BLACKHOLE, 80)) == errno.EAGAIN
     s.close()
-    with socket.create_connection((ADDR, 7), timeout=0.2) as s:
+    with socket.create_connection((PEER, 7), timeout=0.2) as s:
         t0 = time.monotonic()
         with pytest.raises(TimeoutError):
             s.recv(10)
@@ -323,8 +337,8 @@ def test_timeouts(fake):
     srv.close()
 
 
-def test_nonblocking(fake):
-    fake.connect_delay = 0.1             # else the connect may be done before we look
+def test_nonblocking(daemon):
+    set_delay(daemon, 0.05)              # else the connect may be done before we look
     srv = socket.create_server(("", 8083))
     srv.setblocking(False)
     assert srv.getblocking() is False
@@ -359,7 +373,7 @@ def test_nonblocking(fake):
         x.close()
 
 
-def test_reset_by_peer(fake):
+def test_reset_by_peer(daemon):
     c, a = pair()
     a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     a.close()
@@ -371,7 +385,7 @@ def test_reset_by_peer(fake):
     c.close()
 
 
-def test_sockopts(fake):
+def test_sockopts(daemon):
     s = socket.socket()
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)
@@ -383,22 +397,22 @@ def test_sockopts(fake):
     with pytest.raises(OSError) as ei:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1000)
     assert ei.value.errno == errno.ENOPROTOOPT
-    s.connect((ADDR, 7))
-    conn_req = [r for r in fake.requests if r.get("op") == "connect"][-1]
-    assert conn_req["opts"] == {"nodelay": 1, "keepalive": 1, "rcvbuf": 100000}
+    s.connect((PEER, 7))
+    e = entry_of(daemon, s)                      # the engine got the options
+    assert e.opts == {"nodelay": True, "keepalive": True, "rcvbuf": 100000}
+    assert daemon.call(lambda w, svc: (e.conn.nodelay, e.conn.keepalive,
+                                       e.conn.cfg.rcvbuf)) == (True, True, 100000)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    want = {"op": "setopt", "slot": s._slot, "name": "sndbuf", "value": 4096,
-            "noreply": True}                     # no round trip: the fake sees it soon
-    deadline = time.monotonic() + 5
-    while fake.requests[-1] != want:
-        assert time.monotonic() < deadline, fake.requests[-1]
+    deadline = time.monotonic() + 5              # no round trip: the daemon sees it soon
+    while daemon.call(lambda w, svc: e.opts.get("sndbuf"), s._w.q) != 4096:
+        assert time.monotonic() < deadline, e.opts
         time.sleep(0.001)
     assert s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 4096
     s.close()
 
 
 # --- readiness descriptors ----------------------------------------------------------------------
-def test_fileno_readiness_exact(fake):
+def test_fileno_readiness_exact(daemon):
     srv = socket.create_server(("", 8084))
     sel = selectors.DefaultSelector()
     sel.register(srv, selectors.EVENT_READ)
@@ -436,7 +450,7 @@ def test_fileno_readiness_exact(fake):
     srv.close()
 
 
-def test_fileno_readable_from_idle_pump(fake):
+def test_fileno_readable_from_idle_pump(daemon):
     """The app sleeps in select only: the library's pump thread must flip the fd."""
     c, a = pair(8085)
     fd = a.fileno()
@@ -457,7 +471,7 @@ def test_fileno_readable_from_idle_pump(fake):
 
 # --- threads ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("pump_thread", [False, True], ids=["no-fileno", "with-pump-thread"])
-def test_threaded_server_under_load(fake, pump_thread):
+def test_threaded_server_under_load(daemon, pump_thread):
     srv = socket.create_server(("", 9000), backlog=64)
     if pump_thread:
         srv.fileno()             # the library's pump thread now takes turns leading too
@@ -518,7 +532,7 @@ def test_threaded_server_under_load(fake, pump_thread):
     assert len(served) == 16
 
 
-def test_nonblocking_app_without_fileno_sees_everything(fake):
+def test_nonblocking_app_without_fileno_sees_everything(daemon):
     """An app that polls non-blocking calls (no fileno, never blocks) still sees
     pending connections and resets: EAGAIN paths drain the event ring."""
     srv = socket.create_server(("", 8085))
@@ -547,7 +561,7 @@ def test_nonblocking_app_without_fileno_sees_everything(fake):
     srv.close()
 
 
-def test_close_wakes_blocked_reader(fake):
+def test_close_wakes_blocked_reader(daemon):
     c, a = pair()
     res = []
 
@@ -567,8 +581,8 @@ def test_close_wakes_blocked_reader(fake):
 
 
 # --- the daemon goes away, or lies ---------------------------------------------------------------
-def test_daemon_killed_no_hang(fake):
-    s = socket.create_connection((ADDR, 7), timeout=None)
+def test_daemon_killed_no_hang(daemon):
+    s = socket.create_connection((PEER, 7), timeout=None)
     srv = socket.create_server(("", 8080))
     res = {}
 
@@ -587,41 +601,42 @@ def test_daemon_killed_no_hang(fake):
     for t in ts:
         t.start()
     time.sleep(0.2)
-    fake.kill()
+    daemon.kill()
     for t in ts:
         t.join(5)
         assert not t.is_alive()
     assert isinstance(res["recv"], ConnectionResetError)
-    assert "fpd daemon at" in str(res["recv"]) and fake.path in str(res["recv"])
+    assert "fpd daemon at" in str(res["recv"]) and daemon.path in str(res["recv"])
     assert isinstance(res["accept"], OSError)
     with pytest.raises(BrokenPipeError, match="fpd daemon"):
         s.sendall(b"x")
     with pytest.raises(OSError, match="not reachable"):
-        socket.create_connection((ADDR, 7))
+        socket.create_connection((PEER, 7))
     s.close()
     srv.close()
 
 
-def test_daemon_stops_shutdown_event(fake):
-    s = socket.create_connection((ADDR, 7), timeout=5)
-    fake.stop()
+def test_daemon_stops_shutdown_event(daemon):
+    s = socket.create_connection((PEER, 7), timeout=5)
+    daemon.stop()
     with pytest.raises(ConnectionResetError, match="fpd daemon"):
         s.recv(10)
     s.close()
 
 
-def test_hostile_slot_words_only_break_that_socket(fake):
-    bad = socket.create_connection((ADDR, 7), timeout=5)
-    good = socket.create_connection((ADDR, 7), timeout=5)
+def test_hostile_slot_words_only_break_that_socket(daemon):
+    bad = socket.create_connection((PEER, 7), timeout=5)
+    good = socket.create_connection((PEER, 7), timeout=5)
 
-    def scribble(f):
-        for cl in f.clients:
-            for c in cl.conns.values():
-                if c.s.ctl.addrs()[1] == bad.getsockname()[1]:
-                    off = cl.region.layout.slot_ctl(c.slot) + shm.SLOT_RX_HDR
-                    cl.region.mv[off:off + 8] = (2**63).to_bytes(8, "little")
-                    return True
-    assert fake.call(scribble)
+    e = entry_of(daemon, bad)
+
+    def scribble(w, svc):
+        region = e.client.region
+        off = region.layout.slot_ctl(e.slot) + shm.SLOT_RX_HDR
+        region.mv[off:off + 8] = (2**63).to_bytes(8, "little")
+        svc._deliver(e)                    # the daemon looks at the ring: corrupt
+        return True
+    assert daemon.call(scribble, bad._w.q)
     with pytest.raises(OSError) as ei:
         bad.recv(10)
     assert ei.value.errno == errno.EPROTO and "corrupt" in str(ei.value)
@@ -631,31 +646,31 @@ def test_hostile_slot_words_only_break_that_socket(fake):
     good.close()
 
 
-def test_hostile_event_ring_drops_client_library_survives(fake):
-    s = socket.create_connection((ADDR, 7), timeout=5)
+def test_hostile_event_ring_drops_client_library_survives(daemon):
+    s = socket.create_connection((PEER, 7), timeout=5)
     old = client._client
 
-    def scribble(f):
-        cl = f.clients[0]
+    def scribble(w, svc):
+        cl = next(iter(svc.clients.values()))
         ev = cl.region.events
         # a record naming a slot outside the region
         shm.RECORD.pack_into(ev._data, (ev._pos & ev.mask) * 16, 10**6, shm.EV_READABLE, 0, 0)
         ev._publish((ev._pos + 1) & shm.M64)
         cl.app_bell.ring()
-    fake.call(scribble)
+    daemon.call(scribble, s._w.q)
     with pytest.raises(OSError, match="corrupt"):
         s.recv(10)
     s.close()
     # a new socket makes a new connection to the daemon
-    with socket.create_connection((ADDR, 7), timeout=5) as t:
+    with socket.create_connection((PEER, 7), timeout=5) as t:
         t.sendall(b"again")
         assert t.recv(10) == b"again"
     assert client._client is not old
     _finish(old)
 
 
-def test_fork_child_gets_its_own_connection(fake):
-    s = socket.create_connection((ADDR, 7), timeout=5)
+def test_fork_child_gets_its_own_connection(daemon):
+    s = socket.create_connection((PEER, 7), timeout=5)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
@@ -665,7 +680,7 @@ def test_fork_child_gets_its_own_connection(fake):
                 s.send(b"x")
             except OSError as e:
                 assert e.errno == errno.EBADF and "fork" in str(e)
-                with socket.create_connection((ADDR, 7), timeout=5) as t:
+                with socket.create_connection((PEER, 7), timeout=5) as t:
                     t.sendall(b"child")
                     if t.recv(10) == b"child":
                         code = 0
@@ -682,7 +697,7 @@ def test_fork_child_gets_its_own_connection(fake):
 
 
 # --- asyncio --------------------------------------------------------------------------------------
-def test_aio_echo_both_ways(fake):
+def test_aio_echo_both_ways(daemon):
     async def handle(r, w):
         assert w.get_extra_info("sockname") == (ADDR, 8080)
         while True:
@@ -716,7 +731,7 @@ def test_aio_echo_both_ways(fake):
             assert w.is_closing()
             await w.wait_closed()
             # the client side of fpd against the echo port
-            r2, w2 = await aio.open_connection(ADDR, 7)
+            r2, w2 = await aio.open_connection(PEER, 7)
             w2.write(b"abc")
             with pytest.raises(asyncio.IncompleteReadError):
                 w2.write_eof()
@@ -730,7 +745,7 @@ def test_aio_echo_both_ways(fake):
     asyncio.run(asyncio.wait_for(main(), 20))
 
 
-def test_aio_serve_forever_and_close(fake):
+def test_aio_serve_forever_and_close(daemon):
     async def main():
         srv = await aio.start_server(lambda r, w: w.close(), "", 8081, start_serving=False)
         assert not srv.is_serving()
@@ -747,46 +762,52 @@ def test_aio_serve_forever_and_close(fake):
     asyncio.run(asyncio.wait_for(main(), 20))
 
 
-def test_hostile_control_replies_and_event_args(fake):
-    real = fake._handle
+def test_hostile_control_replies_and_event_args(daemon):
+    def lying_listen(svc, c, msg, fds, now):
+        return {"slot": 10**6, "gen": 0}                             # no such slot
 
-    def lying(cl, msg):
-        if msg.get("op") == "listen":
-            return {"ok": True, "slot": 10**6, "gen": 0}          # no such slot
-        if msg.get("op") == "connect" and msg.get("port") == 8082:
-            return {"ok": False, "errno": "nonsense", "error": 42}
-        return real(cl, msg)
-    fake._handle = lying
+    def lying_connect(svc, c, msg, fds, now):
+        if msg.port == 8082:
+            raise ControlError("nonsense", 42)        # an errno that is no errno
+        return Service._connect(svc, c, msg, fds, now)
+
+    def lie(w, svc):
+        svc._handlers = dict(Service._handlers)
+        svc._handlers.update({proto.Listen: lying_listen, proto.Connect: lying_connect})
+    for q in (0, 1):
+        daemon.call(lie, q)
     with pytest.raises(OSError) as ei:
         socket.create_server(("", 8080))
     assert ei.value.errno == errno.EPROTO
     with pytest.raises(OSError) as ei:
         socket.create_connection((ADDR, 8082), timeout=5)
     assert ei.value.errno == errno.EPROTO
-    fake._handle = real
+    for q in (0, 1):
+        daemon.call(lambda w, svc: svc.__dict__.pop("_handlers"), q)
     # an EV_CLOSED whose errno is out of range becomes EPROTO, not a crash
-    s = socket.create_connection((ADDR, 7), timeout=5)
+    s = socket.create_connection((PEER, 7), timeout=5)
 
-    def bad_close(f):
-        for cl in f.clients:
-            for c in cl.conns.values():
-                c.post(shm.EV_CLOSED, 2**40)
-    fake.call(bad_close)
+    e = entry_of(daemon, s)
+
+    def bad_close(w, svc):
+        e.client.events.put(e.slot, shm.EV_CLOSED, 2**40, e.gen & 0xFFFF)
+        e.client.app_bell.ring()
+    daemon.call(bad_close, s._w.q)
     with pytest.raises(OSError) as ei:
         s.recv(10)
     assert ei.value.errno == errno.EPROTO
     s.close()
     # the library still works
-    with socket.create_connection((ADDR, 7), timeout=5) as t:
+    with socket.create_connection((PEER, 7), timeout=5) as t:
         t.sendall(b"ok")
         assert t.recv(2) == b"ok"
 
 
-def test_send_waits_for_a_connect_in_progress(fake):
-    fake.connect_delay = 0.2
+def test_send_waits_for_a_connect_in_progress(daemon):
+    set_delay(daemon, 0.1)
     s = socket.socket()
     s.setblocking(False)
-    assert s.connect_ex((ADDR, 7)) == errno.EINPROGRESS
+    assert s.connect_ex((PEER, 7)) == errno.EINPROGRESS
     with pytest.raises(BlockingIOError):
         s.send(b"early")                       # non-blocking: EAGAIN until connected
     s.settimeout(5)

@@ -1,6 +1,8 @@
 """The supervisor's logic without root: reserved-port arithmetic, validation, the state
-and pid files, and the control protocol against fake workers (no XDP, no fork)."""
+and pid files, and the control protocol against real worker services on loopback hosts
+(fpd.loopback: no XDP, no fork; a stand-in process per worker for the supervisor to watch)."""
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -12,8 +14,8 @@ import time
 
 import pytest
 
-from fpd import control, daemon
-from fpd.daemon import (DaemonConfig, DaemonError, Supervisor, _Worker, format_port_list,
+from fpd import client, control, daemon, loopback, proto
+from fpd.daemon import (DaemonConfig, DaemonError, Supervisor, WorkerProcess, format_port_list,
                         merge_reserved, parse_port_list, restore_reserved)
 
 
@@ -164,7 +166,7 @@ def test_second_supervisor_on_same_socket_is_refused(tmp_path):
         with pytest.raises(DaemonError) as ei:
             b._lock()
         assert str(ei.value) == f"fpd is already running (pid {os.getpid()}) on {sock}"
-        assert b.created == [] and b.lock_fd == -1
+        assert b.steps == [] and b.lock_fd == -1
     finally:
         a.cleanup()
     assert not os.path.exists(sock + ".pid")
@@ -199,7 +201,7 @@ def test_looks_like_fpd():
     assert not daemon.pid_alive(p.pid)
 
 
-# --- the protocol against fake workers ----------------------------------------------------
+# --- the protocol against worker services on loopback hosts -------------------------------
 class FakeSteering:
     mode = "native"
     prog_id = 77
@@ -212,51 +214,61 @@ class FakeSteering:
         self.closed = True
 
 
-class FakeWorker(threading.Thread):
-    """Answers the supervisor's channel like control.worker_main (no seq echo)."""
+class Workers:
+    """Two real worker services (control.worker_main) on loopback hosts, in threads, each
+    with a stand-in process for the supervisor to watch (killed when its worker ends)."""
 
-    def __init__(self, q, chan, proc, slow=False):
-        super().__init__(daemon=True)
-        self.q, self.chan, self.proc, self.slow = q, chan, proc, slow
-        self.clients = []
-        self.nconns = 1
+    def __init__(self, s):
+        self.hosts = {}
+        self.procs = []
+        self.chans = []
+        self.threads = []
+        for q in range(2):
+            a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            proc = subprocess.Popen(["sleep", "60"])
+            a.settimeout(5)
+            s.workers.append(WorkerProcess(q, proc.pid, a))
+            wcfg = control.WorkerConfig(ifname="fpd0", queue=q, nqueues=2, ports=[7, 80],
+                                        local_ports=list(range(60000 + q, 60256, 2)))
+            t = threading.Thread(target=self._run, args=(b, wcfg, proc), daemon=True)
+            t.start()
+            ready, fds = proto.recv(a, maxfds=1)       # as the supervisor's start-up
+            assert ready["op"] == "ready" and ready["bind_mode"] == "loopback", ready
+            for fd in fds:
+                os.close(fd)
+            self.procs.append(proc)
+            self.chans.append(b)
+            self.threads.append(t)
 
-    def run(self):
-        while True:
-            try:
-                msg, fds = control.recv_msg(self.chan, maxfds=4)
-            except OSError:
-                return
-            if msg is None:
-                return
-            op = msg["op"]
-            if op == "client":
-                s = socket.socket(fileno=fds[0])
-                self.clients.append((msg, s))
-                control.send_msg(s, {"ok": True, "queue": self.q, "adopted": True})
-            elif op == "stats":
-                if self.slow:
-                    time.sleep(0.5)
-                control.send_msg(self.chan, {"ok": True, "stats": {
-                    "queue": self.q, "clients": len(self.clients),
-                    "xdp": {"rx_dropped": 2, "tx_ring_empty_descs": 9},
-                    "stack": {"connections": 1}}})
-            elif op == "conns":
-                control.send_msg(self.chan, {"ok": True, "conns": [
-                    {"queue": self.q, "local": "10.0.0.1:80", "remote": f"10.0.0.2:{5555 + i}",
-                     "state": "ESTABLISHED", "srtt": 0.0012, "pad": "x" * 200}
-                    for i in range(self.nconns)],
-                    "listeners": [{"queue": self.q, "local": "0.0.0.0:80", "slot": 0}]})
-            elif op == "stop":
-                self.proc.kill()
-                control.send_msg(self.chan, {"ok": True, "op": "stopped"})
-                return
+    def _host(self, wcfg):
+        h = loopback.loopback_host(wcfg)
+        self.hosts[wcfg.queue] = h[0]
+        return h
+
+    def _run(self, chan, wcfg, proc):
+        try:
+            control.worker_main(chan, wcfg, make_host=self._host)
+        finally:
+            proc.kill()
+
+    def close(self):
+        for c in self.chans:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)           # a worker ends at channel EOF
+        for t in self.threads:
+            t.join(5)
+        for c in self.chans:
+            c.close()
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        assert not any(t.is_alive() for t in self.threads)
 
 
 @pytest.fixture
 def sup(tmp_path):
-    """A Supervisor serving in a thread with two fake workers; yields (sup, socket path,
-    [(fake worker, its stand-in process)])."""
+    """A Supervisor serving in a thread with two real worker services on loopback hosts;
+    yields (sup, socket path, Workers)."""
     yield from _sup(tmp_path, serve=True)
 
 
@@ -270,47 +282,70 @@ def _sup(tmp_path, serve):
     sock = str(tmp_path / "fpd.sock")
     s = Supervisor(cfg(socket=sock, ports=[7, 80]))
     s.steering = FakeSteering()
+    s.steps.append({"do": "xdp", "ifname": "fpd0", "mode": "native", "prog_id": 0})
     s.nqueues = 2
     s._sig_r, s._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    fakes = []
-    for q in range(2):
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        proc = subprocess.Popen(["sleep", "60"])
-        w = _Worker(q, proc.pid, a)
-        a.settimeout(5)
-        s.workers.append(w)
-        f = FakeWorker(q, b, proc, slow=False)
-        f.start()
-        fakes.append((f, proc))
+    ws = Workers(s)
+    s.steps.append({"do": "workers", "pids": [w.pid for w in s.workers]})
     s._listen()
     t = threading.Thread(target=lambda: setattr(s, "rc", s.serve()), daemon=True)
     if serve:
         t.start()
     try:
-        yield s, sock, fakes
+        yield s, sock, ws
     finally:
         if t.is_alive():
             s._request_stop(0)
             os.write(s._sig_w, b"\0")
             t.join(5)
         s.cleanup()
-        for f, proc in fakes:
-            proc.kill()
-            proc.wait()
+        ws.close()
 
 
-def ask(sock, msg, fds=False):
+def ask(sock, msg):
+    """The reply to one request (a refusal's reply too)."""
     c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     c.settimeout(5)
     c.connect(sock)
-    control.send_msg(c, msg)
-    reply, _ = control.recv_msg(c)
-    c.close()
-    return reply
+    try:
+        return proto.request(c, msg)[0]
+    except OSError as e:
+        if not proto.refused(e):
+            raise
+        return e.fpd_reply
+    finally:
+        c.close()
+
+
+@contextlib.contextmanager
+def library(sock, port=80, pairs=2):
+    """The real client library on this supervisor: a listener on ``port`` and ``pairs``
+    connections to it (round robin over the workers: connect side and accepted side)."""
+    client.set_default_socket(sock)
+    socks = []
+    try:
+        srv = client.create_server(("", port))
+        socks.append(srv)
+        for _ in range(pairs):
+            c = client.create_connection((loopback.ADDR, port), timeout=5)
+            socks.append(c)
+            srv.settimeout(5)
+            socks.append(srv.accept()[0])
+        yield socks
+    finally:
+        lib = client._client
+        for x in socks:
+            x.close()
+        client.set_default_socket(None)
+        if lib is not None:
+            lib.set_dead("test over")
+            if lib.pump_thread is not None:
+                lib.pump_thread.join(5)
+            lib._close_workers()
 
 
 def test_hello_status_stats_conns(sup):
-    s, sock, _ = sup
+    s, sock, ws = sup
     h = ask(sock, {"op": "hello", "version": 1})
     assert h == {"ok": True, "version": 1, "workers": 2, "pid": os.getpid(), "ifname": "fpd0",
                  "addr": None, "ports": [7, 80], "local_ports": [60000, 60255]}
@@ -318,32 +353,41 @@ def test_hello_status_stats_conns(sup):
     assert bad["ok"] is False and bad["errno"] == errno.EPROTONOSUPPORT
     st = ask(sock, {"op": "status"})
     assert st["ok"] and st["mode"] == "native" and st["queues"] == 2
-    assert st["clients"] == 0 and st["connections"] == 2
+    assert st["clients"] == 0 and st["connections"] == 0
     assert [w["alive"] for w in st["workers"]] == [True, True]
+    real = ws.hosts[1].stats                          # as if worker 1's XSK had dropped
+    ws.hosts[1].stats = lambda: dict(real(), xdp={"rx_dropped": 4, "tx_ring_empty_descs": 9})
     stats = ask(sock, {"op": "stats"})
     assert stats["xdp"]["redirect_failed"] == 1
     assert [w["queue"] for w in stats["workers"]] == [0, 1]
     assert stats["drops"] == {"redirect_failed": 1, "xsk_rx_dropped": 4}
-    conns = ask(sock, {"op": "conns"})
-    assert [c["queue"] for c in conns["conns"]] == [0, 1]
+    with library(sock):
+        st = ask(sock, {"op": "status"})
+        assert st["clients"] == 2 and st["connections"] == 4    # one per worker, 2 ends
+        conns = ask(sock, {"op": "conns"})
+    assert [c["queue"] for c in conns["conns"]] == [0, 0, 1, 1]
+    assert {c["owner_pid"] for c in conns["conns"]} == {os.getpid()}
     assert len(conns["listeners"]) == 2
     from fpd.cli import conns_table
     lines = conns_table(conns)
     assert lines[0].split()[:4] == ["Q", "State", "Local", "Remote"]
-    assert "LISTEN" in lines[1] and "ESTABLISHED" in lines[3] and "1.2" in lines[3]
+    assert "LISTEN" in lines[1] and "ESTABLISHED" in lines[3] and "10.77.0.1:80" in lines[3]
 
 
 def test_attach_hands_the_connection_to_the_worker(sup):
-    s, sock, fakes = sup
+    s, sock, _ = sup
     c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     c.settimeout(5)
     c.connect(sock)
-    control.send_msg(c, {"op": "attach", "queue": 1, "pid": 123})
-    reply, _ = control.recv_msg(c)              # answered by the (fake) worker
-    assert reply == {"ok": True, "queue": 1, "adopted": True}
-    msg, _ = fakes[1][0].clients[0]
-    assert msg["attach"] == {"op": "attach", "queue": 1, "pid": 123}
-    assert msg["cred"] == {"pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid()}
+    proto.send(c, {"op": "attach", "queue": 1, "pid": 123})
+    reply, fds = proto.recv(c, maxfds=3)          # answered by worker 1's service
+    assert reply["ok"] and reply["queue"] == 1 and reply["workers"] == 2 and len(fds) == 3
+    for fd in fds:
+        os.close(fd)
+    r, _ = proto.request(c, proto.Listen(port=7))   # it serves this connection now
+    conns = ask(sock, {"op": "conns"})              # with the credentials passed on
+    assert [(x["queue"], x["owner_pid"], x["owner_uid"]) for x in conns["listeners"]] == \
+        [(1, os.getpid(), os.getuid())]
     c.close()
     r = ask(sock, {"op": "attach", "queue": 2})
     assert r["ok"] is False and r["errno"] == errno.EINVAL and "queue 2" in r["error"]
@@ -357,19 +401,19 @@ def test_bad_requests(sup):
     c.settimeout(5)
     c.connect(sock)
     c.send(b"not json")
-    reply, _ = control.recv_msg(c)
+    reply, _ = proto.recv(c)
     assert reply["ok"] is False and reply["errno"] == errno.EINVAL
     c.close()
     assert ask(sock, {"op": "hello"})["ok"]      # still serving
 
 
 def test_stop_replies_then_closes_after_cleanup(sup):
-    s, sock, fakes = sup
+    s, sock, _ = sup
     c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     c.settimeout(10)
     c.connect(sock)
-    control.send_msg(c, {"op": "stop"})
-    reply, _ = control.recv_msg(c)
+    proto.send(c, {"op": "stop"})
+    reply, _ = proto.recv(c)
     assert reply == {"ok": True, "pid": os.getpid()}
     deadline = time.monotonic() + 5
     while getattr(s, "rc", None) is None and time.monotonic() < deadline:
@@ -383,9 +427,9 @@ def test_stop_replies_then_closes_after_cleanup(sup):
 
 
 def test_dead_worker_stops_the_supervisor(sup):
-    s, sock, fakes = sup
-    fakes[0][0].chan.shutdown(socket.SHUT_RDWR)  # worker q0's channel closes (it died)
-    fakes[0][1].kill()
+    s, sock, ws = sup
+    ws.chans[0].shutdown(socket.SHUT_RDWR)       # worker q0's channel closes (it died)
+    ws.procs[0].kill()
     deadline = time.monotonic() + 5
     while getattr(s, "rc", None) is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -393,22 +437,20 @@ def test_dead_worker_stops_the_supervisor(sup):
 
 
 def test_ask_workers_times_out_and_skips_late_answers(idle_sup):
-    s, sock, fakes = idle_sup
-    fakes[1][0].slow = True
-    out = s._ask_workers("stats", "stats", timeout=0.2)
+    s, sock, ws = idle_sup
+    ws.hosts[1].call_soon(lambda w, now: time.sleep(0.5))      # worker 1 is busy
+    out = s._ask_workers(proto.Stats(), "stats", timeout=0.2)
     assert "stats" in out[0] and "did not answer stats" in out[1]["error"]
     time.sleep(0.6)                               # the late answer is now queued
-    fakes[1][0].slow = False
-    out = s._ask_workers("conns", "conns", timeout=2)
+    out = s._ask_workers(proto.Conns(), "conns", timeout=2)
     assert "conns" in out[0] and "conns" in out[1]   # the late stats answer was skipped
 
 
 def test_conns_reply_too_big_is_truncated(sup):
-    s, sock, fakes = sup
-    for f, _ in fakes:
-        f.nconns = 150                      # 2 x ~40 KB: more than one 64 KiB message
-    r = ask(sock, {"op": "conns"})
-    assert r["ok"] and 0 < len(r["conns"]) < 300 and r["truncated"] == 300 - len(r["conns"])
+    s, sock, ws = sup
+    with library(sock, pairs=120):          # 120 conns per worker (both ends): 2 x ~43 KB
+        r = ask(sock, {"op": "conns"})
+    assert r["ok"] and 0 < len(r["conns"]) < 240 and r["truncated"] == 240 - len(r["conns"])
 
 
 def test_silent_client_is_dropped(sup, monkeypatch):

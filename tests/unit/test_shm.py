@@ -887,14 +887,29 @@ def test_slot_state_roundtrip_and_reset():
         del ds, cs
 
 
-def test_fence_never_blocks():
-    """A signal handler (or another thread) may fence while the fence lock is held."""
-    assert shm._fence_lock.acquire()
+def test_fence_is_the_c11_seq_cst_fence():
+    """fence() is libatomic's atomic_thread_fence(memory_order_seq_cst), nothing to block on."""
+    assert shm.fence.func is shm.atomic_thread_fence
+    assert shm.fence.args == (shm._SEQ_CST,) and shm._SEQ_CST.value == 5   # memory_order_seq_cst
+    assert shm.fence() is None
+    assert not hasattr(shm, "_fence_lock")
+
+
+def test_fence_from_a_signal_handler_and_threads():
+    import signal
+    import threading
+    hits = []
+    old = signal.signal(signal.SIGUSR1, lambda *a: hits.append(shm.fence()))
     try:
-        t0 = time.monotonic()
-        shm.fence()
-        assert time.monotonic() - t0 < 1
+        ts = [threading.Thread(target=lambda: [shm.fence() for _ in range(20000)])
+              for _ in range(2)]
+        for t in ts:
+            t.start()
+        for _ in range(50):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            shm.fence()
+        for t in ts:
+            t.join(30)
+        assert not any(t.is_alive() for t in ts) and hits == [None] * 50
     finally:
-        shm._fence_lock.release()
-    shm.fence()
-    assert not shm._fence_lock.locked()
+        signal.signal(signal.SIGUSR1, old)

@@ -5,8 +5,8 @@ One function, :func:`serve`, takes the socket *module* as a parameter: the kerne
 variants pass Python's standard ``socket``, the fpd variant passes ``fpd.client``. That
 is the one-import swap an application makes to move to fpd; nothing else differs.
 
-    python bench/apps.py --module socket     --host 10.77.0.1 --port 5001
-    python bench/apps.py --module fpd.client --host 0.0.0.0   --port 5001
+    python -m fpd.bench_app --module socket     --host 10.77.0.1 --port 5001
+    python -m fpd.bench_app --module fpd.client --host 0.0.0.0   --port 5001
 
 It is a threaded server (one thread per connection, blocking calls only: the subset of
 the socket API every drop-in module must have). The first byte a client sends picks the
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     except _Stop:
         pass
     except OSError as e:
-        print(f"apps.py: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        print(f"bench_app: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -1,0 +1,459 @@
+"""``fpd bench asyncio``: one asyncio app on three event loops, driven by C load generators.
+
+    fpd bench asyncio [--rounds 3] [--duration 3] [--variants ...] [--workloads ...]
+                      [--json FILE] [--profile]
+
+The same asyncio ``Protocol`` app (an echo for request/response and connect-request-close,
+a 13-byte HTTP response for wrk) runs in the server namespace of one test bed as
+
+    default   asyncio's default loop, kernel sockets
+    uvloop    uvloop (libuv), kernel sockets
+    fpd       asyncio.run() under ``fpd run``: fpd's loop, the engine in the app's thread
+
+plus, for ``rr_1B_1c`` only, a blocking threaded socket server on the kernel
+(``blocking``) and the same program under ``fpd run`` (``blocking-fpd``, fpd.client).
+
+The load generators run in the peer namespace and are C: ``wrk`` for HTTP and a small
+client compiled here with gcc (epoll, TCP_NODELAY, one outstanding request per
+connection, nanosecond latencies) for request/response and connect-request-close: a
+Python client tops out near 15 k round trips/s on this kind of machine, below what the
+loops can serve. The server's processes are pinned to one CPU and the load generator
+to another (``--cpus``, ``--no-pin``). Rounds are interleaved (every variant once per round, order rotating);
+the report gives medians over the rounds and the ratio fpd/uvloop. Never a test: the
+numbers are reported, nothing is asserted.
+
+``--profile`` also runs the fpd variant once under cProfile (the worker's process) for
+the 1 B request/response and prints the time per transaction in parse, engine, app
+callback, frame build and TX kick (cProfile's own overhead inflates every figure alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pstats
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+PORT = 7600
+PIN: tuple | None = (0, 1)      # (server CPU, load generator CPU); None: no pinning
+
+WORKLOADS = {
+    "rr_1B_1c": "request/response 1 B, 1 connection (trans/s, p50/p99 us)",
+    "rr_1B_32c": "request/response 1 B, 32 connections (trans/s, p50/p99 us)",
+    "http_32c": "HTTP keep-alive, wrk -c32 (req/s, p50/p99 us)",
+    "crr": "connect-request-close, 1 at a time (conn/s, p50/p99 us)",
+}
+VARIANTS = ("default", "uvloop", "fpd", "blocking", "blocking-fpd")
+BLOCKING_WORKLOADS = ("rr_1B_1c",)
+
+APP = textwrap.dedent(r'''
+    import asyncio, socket, sys, threading
+    mode, loop_name, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    RESP = (b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\n"
+            b"Hello, World!")
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+        def data_received(self, d):
+            self.t.write(d)
+
+    class Http(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+            self.buf = b""
+        def data_received(self, d):
+            b = self.buf + d
+            n = b.count(b"\r\n\r\n")
+            if n:
+                self.t.write(RESP * n)
+                b = b[b.rfind(b"\r\n\r\n") + 4:]
+            self.buf = b
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(Echo if mode == "echo" else Http, "0.0.0.0", port,
+                                       backlog=1024)
+        print("ready", type(loop).__name__, flush=True)
+        async with srv:
+            await srv.serve_forever()
+
+    def blocking():
+        srv = socket.create_server(("0.0.0.0", port), backlog=128)
+        print("ready blocking", socket.__name__, flush=True)
+        def serve(c):
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                c.sendall(d)
+            c.close()
+        while True:
+            c, _ = srv.accept()
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+    try:
+        if loop_name == "blocking":
+            blocking()
+        elif loop_name == "uvloop":
+            import uvloop
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+                r.run(main())
+        else:
+            asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+''')
+
+CLIENT_C = r'''
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now_ns(void) {
+    struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + t.tv_nsec;
+}
+static int cmp(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+#define MAXS 4000000
+static uint64_t lat[MAXS];
+static size_t nlat;
+
+static int dial(struct sockaddr_in *sa) {
+    int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    if (s < 0) { perror("socket"); exit(2); }
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(s, (struct sockaddr *)sa, sizeof *sa) < 0) { perror("connect"); exit(2); }
+    return s;
+}
+static void report(uint64_t count, double secs) {
+    qsort(lat, nlat, sizeof lat[0], cmp);
+    double p50 = nlat ? lat[nlat / 2] / 1000.0 : 0, p99 = nlat ? lat[(nlat * 99) / 100] / 1000.0 : 0;
+    printf("%llu %.3f %.1f %.1f\n", (unsigned long long)count, secs, p50, p99);
+}
+int main(int argc, char **argv) {
+    if (argc < 6) { fprintf(stderr, "usage: rr|crr HOST PORT CONNS SECONDS\n"); return 2; }
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET; sa.sin_port = htons(atoi(argv[3]));
+    inet_pton(AF_INET, argv[2], &sa.sin_addr);
+    int conns = atoi(argv[4]);
+    double secs = atof(argv[5]);
+    char b = 'x';
+    uint64_t count = 0, t0 = now_ns(), end = t0 + (uint64_t)(secs * 1e9);
+    if (!strcmp(argv[1], "crr")) {
+        while (now_ns() < end) {
+            uint64_t a = now_ns();
+            int s = dial(&sa);
+            if (write(s, &b, 1) != 1) { perror("write"); return 2; }
+            if (read(s, &b, 1) != 1) { perror("read"); return 2; }
+            close(s);
+            if (nlat < MAXS) lat[nlat++] = now_ns() - a;
+            count++;
+        }
+        report(count, (now_ns() - t0) / 1e9);
+        return 0;
+    }
+    int ep = epoll_create1(0);
+    int *fd = calloc(conns, sizeof *fd);
+    uint64_t *sent = calloc(conns, sizeof *sent);
+    for (int i = 0; i < conns; i++) {
+        fd[i] = dial(&sa);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd[i], &ev);
+    }
+    t0 = now_ns(); end = t0 + (uint64_t)(secs * 1e9);
+    for (int i = 0; i < conns; i++) { sent[i] = now_ns(); if (write(fd[i], &b, 1) != 1) return 2; }
+    struct epoll_event evs[64];
+    for (;;) {
+        int n = epoll_wait(ep, evs, 64, 1000);
+        if (n <= 0) { fprintf(stderr, "stalled\n"); return 3; }
+        uint64_t t = now_ns();
+        for (int k = 0; k < n; k++) {
+            int i = evs[k].data.u32;
+            char buf[64];
+            ssize_t r = read(fd[i], buf, sizeof buf);
+            if (r <= 0) { fprintf(stderr, "connection closed\n"); return 3; }
+            for (ssize_t j = 0; j < r; j++) {
+                if (nlat < MAXS) lat[nlat++] = t - sent[i];
+                count++;
+            }
+            if (t < end) { sent[i] = now_ns(); if (write(fd[i], &b, 1) != 1) return 2; }
+        }
+        if (t >= end) break;
+    }
+    report(count, (now_ns() - t0) / 1e9);
+    return 0;
+}
+'''
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def _compile(tmp: str) -> str:
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise BenchError("a C compiler (gcc) is needed for the load generator")
+    src = os.path.join(tmp, "rrclient.c")
+    exe = os.path.join(tmp, "rrclient")
+    with open(src, "w") as f:
+        f.write(CLIENT_C)
+    subprocess.run([gcc, "-O2", "-o", exe, src], check=True, capture_output=True)
+    return exe
+
+
+@contextlib.contextmanager
+def _server(bed, variant: str, mode: str, tmp: str, profile: str | None = None):
+    app = os.path.join(tmp, "app.py")
+    loop = {"default": "default", "uvloop": "uvloop", "fpd": "default",
+            "blocking": "blocking", "blocking-fpd": "blocking"}[variant]
+    argv = [app, mode, loop, str(PORT)]
+    env = dict(os.environ)
+    if variant in ("fpd", "blocking-fpd"):
+        sock = os.path.join(tmp, "fpd.sock")
+        argv = [sys.executable, "-m", "fpd", "run", "-i", bed.srv_if, "-p", str(PORT),
+                "--mode", "native", "--socket", sock, "--log", os.path.join(tmp, "fpd.log"),
+                "--"] + argv
+        if profile:
+            env["FPD_RUN_PROFILE"] = profile
+    else:
+        argv = [sys.executable] + argv
+    out = open(os.path.join(tmp, f"server-{variant}.txt"), "w+")
+    p = bed.popen(bed.srv_ns, argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        end = time.monotonic() + 30
+        while True:
+            out.seek(0)
+            if "ready" in out.read():
+                break
+            if p.poll() is not None or time.monotonic() > end:
+                out.seek(0)
+                raise BenchError(f"{variant} server did not start:\n{out.read()[-2000:]}")
+            time.sleep(0.05)
+        time.sleep(0.2)
+        if PIN is not None:
+            for pid in _tree(p.pid):
+                subprocess.run(["taskset", "-a", "-p", "-c", str(PIN[0]), str(pid)],
+                               capture_output=True)
+        yield p
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT if variant.endswith("fpd") else signal.SIGKILL)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        out.close()
+
+
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    for k in kids.split():
+        out += _tree(int(k))
+    return out
+
+
+def _lg(argv: list) -> list:
+    return (["taskset", "-c", str(PIN[1])] if PIN is not None else []) + argv
+
+
+def _run_client(bed, exe, kind, conns, secs) -> dict:
+    p = bed.run(bed.peer_ns, _lg([exe, kind, bed.srv_ip, str(PORT), str(conns), str(secs)]),
+                check=False, timeout=secs + 30)
+    if p.returncode != 0:
+        raise BenchError(f"load generator {kind} failed: {p.stderr.strip()}")
+    n, dur, p50, p99 = p.stdout.split()
+    return {"rate": int(n) / float(dur), "p50_us": float(p50), "p99_us": float(p99)}
+
+
+def _unit_us(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    v = float(m.group(1))
+    return v * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)]
+
+
+def _run_wrk(bed, secs) -> dict:
+    p = bed.run(bed.peer_ns, _lg(["wrk", "-t1", "-c32", f"-d{secs:g}s", "--latency",
+                                  f"http://{bed.srv_ip}:{PORT}/"]), check=False, timeout=secs + 30)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", p.stdout)
+    if p.returncode != 0 or not m:
+        raise BenchError(f"wrk failed: {p.stdout} {p.stderr}")
+    errs = re.search(r"Socket errors: (.*)", p.stdout)
+    lat = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)", p.stdout, re.M))
+    return {"rate": float(m.group(1)), "p50_us": _unit_us(lat.get("50", "0us")),
+            "p99_us": _unit_us(lat.get("99", "0us")),
+            "errors": errs.group(1) if errs else ""}
+
+
+def measure(bed, exe, variant, workload, secs):
+    if workload == "http_32c":
+        return _run_wrk(bed, secs)
+    if workload == "crr":
+        return _run_client(bed, exe, "crr", 1, secs)
+    conns = 32 if workload.endswith("32c") else 1
+    return _run_client(bed, exe, "rr", conns, secs)
+
+
+def _mode(workload):
+    return "http" if workload.startswith("http") else "echo"
+
+
+def profile_fpd(bed, exe, tmp, secs) -> dict:
+    """One cProfile'd fpd run of rr_1B_1c: us per transaction in each part."""
+    prof = os.path.join(tmp, "fpd.prof")
+    with _server(bed, "fpd", "echo", tmp, profile=prof):
+        r = _run_client(bed, exe, "rr", 1, secs)
+    n = r["rate"] * secs
+    st = pstats.Stats(prof + ".q0")
+    parts = {"parse": ("wire.py", "parse_frame"), "engine_input": ("stack.py", "input"),
+             "app_callback": ("loop.py", "_deliver"), "engine_output": ("stack.py",
+                                                                         "output_coalesced"),
+             "build": ("wire.py", "build_frame_into"), "kick": ("xsk.py", "tx_submit"),
+             "loop_iteration": ("loop.py", "_fpd_select"), "poll_once": ("worker.py",
+                                                                          "poll_once")}
+    out = {"transactions": int(n), "rate_under_profile": r["rate"]}
+    for name, (fname, func) in parts.items():
+        tot = 0.0
+        for (f, _line, fn), (_cc, _nc, _tt, ct, _callers) in st.stats.items():
+            if f.endswith(fname) and fn == func:
+                tot += ct
+        out[name + "_us"] = round(tot / max(n, 1) * 1e6, 2)
+    return out
+
+
+def run(args) -> dict:
+    from .testbed import TestBed
+    variants = [v for v in args.variants.split(",") if v]
+    workloads = [w for w in args.workloads.split(",") if w]
+    for v in variants:
+        if v not in VARIANTS:
+            raise BenchError(f"unknown variant {v!r} (one of {', '.join(VARIANTS)})")
+    if "uvloop" in variants:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise BenchError("uvloop is not installed (pip install -e .[test])") from None
+    if "http_32c" in workloads and shutil.which("wrk") is None:
+        raise BenchError("wrk is needed for http_32c (apt: wrk)")
+    tmp = tempfile.mkdtemp(prefix="fpd-bench-loop-")
+    raw: dict = {w: {v: [] for v in variants} for w in workloads}
+    prof = None
+    try:
+        with open(os.path.join(tmp, "app.py"), "w") as f:
+            f.write(APP)
+        exe = _compile(tmp)
+        with TestBed(peer_tx_csum=True) as bed:
+            for rnd in range(args.rounds):
+                order = variants[rnd % len(variants):] + variants[:rnd % len(variants)]
+                for v in order:
+                    for mode in ("echo", "http"):
+                        wls = [w for w in workloads if _mode(w) == mode and
+                               (not v.startswith("blocking") or w in BLOCKING_WORKLOADS)]
+                        if not wls:
+                            continue
+                        with _server(bed, v, mode, tmp):
+                            for w in wls:
+                                r = measure(bed, exe, v, w, args.duration)
+                                raw[w][v].append(r)
+                                if not args.quiet:
+                                    print(f"round {rnd + 1} {v:12} {w:10} {r['rate']:10.0f}/s "
+                                          f"p50 {r['p50_us']:8.1f} us p99 {r['p99_us']:8.1f} us",
+                                          file=sys.stderr, flush=True)
+            if args.profile and "fpd" in variants:
+                prof = profile_fpd(bed, exe, tmp, args.duration)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    res: dict = {"rounds": args.rounds, "duration": args.duration, "workloads": {}}
+    for w, per in raw.items():
+        res["workloads"][w] = {}
+        for v, rs in per.items():
+            if not rs:
+                continue
+            res["workloads"][w][v] = {
+                k: statistics.median(r[k] for r in rs) for k in ("rate", "p50_us", "p99_us")}
+            res["workloads"][w][v]["samples"] = [round(r["rate"]) for r in rs]
+    if prof:
+        res["profile_fpd_rr_1B_1c"] = prof
+    return res
+
+
+def table(res: dict) -> str:
+    lines = [f"{'workload':11} {'variant':13} {'rate/s':>10} {'p50 us':>9} {'p99 us':>9}  "
+             f"{'vs uvloop':>9} {'vs kernel':>9}"]
+    for w, per in res["workloads"].items():
+        uv = per.get("uvloop", {}).get("rate")
+        for v, r in per.items():
+            base = per.get("blocking" if v.startswith("blocking") else "default", {}).get("rate")
+            ru = f"{r['rate'] / uv:.2f}x" if uv and not v.startswith("blocking") else ""
+            rk = f"{r['rate'] / base:.2f}x" if base else ""
+            lines.append(f"{w:11} {v:13} {r['rate']:10.0f} {r['p50_us']:9.1f} "
+                         f"{r['p99_us']:9.1f}  {ru:>9} {rk:>9}")
+    p = res.get("profile_fpd_rr_1B_1c")
+    if p:
+        lines.append("profile (fpd, rr 1 B, cProfile, us per transaction, inclusive): " +
+                     ", ".join(f"{k[:-3]} {v}" for k, v in p.items() if k.endswith("_us")))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="fpd bench asyncio", description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile fpd's loop on rr_1B_1c (cProfile)")
+    ap.add_argument("--cpus", default="0,1", metavar="SERVER,LOADGEN",
+                    help="pin the server's process tree and the load generator "
+                         "(default 0,1)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin anything")
+    ap.add_argument("-q", "--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    global PIN
+    PIN = None if args.no_pin or shutil.which("taskset") is None else \
+        tuple(int(x) for x in args.cpus.split(","))[:2]
+    if os.geteuid() != 0:
+        print("fpd bench asyncio: needs root (test bed, XDP)", file=sys.stderr)
+        return 1
+    try:
+        res = run(args)
+    except (BenchError, subprocess.SubprocessError, KeyboardInterrupt) as e:
+        print(f"fpd bench asyncio: {e}", file=sys.stderr)
+        return 1
+    print(table(res))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,419 @@
+"""The per-burst data path: a whole RX burst into the engine, a run of TX segments as one
+item (sans-IO, like fpd.tcp / fpd.stack).
+
+Receive (:func:`input_burst`).  The worker parses a whole RX burst and calls
+``input_burst(stack, segs, now)`` instead of ``stack.input`` once per segment. Consecutive
+segments of one connection form a run; the first segment of a run goes through
+``Stack.input`` (the reference, per-segment path); the in-order data segments after it
+that the engine's header-prediction fast path would take enter :func:`_data_run` together:
+one pass over their sequence numbers, timestamps and windows, one append each to the
+receive buffer, at most one READABLE event, one ACK decision, one timer update for the
+whole run. Anything else -- another flag, SACK blocks, an ACK that moves, a window that
+changes, a hole, data while our send queue holds unsent bytes (the per-segment path would
+transmit after each segment) -- stops the run and takes ``Stack.input`` again. The result
+(state, output segments, events, timers) is the same as feeding the segments one by one;
+``tests/engine/test_fastpath.py`` checks that over random bursts.
+
+Transmit (:func:`xmit_burst`, :class:`SegBurst`).  With ``stack.tso = xmit_burst`` (the
+worker sets it) ``Connection._xmit`` first hands the connection to ``xmit_burst``, which
+sends, in the common case (connection open, nothing to retransmit, no SACK blocks to
+carry, no FIN queued, no idle restart), as many full-sized new segments as the peer's
+window and cwnd allow at once, as ONE output item, a :class:`SegBurst` ("N segments of MSS
+bytes from sequence S", one payload copy), with the retransmission records, counters and
+timers exactly as N calls of the per-segment path leave them; the rest (a short tail,
+Nagle, a blocked window) continues in ``_xmit`` as before. The worker stamps a burst's
+frames from one prebuilt header (``fpd.wire.stamp_frames``). ``SegBurst.segments()``
+gives the per-segment equivalent (tests compare the two byte for byte).
+
+Connection / Stack internals used here (the documented set; fpd/tcp.py keeps them):
+``Stack._conns, _acks, _events, _out, _now, stats, config.raise_errors, tso``;
+``Connection.state, ooo, ca_state, dsack, closed_by_app, ts_ok, ts_recent,
+ts_recent_stamp, rcv_nxt_o, rcv_wup_o, rcv_adv_o, irs, iss, snd_una_o, snd_nxt_o,
+snd_wnd, snd_shift, snd_wl1_o, snd_wl2_o, max_snd_wnd, persist_n, t_persist, t_dack,
+t_rtx, sndq, sndq_o, rcvq, bytes_in, bytes_out, segs_in, segs_out, rcv_mss, quick,
+ack_now, ack_pending, ack_queued, last_rcv, ka_probes, _rd_ev, cfg, cc, mss, lost_out,
+retrans_out, sacked_out, reno_dup, rtxq, fin_o, last_send, created, nodelay, sack_ok,
+_sched(), _mkseg(), _cur_rto(), _in_flight()``.
+"""
+
+from .tcp import (ESTABLISHED, CLOSED, CA_OPEN, MASK, HALF, EV_READABLE, ACK, PSH, _Rec)
+from . import wire as _wire
+from .wire import Segment
+
+__all__ = ["input_burst", "xmit_burst", "SegBurst"]
+
+
+# --- receive ------------------------------------------------------------------------------
+def input_burst(stack, segs, now, acks=False):
+    """Feed a burst of inbound segments (``None`` entries are skipped) to ``stack``,
+    with the same result as ``stack.input(seg, now)`` for each in order.
+
+    ``acks=True`` also collapses each run of advancing pure ACKs of one connection
+    (:func:`_ack_run`): every ACK's cumulative update as the per-segment path does it,
+    but one transmit decision after the last instead of one after each (the one
+    deliberate difference: what the per-segment path sends between two ACKs of the
+    burst goes out after the last one, as a single burst)."""
+    n = len(segs)
+    i = 0
+    conns = stack._conns
+    inp = stack.input
+    while i < n:
+        seg = segs[i]
+        if seg is None:
+            i += 1
+            continue
+        j = i + 1
+        if j < n:
+            src = seg.src
+            dst = seg.dst
+            sp = seg.sport
+            dp = seg.dport
+            if _c_run_end is not None and type(seg) is Segment:
+                j = _c_run_end(segs, i)
+            else:
+                while j < n:
+                    s = segs[j]
+                    if s is None or s.sport != sp or s.dport != dp or s.src != src or \
+                            s.dst != dst:
+                        break
+                    j += 1
+        inp(seg, now)
+        i += 1
+        if j - i > 0:
+            c = conns.get((dst, dp, src, sp))
+            while i < j:
+                if c is not None:
+                    try:
+                        if segs[i].payload:
+                            m = _data_run(stack, c, segs, i, j, now)
+                        elif acks:
+                            m = _ack_run(stack, c, segs, i, j, now)
+                        else:
+                            m = 0
+                    except Exception:
+                        stack.stats.internal_errors += 1
+                        if stack.config.raise_errors:
+                            raise
+                        m = 0
+                    if m:
+                        i += m
+                        continue
+                inp(segs[i], now)
+                i += 1
+                c = conns.get((dst, dp, src, sp))
+
+
+def _data_run(stack, c, segs, i, j, now):
+    """Take the in-order data segments segs[i:k] (k <= j) the fast path of
+    ``Connection._input`` would take without transmitting; return k - i (0: none)."""
+    if c.state is not ESTABLISHED or c.ooo or c.ca_state != CA_OPEN or \
+            c.dsack is not None or c.closed_by_app or \
+            c.snd_nxt_o < c.sndq_o + len(c.sndq):
+        return 0
+    una = c.snd_una_o
+    args = (c.rcv_nxt_o, c.irs, (c.iss + una) & MASK, c.snd_wnd, c.snd_shift, c.rcv_adv_o,
+            c.rcv_wup_o, c.ts_ok, c.ts_recent, c.rcv_mss, c.cfg.mss, c.quick, c.ack_now,
+            c.ack_pending, c.t_dack is None, c.snd_wl1_o, c.snd_wl2_o, una)
+    run = _c_run if _c_run is not None else _py_run
+    r = run(segs, i, j, c.rcvq, args)
+    if r is None:
+        return 0
+    (m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick, ack_now, ack_pending, dack_set,
+     wupd, wl1, wl2) = r
+    stack._now = now
+    stack.stats.segs_in += m
+    c.segs_in += m
+    c.last_rcv = now
+    c.ka_probes = 0
+    if ts_set:
+        c.ts_recent = ts_recent
+        c.ts_recent_stamp = now
+    if wupd:
+        snd_wnd = c.snd_wnd
+        c.snd_wl1_o = wl1
+        c.snd_wl2_o = wl2
+        if snd_wnd > c.max_snd_wnd:
+            c.max_snd_wnd = snd_wnd
+        if snd_wnd:
+            c.persist_n = 0
+            c.t_persist = None
+    c.rcv_nxt_o = rn
+    c.bytes_in += nbytes
+    c.rcv_mss = rcv_mss
+    c.quick = quick
+    c.ack_now = bool(ack_now)
+    c.ack_pending = bool(ack_pending)
+    if dack_set:
+        c.t_dack = now + c.cfg.delack
+    if not c._rd_ev:
+        c._rd_ev = True
+        stack._events.append((EV_READABLE, c))
+    if ack_now and not c.ack_queued:
+        c.ack_queued = True
+        stack._acks.append(c)
+    c._sched()
+    return m
+
+
+def _py_run(segs, i, j, rcvq, args):
+    """The loop of :func:`_data_run` (the reference for ``fpd._accel.data_run``): how
+    many of segs[i:j] the per-segment fast path would take in a row, each one's effect
+    on the receive state, the payloads appended to ``rcvq``. None: not one."""
+    (rn, irs, ack_w, snd_wnd, shift, adv, wup, ts_ok, ts_recent, rcv_mss, cfg_mss, quick,
+     ack_now, ack_pending, dack_none, wl1, wl2, una) = args
+    ts_set = dack_set = wupd = False
+    k = i
+    nbytes = 0
+    while k < j:
+        seg = segs[k]
+        payload = seg.payload
+        plen = len(payload)
+        if not plen or seg.flags & 0x37 != ACK or seg.sack or seg.ack != ack_w or \
+                seg.seq != (irs + rn) & MASK or ((seg.wnd & 0xFFFF) << shift) != snd_wnd \
+                or plen > adv - rn:
+            break
+        if ts_ok:
+            tsval = seg.tsval
+            if tsval is None or ((tsval - ts_recent) & MASK) >= HALF:
+                break
+            if rn <= wup:                   # RFC 7323 §4.3: the timestamp to echo
+                ts_recent = tsval
+                ts_set = True
+        # window update (RFC 9293 SND.WL1/WL2), as the fast path does per segment
+        if wl1 < rn or (wl1 == rn and wl2 <= una):
+            wl1 = rn
+            wl2 = una
+            wupd = True
+        rcvq += payload
+        rn += plen
+        nbytes += plen
+        if plen > rcv_mss:
+            rcv_mss = plen if plen < cfg_mss else cfg_mss
+        if quick > 0:
+            quick -= 1
+            ack_now = True
+        elif rn - wup > rcv_mss:
+            ack_now = True
+        else:
+            ack_pending = True
+        if not ack_now and ack_pending and dack_none:
+            dack_set = True
+            dack_none = False
+        k += 1
+    if k == i:
+        return None
+    return (k - i, nbytes, rn, ts_recent, ts_set, rcv_mss, quick, ack_now, ack_pending,
+            dack_set, wupd, wl1, wl2)
+
+
+#: the compiled loops (fpd/_accel.c), None with FPD_PURE_PYTHON or without the build
+_c_run = getattr(_wire._accel, "data_run", None)
+_c_run_end = getattr(_wire._accel, "run_end", None)
+
+
+def _ack_run(stack, c, segs, i, j, now):
+    """Take the advancing pure ACKs segs[i:k] (k <= j, at least two) the fast path of
+    ``Connection._input`` would take: each one's ``_ack_new``, window and timestamp
+    update as there, one ``_xmit`` after the last. Duplicate ACKs (the duplicate count
+    and fast retransmit), ACKs with SACK blocks, window changes, anything with data or
+    other flags stop the run and take the per-segment path. Returns k - i (0: none)."""
+    if c.state is not ESTABLISHED or c.ooo or c.ca_state != CA_OPEN or \
+            c.dsack is not None or c.cc is None:
+        return 0
+    rn = c.rcv_nxt_o
+    seq_w = (c.irs + rn) & MASK
+    iss = c.iss
+    snd_wnd = c.snd_wnd
+    shift = c.snd_shift
+    ts_ok = c.ts_ok
+    # how far the run reaches (nothing changes yet)
+    una = c.snd_una_o
+    nxt = c.snd_nxt_o
+    ts_recent = c.ts_recent
+    k = i
+    while k < j:
+        seg = segs[k]
+        if seg.payload or seg.flags & 0x37 != ACK or seg.sack or seg.seq != seq_w or \
+                ((seg.wnd & 0xFFFF) << shift) != snd_wnd:
+            break
+        d = (seg.ack - iss - una) & MASK
+        if not d or d > nxt - una:
+            break
+        if ts_ok:
+            tsval = seg.tsval
+            if tsval is None or ((tsval - ts_recent) & MASK) >= HALF:
+                break
+            ts_recent = tsval
+        una += d
+        k += 1
+    m = k - i
+    if m < 2:
+        return 0
+    stack._now = now
+    stack.stats.segs_in += m
+    c.segs_in += m
+    c.last_rcv = now
+    c.ka_probes = 0
+    wup = c.rcv_wup_o
+    for x in range(i, k):
+        seg = segs[x]
+        if ts_ok and rn <= wup:
+            c.ts_recent = seg.tsval
+            c.ts_recent_stamp = now
+        ack_o = c.snd_una_o + ((seg.ack - iss - c.snd_una_o) & MASK)
+        c.dupacks = 0
+        c._ack_new(ack_o, seg, now)
+        if c.snd_wl1_o < rn or (c.snd_wl1_o == rn and c.snd_wl2_o <= ack_o):
+            c.snd_wnd = snd_wnd
+            c.snd_wl1_o = rn
+            c.snd_wl2_o = ack_o
+            if snd_wnd > c.max_snd_wnd:
+                c.max_snd_wnd = snd_wnd
+            if snd_wnd:
+                c.persist_n = 0
+                c.t_persist = None
+    c._xmit(now)
+    if c.ack_now:
+        if not c.ack_queued:
+            c.ack_queued = True
+            stack._acks.append(c)
+    elif c.ack_pending and c.t_dack is None:
+        c.t_dack = now + c.cfg.delack
+    if c.state != CLOSED:               # as Stack.input does after each segment
+        c._sched()
+    return m
+
+
+# --- transmit -----------------------------------------------------------------------------
+class SegBurst:
+    """``count`` segments of ``mss`` payload bytes (the last: 1..mss) from sequence
+    ``tmpl.seq``, every other field as in ``tmpl`` (whose payload is empty); the last
+    segment's flags are ``last_flags``. ``payload`` holds all their bytes (bytes, or a
+    memoryview of them after a split). The worker
+    frames it with ``fpd.wire.stamp_frames``; anything that reads an output list sees
+    ``flags``, ``payload``, ``sack`` and ``dst`` like a Segment's."""
+
+    __slots__ = ("tmpl", "payload", "mss", "count", "last_flags", "header")
+
+    def __init__(self, tmpl, payload, mss, count, last_flags):
+        self.tmpl = tmpl
+        self.payload = payload
+        self.mss = mss
+        self.count = count
+        self.last_flags = last_flags
+        self.header = None          # the worker's prebuilt frame header (and its MAC)
+
+    # the fields output consumers look at
+    @property
+    def flags(self):
+        return self.tmpl.flags
+
+    @property
+    def sack(self):
+        return ()
+
+    @property
+    def dst(self):
+        return self.tmpl.dst
+
+    def split(self, n):
+        """Keep the first ``n`` segments here; return the rest as a new SegBurst."""
+        mss = self.mss
+        t = self.tmpl
+        mv = memoryview(self.payload)           # no copies: a burst may be split often
+        rest = SegBurst(t.copy(seq=(t.seq + n * mss) & MASK), mv[n * mss:], mss,
+                        self.count - n, self.last_flags)
+        self.payload = mv[:n * mss]
+        self.count = n
+        self.last_flags = t.flags
+        return rest
+
+    def segments(self):
+        """The per-segment equivalent: ``count`` Segments."""
+        t = self.tmpl
+        mss = self.mss
+        out = []
+        for i in range(self.count):
+            out.append(t.copy(seq=(t.seq + i * mss) & MASK,
+                              payload=bytes(self.payload[i * mss:(i + 1) * mss]),
+                              flags=self.last_flags if i == self.count - 1 else t.flags))
+        return out
+
+    def __repr__(self):
+        return f"<SegBurst {self.count}x{self.mss} from {self.tmpl!r}>"
+
+
+def expand(out):
+    """An output list with every SegBurst replaced by its segments."""
+    res = []
+    for s in out:
+        if type(s) is SegBurst:
+            res.extend(s.segments())
+        else:
+            res.append(s)
+    return res
+
+
+MIN_BURST = 2        # fewer full-sized segments than this: the per-segment path
+
+
+def xmit_burst(c, now):
+    """Send as many full-sized new segments of ``c`` as window and cwnd allow, as one
+    SegBurst (see the module docstring); ``Connection._xmit`` then does the rest.
+    Called at the top of ``_xmit`` when ``stack.tso`` is set."""
+    cc = c.cc
+    if cc is None or c.lost_out > c.retrans_out or c.fin_o is not None or \
+            (c.sack_ok and (c.ooo or c.dsack is not None)):
+        return
+    mss = c.mss
+    nxt = c.snd_nxt_o
+    una = c.snd_una_o
+    so = c.sndq_o
+    sndq = c.sndq
+    avail = so + len(sndq) - nxt
+    if avail < MIN_BURST * mss:
+        return
+    if nxt == una and now - c.last_send > c._cur_rto() and c.last_send != c.created:
+        return                        # idle restart: the per-segment path does it
+    room = una + c.snd_wnd - nxt
+    n = avail // mss
+    r = room // mss
+    if r < n:
+        n = r
+    if n < MIN_BURST:
+        return
+    cwnd = int(cc.cwnd)
+    fl = (nxt - una - c.sacked_out - c.lost_out + c.retrans_out - c.reno_dup)
+    if fl < 0:
+        return                        # _in_flight() clamps: not linear in n
+    # per segment: "if fl and cwnd - fl < mss: stop"; fl grows by mss per segment
+    if fl:
+        k = (cwnd - fl) // mss
+        if k < 0:
+            k = 0
+    else:
+        k = 1 + (cwnd - mss) // mss if cwnd >= mss else 1
+    if k < n:
+        n = k
+    if n < MIN_BURST:
+        return
+    end = nxt + n * mss
+    st = c.stack
+    with memoryview(sndq) as mv:
+        payload = bytes(mv[nxt - so:end - so])
+    last_flags = ACK | PSH if end == so + len(sndq) else ACK
+    # one _mkseg stands for n: the ACK fields and window are the same for each (nothing
+    # changes them between the segments), and the segment counters move by n
+    tmpl = c._mkseg((c.iss + nxt) & MASK, ACK, b"", now)
+    c.segs_out += n - 1
+    st.stats.segs_out += n
+    st._out.append(SegBurst(tmpl, payload, mss, n, last_flags))
+    c.rtxq.extend([_Rec(s, s + mss, 0, now) for s in range(nxt, end, mss)])
+    c.snd_nxt_o = end
+    c.bytes_out += n * mss
+    c.last_send = now
+    if c.t_rtx is None:
+        c.t_rtx = now + c._cur_rto()
+
+
+__all__ += ["expand", "Segment"]

@@ -1,0 +1,231 @@
+"""``fpd run``: a program runs inside fpd's workers, unmodified.
+
+    fpd run -i eth0 -p 8080 [fpd start options] [--] server.py [ARGS...]
+    fpd run -i eth0 -p 8080 -m aiohttp.web -H 0.0.0.0 -P 8080 app:init
+
+The supervisor starts as ``fpd start --foreground`` does (XDP attached, ports steered,
+local ports reserved) and forks one worker per active queue; each worker, once its XSK
+is in the XSK map, runs the program (pre-fork, as gunicorn or ``SO_REUSEPORT`` servers
+do) with:
+
+- fpd's event loop policy installed (:mod:`fpd.loop`): ``asyncio.run(main())`` gets an
+  :class:`fpd.loop.FpdEventLoop` that drives this worker's engine itself, run to
+  completion (a frame, the engine, the protocol callbacks and the answer in one pass);
+- the ``socket`` module swapped for :mod:`fpd.client` for every module imported from
+  then on, so a blocking socket program (``socketserver``, ``http.server``, ...) gets fpd
+  sockets; these talk to the same worker over shared memory, and a thread that waits
+  in fpd.client drives the worker's engine itself meanwhile (an engine thread does
+  while no program thread waits and no fpd loop runs).
+
+When the program exits, fpd stops (XDP detached, ports given back, files removed) and
+the program's exit status becomes ``fpd run``'s. SIGINT/SIGTERM (Ctrl-C) stop both: the
+program gets KeyboardInterrupt (asyncio.run cancels its main task), then fpd cleans up.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import logging
+import os
+import runpy
+import signal
+import socket
+import sys
+import threading
+import traceback
+
+log = logging.getLogger("fpd.run")
+
+GO_TIMEOUT = 30.0
+
+
+def _exit_code(code) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def app_worker_main(chan: socket.socket, cfg, app: dict) -> int:
+    """The body of one worker process under ``fpd run`` (forked by the supervisor).
+
+    ``cfg`` is the worker's :class:`fpd.control.WorkerConfig`; ``app`` says what to run:
+    ``{"argv": [...], "module": bool, "socket": path}``. Returns the exit status."""
+    from . import control
+    from . import loop as fpd_loop
+    from .stack import StackConfig
+    from .worker import Worker
+
+    try:
+        sc = StackConfig(**cfg.stack) if cfg.stack else None
+        w = Worker(cfg.ifname, cfg.queue, sc, cfg.isn_key or None, **(cfg.worker or {}))
+    except Exception as e:
+        try:
+            control.send_msg(chan, {"op": "error", "queue": cfg.queue,
+                                    "error": f"worker q{cfg.queue}: {e}"})
+        except OSError:
+            pass
+        return 1
+    svc = control.Service(w, cfg)
+    if cfg.nqueues > 1 and cfg.fwd:
+        rx = socket.socket(fileno=cfg.fwd[cfg.queue][0])
+        tx = {k: socket.socket(fileno=t) for k, (_r, t) in enumerate(cfg.fwd)}
+        w.enable_forwarding(cfg.nqueues, rx, tx)
+    state = {"stop": False}
+    main_ident = threading.main_thread().ident
+
+    def stop_program():
+        if not state["stop"]:
+            state["stop"] = True
+            try:
+                signal.pthread_kill(main_ident, signal.SIGINT)
+            except (OSError, ValueError):
+                pass
+
+    def on_chan(now):
+        for _ in range(16):
+            try:
+                msg, fds = control.recv_msg(chan, maxfds=4)
+            except BlockingIOError:
+                return
+            except (OSError, ValueError) as e:
+                log.error("worker q%d: channel: %s", cfg.queue, e)
+                stop_program()
+                return
+            if msg is None:                    # the supervisor is gone
+                stop_program()
+                return
+            op = msg.get("op")
+            reply = None
+            try:
+                if op == "client":
+                    if len(fds) != 1:
+                        raise ValueError("client without exactly one fd")
+                    s = socket.socket(fileno=fds.pop())
+                    svc.adopt(s, msg.get("attach") or {}, msg.get("cred") or {})
+                    continue
+                elif op == "stats":
+                    reply = {"ok": True, "stats": control._jsonable(svc.stats())}
+                elif op == "conns":
+                    reply = {"ok": True, **svc.conns()}
+                elif op == "stop":
+                    stop_program()
+                    return
+                elif op == "go":
+                    continue
+                else:
+                    reply = {"ok": False, "errno": _errno.EOPNOTSUPP,
+                             "error": f"unknown op {op!r}"}
+            except Exception as e:
+                reply = {"ok": False, "errno": _errno.EIO, "error": str(e)}
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            if "seq" in msg:
+                reply["seq"] = msg["seq"]
+            control.send_fitting(chan, reply)
+
+    code = 1
+    eng = None
+    try:
+        control.send_msg(chan, {"op": "ready", "queue": cfg.queue, "mss": w.mss,
+                                "bind_mode": w.xsk.bind_mode, "pid": os.getpid()},
+                         [w.fileno()])
+        # the program starts once the supervisor has our XSK in its map and serves
+        chan.settimeout(GO_TIMEOUT)
+        msg, fds = control.recv_msg(chan)
+        if msg is None or msg.get("op") != "go":
+            log.error("worker q%d: no go from the supervisor (%r)", cfg.queue, msg)
+            return 1
+        chan.setblocking(False)
+        w.add_reader(chan.fileno(), on_chan)
+        eng = fpd_loop.EngineThread(w)
+        fpd_loop.set_context(fpd_loop.Context(
+            w, ports=cfg.ports, local_ports=cfg.local_ports, addr=cfg.addr, engine=eng))
+        eng.resume()
+        out = os.environ.get("FPD_RUN_PROFILE")      # developers / fpd bench asyncio
+        if out:
+            import cProfile
+            prof = cProfile.Profile()
+            try:
+                code = prof.runcall(_run_program, app, state)
+            finally:
+                prof.dump_stats(f"{out}.q{cfg.queue}")
+        else:
+            code = _run_program(app, state)
+    except Exception:
+        log.exception("worker q%d crashed", cfg.queue)
+        code = 1
+    finally:
+        try:
+            if eng is not None:
+                eng.pause()
+        except Exception:
+            log.exception("worker q%d: engine thread", cfg.queue)
+        fpd_loop.set_context(None)
+        try:
+            svc.shutdown()
+        except Exception:
+            log.exception("worker q%d: shutdown", cfg.queue)
+        w.close()
+        try:
+            chan.setblocking(True)
+            control.send_msg(chan, {"ok": True, "op": "stopped", "queue": cfg.queue,
+                                    "status": code})
+        except OSError:
+            pass
+    return code
+
+
+def _run_program(app: dict, state: dict) -> int:
+    """Run the program in this process as ``python [-m] ARGV`` would; its exit status."""
+    from . import client as fpd_client
+    from . import loop as fpd_loop
+
+    argv = list(app["argv"])
+    fpd_loop.install()
+    if app.get("socket"):
+        fpd_client.set_default_socket(app["socket"])
+        os.environ["FPD_SOCKET"] = app["socket"]
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _sigterm)
+    import faulthandler                 # developers: kill -USR1 <worker> dumps the stacks
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    sys.setswitchinterval(0.0005)       # the engine thread and the program share the GIL
+    ctx = fpd_loop.get_context()
+    if ctx is not None and ctx.engine is not None and not os.environ.get("FPD_RUN_NO_DRIVE"):
+        fpd_client._poll_hook = ctx.engine.drive     # blocked threads drive the engine
+    saved_socket = sys.modules.get("socket")
+    sys.modules["socket"] = fpd_client
+    sys.argv = argv[:]
+    try:
+        try:
+            if app.get("module"):
+                sys.path.insert(0, os.getcwd())
+                runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+            else:
+                sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
+                runpy.run_path(argv[0], run_name="__main__")
+            return 0
+        except SystemExit as e:
+            return _exit_code(e.code)
+        except KeyboardInterrupt:
+            return 0 if state["stop"] else 130
+        except BaseException:
+            traceback.print_exc()
+            return 1
+    finally:
+        fpd_client._poll_hook = None
+        if saved_socket is not None:
+            sys.modules["socket"] = saved_socket
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt

@@ -1,0 +1,1 @@
+../bpf/steer.c
