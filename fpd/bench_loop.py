@@ -1,7 +1,10 @@
 """``fpd bench asyncio``: one asyncio app on three event loops, driven by C load generators.
 
     fpd bench asyncio [--rounds 3] [--duration 3] [--variants ...] [--workloads ...]
-                      [--json FILE] [--profile]
+                      [--json FILE] [--profile] [--cpus 0,1 | --no-pin]
+
+``command`` is the click command (a subcommand of ``fpd bench``, fpd/cli.py); ``main``
+takes an :class:`Options`.
 
 The same asyncio ``Protocol`` app (an echo for request/response and connect-request-close,
 a 13-byte HTTP response for wrk) runs in the server namespace of one test bed as
@@ -29,8 +32,8 @@ callback, frame build and TX kick (cProfile's own overhead inflates every figure
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import pstats
@@ -43,6 +46,8 @@ import sys
 import tempfile
 import textwrap
 import time
+
+import click
 
 PORT = 7600
 PIN: tuple | None = (0, 1)      # (server CPU, load generator CPU); None: no pinning
@@ -422,38 +427,61 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="fpd bench asyncio", description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--json", metavar="FILE")
-    ap.add_argument("--profile", action="store_true",
-                    help="also profile fpd's loop on rr_1B_1c (cProfile)")
-    ap.add_argument("--cpus", default="0,1", metavar="SERVER,LOADGEN",
-                    help="pin the server's process tree and the load generator "
-                         "(default 0,1)")
-    ap.add_argument("--no-pin", action="store_true", help="do not pin anything")
-    ap.add_argument("-q", "--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    global PIN
-    PIN = None if args.no_pin or shutil.which("taskset") is None else \
-        tuple(int(x) for x in args.cpus.split(","))[:2]
+@dataclasses.dataclass
+class Options:
+    """What ``fpd bench asyncio`` is asked to do (the click command fills it)."""
+    rounds: int = 3
+    duration: float = 3.0
+    variants: str = ",".join(VARIANTS)
+    workloads: str = ",".join(WORKLOADS)
+    json: str | None = None
+    profile: bool = False
+    cpus: str = "0,1"
+    no_pin: bool = False
+    quiet: bool = False
+
+
+def main(opts: Options) -> int:
+    """Run the benchmark and print the table; the exit status."""
     if os.geteuid() != 0:
         print("fpd bench asyncio: needs root (test bed, XDP)", file=sys.stderr)
         return 1
+    global PIN
+    PIN = None if opts.no_pin or shutil.which("taskset") is None else \
+        tuple(int(x) for x in opts.cpus.split(","))[:2]
     try:
-        res = run(args)
+        res = run(opts)
     except (BenchError, subprocess.SubprocessError, KeyboardInterrupt) as e:
         print(f"fpd bench asyncio: {e}", file=sys.stderr)
         return 1
     print(table(res))
-    if args.json:
-        with open(args.json, "w") as f:
+    if opts.json:
+        with open(opts.json, "w") as f:
             json.dump(res, f, indent=2)
     return 0
 
 
+@click.command("asyncio", help="One asyncio app on the default loop, uvloop and fpd's "
+               "loop (fpd run), C load generators in a test bed (root). See "
+               "docs/LOOP.md.")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True,
+              help="Interleaved rounds.")
+@click.option("--duration", type=float, default=3.0, show_default=True,
+              help="Seconds per measurement.")
+@click.option("--variants", default=",".join(VARIANTS), show_default=True)
+@click.option("--workloads", default=",".join(WORKLOADS), show_default=True)
+@click.option("--json", "json_path", metavar="FILE", help="Write the results as JSON.")
+@click.option("--profile", is_flag=True,
+              help="Also profile fpd's loop on rr_1B_1c (cProfile).")
+@click.option("--cpus", default="0,1", show_default=True, metavar="SERVER,LOADGEN",
+              help="Pin the server's process tree and the load generator.")
+@click.option("--no-pin", is_flag=True, help="Do not pin anything.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def command(rounds, duration, variants, workloads, json_path, profile, cpus, no_pin,
+            quiet):
+    sys.exit(main(Options(rounds, duration, variants, workloads, json_path, profile, cpus,
+                          no_pin, quiet)))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

@@ -813,7 +813,7 @@ def demo(quick):
     sys.exit(_demo.run(echo=click.echo, quick=quick))
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--quick", is_flag=True, help="A smoke run (about 20-30 s).")
 @click.option("--rounds", type=int, help="Interleaved rounds (default 5; quick 2).")
 @click.option("--duration", type=float,
@@ -838,15 +838,24 @@ def demo(quick):
 @click.option("--keep-logs", is_flag=True,
               help="Keep the app/daemon/load generator logs (path printed).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def bench(json_path, **options):
+@click.pass_context
+def bench(ctx, json_path, **options):
     """fpd against the kernel's TCP, side by side in one run (root; makes its own test
-    beds). Results and method: docs/PERFORMANCE.md."""
+    beds). Results and method: docs/PERFORMANCE.md. `fpd bench asyncio`: asyncio loops
+    (default, uvloop, fpd's), see docs/LOOP.md."""
+    if ctx.invoked_subcommand is not None:
+        return
     from fpd import bench as _bench
     try:
         cfg = _bench.make_config(json=json_path, **options)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     sys.exit(_bench.main(cfg))
+
+
+from fpd import bench_loop as _bench_loop  # noqa: E402  (click only; the rest is lazy)
+
+bench.add_command(_bench_loop.command)
 
 
 if __name__ == "__main__":

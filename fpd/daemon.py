@@ -938,7 +938,7 @@ class Supervisor:
         """`fpd run`: every XSK is in the map; the workers may start the program."""
         for w in self.workers:
             try:
-                control.send_msg(w.chan, {"op": "go"})
+                proto.send(w.chan, proto.Go())
             except OSError as e:
                 raise DaemonError(f"worker q{w.queue}: cannot start the program: {e}") \
                     from None

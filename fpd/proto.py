@@ -330,6 +330,13 @@ class Stopped(Message):
     ok: bool = True
 
 
+@_declare
+class Go(Message):
+    """``fpd run``: every XSK is in fpd_xsks and the supervisor serves; the worker may
+    start the program (docs/LOOP.md)."""
+    op = "go"
+
+
 def _table(*classes) -> dict:
     return {c.op: c for c in classes}
 
@@ -337,6 +344,7 @@ def _table(*classes) -> dict:
 SUPERVISOR_OPS = _table(Hello, Attach, Status, Stats, Conns, Capture, Stop)
 WORKER_OPS = _table(Listen, Unlisten, Connect, SetOpt, Info, Bell)
 CHANNEL_OPS = _table(Client, Stats, Conns, CaptureTap, Stop)
+RUN_OPS = _table(Go)                # `fpd run` workers: the first message after Ready
 WORKER_NOTES = _table(Ready, Error, Stopped)
 SOCKOPTS = ("nodelay", "keepalive", "rcvbuf", "sndbuf")
 

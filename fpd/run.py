@@ -53,22 +53,18 @@ def app_worker_main(chan: socket.socket, cfg, app: dict) -> int:
 
     ``cfg`` is the worker's :class:`fpd.control.WorkerConfig`; ``app`` says what to run:
     ``{"argv": [...], "module": bool, "socket": path}``. Returns the exit status."""
-    from . import control
+    from . import control, proto
     from . import loop as fpd_loop
-    from .stack import StackConfig
-    from .worker import Worker
 
     try:
-        sc = StackConfig(**cfg.stack) if cfg.stack else None
-        w = Worker(cfg.ifname, cfg.queue, sc, cfg.isn_key or None, **(cfg.worker or {}))
+        w, route, bind_mode = control.xdp_host(cfg)
     except Exception as e:
         try:
-            control.send_msg(chan, {"op": "error", "queue": cfg.queue,
-                                    "error": f"worker q{cfg.queue}: {e}"})
+            proto.send(chan, proto.Error(queue=cfg.queue, error=f"worker q{cfg.queue}: {e}"))
         except OSError:
             pass
         return 1
-    svc = control.Service(w, cfg)
+    svc = control.Service(w, cfg, route=route)
     if cfg.nqueues > 1 and cfg.fwd:
         rx = socket.socket(fileno=cfg.fwd[cfg.queue][0])
         tx = {k: socket.socket(fileno=t) for k, (_r, t) in enumerate(cfg.fwd)}
@@ -87,57 +83,57 @@ def app_worker_main(chan: socket.socket, cfg, app: dict) -> int:
     def on_chan(now):
         for _ in range(16):
             try:
-                msg, fds = control.recv_msg(chan, maxfds=4)
+                d, fds = proto.recv(chan, maxfds=4)
             except BlockingIOError:
                 return
             except (OSError, ValueError) as e:
                 log.error("worker q%d: channel: %s", cfg.queue, e)
                 stop_program()
                 return
-            if msg is None:                    # the supervisor is gone
+            if d is None:                      # the supervisor is gone
                 stop_program()
                 return
-            op = msg.get("op")
-            reply = None
             try:
-                if op == "client":
-                    if len(fds) != 1:
-                        raise ValueError("client without exactly one fd")
+                msg = proto.parse(d, proto.CHANNEL_OPS)
+                if len(fds) != msg.fds:
+                    raise proto.ProtocolError(f"{msg.op} with {len(fds)} fds, expected "
+                                              f"{msg.fds}")
+                if isinstance(msg, proto.Client):
                     s = socket.socket(fileno=fds.pop())
-                    svc.adopt(s, msg.get("attach") or {}, msg.get("cred") or {})
-                    continue
-                elif op == "stats":
-                    reply = {"ok": True, "stats": control._jsonable(svc.stats())}
-                elif op == "conns":
-                    reply = {"ok": True, **svc.conns()}
-                elif op == "stop":
+                    svc.adopt(s, msg.attach, msg.cred or {})
+                    continue                   # no reply: the client got its answer
+                elif isinstance(msg, proto.Stats):
+                    reply = proto.ok(stats=control._jsonable(svc.stats()))
+                elif isinstance(msg, proto.Conns):
+                    reply = proto.ok(**svc.conns())
+                else:                          # proto.Stop: end the program
                     stop_program()
                     return
-                elif op == "go":
-                    continue
-                else:
-                    reply = {"ok": False, "errno": _errno.EOPNOTSUPP,
-                             "error": f"unknown op {op!r}"}
+            except proto.ProtocolError as e:
+                reply = proto.fail(e.errno, str(e))
             except Exception as e:
-                reply = {"ok": False, "errno": _errno.EIO, "error": str(e)}
+                reply = proto.fail(_errno.EIO, str(e))
             finally:
                 for fd in fds:
                     os.close(fd)
-            if "seq" in msg:
-                reply["seq"] = msg["seq"]
-            control.send_fitting(chan, reply)
+            if "seq" in d:
+                reply["seq"] = d["seq"]
+            proto.send_fitting(chan, reply)
 
     code = 1
     eng = None
     try:
-        control.send_msg(chan, {"op": "ready", "queue": cfg.queue, "mss": w.mss,
-                                "bind_mode": w.xsk.bind_mode, "pid": os.getpid()},
-                         [w.fileno()])
+        proto.send(chan, proto.Ready(queue=cfg.queue, mss=w.mss, bind_mode=bind_mode,
+                                     pid=os.getpid()), [w.fileno()])
         # the program starts once the supervisor has our XSK in its map and serves
         chan.settimeout(GO_TIMEOUT)
-        msg, fds = control.recv_msg(chan)
-        if msg is None or msg.get("op") != "go":
-            log.error("worker q%d: no go from the supervisor (%r)", cfg.queue, msg)
+        d, fds = proto.recv(chan)
+        try:
+            if d is None:
+                raise proto.ProtocolError("the supervisor closed the channel")
+            proto.parse(d, proto.RUN_OPS)
+        except proto.ProtocolError as e:
+            log.error("worker q%d: no go from the supervisor: %s", cfg.queue, e)
             return 1
         chan.setblocking(False)
         w.add_reader(chan.fileno(), on_chan)
@@ -172,8 +168,7 @@ def app_worker_main(chan: socket.socket, cfg, app: dict) -> int:
         w.close()
         try:
             chan.setblocking(True)
-            control.send_msg(chan, {"ok": True, "op": "stopped", "queue": cfg.queue,
-                                    "status": code})
+            proto.send(chan, proto.Stopped(queue=cfg.queue))
         except OSError:
             pass
     return code

@@ -43,7 +43,8 @@ ECHO = textwrap.dedent("""
         global loop, done
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        print("loop:", type(loop).__name__, flush=True)
+        sys.stdout.write(f"loop: {type(loop).__name__}\\n")    # one write: the copies
+        sys.stdout.flush()                                      # of the program share it
         srv = await asyncio.start_server(handle, "0.0.0.0", int(sys.argv[1]))
         async with srv:
             await done
