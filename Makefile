@@ -1,7 +1,10 @@
-# fpd — one file sets the machine up and runs everything.
+# fpd — one file sets the machine up and runs everything. `./run.sh TARGET` is the same as
+# `make TARGET` on a machine that has no make yet (it installs make first).
 #   make demo   installs what is missing, then runs `fpd demo` (fpd's main job on a test bed)
 #   make test   installs what is missing (apt + venv), builds the BPF object, runs the suite
 #   make test-fast  unit + engine tests only (no root)
+#   make bare-check the README's test command in a bare Debian 12 chroot (~10 min, root)
+#   make vm-test    the integration suite in a throw-away Debian 12 VM (KVM, root)
 #
 # Interpreter: Debian's /usr/bin/python3 (3.11 on Debian 12), in a venv made with
 # --system-site-packages. It measured 1.5-2x faster than the pyenv build on the per-packet
@@ -13,10 +16,11 @@ PY         := $(VENV)/bin/python
 CLANG      ?= clang
 BPF_CFLAGS := -O2 -g -Wall -target bpf -I/usr/include/$(shell uname -m)-linux-gnu
 APT_PKGS   := clang llvm libbpf-dev bpftool ethtool iproute2 nftables iperf3 socat curl \
-              wrk iputils-ping python3 python3-venv python3-dev python3-bpfcc gcc make libatomic1
+              wrk iputils-ping tcpdump procps python3 python3-venv python3-dev python3-bpfcc gcc make \
+              libatomic1
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv bpf demo test test-fast clean
+.PHONY: all deps venv bpf demo test test-fast bare-check vm-test print-apt-pkgs clean
 
 all: venv bpf
 
@@ -53,6 +57,15 @@ test: venv bpf
 test-fast: venv
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest tests/unit tests/engine $(PYTEST_ARGS)
+
+bare-check:
+	scripts/bare-check.sh test
+
+vm-test:
+	scripts/vm-test.sh
+
+print-apt-pkgs:
+	@echo $(APT_PKGS)
 
 clean:
 	rm -rf $(VENV) bpf/*.o build *.egg-info fpd/_accel*.so

@@ -34,6 +34,7 @@
 
 #define FPD_MAX_QUEUES 64
 #define FPD_MAX_STEER 1024
+#define FPD_MAX_FRAME 16384      /* > any frame of a 4096-byte UMEM chunk (xdp.frags aside) */
 
 /* Key of the steer map. Userspace must zero 'pad'. Both fields in network byte order. */
 struct fpd_steer_key {
@@ -144,6 +145,12 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 	ihl_bytes = (__u32)ip->ihl * 4;     /* 20..60: ihl is a 4-bit field */
 	tot_len = bpf_ntohs(ip->tot_len);
 	if (tot_len < ihl_bytes + sizeof(struct tcphdr))
+		return FPD_STAT_MALFORMED;
+	/* An explicit upper bound before the pointer arithmetic below: verifiers before ~6.8
+	 * lose the bounds of a byte-swapped value and refuse "math between pkt pointer and
+	 * register with unbounded min value" (Linux 6.1, Debian 12's kernel). No frame an
+	 * AF_XDP UMEM chunk holds is this long anyway. */
+	if (tot_len > FPD_MAX_FRAME)
 		return FPD_STAT_MALFORMED;
 	/* the whole IPv4 datagram must be in the frame (Ethernet padding may follow it) */
 	if ((void *)ip + tot_len > data_end)

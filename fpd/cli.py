@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
-import shutil
 import socket
 import sys
 import time
@@ -20,102 +18,6 @@ from fpd import __version__
 @click.version_option(__version__, prog_name="fpd")
 def main():
     """fpd — fast-path TCP termination: XDP steering, AF_XDP rings, a TCP engine in Python."""
-
-
-def _check(name: str, fn) -> dict:
-    try:
-        ok, detail = fn()
-    except Exception as e:  # a check must never crash the report
-        ok, detail = False, f"{type(e).__name__}: {e}"
-    return {"check": name, "ok": bool(ok), "detail": detail}
-
-
-def _kernel():
-    rel = platform.release()
-    parts = rel.split(".")
-    try:
-        major, minor = int(parts[0]), int(parts[1].split("-")[0])
-    except (ValueError, IndexError):
-        return False, f"cannot read kernel version {rel!r}"
-    return (major, minor) >= (5, 10), f"Linux {rel} (need >= 5.10)"
-
-
-def _privileges():
-    if os.geteuid() == 0:
-        return True, "running as root"
-    try:
-        with open("/proc/self/status") as f:
-            capeff = next(l for l in f if l.startswith("CapEff:")).split()[1]
-    except (OSError, StopIteration):
-        return False, "not root and capabilities unreadable"
-    caps = int(capeff, 16)
-    need = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_IPC_LOCK": 14, "CAP_BPF": 39}
-    missing = [n for n, bit in need.items() if not caps >> bit & 1]
-    return not missing, "missing " + ", ".join(missing) if missing else "capabilities present"
-
-
-def _af_xdp():
-    try:
-        s = socket.socket(44, socket.SOCK_RAW, 0)
-    except OSError as e:
-        return False, f"AF_XDP socket: {e.strerror}"
-    s.close()
-    return True, "AF_XDP sockets can be created"
-
-
-def _libbpf():
-    from fpd import libbpf  # noqa: F401  (loading the shared library is the check)
-    return True, "libbpf loaded"
-
-
-def _bpf_object():
-    from fpd.bpf import find_object
-    return True, find_object()
-
-
-def _clang():
-    path = shutil.which("clang")
-    return path is not None, path or "clang not found (needed only to rebuild bpf/steer.c)"
-
-
-def _data_path():
-    """Which data path a worker started from here runs (never a failure: the pure-Python
-    path is complete, only slower)."""
-    from fpd import wire
-    levers = []
-    for env, name in (("FPD_BURST_PARSE", "burst parse"), ("FPD_BURST", "burst input"),
-                      ("FPD_TSO", "template transmit"), ("FPD_ACK_COLLAPSE", "ACK runs")):
-        if os.environ.get(env, "") in ("0", "no", "off", "false"):
-            levers.append(f"{name} off ({env}=0)")
-    extra = ("; " + ", ".join(levers)) if levers else ""
-    if wire.ACCEL:
-        return True, (f"compiled: fpd._accel (C burst parse, frame stamping, checksums) with "
-                      f"the per-burst engine path{extra}")
-    why = "FPD_PURE_PYTHON set" if os.environ.get("FPD_PURE_PYTHON") else \
-        "fpd._accel not built (pip install -e . needs gcc and python3-dev)"
-    return True, f"pure Python ({why}){extra}"
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def doctor(as_json):
-    """Check that this machine can run fpd (kernel, privileges, AF_XDP, libbpf, BPF object)."""
-    checks = [
-        _check("kernel", _kernel),
-        _check("privileges", _privileges),
-        _check("af_xdp", _af_xdp),
-        _check("libbpf", _libbpf),
-        _check("bpf_object", _bpf_object),
-        _check("clang", _clang),
-        _check("data_path", _data_path),
-    ]
-    if as_json:
-        click.echo(json.dumps(checks, indent=2))
-    else:
-        for c in checks:
-            click.echo(f"{'ok ' if c['ok'] else 'BAD'}  {c['check']:<11} {c['detail']}")
-    sys.exit(0 if all(c["ok"] for c in checks if c["check"] not in ("clang", "data_path"))
-             else 1)
 
 
 @main.group()
@@ -254,6 +156,30 @@ def _local_ports_cb(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
+@main.command()
+@click.option("-i", "--iface", help="Also check this interface (XDP mode, queues, MTU, "
+                                    "memlock for its queues, no XDP program yet).")
+@click.option("-p", "--port", "ports", type=click.IntRange(1, 65535), multiple=True,
+              help="Also check that the kernel does not use this port (repeat).")
+@click.option("--local-ports", callback=_local_ports_cb,
+              help="Local port range to check. [default: 60000-60255]")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(iface, ports, local_ports, as_json):
+    """Check everything `fpd start` needs: kernel, capabilities, memlock, AF_XDP, libbpf,
+    the BPF object, the interface (XDP mode, queues, MTU), the local port range; and the
+    optional tools (clang, tcpdump, tracefs, bcc). Exit 1 if `fpd start` would fail."""
+    from fpd import doctor as _doctor
+    checks = _doctor.run_checks(iface, local_ports, ports)
+    if as_json:
+        click.echo(json.dumps(checks, indent=2))
+    else:
+        width = max(len(c["check"]) for c in checks)
+        for c in checks:
+            click.echo(f"{ {'ok': 'ok  ', 'warn': 'warn', 'bad': 'BAD '}[c['level']]} "
+                       f"{c['check']:<{width}}  {c['detail']}")
+    sys.exit(1 if any(c["level"] == "bad" for c in checks) else 0)
+
+
 # keys of a --config file (TOML or JSON) -> DaemonConfig fields
 CONFIG_KEYS = {
     "iface": "ifname", "interface": "ifname", "ifname": "ifname",
@@ -261,6 +187,7 @@ CONFIG_KEYS = {
     "socket": "socket", "local_ports": "local_ports", "local-ports": "local_ports",
     "group": "group", "owner": "owner", "log": "log", "foreground": "foreground",
     "socket_mode": "sock_mode", "stack": "stack", "worker": "worker",
+    "metrics": "metrics", "log_level": "log_level", "log-level": "log_level",
 }
 
 
@@ -312,7 +239,8 @@ def load_config_file(path: str) -> dict:
             v = int(v, 8)
         elif field == "foreground" and not isinstance(v, bool):
             raise ValueError(f"{path}: foreground must be true or false")
-        elif field in ("ifname", "addr", "mode", "socket", "log") and v is not None \
+        elif field in ("ifname", "addr", "mode", "socket", "log", "metrics",
+                       "log_level") and v is not None \
                 and not isinstance(v, str):
             raise ValueError(f"{path}: {k} must be a string")
         out[field] = v
@@ -419,17 +347,22 @@ def _daemonize(cfg, timeout: float = 90.0) -> int:
               help="Stay in the foreground (log to stderr too) instead of daemonizing.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML or JSON file with the same keys (iface, ports, addr, mode, queues, "
-                   "socket, local_ports, group, owner, log, foreground, stack, worker); "
-                   "the command line wins.")
+                   "socket, local_ports, group, owner, log, log_level, foreground, metrics, "
+                   "stack, worker); the command line wins.")
 @click.option("--local-ports", callback=_local_ports_cb,
               help="Local port range LO-HI for outgoing connections, steered to fpd and "
                    "reserved from the kernel. [default: 60000-60255]")
 @click.option("--group", help="Group that may use the socket (mode 0660).")
 @click.option("--log", "log_file", type=click.Path(dir_okay=False),
               help="Log file. [default: SOCKET.log, e.g. /run/fpd/fpd.sock.log]")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Least severe level logged. [default: info]")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (the kernel's "
+                   "TCP; off by default), e.g. 127.0.0.1:9477.")
 @click.pass_context
 def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config_file,
-          local_ports, group, log_file):
+          local_ports, group, log_file, log_level, metrics):
     """Start the daemon: attach XDP to IFACE, steer the ports, serve apps on the socket.
 
     Needs root. Without --foreground, returns once the daemon serves (exit 0) or with its
@@ -450,7 +383,8 @@ def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config
             raise click.ClickException(str(e))
     cli_values = {"ifname": iface, "ports": list(ports) or None, "addr": addr, "mode": mode,
                   "queues": queues, "local_ports": local_ports, "group": group,
-                  "log": log_file, "foreground": foreground}
+                  "log": log_file, "foreground": foreground, "log_level": log_level,
+                  "metrics": metrics}
     if given("socket_path") or "socket" not in from_file:
         cli_values["socket"] = os.path.abspath(socket_path)
     cfg = build_config(cli_values, from_file)
@@ -735,6 +669,145 @@ def conns(as_json, socket_path):
         return
     for line in conns_table(r):
         click.echo(line)
+
+
+@main.command()
+@click.option("-i", "--iface", help="Only if the daemon serves this interface (a check).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Only frames from or to this "
+              "TCP port.")
+@click.option("--host", help="Only frames from or to this IPv4 address.")
+@click.option("-c", "--count", type=click.IntRange(1), help="Stop after COUNT frames.")
+@click.option("-s", "--snaplen", type=click.IntRange(1, 262144), default=65535,
+              show_default=True, help="Bytes kept of each frame.")
+@click.option("-w", "--write", "out_path", required=True, metavar="FILE",
+              help="pcap file to write; - for stdout (| tcpdump -r - / wireshark -k -i -).")
+@_socket_option
+def capture(iface, port, host, count, snaplen, out_path, socket_path):
+    """Record the steered frames (both directions, every worker) as pcap while fpd serves.
+
+    tcpdump cannot see them: they never reach the kernel's stack. The capture costs the
+    data path a copy per frame and one send per burst; when this reader falls behind,
+    frames are dropped and counted, never waited for. Stops at -c COUNT, Ctrl-C, or when
+    the daemon stops."""
+    from fpd import capture as _cap
+    from fpd import proto
+
+    try:
+        req = _cap.parse_request({"port": port, "host": host, "snaplen": snaplen})
+    except _cap.CaptureError as e:
+        raise click.BadParameter(str(e))
+    s = _connect(socket_path, 10.0)
+    try:
+        try:
+            proto.send(s, proto.Capture(**{k: v for k, v in req.items() if v is not None}))
+            reply, fds = proto.recv(s, maxfds=1)
+        except (TimeoutError, socket.timeout):
+            raise click.ClickException(f"fpd at {socket_path} did not answer capture "
+                                       f"within 10 s")
+        except (OSError, ValueError) as e:
+            raise click.ClickException(f"talking to fpd at {socket_path}: {e}")
+    finally:
+        s.close()
+    if reply is None:
+        raise click.ClickException(f"fpd at {socket_path} closed the connection without "
+                                   f"answering capture")
+    if not reply.get("ok") or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        if reply.get("errno") == 95 or "unknown op" in str(reply.get("error", "")):
+            raise click.ClickException(f"fpd at {socket_path} cannot capture: it is an "
+                                       f"older version; restart it with this fpd")
+        raise click.ClickException(f"fpd: {reply.get('error', 'capture refused')}")
+    csock = socket.socket(fileno=fds[0])
+    try:
+        if iface and reply.get("ifname") != iface:
+            raise click.ClickException(
+                f"fpd at {socket_path} serves {reply.get('ifname')}, not {iface}: pick the "
+                f"daemon of {iface} with --socket (or leave out -i)")
+        try:
+            out, close_out = _cap.open_output(out_path)
+        except _cap.CaptureError as e:
+            raise click.ClickException(str(e))
+        what = " ".join(f"{k} {v}" for k, v in (("port", port), ("host", host)) if v)
+        click.echo(f"fpd capture: {reply.get('ifname')} queues "
+                   f"{','.join(map(str, reply.get('queues', [])))}"
+                   f"{' ' + what if what else ''}, snaplen {snaplen} -> {out_path} "
+                   f"(Ctrl-C stops)", err=True)
+        try:
+            res = _cap.run_capture(csock, out, count=count, snaplen=snaplen)
+        finally:
+            if close_out:
+                out.close()
+    finally:
+        csock.close()
+    why = {"eof": "the daemon stopped", "count": f"{count} frames",
+           "interrupted": "interrupted", "output closed": "the output was closed"}
+    click.echo(f"fpd capture: {res['frames']} frames written, {res['drops']} dropped by "
+               f"the capture ring (reader too slow); stopped: {why[res['ended']]}", err=True)
+
+
+@main.command()
+@click.option("--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
+              help="Seconds between counter reads.")
+@click.option("--duration", type=click.FloatRange(0.1), help="Stop after this many seconds "
+              "(default: until Ctrl-C or the daemon stops).")
+@_socket_option
+def trace(interval, duration, socket_path):
+    """Live: why frames are dropped or not steered (root).
+
+    Prints each xdp:xdp_exception and xdp:xdp_redirect_err tracepoint hit of fpd's XDP
+    program (read through a private tracefs instance) with what it means, and every
+    --interval the drop and not-steered counters that moved (XDP program, each socket's
+    XDP statistics incl. fill-ring starvation, the workers)."""
+    import select as _select
+
+    from fpd import trace as _trace
+
+    st = _ask(socket_path, {"op": "status"})
+    prog = int(st.get("prog_id") or 0)
+    tp = None
+    try:
+        tp = _trace.Tracepoints(prog)
+        where = f"tracepoints xdp:xdp_exception, xdp:xdp_redirect_err ({tp.inst})"
+    except _trace.TraceError as e:
+        where = f"no tracepoints ({e})"
+    click.echo(f"fpd trace: {st.get('ifname')} prog id {prog}: {where}; counters every "
+               f"{interval:g} s; Ctrl-C stops")
+    end = None if duration is None else time.monotonic() + duration
+    why = "interrupted"
+    try:
+        prev = _ask(socket_path, {"op": "stats"})
+        nxt = time.monotonic() + interval
+        while True:
+            now = time.monotonic()
+            if end is not None and now >= end:
+                why = f"{duration:g} s"
+                break
+            wait = max(0.0, min(nxt, end if end is not None else nxt) - now)
+            if tp is not None:
+                r, _, _ = _select.select([tp], [], [], wait)
+                if r:
+                    for ev in tp.read_events():
+                        click.echo(f"{time.strftime('%H:%M:%S')}  {_trace.explain(ev)}")
+            else:
+                time.sleep(wait)
+            if time.monotonic() >= nxt:
+                nxt += interval
+                try:
+                    cur = _ask(socket_path, {"op": "stats"}, timeout=5.0)
+                except click.ClickException:
+                    why = "the daemon stopped"
+                    break
+                for k, d in sorted(_trace.counter_deltas(prev, cur).items()):
+                    click.echo(f"{time.strftime('%H:%M:%S')}  {k} +{d}: "
+                               f"{_trace.meaning(k)}")
+                prev = cur
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if tp is not None:
+            tp.close()
+    click.echo(f"fpd trace: stopped ({why})")
 
 
 @main.command()

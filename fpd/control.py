@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 
+from . import capture as _capture
 from . import proto
 from . import shm as _shm
 from . import tcp as _tcp
@@ -997,6 +998,9 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig, make_host=xdp_host) -> i
                     s = socket.socket(fileno=fds.pop())
                     svc.adopt(s, msg.attach, msg.cred or {})
                     continue                   # no reply: the client got its answer
+                elif isinstance(msg, proto.CaptureTap):   # fpd capture (fpd.capture)
+                    _capture.attach(w, socket.socket(fileno=fds.pop()), msg.body())
+                    continue                   # no reply: the supervisor does not wait
                 elif isinstance(msg, proto.Stats):
                     reply = proto.ok(stats=_jsonable(svc.stats()))
                 elif isinstance(msg, proto.Conns):

@@ -50,7 +50,7 @@ import sys
 import time
 import traceback
 
-from fpd import control, proto
+from fpd import control, proto, sdnotify
 from fpd import libc as _libc
 
 log = logging.getLogger("fpd.daemon")
@@ -66,7 +66,8 @@ STOP_TIMEOUT = 5.0        # for the workers to exit after "stop"
 IFACE_CHECK = 1.0          # seconds between checks that the interface still exists
 CLIENT_TIMEOUT = 5.0      # for a new connection's first message
 
-CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF = 12, 13, 39
+CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK = 12, 13, 39, 38, 14
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 __all__ = ["DaemonConfig", "DaemonError", "run", "preflight", "force_stop",
            "merge_reserved", "restore_reserved", "parse_port_list", "format_port_list",
@@ -96,6 +97,8 @@ class DaemonConfig:
     stack: dict = dataclasses.field(default_factory=dict)    # StackConfig overrides
     worker: dict = dataclasses.field(default_factory=dict)   # fpd.worker.Worker kwargs
     foreground: bool = False
+    metrics: str | None = None           # HOST:PORT of the Prometheus endpoint, None = off
+    log_level: str = "info"
     # `fpd run`: each worker runs this program ({"argv", "module", "socket"}; fpd/run.py)
     app: dict | None = None
 
@@ -124,13 +127,14 @@ def validate(cfg: DaemonConfig) -> None:
     if not cfg.ifname or not isinstance(cfg.ifname, str):
         raise DaemonError("an interface is required (-i IFACE)")
     if len(cfg.ifname) > 15 or "/" in cfg.ifname:
-        raise DaemonError(f"not an interface name: {cfg.ifname!r}")
+        raise DaemonError(f"not an interface name: {cfg.ifname!r} (at most 15 characters, "
+                          f"no '/': `ip link` lists the interfaces)")
     if not cfg.ports:
         raise DaemonError("at least one port to serve is required (-p PORT)")
     for p in cfg.ports:
         _check_port(p)
     if len(set(cfg.ports)) != len(cfg.ports):
-        raise DaemonError(f"a port is given twice: {cfg.ports}")
+        raise DaemonError(f"a port is given twice: {cfg.ports} (give each -p PORT once)")
     if cfg.mode not in MODES:
         raise DaemonError(f"mode must be one of {', '.join(MODES)}, not {cfg.mode!r}")
     if cfg.addr is not None:
@@ -161,11 +165,26 @@ def validate(cfg: DaemonConfig) -> None:
                 or not 1 <= cfg.queues <= MAX_QUEUES:
             raise DaemonError(f"--queues must be 1..{MAX_QUEUES}, not {cfg.queues!r}")
     if not cfg.socket or not os.path.isabs(cfg.socket):
-        raise DaemonError(f"the socket path must be absolute, not {cfg.socket!r}")
+        raise DaemonError(f"the socket path must be absolute, not {cfg.socket!r} (e.g. "
+                          f"--socket /run/fpd/fpd.sock)")
     if len(os.fsencode(cfg.socket)) > 107:
         raise DaemonError(f"socket path too long for a unix socket (max 107 bytes): "
-                          f"{cfg.socket}")
+                          f"{cfg.socket} (choose a shorter --socket, e.g. /run/fpd/NAME.sock)")
     _uid_gid(cfg)
+    _validate_ops(cfg)
+
+
+def _validate_ops(cfg: DaemonConfig) -> None:
+    """--metrics and --log-level (fpd.metrics, the logging set-up below)."""
+    if cfg.metrics is not None:
+        from fpd.metrics import MetricsError, parse_addr
+        try:
+            parse_addr(cfg.metrics)
+        except MetricsError as e:
+            raise DaemonError(str(e)) from None
+    if str(cfg.log_level).upper() not in LOG_LEVELS:
+        raise DaemonError(f"log level must be one of {', '.join(l.lower() for l in LOG_LEVELS)}"
+                          f", not {cfg.log_level!r}")
 
 
 def _uid_gid(cfg: DaemonConfig) -> tuple[int, int]:
@@ -195,22 +214,41 @@ def _capabilities() -> int:
     return 0
 
 
+# what fpd start needs (CAP_PERFMON: the verifier allows steer.o's packet pointer
+# arithmetic only with it); CAP_IPC_LOCK only when the UMEM exceeds RLIMIT_MEMLOCK
+REQUIRED_CAPS = (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_NET_RAW", CAP_NET_RAW),
+                 ("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON))
+
+
+def missing_capabilities(caps: int | None = None) -> list[str]:
+    caps = _capabilities() if caps is None else caps
+    return [n for n, bit in REQUIRED_CAPS if not caps >> bit & 1]
+
+
 def check_privileges() -> None:
-    if os.geteuid() == 0:
-        return
     caps = _capabilities()
-    missing = [n for n, bit in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_NET_RAW", CAP_NET_RAW),
-                                ("CAP_BPF", CAP_BPF)) if not caps >> bit & 1]
-    if missing:
-        raise DaemonError(f"fpd start needs root (or CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF; "
-                          f"missing {', '.join(missing)}): run it with sudo")
+    if os.geteuid() == 0 and caps == 0:
+        return                                  # root, capabilities unreadable
+    missing = missing_capabilities(caps)
+    if not missing:
+        return
+    names = ", ".join(n for n, _ in REQUIRED_CAPS)
+    if os.geteuid() == 0:
+        raise DaemonError(f"fpd start runs as root but without {', '.join(missing)} (a "
+                          f"reduced capability set: systemd CapabilityBoundingSet, setpriv, "
+                          f"a container): it needs {names}; add the missing ones")
+    raise DaemonError(f"fpd start needs root (or the capabilities {names}; missing "
+                      f"{', '.join(missing)}): run it with sudo, or grant them (systemd: "
+                      f"AmbientCapabilities, see systemd/fpd.service)")
 
 
 def check_interface(ifname: str) -> int:
     try:
         return socket.if_nametoindex(ifname)
     except OSError:
-        raise DaemonError(f"no interface {ifname} in this network namespace") from None
+        raise DaemonError(f"no interface {ifname} in this network namespace (`ip link` "
+                          f"lists them; for one in another namespace run fpd there: "
+                          f"ip netns exec NS fpd ...)") from None
 
 
 def preflight(cfg: DaemonConfig) -> None:
@@ -429,6 +467,7 @@ class Supervisor:
         self._cleaned = False
         self.ready_fd = -1                    # the `fpd start` pipe: not for the workers
         self.fwd: list = []                   # socketpairs between workers while forking
+        self.metrics = None                   # fpd.metrics.MetricsServer (--metrics)
 
     # -- signals ---------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -533,7 +572,9 @@ class Supervisor:
         n = cfg.queues if cfg.queues is not None else min(avail, MAX_QUEUES)
         if n > avail:
             raise DaemonError(f"{cfg.ifname} has {avail} active queue{'s' * (avail != 1)}; "
-                              f"--queues {n} asks for more")
+                              f"--queues {n} asks for more (use --queues {avail} or leave it "
+                              f"out; `ethtool -L {cfg.ifname} combined N` adds queues where "
+                              f"the driver allows)")
         self.nqueues = n
         self._make_dir()
         self._lock()
@@ -552,10 +593,28 @@ class Supervisor:
         if cfg.app:
             self._go()
         self._write_state()
+        self._start_metrics()
         log.info("serving %s (%s XDP, prog id %d) queues %d ports %s local ports %d-%d "
                  "on %s (pid %d)", cfg.ifname, self.steering.mode, self.steering.prog_id,
                  self.nqueues, ",".join(map(str, cfg.ports)), *cfg.local_ports,
                  cfg.socket, self.pid)
+
+    def _start_metrics(self) -> None:
+        if not self.cfg.metrics:
+            return
+        from fpd.metrics import MetricsError, MetricsServer
+        try:
+            self.metrics = MetricsServer(self.cfg.metrics)
+        except MetricsError as e:
+            raise DaemonError(str(e)) from None
+        log.info("metrics on http://%s:%d/metrics", *self.metrics.addr)
+
+    def _scrape(self) -> bytes:
+        from fpd import __version__
+        from fpd.metrics import render
+        status = {"ifname": self.cfg.ifname, "mode": self.steering.mode,
+                  "uptime": round(time.time() - self.started, 3)}
+        return render(self._stats(), status, self._conns(), __version__)
 
     def _make_dir(self) -> None:
         d = os.path.dirname(self.cfg.socket)
@@ -902,6 +961,8 @@ class Supervisor:
         sel.register(self._sig_r, selectors.EVENT_READ, ("signal", None))
         for w in self.workers:
             sel.register(w.chan, selectors.EVENT_READ, ("worker", w))
+        if self.metrics is not None:
+            sel.register(self.metrics.sock, selectors.EVENT_READ, ("metrics", None))
         self._reap()     # a worker that died between ready and here
         next_if_check = time.monotonic() + IFACE_CHECK
         while not self.stopping:
@@ -920,6 +981,8 @@ class Supervisor:
                         self._on_worker_msg(obj)
                     elif kind == "client":
                         self._on_client(obj)
+                    elif kind == "metrics":
+                        self.metrics.handle(self._scrape)
                 except Exception:
                     log.exception("error handling %s", kind)
                 if self.stopping:
@@ -992,6 +1055,8 @@ class Supervisor:
                 self._reply(c, self._stats())
             elif isinstance(msg, proto.Conns):
                 self._reply(c, self._conns())
+            elif isinstance(msg, proto.Capture):
+                self._capture(c, msg)
             else:                                # proto.Stop
                 cred = _peercred(c)
                 log.info("stop requested by pid %s uid %s", cred["pid"], cred["uid"])
@@ -1004,6 +1069,43 @@ class Supervisor:
         finally:
             if not keep:
                 c.close()
+
+    def _capture(self, c: socket.socket, msg: proto.Capture) -> None:
+        """``fpd capture``: a socketpair per capture; one end to every live worker (each
+        taps its XSK into it: :class:`proto.CaptureTap`), the other to the client with
+        the reply (:class:`proto.CaptureReply`)."""
+        from fpd import capture
+        try:
+            req = capture.parse_request(msg.body())
+        except capture.CaptureError as e:
+            self._reply(c, proto.fail(E.EINVAL, str(e)))
+            return
+        reader, writer = capture.make_pair()
+        try:
+            queues = []
+            tap = proto.CaptureTap(**{k: v for k, v in req.items() if v is not None})
+            for w in self.workers:
+                if not w.alive:
+                    continue
+                try:
+                    proto.send(w.chan, tap, fds=[writer.fileno()])
+                    queues.append(w.queue)
+                except (OSError, ValueError) as e:
+                    log.warning("cannot start a capture in worker q%d: %s", w.queue, e)
+            if not queues:
+                self._reply(c, proto.fail(E.EAGAIN, "no worker is running to capture from"))
+                return
+            cred = _peercred(c)
+            log.info("capture started by pid %s uid %s on queues %s (%s)", cred["pid"],
+                     cred["uid"], ",".join(map(str, queues)),
+                     ", ".join(f"{k} {v}" for k, v in req.items() if v is not None))
+            c.settimeout(2.0)
+            reply = proto.CaptureReply(queues=queues, ifname=self.cfg.ifname, pid=self.pid,
+                                       **{k: v for k, v in req.items() if v is not None})
+            proto.send(c, proto.ok(**reply.body()), fds=[reader.fileno()])
+        finally:
+            reader.close()
+            writer.close()
 
     def _hello(self, msg: proto.Hello) -> dict:
         v = msg.version
@@ -1208,6 +1310,8 @@ class Supervisor:
             return
         self._cleaned = True
         self.stopping = True
+        if self.metrics is not None:                 # --metrics (fpd.metrics)
+            self.metrics.close()
         for c, _ in list(self.clients.values()):
             with contextlib.suppress(Exception):
                 c.close()
@@ -1268,17 +1372,49 @@ def select_read(fds, timeout):
 
 
 # --- logging -----------------------------------------------------------------------------
-class _Fmt(logging.Formatter):
+# One line per event everywhere (a traceback's lines are joined with " | "), with its level.
+# The log file: UTC time, pid, level, logger. Stderr in the foreground: pid and level; when
+# stderr is the systemd journal (JOURNAL_STREAM names it), a "<N>" syslog priority prefix
+# instead, which the journal turns into the entry's priority (it adds time and pid itself).
+_SYSLOG_PRIO = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                logging.CRITICAL: 2}
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record):
+        return super().format(record).replace("\r", "").replace("\n", " | ")
+
+
+class _Fmt(_OneLine):
     def formatTime(self, record, datefmt=None):
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + \
             f".{int(record.msecs):03d}Z"
 
 
+class _JournalFmt(_OneLine):
+    def format(self, record):
+        prio = _SYSLOG_PRIO.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        return f"<{prio}>" + super().format(record)
+
+
+def stderr_is_journal(fd: int = 2) -> bool:
+    """True when ``fd`` is the journal stream systemd gave us (sd_journal_stream_fd(3):
+    JOURNAL_STREAM is "DEV:INODE" of that stream)."""
+    js = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in js.split(":"))
+        st = os.fstat(fd)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
 def setup_logging(cfg: DaemonConfig) -> list[logging.Handler]:
-    """Log file (always, appended) and, in the foreground, stderr. Returns the handlers
-    added (for :func:`teardown_logging`)."""
+    """Log file (always, appended) and, in the foreground, stderr (journal-style when it
+    is the journal), at ``cfg.log_level``. Returns the handlers added (for
+    :func:`teardown_logging`)."""
     root = logging.getLogger("fpd")
-    root.setLevel(logging.INFO)
+    root.setLevel(getattr(logging, str(cfg.log_level).upper(), logging.INFO))
     added = []
     fmt = _Fmt("%(asctime)s fpd[%(process)d] %(levelname)s %(name)s: %(message)s")
     try:
@@ -1295,7 +1431,14 @@ def setup_logging(cfg: DaemonConfig) -> list[logging.Handler]:
                   f"stderr only", file=sys.stderr)
     if cfg.foreground:
         sh = logging.StreamHandler(sys.stderr)
-        sh.setFormatter(logging.Formatter("fpd[%(process)d] %(levelname)s: %(message)s"))
+        try:
+            efd = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            efd = 2
+        if stderr_is_journal(efd):
+            sh.setFormatter(_JournalFmt("%(name)s: %(message)s"))
+        else:
+            sh.setFormatter(_OneLine("fpd[%(process)d] %(levelname)s: %(message)s"))
         root.addHandler(sh)
         added.append(sh)
     return added
@@ -1346,6 +1489,7 @@ def run(cfg: DaemonConfig, ready_fd: int | None = None) -> int:
         except DaemonError as e:
             log.error("%s", e)
             _notify(ready_fd, f"error: {e}")
+            sdnotify.notify(f"STATUS=start-up failed: {e}")
             return 1
         except Exception as e:                    # noqa: BLE001
             log.exception("start-up failed")
@@ -1355,11 +1499,14 @@ def run(cfg: DaemonConfig, ready_fd: int | None = None) -> int:
                                               "queues": sup.nqueues,
                                               "prog_id": sup.steering.prog_id}))
         ready_fd = None
+        sdnotify.notify(f"READY=1\nMAINPID={sup.pid}\nSTATUS=serving {cfg.ifname} ports "
+                        f"{','.join(map(str, cfg.ports))} on {cfg.socket}")
         try:
             rc = sup.serve()
         except Exception:                         # noqa: BLE001
             log.exception("supervisor failed")
             rc = 1
+        sdnotify.notify("STOPPING=1")
         log.info("stopping (exit code %d)", rc)
         return rc
     finally:

@@ -192,6 +192,29 @@ class Conns(Message):
 
 
 @_declare
+class Capture(Message):
+    """``fpd capture``: record the steered frames matching the filter (each end of the
+    flow: ``port``, ``host``), ``snaplen`` bytes of each. Reply :class:`CaptureReply`."""
+    op = "capture"
+    port: int | None = None
+    host: str | None = None
+    snaplen: int | None = None
+
+
+@_declare
+class CaptureReply(Message):
+    """With the reading end of the capture's SOCK_SEQPACKET pair (1 fd): the queues whose
+    workers capture; messages on it are :mod:`fpd.capture`'s."""
+    fds = 1
+    queues: list
+    ifname: str | None = None
+    pid: int | None = None
+    port: int | None = None
+    host: str | None = None
+    snaplen: int | None = None
+
+
+@_declare
 class Stop(Message):
     """Supervisor: replies ``{ok, pid}``, closes the connection once it cleaned up.
     Channel: the worker shuts its clients down and exits (then :class:`Stopped`)."""
@@ -268,6 +291,17 @@ class Client(Message):
     cred: dict | None = None
 
 
+@_declare
+class CaptureTap(Message):
+    """``fpd capture``, supervisor -> worker, with the writing end of the capture's
+    SOCK_SEQPACKET pair (1 fd): tap the XSK into it (:mod:`fpd.capture`); no reply."""
+    op = "capture_tap"
+    fds = 1
+    port: int | None = None
+    host: str | None = None
+    snaplen: int | None = None
+
+
 # worker -> supervisor, unasked
 @_declare
 class Ready(Message):
@@ -307,9 +341,9 @@ def _table(*classes) -> dict:
     return {c.op: c for c in classes}
 
 
-SUPERVISOR_OPS = _table(Hello, Attach, Status, Stats, Conns, Stop)
+SUPERVISOR_OPS = _table(Hello, Attach, Status, Stats, Conns, Capture, Stop)
 WORKER_OPS = _table(Listen, Unlisten, Connect, SetOpt, Info, Bell)
-CHANNEL_OPS = _table(Client, Stats, Conns, Stop)
+CHANNEL_OPS = _table(Client, Stats, Conns, CaptureTap, Stop)
 RUN_OPS = _table(Go)                # `fpd run` workers: the first message after Ready
 WORKER_NOTES = _table(Ready, Error, Stopped)
 SOCKOPTS = ("nodelay", "keepalive", "rcvbuf", "sndbuf")

@@ -8,6 +8,9 @@ import pytest
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="also run heavy sweeps marked @pytest.mark.slow")
+    parser.addoption("--run-bare", action="store_true", default=False,
+                     help="also run the checks marked @pytest.mark.bare that build a whole "
+                          "system (bare Debian chroot, VM): minutes each, root")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -16,6 +19,11 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "slow" in item.keywords:
                 item.add_marker(skip_slow)
+    if not config.getoption("--run-bare"):
+        skip_bare = pytest.mark.skip(reason="builds a whole system: opt in with --run-bare")
+        for item in items:
+            if "bare" in item.keywords:
+                item.add_marker(skip_bare)
     if os.geteuid() != 0:
         skip_root = pytest.mark.skip(reason="needs root for namespaces/XDP (CI runs as root)")
         for item in items:

@@ -46,9 +46,10 @@ def test_doctor_json_reports_every_check():
     import json
     r = run("doctor", "--json")
     checks = {c["check"]: c for c in json.loads(r.output)}
-    assert set(checks) == {"kernel", "privileges", "af_xdp", "libbpf", "bpf_object", "clang",
-                           "data_path"}
+    assert {"kernel", "privileges", "memlock", "af_xdp", "libbpf", "bpf_object",
+            "local_ports", "clang", "tcpdump", "tracefs", "bcc", "data_path"} <= set(checks)
     assert checks["kernel"]["ok"]
+    assert all(c["level"] in ("ok", "warn", "bad") for c in checks.values())
 
 
 def test_doctor_says_which_data_path_runs():

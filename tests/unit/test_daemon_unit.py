@@ -107,7 +107,19 @@ def test_not_root_is_refused(monkeypatch):
         daemon.check_privileges()
     all_caps = (1 << daemon.CAP_NET_ADMIN) | (1 << daemon.CAP_NET_RAW) | (1 << daemon.CAP_BPF)
     monkeypatch.setattr(daemon, "_capabilities", lambda: all_caps)
+    with pytest.raises(DaemonError, match="missing CAP_PERFMON.*run it with sudo, or grant"):
+        daemon.check_privileges()
+    all_caps |= 1 << daemon.CAP_PERFMON
+    monkeypatch.setattr(daemon, "_capabilities", lambda: all_caps)
     daemon.check_privileges()                 # capabilities are enough
+
+
+def test_root_with_a_reduced_capability_set_is_told_what_is_missing(monkeypatch):
+    monkeypatch.setattr(daemon.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(daemon, "_capabilities", lambda: 1 << daemon.CAP_NET_ADMIN)
+    with pytest.raises(DaemonError, match="runs as root but without CAP_NET_RAW, CAP_BPF, "
+                                          "CAP_PERFMON .*add the missing ones"):
+        daemon.check_privileges()
 
 
 def test_missing_interface_message():
@@ -452,3 +464,19 @@ def test_silent_client_is_dropped(sup, monkeypatch):
     assert 0.1 < time.monotonic() - t0 < 3
     c.close()
     assert ask(sock, {"op": "hello"})["ok"]
+
+
+@pytest.mark.parametrize("kw, cause, fix", [
+    ({"ifname": "x" * 16}, "not an interface name", "`ip link` lists"),
+    ({"ports": [80, 80]}, "a port is given twice", "give each -p PORT once"),
+    ({"socket": "rel.sock"}, "must be absolute", "--socket /run/fpd/fpd.sock"),
+    ({"socket": "/" + "a" * 120}, "too long for a unix socket", "choose a shorter --socket"),
+    ({"ports": [60001]}, "inside the local port range", "--local-ports"),
+    ({"metrics": "127.0.0.1:0"}, "port must be 1..65535", "--metrics"),
+    ({"log_level": "loud"}, "log level must be one of", "debug, info, warning, error"),
+])
+def test_start_errors_name_the_thing_the_cause_and_the_fix(kw, cause, fix):
+    base = {"ifname": "eth0", "ports": [80], "socket": "/run/fpd/fpd.sock"}
+    with pytest.raises(DaemonError) as ei:
+        daemon.validate(DaemonConfig(**{**base, **kw}))
+    assert cause in str(ei.value) and fix in str(ei.value), str(ei.value)
