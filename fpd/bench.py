@@ -52,6 +52,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 VARIANTS = ("kernel", "kernel+xdp", "fpd")
 
 # name -> (load generator command, description)
+IDLE_SETTLE = 2.5                  # seconds idle connections are held before measuring
+
 WORKLOADS = {
     "bulk_up": ({"op": "bulk_up"}, "bulk peer->app, 1 connection"),
     "bulk_down": ({"op": "bulk_down"}, "bulk app->peer, 1 connection"),
@@ -828,7 +830,10 @@ def measure(v: Variant, workload: str, cfg: Config) -> dict:
         m0 = v.mem_snapshot()
         r = v.ask({"op": "idle_open", "n": cfg.idle, "seconds": max(10 * dur, 10.0)},
                   timeout=max(10 * dur, 10.0) + 30)
-        time.sleep(0.3)                    # let the app's threads finish and settle
+        # held idle for IDLE_SETTLE s before the second look (every variant alike): the
+        # app's threads finish, and fpd's service returns the pages of RX rings idle for
+        # two of its reclaim intervals (control.RECLAIM_INTERVAL)
+        time.sleep(IDLE_SETTLE)
         m1 = v.mem_snapshot()
         rc = v.ask({"op": "idle_close"}, timeout=60)
         held = r["held"]

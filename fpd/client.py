@@ -150,6 +150,7 @@ except ValueError:
 _default_path: str | None = None
 _attach_opts: dict = {}
 _client_lock = threading.Lock()
+_Condition = threading.Condition
 _client: "_DaemonLink | None" = None
 
 
@@ -499,7 +500,7 @@ class _DaemonLink:
             for s in list(w.conns.values()) + list(w.listeners.values()):
                 s._daemon_gone()
         for s in list(self.socks):
-            if s._client is self:
+            if s._client is self and s._cond is not None:
                 s._cond.notify_all()
 
     # -- pumping -------------------------------------------------------------------------
@@ -578,11 +579,12 @@ class _DaemonLink:
                     if left <= 0:
                         return False
                 if self.leading:
-                    followers.append(cond)
+                    cv = cond if type(cond) is _Condition else cond._wait_cond()
+                    followers.append(cv)
                     try:
-                        cond.wait(left)
+                        cv.wait(left)
                     finally:
-                        followers.remove(cond)
+                        followers.remove(cv)
                     continue
                 self.leading = True
                 mu.release()
@@ -788,7 +790,6 @@ class socket(_life.SockLife):
         if c is None:
             c = _get_client()
             self._client = c
-            self._cond = threading.Condition(c.mu)
             c.socks.add(self)
         return c
 
@@ -806,6 +807,14 @@ class socket(_life.SockLife):
         s.ctl.set_client(0, gen)
         w.conns[slot] = self
 
+    def _wait_cond(self) -> threading.Condition:
+        """The condition a thread waiting for this socket sleeps on (``mu`` held): made
+        by the first thread that waits, so a socket nobody waits on costs none."""
+        cv = self._cond
+        if cv is None:
+            cv = self._cond = _Condition(self._client.mu)
+        return cv
+
     def _addrs(self) -> None:
         try:
             la, lp, ra, rp = self._ctl.addrs()
@@ -817,12 +826,14 @@ class socket(_life.SockLife):
     def _ev(self, kind: int, arg: int) -> None:
         """An event for this socket (``mu`` held)."""
         if kind == _EV_READABLE:
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()
             if self._pair is not None:
                 self._kick_r()
             return
         if kind == _EV_WRITABLE:
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()
             if self._pair is not None:
                 self._kick_w()
             return
@@ -838,7 +849,8 @@ class socket(_life.SockLife):
             if self.use_st == _CONNECTING:
                 self.fire("fail")
                 self._so_error = code or _errno.ECONNABORTED
-        self._cond.notify_all()
+        if self._cond is not None:
+            self._cond.notify_all()
         if self._pair is not None:
             self._kick_r()
             self._kick_w()
@@ -1251,7 +1263,6 @@ class socket(_life.SockLife):
         s = socket.__new__(socket)
         socket.__init__(s)
         s._client = self._client
-        s._cond = threading.Condition(self._client.mu)
         self._client.socks.add(s)
         try:
             s._adopt(w, slot, gen16)
@@ -1265,7 +1276,8 @@ class socket(_life.SockLife):
             if rec.gen == gen16:
                 s._ev(rec.kind, rec.arg)
         self._acceptq.append(s)
-        self._cond.notify_all()
+        if self._cond is not None:
+            self._cond.notify_all()
         if self._pair is not None:
             self._kick_r()
 
@@ -1302,7 +1314,7 @@ class socket(_life.SockLife):
                     raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
                 deadline = None if to is None else _now() + to
                 if not c.wait(lambda: q or self.use_st != _LISTENING
-                              or self.link_st != _OK, self._cond, deadline):
+                              or self.link_st != _OK, self, deadline):
                     raise TimeoutError("timed out")
             with c.mu:
                 if self.use_st != _LISTENING:
@@ -1389,7 +1401,7 @@ class socket(_life.SockLife):
         """Wait for the outcome; returns 0 or an errno."""
         c = self._client
         if self.use_st == _CONNECTING:
-            if not c.wait(self._connect_ready, self._cond, deadline):
+            if not c.wait(self._connect_ready, self, deadline):
                 return _errno.ETIMEDOUT if deadline is not None else _errno.EINPROGRESS
         if self.use_st == _CONNECTED:
             if self._pair is not None:
@@ -1515,7 +1527,7 @@ class socket(_life.SockLife):
             tx.disarm()
             return not tx.arm(want)
         try:
-            ok = c.wait(ready, self._cond, deadline)      # EV_WRITABLE: the event ring
+            ok = c.wait(ready, self, deadline)      # EV_WRITABLE: the event ring
         except _ShmCorrupt as e:
             raise self._broken(e) from None
         finally:
@@ -1697,9 +1709,9 @@ class socket(_life.SockLife):
             if direct:
                 ok = c.wait_direct(ready, direct, deadline)
             elif direct is False:
-                ok = c.wait_settling(ready, self._cond, deadline)
+                ok = c.wait_settling(ready, self, deadline)
             else:
-                ok = c.wait(ready, self._cond, deadline)
+                ok = c.wait(ready, self, deadline)
         except _ShmCorrupt as e:
             raise self._broken(e) from None
         finally:
@@ -1890,7 +1902,8 @@ class socket(_life.SockLife):
         if self.peer_st == _LIVE:
             self._w.cmd(self._slot, _OP_SHUTDOWN, code, self._gen16)
         with self._client.mu:
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()
         if self._pair is not None:
             self._kick_r()
             self._kick_w()
@@ -1909,7 +1922,8 @@ class socket(_life.SockLife):
         if c is not None and self.link_st != _FORKED:
             with c.mu:
                 self.fire("close")
-                self._cond.notify_all()
+                if self._cond is not None:
+                    self._cond.notify_all()
             try:
                 c.wake_bell.ring()       # a leader sleeping for this socket wakes up
             except (OSError, AttributeError, TypeError):

@@ -56,6 +56,8 @@ log = logging.getLogger("fpd.service")
 _ERRNO_OF = {ConnectionResetError: _errno.ECONNRESET, TimeoutError: _errno.ETIMEDOUT,
              ConnectionRefusedError: _errno.ECONNREFUSED}
 MAX_SLOTS_PER_CLIENT = 65536
+RECLAIM_INTERVAL = 1.0            # seconds an RX ring stays unwritten and empty before its
+                                   # pages go back (shm.Region.reclaim)
 EVENT_BACKLOG_LIMIT = 5.0          # seconds a client's event ring may stay full
 
 
@@ -141,6 +143,9 @@ class Service:
         self.dirty: set = set()              # entries whose TX ring must be looked at
         self.blocked: set = set()            # entries with rx_blocked
         self._armed: list = []
+        self._rx_hot: set = set()            # entries whose RX ring was written lately
+        self._rx_cold: set = set()           # ... in the interval before: reclaim if empty
+        self._reclaim_at = 0.0
         self.counters = collections.Counter()
         self._route = route                  # dst -> source address (or ControlError)
         worker.app = self._on_events
@@ -349,6 +354,8 @@ class Service:
         if c.entries.get(e.slot) is e:
             del c.entries[e.slot]
             c.region.close_slot(e.slot)
+            if not c.dead:
+                c.region.reclaim(e.slot, rx=True, tx=True)   # released: nobody reads it
             c.free.append(e.slot)
 
     def _listen(self, c: _Client, msg: proto.Listen, fds, now: float) -> dict:
@@ -571,6 +578,7 @@ class Service:
                 if room:
                     data = conn.recv(room if room < n else n)
                     rx.write(data)
+                    self._rx_hot.add(e)
                     n -= len(data)
                 if n:
                     if not e.rx_blocked:
@@ -639,8 +647,32 @@ class Service:
         except Exception:
             log.exception("worker q%d: dropping client %d", self.cfg.queue, c.id)
 
+    def _reclaim(self, now: float) -> None:
+        """Idle connections' RX ring pages back to the kernel: a ring written in the
+        interval before last, not since, and read empty by the client."""
+        self._reclaim_at = now + RECLAIM_INTERVAL
+        hot = self._rx_hot
+        cold, self._rx_cold, self._rx_hot = self._rx_cold, hot, set()
+        for e in cold:
+            if e in hot:
+                continue
+            c = e.client
+            if c.dead or e.done or c.entries.get(e.slot) is not e:
+                continue
+            try:
+                if e.ends.rx.pending():
+                    self._rx_cold.add(e)        # not read yet: look again next time
+                    continue
+            except ShmCorrupt as ex:
+                self._corrupt(e, ex)
+                continue
+            c.region.reclaim(e.slot, rx=True)
+            self.counters["rx_reclaimed"] += 1
+
     def _step(self, now: float) -> int:
         work = 0
+        if now >= self._reclaim_at:
+            self._reclaim(now)
         for c in list(self.clients.values()):
             try:
                 if c.pending:

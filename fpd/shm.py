@@ -127,6 +127,7 @@ __all__ = [
 MAGIC = b"FPD-SHM\x00"
 VERSION = 2                 # 2: slot control carries the connection's addresses
 
+_MADV_REMOVE = getattr(mmap, "MADV_REMOVE", 9)
 PAGE = 4096                 # layout alignment (fixed, so the layout is machine-independent)
 LINE = 64                   # cache line: each shared word group owns one
 M64 = (1 << 64) - 1
@@ -1090,6 +1091,26 @@ class Region:
             s = self._slots[slot] = Slot(slot, rx, tx, ctl)
         return s
 
+    def reclaim(self, slot: int, rx: bool = True, tx: bool = False) -> None:
+        """Give a slot's ring data pages back to the kernel (``MADV_REMOVE`` punches
+        them out of the memfd, for both mappings); the next write faults in a zeroed
+        page. Only for data nobody will read: a ring the caller produces and whose
+        consumer has taken everything (the daemon's RX ring), or a released slot."""
+        self._check_slot(slot)
+        lay = self.layout
+        if rx and tx:
+            off, n = lay.rx_data(slot), lay.data_stride
+        elif rx:
+            off, n = lay.rx_data(slot), lay.rx_size
+        elif tx:
+            off, n = lay.tx_data(slot), lay.tx_size
+        else:
+            return
+        try:
+            self.mm.madvise(_MADV_REMOVE, off, n)
+        except (OSError, ValueError):
+            pass                       # (a kernel without it: the pages just stay)
+
     def close_slot(self, slot: int) -> None:
         """Forget our ends of a slot (their views are released)."""
         s = self._slots.pop(slot, None)
@@ -1138,8 +1159,7 @@ class Doorbell:
         self.fd = fd
         self.rings = 0
         self.waits = 0
-        self._poll = select.poll()
-        self._poll.register(fd, select.POLLIN)
+        self._poll = None              # made by the first wait (a bell only rung has none)
 
     def fileno(self) -> int:
         return self.fd
@@ -1160,7 +1180,11 @@ class Doorbell:
         """Sleep until rung (or ``timeout`` seconds); consumes the ring."""
         self.waits += 1
         ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
-        if self._poll.poll(ms):
+        p = self._poll
+        if p is None:
+            p = self._poll = select.poll()
+            p.register(self.fd, select.POLLIN)
+        if p.poll(ms):
             return self.drain()
         return False
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from fpd import aio, client, proto, shm
+from fpd import aio, client, control, proto, shm
 from fpd import client as socket
 from fpd.control import ControlError, Service
 from fpd.loopback import ADDR, BLACKHOLE, PEER, LoopbackDaemon
@@ -821,3 +821,29 @@ def test_send_waits_for_a_connect_in_progress(daemon):
     with pytest.raises(ConnectionRefusedError):
         r.sendall(b"lost?")                    # not silently swallowed
     r.close()
+
+
+def test_idle_rx_ring_pages_are_reclaimed(daemon, monkeypatch):
+    """An RX ring the app has read empty and nobody wrote for an interval goes back to the
+    kernel (shm.Region.reclaim); the connection goes on as before."""
+    monkeypatch.setattr(control, "RECLAIM_INTERVAL", 0.02)
+    c, a = pair()
+    try:
+        c.sendall(b"hello")
+        assert a.recv(10) == b"hello"
+        q = a._w.q
+
+        def reclaimed():
+            return daemon.call(lambda w, svc: svc.counters["rx_reclaimed"], q)
+        deadline = time.monotonic() + 5
+        while reclaimed() < 1:
+            assert time.monotonic() < deadline, "the idle RX ring was never reclaimed"
+            time.sleep(0.02)
+        for i in range(3):
+            c.sendall(b"again %d" % i)
+            assert a.recv(100) == b"again %d" % i
+            a.sendall(b"back")
+            assert c.recv(100) == b"back"
+    finally:
+        c.close()
+        a.close()

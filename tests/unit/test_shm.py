@@ -913,3 +913,25 @@ def test_fence_from_a_signal_handler_and_threads():
         assert not any(t.is_alive() for t in ts) and hits == [None] * 50
     finally:
         signal.signal(signal.SIGUSR1, old)
+
+
+def test_reclaim_gives_ring_pages_back_and_the_rings_go_on():
+    lay = Layout(nslots=2, rx_size=2 * 4096, tx_size=2 * 4096, ev_entries=8, cmd_entries=8)
+    with Pair(lay, slot=1) as p:
+        def blocks():
+            return os.fstat(p.d.fd).st_blocks
+        base = blocks()
+        assert p.ds.rx.write(b"r" * 5000) == 5000          # daemon -> client: 2 pages
+        assert p.cs.tx.write(b"t" * 100) == 100            # client -> daemon: 1 page
+        assert blocks() >= base + 3 * 8                    # (st_blocks counts 512 B)
+        assert bytes(p.cs.rx.read(5000)) == b"r" * 5000
+        p.d.reclaim(1, rx=True)
+        assert blocks() <= base + 1 * 8                    # the RX pages are gone ...
+        assert bytes(p.ds.tx.read(100)) == b"t" * 100      # ... the TX page is not
+        p.d.reclaim(1, rx=True, tx=True)
+        assert blocks() <= base
+        # a reclaimed ring is an empty ring: data after it flows as before
+        assert p.ds.rx.write(b"again") == 5
+        assert bytes(p.cs.rx.read(10)) == b"again"
+        assert p.cs.tx.write(b"more") == 4
+        assert bytes(p.ds.tx.read(10)) == b"more"
