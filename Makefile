@@ -17,7 +17,7 @@ CLANG      ?= clang
 BPF_CFLAGS := -O2 -g -Wall -target bpf -I/usr/include/$(shell uname -m)-linux-gnu
 APT_PKGS   := clang llvm libbpf-dev bpftool ethtool iproute2 nftables iperf3 socat curl \
               wrk iputils-ping tcpdump procps python3 python3-venv python3-dev python3-bpfcc gcc make \
-              libatomic1
+              libatomic1 python3-setuptools python3-wheel
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv bpf demo test test-fast bare-check vm-test print-apt-pkgs clean
