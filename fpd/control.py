@@ -978,6 +978,59 @@ def xdp_host(cfg: WorkerConfig):
     return w, (lambda dst: _kernel_route(w, dst)), w.xsk.bind_mode
 
 
+def channel_handler(chan: socket.socket, cfg: WorkerConfig, w, svc: "Service", on_end):
+    """The reader of the supervisor's channel for one worker (``w``'s ``add_reader``
+    callback): up to 16 messages of :data:`fpd.proto.CHANNEL_OPS` per call - a control
+    connection to adopt, a capture tap, stats, conns - answered with their ``seq``;
+    ``stop``, a broken channel or the supervisor's EOF call ``on_end()``. Shared by
+    :func:`worker_main` and ``fpd run``'s workers (:mod:`fpd.run`)."""
+
+    def on_chan(now):
+        for _ in range(16):
+            try:
+                d, fds = proto.recv(chan, maxfds=4)
+            except BlockingIOError:
+                return
+            except (OSError, ValueError) as e:
+                log.error("worker q%d: channel: %s", cfg.queue, e)
+                on_end()
+                return
+            if d is None:                      # the supervisor is gone
+                on_end()
+                return
+            try:
+                msg = proto.parse(d, proto.CHANNEL_OPS)
+                if len(fds) != msg.fds:
+                    raise proto.ProtocolError(f"{msg.op} with {len(fds)} fds, expected "
+                                              f"{msg.fds}")
+                if isinstance(msg, proto.Client):
+                    s = socket.socket(fileno=fds.pop())
+                    svc.adopt(s, msg.attach, msg.cred or {})
+                    continue                   # no reply: the client got its answer
+                elif isinstance(msg, proto.CaptureTap):   # fpd capture (fpd.capture)
+                    _capture.attach(w, socket.socket(fileno=fds.pop()), msg.body())
+                    continue                   # no reply: the supervisor does not wait
+                elif isinstance(msg, proto.Stats):
+                    reply = proto.ok(stats=_jsonable(svc.stats()))
+                elif isinstance(msg, proto.Conns):
+                    reply = proto.ok(**svc.conns())
+                else:                          # proto.Stop
+                    on_end()
+                    return
+            except proto.ProtocolError as e:
+                reply = proto.fail(e.errno, str(e))
+            except Exception as e:
+                reply = proto.fail(_errno.EIO, str(e))
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            if "seq" in d:
+                reply["seq"] = d["seq"]
+            proto.send_fitting(chan, reply)
+
+    return on_chan
+
+
 def worker_main(chan: socket.socket, cfg: WorkerConfig, make_host=xdp_host) -> int:
     """Run one worker until the supervisor says stop or goes away. Returns an exit code.
 
@@ -1006,51 +1059,11 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig, make_host=xdp_host) -> i
         w.enable_forwarding(cfg.nqueues, rx, tx)
     state = {"stop": False}
 
-    def on_chan(now):
-        for _ in range(16):
-            try:
-                d, fds = proto.recv(chan, maxfds=4)
-            except BlockingIOError:
-                return
-            except (OSError, ValueError) as e:
-                log.error("worker q%d: channel: %s", cfg.queue, e)
-                state["stop"] = True
-                w.stop()
-                return
-            if d is None:                      # the supervisor is gone
-                state["stop"] = True
-                w.stop()
-                return
-            try:
-                msg = proto.parse(d, proto.CHANNEL_OPS)
-                if len(fds) != msg.fds:
-                    raise proto.ProtocolError(f"{msg.op} with {len(fds)} fds, expected "
-                                              f"{msg.fds}")
-                if isinstance(msg, proto.Client):
-                    s = socket.socket(fileno=fds.pop())
-                    svc.adopt(s, msg.attach, msg.cred or {})
-                    continue                   # no reply: the client got its answer
-                elif isinstance(msg, proto.CaptureTap):   # fpd capture (fpd.capture)
-                    _capture.attach(w, socket.socket(fileno=fds.pop()), msg.body())
-                    continue                   # no reply: the supervisor does not wait
-                elif isinstance(msg, proto.Stats):
-                    reply = proto.ok(stats=_jsonable(svc.stats()))
-                elif isinstance(msg, proto.Conns):
-                    reply = proto.ok(**svc.conns())
-                else:                          # proto.Stop
-                    state["stop"] = True
-                    w.stop()
-                    return
-            except proto.ProtocolError as e:
-                reply = proto.fail(e.errno, str(e))
-            except Exception as e:
-                reply = proto.fail(_errno.EIO, str(e))
-            finally:
-                for fd in fds:
-                    os.close(fd)
-            if "seq" in d:
-                reply["seq"] = d["seq"]
-            proto.send_fitting(chan, reply)
+    def end():
+        state["stop"] = True
+        w.stop()
+
+    on_chan = channel_handler(chan, cfg, w, svc, end)
 
     code = 0
     try:

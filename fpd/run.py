@@ -24,7 +24,6 @@ program gets KeyboardInterrupt (asyncio.run cancels its main task), then fpd cle
 
 from __future__ import annotations
 
-import errno as _errno
 import logging
 import os
 import runpy
@@ -80,45 +79,7 @@ def app_worker_main(chan: socket.socket, cfg, app: dict) -> int:
             except (OSError, ValueError):
                 pass
 
-    def on_chan(now):
-        for _ in range(16):
-            try:
-                d, fds = proto.recv(chan, maxfds=4)
-            except BlockingIOError:
-                return
-            except (OSError, ValueError) as e:
-                log.error("worker q%d: channel: %s", cfg.queue, e)
-                stop_program()
-                return
-            if d is None:                      # the supervisor is gone
-                stop_program()
-                return
-            try:
-                msg = proto.parse(d, proto.CHANNEL_OPS)
-                if len(fds) != msg.fds:
-                    raise proto.ProtocolError(f"{msg.op} with {len(fds)} fds, expected "
-                                              f"{msg.fds}")
-                if isinstance(msg, proto.Client):
-                    s = socket.socket(fileno=fds.pop())
-                    svc.adopt(s, msg.attach, msg.cred or {})
-                    continue                   # no reply: the client got its answer
-                elif isinstance(msg, proto.Stats):
-                    reply = proto.ok(stats=control._jsonable(svc.stats()))
-                elif isinstance(msg, proto.Conns):
-                    reply = proto.ok(**svc.conns())
-                else:                          # proto.Stop: end the program
-                    stop_program()
-                    return
-            except proto.ProtocolError as e:
-                reply = proto.fail(e.errno, str(e))
-            except Exception as e:
-                reply = proto.fail(_errno.EIO, str(e))
-            finally:
-                for fd in fds:
-                    os.close(fd)
-            if "seq" in d:
-                reply["seq"] = d["seq"]
-            proto.send_fitting(chan, reply)
+    on_chan = control.channel_handler(chan, cfg, w, svc, stop_program)
 
     code = 1
     eng = None
