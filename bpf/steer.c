@@ -102,7 +102,7 @@ static __always_inline void count(__u32 idx)
  * Parse the frame and decide: FPD_STAT_MALFORMED, FPD_STAT_PASSED (not ours) or
  * FPD_STAT_STEERED (the destination is in the steer map).
  */
-static __always_inline __u32 classify(struct xdp_md *ctx)
+static __always_inline __u32 classify(struct xdp_md *ctx, const int frags)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -152,9 +152,17 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 	 * AF_XDP UMEM chunk holds is this long anyway. */
 	if (tot_len > FPD_MAX_FRAME)
 		return FPD_STAT_MALFORMED;
-	/* the whole IPv4 datagram must be in the frame (Ethernet padding may follow it) */
-	if ((void *)ip + tot_len > data_end)
+	/* the whole IPv4 datagram must be in the frame (Ethernet padding may follow it). A
+	 * multi-buffer frame (xdp.frags) has only its first buffer between data and
+	 * data_end: the datagram is checked against the frame's whole length instead. */
+	if (frags) {
+		__u64 l3_off = (__u64)((void *)ip - data);
+
+		if (l3_off + tot_len > bpf_xdp_get_buff_len(ctx))
+			return FPD_STAT_MALFORMED;
+	} else if ((void *)ip + tot_len > data_end) {
 		return FPD_STAT_MALFORMED;
+	}
 
 	tcp = (void *)ip + ihl_bytes;
 	if ((void *)(tcp + 1) > data_end)
@@ -172,10 +180,9 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 	return FPD_STAT_PASSED;
 }
 
-SEC("xdp")
-int fpd_steer(struct xdp_md *ctx)
+static __always_inline int steer(struct xdp_md *ctx, const int frags)
 {
-	__u32 verdict = classify(ctx);
+	__u32 verdict = classify(ctx, frags);
 	long act;
 
 	count(FPD_STAT_SEEN);
@@ -190,6 +197,27 @@ int fpd_steer(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	return XDP_REDIRECT;
+}
+
+/* The program for frames that fit one buffer (any MTU up to ~3.5k on veth). */
+SEC("xdp")
+int fpd_steer(struct xdp_md *ctx)
+{
+	return steer(ctx, 0);
+}
+
+/*
+ * The same program declaring multi-buffer support (BPF_F_XDP_HAS_FRAGS, Linux >= 5.18):
+ * the kernel then hands it frames larger than a page as a chain of buffers, which an
+ * AF_XDP socket bound with XDP_USE_SG receives as descriptors chained by XDP_PKT_CONTD.
+ * fpd/bpf.py loads this one when the interface's MTU needs it (jumbo frames). Both load
+ * from one object; the kernel sees only the one attached. Its kernel name is 15 bytes
+ * (BPF_OBJ_NAME_LEN 16 with the NUL).
+ */
+SEC("xdp.frags")
+int fpd_steer_frags(struct xdp_md *ctx)
+{
+	return steer(ctx, 1);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -42,6 +42,9 @@ from fpd import netns
 log = logging.getLogger("fpd.bpf")
 
 PROG_NAME = "fpd_steer"
+#: the same program declaring multi-buffer support (SEC("xdp.frags")), for jumbo MTUs
+PROG_NAME_FRAGS = "fpd_steer_frags"
+PROG_NAMES = (PROG_NAME, PROG_NAME_FRAGS)
 STEER_MAP = "fpd_steer"
 STEER_MAP_C = "fpd_steer_map"   # the C variable: see the comment on the map in steer.c
 XSKS_MAP = "fpd_xsks"
@@ -60,6 +63,7 @@ STEER_VAL = struct.Struct("=I")
 U32 = struct.Struct("=I")
 
 VETH_NATIVE_MAX_MTU = 3506
+SIOCGIFMTU = 0x8921
 SYSTEM_OBJECT = Path("/usr/lib/fpd/steer.o")
 BPF_CFLAGS = ["-O2", "-g", "-Wall", "-target", "bpf"]
 
@@ -178,6 +182,21 @@ def _ifindex(ifname: str, mode: str | None = None) -> int:
 
 
 # --- finding the object ------------------------------------------------------------------
+def _mtu_of(ifname: str) -> int | None:
+    """MTU of ``ifname`` in the calling thread's namespace (SIOCGIFMTU), None if unknown."""
+    b = ifname.encode()
+    if not b or len(b) >= 16:
+        return None
+    req = bytearray(b.ljust(16, b"\0") + bytes(24))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            import fcntl
+            fcntl.ioctl(s.fileno(), SIOCGIFMTU, req)
+    except OSError:
+        return None
+    return struct.unpack_from("=i", req, 16)[0]
+
+
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "fpd"
@@ -330,7 +349,9 @@ def _attach_error(err: int, ifname: str, mode: str, what: str, lines: list[str],
                f"{ifname} ({mode} mode, {_word(err)})")
     elif err == E.ERANGE and mode == "native":
         msg = (f"MTU of {ifname} (or its peer) too large for native XDP (max "
-               f"{VETH_NATIVE_MAX_MTU} on veth; lower it or use generic mode) "
+               f"{VETH_NATIVE_MAX_MTU} on veth for a single-buffer program; lower it, use "
+               f"generic mode, or the multi-buffer program fpd_steer_frags, chosen "
+               f"automatically above that MTU) "
                f"({_word(err)})")
     elif err in (E.EBUSY, E.EEXIST) and what == "attach":
         with contextlib.suppress(XdpError):
@@ -383,7 +404,8 @@ class Steering:
     was refused, else None).
     """
 
-    def __init__(self, ifname: str, mode: str = "auto", obj_path=None):
+    def __init__(self, ifname: str, mode: str = "auto", obj_path=None,
+                 frags: bool | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.ifname = ifname
@@ -391,6 +413,9 @@ class Steering:
         self.mode: str | None = None
         self.fallback_reason: str | None = None
         self.prog_id = 0
+        #: True when the multi-buffer program (xdp.frags) is the one loaded. None: when the
+        #: interface's MTU is above what one buffer holds (VETH_NATIVE_MAX_MTU).
+        self.frags = frags
         self._obj = None
         self._attached = False
         self._closed = False
@@ -399,6 +424,8 @@ class Steering:
         try:
             self.ifindex = _ifindex(ifname, None if mode == "auto" else mode)
             self.obj_path = str(obj_path) if obj_path is not None else find_object()
+            if self.frags is None:
+                self.frags = (_mtu_of(ifname) or 0) > VETH_NATIVE_MAX_MTU
             self._load()
             self._attach(mode)
         except BaseException:
@@ -417,6 +444,11 @@ class Steering:
                                     f"{_word(err)}\n" + "".join(lines),
                                ifname=self.ifname, log="".join(lines))
             self._obj = obj
+            want = PROG_NAME_FRAGS if self.frags else PROG_NAME
+            other = PROG_NAME if self.frags else PROG_NAME_FRAGS
+            p_other = L.bpf_object__find_program_by_name(obj, other.encode())
+            if p_other:     # load only the one we attach (xdp.frags needs Linux >= 5.18)
+                L.bpf_program__set_autoload(p_other, False)
             steer = self._rename_steer_map()
             ret = L.bpf_object__load(obj)
             if ret < 0:
@@ -433,9 +465,11 @@ class Steering:
                     head = f"loading {path} into the kernel {where} failed ({_word(err)})"
                 raise XdpError(err, f"{head}; libbpf and verifier log:\n{text}",
                                ifname=self.ifname, mode=self.requested_mode, log=text)
-        prog = L.bpf_object__find_program_by_name(obj, PROG_NAME.encode())
+        prog = L.bpf_object__find_program_by_name(obj, want.encode())
         if not prog:
-            raise XdpError(E.ENOENT, f"{path} has no program named {PROG_NAME}")
+            hint = " (an object built before multi-buffer support: rebuild it)" \
+                if self.frags else ""
+            raise XdpError(E.ENOENT, f"{path} has no program named {want}{hint}")
         self._prog_fd = L.bpf_program__fd(prog)
         self._steer_fd = L.bpf_map__fd(steer)
         self._xsks_fd, self._xsks_max = self._map(XSKS_MAP)

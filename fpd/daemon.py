@@ -1569,7 +1569,7 @@ def _undo_file(step, sup, report) -> bool:
 
 
 def _undo_xdp(step, sup, report) -> bool:
-    from fpd.bpf import PROG_NAME, XdpError, attached_prog_id, force_detach
+    from fpd.bpf import PROG_NAME, PROG_NAMES, XdpError, attached_prog_id, force_detach
     ifname = step["ifname"]
     if sup is not None:                          # detach through the live attachment
         st, sup.steering = sup.steering, None
@@ -1590,7 +1590,7 @@ def _undo_xdp(step, sup, report) -> bool:
     if not prog:
         return True
     name = prog_name(prog)
-    if prog != step.get("prog_id") and name and name != PROG_NAME:
+    if prog != step.get("prog_id") and name and name not in PROG_NAMES:
         report(True, f"{ifname} has XDP program id {prog} named {name}, not {PROG_NAME}: "
                      f"left alone (`fpd xdp detach -i {ifname}` removes any program)")
         return True

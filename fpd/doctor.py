@@ -175,14 +175,14 @@ def interface(ifname: str) -> list[dict]:
                                        f"(ethtool -l {ifname} should answer)"))
     out.append(memlock(n, mtu))
     try:
-        from fpd.bpf import PROG_NAME, attached_prog_id
+        from fpd.bpf import PROG_NAMES, attached_prog_id
         prog = attached_prog_id(ifname)
     except Exception as e:                     # noqa: BLE001
         out.append(_c("xdp_free", "bad", f"cannot query XDP on {ifname}: {e}"))
         return out
     if prog:
         name = daemon.prog_name(prog)
-        if name == PROG_NAME:
+        if name in PROG_NAMES:
             out.append(_c("xdp_free", "bad", f"{ifname} already has fpd's program (id {prog}):"
                                              f" an fpd serves it (`fpd status`), or one died "
                                              f"(`fpd stop --force -i {ifname}`)"))

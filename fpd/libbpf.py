@@ -179,6 +179,11 @@ lib.bpf_program__fd.restype = c_int
 lib.bpf_program__fd.argtypes = [c_void_p]
 bpf_program__fd = lib.bpf_program__fd
 
+# int bpf_program__set_autoload(struct bpf_program *prog, bool autoload);
+lib.bpf_program__set_autoload.restype = c_int
+lib.bpf_program__set_autoload.argtypes = [c_void_p, ctypes.c_bool]
+bpf_program__set_autoload = lib.bpf_program__set_autoload
+
 # --- maps (object side) ----------------------------------------------------------------
 # struct bpf_map *bpf_object__find_map_by_name(const struct bpf_object *obj,
 #                                              const char *name);

@@ -89,6 +89,8 @@ XDP_UMEM_PGOFF_FILL_RING = 0x100000000
 XDP_UMEM_PGOFF_COMPLETION_RING = 0x180000000
 
 XDP_RING_NEED_WAKEUP = 1 << 0
+#: xdp_desc.options: more buffers of this packet follow (multi-buffer, XDP_USE_SG)
+XDP_PKT_CONTD = 1 << 0
 XDP_PACKET_HEADROOM = 256          # reserved by the kernel in front of received data
 
 U32 = 0xFFFFFFFF
@@ -564,7 +566,7 @@ class Umem:
 
     def __init__(self, nframes: int = DEFAULT_FRAMES, chunk_size: int = DEFAULT_CHUNK,
                  headroom: int = 0, check: bool = False, buf=None,
-                 fill_target: int | None = None):
+                 fill_target: int | None = None, scratch: int = 0):
         if chunk_size not in CHUNK_SIZES:
             raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, not {chunk_size}")
         if nframes <= 0:
@@ -577,14 +579,19 @@ class Umem:
         self.chunk_size = chunk_size
         self.headroom = headroom
         self.size = nframes * chunk_size
+        #: bytes after the registered frames, in the same mapping but never given to the
+        #: kernel: where multi-buffer frames are put together (offsets size..size+scratch
+        #: of ``view``, so the parsers and the frame builders work there unchanged)
+        self.scratch = scratch
         self._mm = None
         if buf is None:
-            self._mm = mmap.mmap(-1, self.size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+            self._mm = mmap.mmap(-1, self.size + scratch,
+                                 flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
                                  prot=mmap.PROT_READ | mmap.PROT_WRITE)
             buf = self._mm
         self.view = memoryview(buf).cast("B")
-        if len(self.view) < self.size:
-            raise ValueError("UMEM buffer smaller than nframes * chunk_size")
+        if len(self.view) < self.size + scratch:
+            raise ValueError("UMEM buffer smaller than nframes * chunk_size + scratch")
         self.alloc = FrameAllocator(nframes, chunk_size, check=check)
         self.base_mask = self.alloc.base_mask
         self.check = check

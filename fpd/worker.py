@@ -77,7 +77,7 @@ from . import wire
 from .fastpath import SegBurst
 from .stack import Stack, StackConfig
 from .wire import MalformedFrame, build_frame_into, parse_burst, parse_frame, stamp_frames
-from .xsk import XskSocket
+from .xsk import SG_SLOT, SG_TX_SLOTS, XDP_PKT_CONTD, XskSocket
 
 __all__ = ["Worker", "WorkerError"]
 
@@ -122,7 +122,8 @@ class Worker:
                  neigh_ttl: float = 60.0, neigh_timeout: float = 3.0,
                  neigh_queue: int = 64, vlan: int | None = None,
                  clock=time.monotonic, xsk_kw: dict | None = None,
-                 burst: bool | None = None, tso: bool | None = None):
+                 burst: bool | None = None, tso: bool | None = None,
+                 sg: bool | None = None):
         self.ifname = ifname
         self.queue = queue
         self.app = app
@@ -198,9 +199,15 @@ class Worker:
             need = mtu + ETH_VLAN_HLEN + RX_HEADROOM       # largest frame + kernel headroom
             if chunk_size is None:
                 chunk_size = 2048 if need <= 2048 else 4096
-            if need > chunk_size:
+            # multi-buffer (XDP_USE_SG): a frame larger than a chunk comes in, and goes out,
+            # as a chain of chunks. Used when the MTU needs it (sg=None; FPD_SG=0 refuses)
+            if sg is None:
+                sg = need > chunk_size and _env_flag("FPD_SG")
+            self.sg = bool(sg)
+            if need > chunk_size and not self.sg:
                 raise WorkerError(f"MTU {mtu} of {ifname} does not fit a {chunk_size}-byte "
-                                  f"UMEM chunk (max MTU {chunk_size - RX_HEADROOM - 18})")
+                                  f"UMEM chunk (max MTU {chunk_size - RX_HEADROOM - 18}) and "
+                                  f"multi-buffer AF_XDP is off (sg=False or FPD_SG=0)")
             cfg = dataclasses.replace(stack_config or StackConfig(), mss=mss)
             self.stack = Stack(isn_key if isn_key is not None else os.urandom(16), cfg)
             # the per-burst data path (fpd.fastpath); False, or FPD_BURST=0 / FPD_TSO=0
@@ -212,6 +219,8 @@ class Worker:
             kw = dict(rx_size=ring_size, tx_size=ring_size, fill_size=ring_size,
                       comp_size=ring_size, nframes=nframes, chunk_size=chunk_size,
                       check=check)
+            if self.sg:
+                kw.update(sg=True, sg_slots=max(batch, 64))
             kw.update(xsk_kw or {})
             bp = os.environ.get("FPD_BUSY_POLL")      # "USECS[,BUDGET]" (see docs/AFXDP.md)
             if bp and "busy_poll" not in kw:
@@ -222,6 +231,9 @@ class Worker:
             self.xsk = XskSocket(ifname, queue, **kw)
             self.umem = self.xsk.umem
             self.chunk = self.umem.chunk_size
+            #: outgoing frames may exceed a chunk: build them in scratch, send as chains
+            self.sg_tx = self.sg and mtu + ETH_VLAN_HLEN > self.chunk
+            self.tx_sg_frames = 0          # frames sent as a chain of descriptors
             if tx_budget is not None:
                 self.xsk.set_tx_budget(tx_budget)
             if hasattr(os, "eventfd"):
@@ -548,6 +560,11 @@ class Worker:
             d["kicks"] = x.kicks
             d["fill_wakeups"] = x.fill_wakeups
             d["bind_mode"] = x.bind_mode
+            d["sg"] = x.sg
+            if x.sg:
+                d["rx_sg_frames"] = x.rx_sg_frames
+                d["rx_sg_dropped"] = x.rx_sg_dropped
+                d["tx_sg_frames"] = self.tx_sg_frames
             d["xdp"] = x.stats()
             d["umem"] = {"frames": um.nframes, "free": um.free_frames, "krx": um.krx,
                          "ktx": um.ktx}
@@ -628,6 +645,8 @@ class Worker:
         n = len(segs)
         if not n:
             return 0
+        if self.sg_tx:
+            return self._flush_sg(segs, now)
         need = n
         for seg in segs:
             if type(seg) is SegBurst:
@@ -711,6 +730,122 @@ class Worker:
         self.tx_frames += sent
         self.tx_bytes += sum(lens[:sent])
         return sent
+
+    def _flush_sg(self, segs: list, now: float) -> int:
+        """:meth:`_flush` for an MTU above a chunk (multi-buffer): each frame is built in
+        the UMEM's scratch area and copied into as many chunks as it needs, sent as one
+        chain of descriptors (XDP_PKT_CONTD on all but the last)."""
+        xsk = self.xsk
+        um = self.umem
+        view = um.view
+        chunk = self.chunk
+        vlan = self.vlan
+        src_mac = self.mac
+        macs = self._macs
+        limit = self.mtu + (14 if vlan is None else 18)
+        per = -(-limit // chunk)                # chunks of the largest frame
+        tbase = xsk.sg_tx_base
+        slot = SG_SLOT
+        need = 0
+        for seg in segs:
+            need += seg.count if type(seg) is SegBurst else 1
+        need *= per
+        room = xsk.tx.free_slots()
+        if room < need and um.ktx:
+            xsk.complete()
+            room = xsk.tx.free_slots()
+        frames = xsk.tx_alloc(need if need < room else room)
+        k = len(frames)
+        addrs = []
+        lens = []
+        i = 0
+        pkts = 0
+        nbytes = 0
+        chains = 0
+        contd = XDP_PKT_CONTD << 32
+
+        def chain(s, ln):
+            nonlocal i, chains
+            if ln > chunk:
+                chains += 1
+            off = 0
+            while off < ln:
+                m = ln - off
+                if m > chunk:
+                    m = chunk
+                a = frames[i]
+                i += 1
+                view[a:a + m] = view[s + off:s + off + m]
+                addrs.append(a)
+                off += m
+                lens.append(m if off >= ln else m | contd)
+
+        for j in range(len(segs)):
+            seg = segs[j]
+            mac = macs.get(seg.dst)
+            if mac is None:
+                mac = self._neigh_miss(seg, now)
+                if mac is None:
+                    continue                    # parked or dropped
+            if k - i < per:
+                self._defer(segs[j:])
+                break
+            if type(seg) is SegBurst:
+                fit = (k - i) // per
+                if fit > SG_TX_SLOTS:
+                    fit = SG_TX_SLOTS
+                rest = None
+                if seg.count > fit:
+                    rest = seg.split(fit)
+                    self.tx_burst_splits += 1
+                c = seg.count
+                if seg.header is None or seg.header[2] is not mac:
+                    seg.header = wire.template_header(src_mac, mac, seg.tmpl, vlan) + (mac,)
+                if len(seg.header[0]) + seg.mss > limit:
+                    self.tx_errors += c
+                else:
+                    sa = [tbase + q * slot for q in range(c)]
+                    try:
+                        bl = stamp_frames(view, sa, src_mac, mac, seg.tmpl, seg.payload,
+                                          seg.mss, seg.last_flags, vlan, seg.header)
+                    except ValueError:
+                        self.tx_errors += c
+                    else:
+                        for s, ln in zip(sa, bl):
+                            chain(s, ln)
+                            nbytes += ln
+                        pkts += c
+                        self.tx_bursts += 1
+                if rest is not None:
+                    self._defer([rest] + segs[j + 1:])
+                    break
+                continue
+            if seg.sack:
+                self._fit_sack(seg, limit)
+            try:
+                ln = build_frame_into(view[tbase:tbase + slot], 0, src_mac, mac, seg,
+                                      vlan=vlan)
+            except ValueError:
+                self.tx_errors += 1
+                continue
+            if ln > limit:
+                self.tx_errors += 1
+                continue
+            chain(tbase, ln)
+            nbytes += ln
+            pkts += 1
+        if i < k:
+            um.free(frames[i:])
+        if not addrs:
+            return 0
+        sent = xsk.tx_submit(addrs, lens)
+        if sent < len(addrs):                   # cannot happen: room was reserved above
+            um.free(addrs[sent:])
+            self.tx_errors += 1
+        self.tx_sg_frames += chains
+        self.tx_frames += pkts
+        self.tx_bytes += nbytes
+        return pkts
 
     def _defer(self, rest: list) -> None:
         self.tx_ring_full += 1

@@ -51,6 +51,14 @@ XDP_SHARED_UMEM = 1 << 0
 XDP_COPY = 1 << 1
 XDP_ZEROCOPY = 1 << 2
 XDP_USE_NEED_WAKEUP = 1 << 3
+#: bind flag: multi-buffer packets (a frame over several chunks; Linux >= 6.6)
+XDP_USE_SG = 1 << 4
+XDP_PKT_CONTD = _u.XDP_PKT_CONTD
+#: room for one multi-buffer frame put together in the UMEM's scratch area
+SG_SLOT = 16384
+#: scratch slots for building outgoing frames larger than a chunk (then split into a chain)
+SG_TX_SLOTS = 64
+U32 = 0xFFFFFFFF
 XDP_OPTIONS_ZEROCOPY = 1 << 0
 #: setsockopt: frames one copy-mode sendto() may transmit (kernel >= 6.17; default 32)
 XDP_MAX_TX_SKB_BUDGET = 9
@@ -154,6 +162,15 @@ class XskRings:
         self.need_wakeup = need_wakeup
         self.kicks = 0           # TX wake-up syscalls made
         self.fill_wakeups = 0    # fill wake-up syscalls made
+        # multi-buffer (XDP_USE_SG): chained RX descriptors are copied into one frame in
+        # the UMEM's scratch area (umem.size + i * SG_SLOT); their chunks wait in
+        # _rx_held for the next recycle(), an unfinished chain in _rx_part
+        self.sg = False
+        self.sg_slots = 0
+        self._rx_part: list = []
+        self._rx_held: list = []
+        self.rx_sg_frames = 0    # frames that came in more than one buffer
+        self.rx_sg_dropped = 0   # ... too large for a scratch slot (dropped)
 
     # -- wake-up hooks ------------------------------------------------------------------
     def _kick_tx(self) -> None:
@@ -165,20 +182,66 @@ class XskRings:
     # -- RX -----------------------------------------------------------------------------
     def rx_burst(self, max_n: int = 64):
         """Up to ``max_n`` received frames as two lists ``(addrs, lens)``; each frame's
-        data is ``frame(addr, len)``. The frames are the application's until recycled."""
+        data is ``frame(addr, len)``. The frames are the application's until recycled.
+        With multi-buffer on (``sg``), a frame that came in several chained buffers is
+        one entry, at an address in the UMEM's scratch area (valid until the next
+        burst)."""
         rx = self.rx
         k = rx.peek(max_n)
         if not k:
             return [], []
-        addrs, lens = rx.read_descs(k)
+        flat = rx.read_flat(k)
         rx.release(k)
         um = self.umem
         um.krx -= k
+        addrs = flat[0::2]
+        lens = flat[1::2]
         if um.check:
             m = um.base_mask
             um.alloc.move([a & m for a in addrs], KRX, APP)
+        if max(lens) > U32 or self._rx_part:    # options set: a chained (multi-buffer) frame
+            if self.sg:
+                return self._rx_chains(addrs, lens)
+            lens = [x & U32 for x in lens]
         return addrs, lens
 
+    def _rx_chains(self, addrs: list, lens: list):
+        """Put each chain of XDP_PKT_CONTD descriptors together in one scratch slot."""
+        um = self.umem
+        view = um.view
+        base = um.size
+        slots = self.sg_slots
+        used = 0
+        part = self._rx_part
+        held = self._rx_held
+        out_a = []
+        out_l = []
+        for a, lo in zip(addrs, lens):
+            if lo <= U32 and not part:          # a frame in one buffer
+                out_a.append(a)
+                out_l.append(lo)
+                continue
+            part.append((a, lo & U32))
+            if (lo >> 32) & XDP_PKT_CONTD:
+                continue                        # more of this frame follows
+            total = 0
+            for _, ln in part:
+                total += ln
+            if total > SG_SLOT or used >= slots:
+                self.rx_sg_dropped += 1
+            else:
+                dst = o = base + used * SG_SLOT
+                used += 1
+                for ca, ln in part:
+                    view[o:o + ln] = view[ca:ca + ln]
+                    o += ln
+                out_a.append(dst)
+                out_l.append(total)
+                self.rx_sg_frames += 1
+            held.extend([ca for ca, _ in part])
+            part = []
+        self._rx_part = part
+        return out_a, out_l
     def rx_batch(self, max_n: int = 64) -> list:
         """Up to ``max_n`` received frames as ``[(addr, len), ...]``."""
         addrs, lens = self.rx_burst(max_n)
@@ -189,7 +252,12 @@ class XskRings:
         return self.umem.view[addr:addr + length]
 
     def recycle(self, addrs) -> None:
-        """Received frames back to the kernel via the fill ring."""
+        """Received frames back to the kernel via the fill ring (the chunks of frames
+        put together from several buffers go with them)."""
+        if self._rx_held:
+            size = self.umem.size
+            addrs = [a for a in addrs if a < size] + self._rx_held
+            self._rx_held = []
         self.umem.recycle(addrs)
         if self.need_wakeup and self.umem.fill_ring.needs_wakeup():
             self._wake_fill()
@@ -242,6 +310,7 @@ class XskRings:
         if um.check:
             m = um.base_mask
             for a, ln in zip(addrs, lens):
+                ln &= U32                       # the high word: options (XDP_PKT_CONTD)
                 if (a & (um.chunk_size - 1)) + ln > um.chunk_size or ln <= 0:
                     raise FrameError(f"TX desc {a:#x}+{ln} crosses its chunk")
             um.alloc.move([a & m for a in addrs], APP, KTX)
@@ -288,7 +357,8 @@ class XskSocket(XskRings):
                  tx_budget: int | None = None, check: bool = False,
                  nframes: int = _u.DEFAULT_FRAMES, chunk_size: int = _u.DEFAULT_CHUNK,
                  prefill: bool = True, busy_poll: int | None = None,
-                 busy_poll_budget: int | None = None):
+                 busy_poll_budget: int | None = None, sg: bool = False,
+                 sg_slots: int = 256):
         self.ifname = ifname
         self.queue = queue
         self.sock: socket.socket | None = None
@@ -303,7 +373,11 @@ class XskSocket(XskRings):
         rx = tx = None
         try:
             if umem is None:
-                umem = Umem(nframes, chunk_size, check=check)
+                umem = Umem(nframes, chunk_size, check=check,
+                            scratch=(sg_slots + SG_TX_SLOTS) * SG_SLOT if sg else 0)
+            elif sg and umem.scratch < (sg_slots + SG_TX_SLOTS) * SG_SLOT:
+                raise ValueError(f"multi-buffer (sg) needs a Umem with scratch >= "
+                                 f"{(sg_slots + SG_TX_SLOTS) * SG_SLOT} bytes")
             elif umem.registered_fd >= 0:
                 raise ValueError("this UMEM is already registered on another socket "
                                  "(XDP_SHARED_UMEM is not supported)")
@@ -311,6 +385,10 @@ class XskSocket(XskRings):
                 raise ValueError("this UMEM belonged to a socket that was closed; make a "
                                  "new Umem (the kernel dropped its frames unaccounted)")
             super().__init__(umem, None, None, need_wakeup=need_wakeup)
+            self.sg = sg
+            self.sg_slots = sg_slots if sg else 0
+            #: where outgoing multi-buffer frames are built (SG_TX_SLOTS slots)
+            self.sg_tx_base = umem.size + self.sg_slots * SG_SLOT
             _u._warn_weak_ordering()
             self.ifindex = ifindex_of(ifname)
             try:
@@ -462,6 +540,8 @@ class XskSocket(XskRings):
 
     def _bind(self, bind_flags: int | None, need_wakeup: bool, busy_timeout: float) -> None:
         nw = XDP_USE_NEED_WAKEUP if need_wakeup else 0
+        if self.sg:
+            nw |= XDP_USE_SG
         if bind_flags is None:
             tries = [XDP_ZEROCOPY | nw, XDP_COPY | nw]
         else:
@@ -485,6 +565,11 @@ class XskSocket(XskRings):
                 delay = min(delay * 2, 0.05)
                 continue
             where = f"binding AF_XDP to {self.ifname} queue {self.queue}"
+            if flags & XDP_USE_SG and e in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise _err(e, f"{where} with multi-buffer (XDP_USE_SG, flags {flags:#x}): "
+                              f"refused by the kernel or the driver (needs Linux >= 6.6 "
+                              f"and a driver with AF_XDP multi-buffer); lower the MTU to "
+                              f"fit one UMEM chunk (<= 3498 with 4096-byte chunks)")
             if e == errno.EBUSY:
                 raise _err(e, f"{where}: the queue is still taken (another AF_XDP socket "
                               f"is bound to it, or one closed less than "

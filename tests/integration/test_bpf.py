@@ -311,19 +311,40 @@ def set_mtu(tb, mtu):
 
 
 def test_mtu_too_large_for_native(testbed):
+    """The single-buffer program: native mode refuses an MTU above 3506 on veth (ERANGE),
+    auto falls back to generic."""
     tb = testbed
     set_mtu(tb, 4000)
     with pytest.raises(XdpError) as ei:
-        steer(tb, "native")
+        steer(tb, "native", frags=False)
     e = ei.value
     assert e.errno == errno.ERANGE and e.mode == "native"
     assert f"MTU of {tb.srv_if} (or its peer) too large for native XDP" in str(e)
+    assert "fpd_steer_frags" in str(e)
     assert_nothing_attached(tb)
-    st = steer(tb, "auto")
+    st = steer(tb, "auto", frags=False)
     try:
         assert st.mode == "generic"
         assert "too large for native XDP" in st.fallback_reason
         assert kernel_xdp(tb) == ("xdpgeneric", st.prog_id)
+    finally:
+        st.close()
+    assert_nothing_attached(tb)
+
+
+@pytest.mark.parametrize("mtu,frags", [(1500, False), (3506, False), (3507, True),
+                                       (9000, True)])
+def test_the_multi_buffer_program_is_chosen_by_the_mtu(testbed, mtu, frags):
+    """Above one buffer's MTU the xdp.frags program is loaded, and native mode accepts
+    it on veth; below, the single-buffer one (what Linux 6.1 ran before)."""
+    tb = testbed
+    set_mtu(tb, mtu)
+    st = steer(tb, "native")
+    try:
+        assert st.frags is frags and st.mode == "native"
+        with tb.inside(tb.srv_ns):
+            assert bpf.attached_prog_id(tb.srv_if) == st.prog_id
+        assert kernel_xdp(tb) == ("xdp", st.prog_id)
     finally:
         st.close()
     assert_nothing_attached(tb)

@@ -289,9 +289,10 @@ def test_foreground_sigint(testbed, tmpsock):
     assert files_of(tmpsock) == [] and xdp_prog(bed) == 0
 
 
-def test_worker_failing_at_start_up_leaves_nothing(testbed_factory, tmpsock):
-    """MTU 4000: native XDP refuses (veth max 3506), generic attaches, the worker cannot
-    fit a frame into a UMEM chunk -> the start fails cleanly."""
+def test_worker_failing_at_start_up_leaves_nothing(testbed_factory, tmpsock, monkeypatch):
+    """MTU 4000 with multi-buffer AF_XDP turned off (FPD_SG=0): XDP attaches, the worker
+    cannot fit a frame into a UMEM chunk -> the start fails cleanly."""
+    monkeypatch.setenv("FPD_SG", "0")
     bed = testbed_factory(mtu=4000)
     before = reserved(bed)
     p = fpd_cli(bed, "start", "-i", "fpd0", "-p", "7", "--socket", tmpsock)

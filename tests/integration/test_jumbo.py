@@ -1,0 +1,43 @@
+"""Jumbo frames (MTU 9000) through AF_XDP multi-buffer (XDP_USE_SG) against the kernel.
+
+A 9014-byte frame does not fit a 4096-byte UMEM chunk: the XDP program is the xdp.frags
+one, the socket is bound with XDP_USE_SG, a received frame comes as a chain of
+descriptors (XDP_PKT_CONTD) put together in the UMEM's scratch area, and an outgoing one
+is built there and sent as a chain. The kernel's TCP at the same MTU is the peer.
+"""
+
+import pytest
+
+from fpd.stack import StackConfig
+from kernelpeer import Duplex, kernel_duplex, pattern, sha
+from test_worker import connect_kernel, fpd_on
+
+SIZE = 20 * 1000 * 1000
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_mtu_9000_20mb_both_ways(testbed_factory, mode):
+    bed = testbed_factory(mtu=9000)
+    fpd_out, k_out = pattern(SIZE, 5), pattern(SIZE, 6)
+    app = Duplex(fpd_out)
+    with fpd_on(bed, app, port=5001, mode=mode, cfg=StackConfig(time_wait=0.5)) as (st, w):
+        assert st.frags and w.sg and w.sg_tx and w.mss == 8960
+        assert w.xsk.bind_flags & (1 << 4)                  # XDP_USE_SG
+        s = connect_kernel(bed, 5001)
+        try:
+            got, n = kernel_duplex(s, k_out)
+            peer_mss = s.getsockopt(6, 2)                   # TCP_MAXSEG
+        finally:
+            s.close()
+        assert n == SIZE and got == sha(fpd_out)
+        assert app.done.wait(30), "the engine's connection never reached CLOSED"
+        assert app.rx_bytes == SIZE and app.rx.hexdigest() == sha(k_out)
+        assert app.error is None
+        stats = w.stats()
+    # segments really larger than a chunk, both ways: frames per byte of a 9000 MTU
+    assert peer_mss > 4096
+    assert stats["rx_sg_frames"] > SIZE // 9000 * 0.9 and stats["rx_sg_dropped"] == 0
+    assert stats["tx_sg_frames"] > SIZE // 9000 * 0.9
+    assert stats["rx_frames"] < SIZE // 4096 and stats["tx_frames"] < SIZE // 4096 * 2
+    assert stats["malformed"] == 0 and stats["xdp"]["rx_dropped"] == 0
