@@ -97,6 +97,7 @@ class Config:
     workloads: tuple = tuple(WORKLOADS)
     crr_max: int = 50000             # connections per crr measurement, at most
     peer_offloads: bool = True       # veth defaults on the peer (TSO, tx checksum)
+    mtu: int = 1500                  # MTU of the test bed's veth pair (both variants)
     verbose: bool = True
     keep_logs: bool = False
 
@@ -646,7 +647,8 @@ class Variant:
     def start(self, namespaces: list | None = None) -> None:
         from fpd.testbed import TestBed
         cfg = self.cfg
-        self.bed = TestBed(peer_tx_csum=cfg.peer_offloads, peer_tso=cfg.peer_offloads)
+        self.bed = TestBed(peer_tx_csum=cfg.peer_offloads, peer_tso=cfg.peer_offloads,
+                           mtu=cfg.mtu)
         if namespaces is not None:
             namespaces += [self.bed.srv_ns, self.bed.peer_ns]
         self.bed.up()
@@ -1165,7 +1167,8 @@ def write_chart(result: dict, path: str) -> None:
 # =========================================================================================
 def make_config(*, rounds=None, duration=None, idle=None, quick=False, json=None, png=None,
                 mode="native", port=5001, cpus="0,0,1", no_pin=False, variants=None,
-                workloads=None, peer_offloads="on", keep_logs=False, quiet=False) -> Config:
+                workloads=None, peer_offloads="on", keep_logs=False, quiet=False,
+                mtu=1500) -> Config:
     """The Config for ``fpd bench``'s options (fpd/cli.py declares them). ValueError says
     which option is wrong."""
     try:
@@ -1184,13 +1187,16 @@ def make_config(*, rounds=None, duration=None, idle=None, quick=False, json=None
             raise ValueError(f"unknown workload {x!r} (workloads: {', '.join(WORKLOADS)})")
     kw = dict(json=json, png=png, mode=mode, port=port, pin=not no_pin, cpu_app=cpu[0],
               cpu_loadgen=cpu[1], cpu_daemon=cpu[2], variants=variants, workloads=workloads,
-              peer_offloads=peer_offloads == "on", verbose=not quiet, keep_logs=keep_logs)
+              peer_offloads=peer_offloads == "on", verbose=not quiet, keep_logs=keep_logs,
+              mtu=mtu)
     for k, v in (("rounds", rounds), ("duration", duration), ("idle", idle)):
         if v is not None:
             kw[k] = v
     cfg = Config.quick_config(**kw) if quick else Config(**kw)
     if cfg.rounds < 1 or cfg.duration <= 0 or cfg.idle < 1:
         raise ValueError("--rounds, --duration and --idle must be positive")
+    if not 576 <= cfg.mtu <= 9000:
+        raise ValueError("--mtu must be 576..9000 (above 3498: AF_XDP multi-buffer)")
     return cfg
 
 

@@ -842,6 +842,9 @@ def demo(quick):
               help="TSO/GSO and tx checksum offload on the peer's veth (veth's defaults).")
 @click.option("--keep-logs", is_flag=True,
               help="Keep the app/daemon/load generator logs (path printed).")
+@click.option("--mtu", type=int, default=1500, show_default=True,
+              help="MTU of the test beds (kernel and fpd alike); above 3498 fpd uses "
+                   "AF_XDP multi-buffer (jumbo frames).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @click.pass_context
 def bench(ctx, json_path, **options):

@@ -140,6 +140,31 @@ def _driver(ifname: str) -> str:
     return "?"
 
 
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        parts = os.uname().release.split("-")[0].split(".")
+        return (int(parts[0]), int(parts[1])) >= (major, minor)
+    except (ValueError, IndexError):
+        return False
+
+
+def _mtu_check(ifname: str, mtu: int) -> dict:
+    """An MTU whose frames exceed a 4096-byte UMEM chunk: AF_XDP multi-buffer."""
+    rel = os.uname().release
+    if os.environ.get("FPD_SG", "1").strip().lower() in ("0", "no", "off", "false"):
+        return _c("mtu", "bad", f"MTU {mtu} of {ifname}: frames exceed a 4096-byte UMEM "
+                                f"chunk and multi-buffer AF_XDP is off (FPD_SG=0): unset "
+                                f"it, or ip link set {ifname} mtu 3498")
+    if not _kernel_at_least(6, 6):
+        return _c("mtu", "bad", f"MTU {mtu} of {ifname}: frames exceed a 4096-byte UMEM "
+                                f"chunk, which needs AF_XDP multi-buffer (XDP_USE_SG, Linux "
+                                f">= 6.6; this is {rel}): ip link set {ifname} mtu 3498")
+    return _c("mtu", "ok", f"MTU {mtu} of {ifname}: frames exceed a 4096-byte UMEM chunk; "
+                           f"fpd uses AF_XDP multi-buffer (XDP_USE_SG, Linux {rel}) and the "
+                           f"xdp.frags program (fpd_steer_frags); a driver without "
+                           f"multi-buffer support refuses at fpd start (EOPNOTSUPP)")
+
+
 def interface(ifname: str) -> list[dict]:
     out = []
     try:
@@ -161,10 +186,8 @@ def interface(ifname: str) -> list[dict]:
         out.append(_c("xdp_mode", "warn", f"driver {drv} is not known to have native XDP: "
                                           f"fpd start --mode auto falls back to generic "
                                           f"(skb) mode, which is slower"))
-    if mtu > 3506:
-        out.append(_c("mtu", "bad", f"MTU {mtu} of {ifname} is above 3506: native XDP "
-                                    f"refuses it (ERANGE) and frames exceed a 4096-byte UMEM "
-                                    f"chunk: ip link set {ifname} mtu 1500"))
+    if mtu + 18 + 256 > 4096:
+        out.append(_mtu_check(ifname, mtu))
     try:
         n = xsk.queues_of(ifname)
         out.append(_c("queues", "ok", f"{n} active queue{'s' * (n != 1)}: fpd start runs "

@@ -95,3 +95,26 @@ def test_without_sg_the_options_word_is_masked():
     assert lens == [ROOM, 10]
     x.recycle(addrs)
     assert x.umem.audit()["APP"] == 0
+
+
+_REAL = os.uname()
+
+
+def _uname(release):
+    r = _REAL
+    return os.uname_result((r.sysname, r.nodename, release, r.version, r.machine))
+
+
+def test_doctor_says_what_a_jumbo_mtu_needs(monkeypatch):
+    from fpd import doctor
+    monkeypatch.delenv("FPD_SG", raising=False)
+    monkeypatch.setattr(doctor.os, "uname", lambda: _uname("6.18.4-amd64"))
+    c = doctor._mtu_check("fpd0", 9000)
+    assert c["level"] == "ok" and "XDP_USE_SG" in c["detail"]
+    monkeypatch.setattr(doctor.os, "uname", lambda: _uname("6.1.0-27-amd64"))
+    c = doctor._mtu_check("fpd0", 9000)
+    assert c["level"] == "bad" and "Linux >= 6.6" in c["detail"] and "mtu 3498" in c["detail"]
+    monkeypatch.setattr(doctor.os, "uname", lambda: _uname("6.18.4-amd64"))
+    monkeypatch.setenv("FPD_SG", "0")
+    c = doctor._mtu_check("fpd0", 9000)
+    assert c["level"] == "bad" and "FPD_SG=0" in c["detail"]
