@@ -41,3 +41,51 @@ def test_mtu_9000_20mb_both_ways(testbed_factory, mode):
     assert stats["tx_sg_frames"] > SIZE // 9000 * 0.9
     assert stats["rx_frames"] < SIZE // 4096 and stats["tx_frames"] < SIZE // 4096 * 2
     assert stats["malformed"] == 0 and stats["xdp"]["rx_dropped"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_daemon_at_mtu_9000_echoes_through_the_client_library(testbed_factory):
+    """fpd start on a 9000-MTU interface (multi-buffer chosen by itself), an fpd.client
+    echo server, the kernel's TCP sending 5 MB and reading them back intact."""
+    import os
+    import sys
+    import threading
+    sys.path.insert(0, os.path.dirname(__file__))
+    from fpdd import fpd_daemon
+
+    from fpd import client
+    bed = testbed_factory(mtu=9000)
+    data = pattern(5_000_000, 7)
+    with fpd_daemon(bed, [8080]) as d:
+        client.set_default_socket(d.socket)
+        srv = client.create_server(("", 8080))
+        served = []
+        try:
+            def serve():
+                conn, _ = srv.accept()
+                with conn:
+                    while True:
+                        b = conn.recv(65536)
+                        if not b:
+                            break
+                        conn.sendall(b)
+                        served.append(len(b))
+            t = threading.Thread(target=serve, daemon=True)
+            t.start()
+            k = bed.socket(bed.peer_ns)
+            k.settimeout(30)
+            k.connect((bed.srv_ip, 8080))
+            with k:
+                digest, n = kernel_duplex(k, data, timeout=60)
+                mss = k.getsockopt(6, 2)
+            t.join(30)
+            assert not t.is_alive()
+            stats = d.stats()
+        finally:
+            srv.close()
+            client.set_default_socket(None)
+    assert n == len(data) and digest == sha(data) and sum(served) == len(data)
+    assert mss > 4096
+    w = stats["workers"][0]
+    assert w["sg"] is True and w["rx_sg_frames"] > len(data) // 9000 * 0.9
+    assert w["tx_sg_frames"] > len(data) // 9000 * 0.9 and w["rx_sg_dropped"] == 0
