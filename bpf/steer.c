@@ -150,11 +150,13 @@ static __always_inline __u32 classify(struct xdp_md *ctx, const int frags)
 	 * lose the bounds of a byte-swapped value and refuse "math between pkt pointer and
 	 * register with unbounded min value" (Linux 6.1, Debian 12's kernel). No frame an
 	 * AF_XDP UMEM chunk holds is this long anyway. */
-	if (tot_len > FPD_MAX_FRAME)
+	if (!frags && tot_len > FPD_MAX_FRAME)
 		return FPD_STAT_MALFORMED;
 	/* the whole IPv4 datagram must be in the frame (Ethernet padding may follow it). A
 	 * multi-buffer frame (xdp.frags) has only its first buffer between data and
-	 * data_end: the datagram is checked against the frame's whole length instead. */
+	 * data_end: the datagram is checked against the frame's whole length instead (no
+	 * pointer arithmetic with tot_len there, so no bound is needed: generic XDP hands
+	 * this program GSO/GRO packets of up to 64 KB). */
 	if (frags) {
 		__u64 l3_off = (__u64)((void *)ip - data);
 

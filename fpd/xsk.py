@@ -54,8 +54,10 @@ XDP_USE_NEED_WAKEUP = 1 << 3
 #: bind flag: multi-buffer packets (a frame over several chunks; Linux >= 6.6)
 XDP_USE_SG = 1 << 4
 XDP_PKT_CONTD = _u.XDP_PKT_CONTD
-#: room for one multi-buffer frame put together in the UMEM's scratch area
-SG_SLOT = 16384
+#: room for one multi-buffer frame put together in the UMEM's scratch area: the largest
+#: IPv4 datagram with an Ethernet header and two VLAN tags (generic XDP hands the frags
+#: program GSO/GRO packets of up to 64 KB). Slots are touched only when used.
+SG_SLOT = 65536 + 2048
 #: scratch slots for building outgoing frames larger than a chunk (then split into a chain)
 SG_TX_SLOTS = 64
 U32 = 0xFFFFFFFF

@@ -89,3 +89,55 @@ def test_daemon_at_mtu_9000_echoes_through_the_client_library(testbed_factory):
     w = stats["workers"][0]
     assert w["sg"] is True and w["rx_sg_frames"] > len(data) // 9000 * 0.9
     assert w["tx_sg_frames"] > len(data) // 9000 * 0.9 and w["rx_sg_dropped"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_generic_mode_takes_the_peers_64k_gso_packets_whole(testbed_factory):
+    """Generic XDP with the frags program gets the peer's TSO/GSO packets (up to 64 KB)
+    unsplit; bound with XDP_USE_SG the worker receives them as chains: at MTU 1500 far
+    fewer frames than 1448-byte segments, the bytes intact. (The single-buffer program
+    passes them to the kernel, which answers RST: the reason to turn TSO off on the peer
+    in generic mode otherwise.)"""
+    import threading
+
+    from fpd.bpf import Steering
+    from fpd.stack import ANY
+    from fpd.worker import Worker
+    bed = testbed_factory(mtu=1500, peer_tso=True, peer_tx_csum=True)
+    size = 5_000_000
+    k_out = pattern(size, 8)
+    app = Duplex(pattern(1000, 9))
+    st = w = t = None
+    try:
+        with bed.inside(bed.srv_ns):
+            st = Steering(bed.srv_if, mode="generic", frags=True)
+            w = Worker(bed.srv_if, 0, StackConfig(time_wait=0.2), app=app, sg=True,
+                       check=True)
+        st.set_xsk(0, w.fileno())
+        w.stack.listen(ANY, 5001)
+        st.add_port(5001)
+        t = threading.Thread(target=w.run, kwargs=dict(max_seconds=60))
+        t.start()
+        s = connect_kernel(bed, 5001)
+        try:
+            got, n = kernel_duplex(s, k_out)
+        finally:
+            s.close()
+        assert app.done.wait(30)
+        w.stop()
+        t.join(10)
+        assert not t.is_alive()
+        stats = w.stats()
+        counts = w.audit()
+        assert counts["FREE"] + counts["KRX"] == w.umem.nframes
+    finally:
+        if t is not None and t.is_alive():
+            w.stop()
+            t.join(10)
+        if w is not None:
+            w.close()
+        if st is not None:
+            st.close()
+    assert n == 1000 and app.rx_bytes == size and app.rx.hexdigest() == sha(k_out)
+    assert stats["rx_sg_frames"] > 0 and stats["rx_sg_dropped"] == 0
+    assert stats["rx_frames"] < size // 1448 // 4           # GSO packets, not segments
