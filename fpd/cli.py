@@ -322,6 +322,8 @@ def _daemonize(cfg, timeout: float = 90.0) -> int:
             info = json.loads(text[2:].strip() or "{}")
         except ValueError:
             info = {}
+        for line in info.get("cleaned") or []:        # a dead daemon's left-overs
+            click.echo(f"fpd: {line}", err=True)
         click.echo(_serving_line(cfg, info))
         return 0
     with contextlib.suppress(ChildProcessError):

@@ -13,7 +13,7 @@ replays the same record.
    interface exists in this network namespace, enough queues;
 2. ``PATH.pid`` created and locked (``flock``): a second daemon on the same socket path
    finds it locked and says "fpd is already running (pid N) on PATH"; a ``PATH.state``
-   left by a daemon that died makes start-up refuse until ``fpd stop --force`` ran;
+   left by a daemon that died is undone first (:func:`undo`, logged and printed);
 3. no XDP program may be attached to the interface yet (another fpd?);
 4. ``PATH.state`` (JSON) written: a summary, and the steps so far;
 5. ``bpf.Steering`` attached, the listen ports and the local port range steered;
@@ -468,6 +468,7 @@ class Supervisor:
         self.ready_fd = -1                    # the `fpd start` pipe: not for the workers
         self.fwd: list = []                   # socketpairs between workers while forking
         self.metrics = None                   # fpd.metrics.MetricsServer (--metrics)
+        self.cleaned: list[str] = []          # what start() undid of a dead daemon's state
 
     # -- signals ---------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -654,14 +655,45 @@ class Supervisor:
         self._did({"do": "pid_file", "path": path})
 
     def _check_stale(self) -> None:
-        st = read_state(self.cfg.state_path)
-        if st is None and not os.path.exists(self.cfg.state_path):
+        """A ``PATH.state`` without a live daemon (we hold the pid file's lock, so its
+        writer is gone: SIGKILL, OOM, power cut): replay its record (:func:`undo`, as
+        ``fpd stop --force`` does: left-over workers killed, XDP detached if the program
+        there is the recorded one or an fpd_steer, reserved ports given back, files
+        removed) and go on starting. What was done is logged and kept in
+        ``self.cleaned`` (``fpd start`` prints it); a step that cannot be undone makes
+        the start refuse with the reason."""
+        path = self.cfg.state_path
+        if not os.path.lexists(path):
             return
+        st = read_state(path)
         pid = (st or {}).get("pid", "?")
-        ifname = (st or {}).get("ifname", self.cfg.ifname)
-        raise DaemonError(f"a previous fpd (pid {pid}) on {self.cfg.socket} died without "
-                          f"cleaning up ({self.cfg.state_path} is still there): run "
-                          f"`fpd stop --force -i {ifname} --socket {self.cfg.socket}` first")
+        ifname = (st or {}).get("ifname") or self.cfg.ifname
+        if st is None:
+            steps = [{"do": "state_file", "path": path}]     # unreadable: only the file
+        else:
+            steps = [s for s in st.get("steps") or [] if isinstance(s, dict)
+                     and not (s.get("do") == "pid_file"       # ours now: we hold its lock
+                              and s.get("path") == self.cfg.pid_path)]
+            if not any(s.get("do") == "state_file" for s in steps):
+                steps.insert(0, {"do": "state_file", "path": path})
+        done: list[str] = []
+        failed: list[str] = []
+
+        def report(ok: bool, text: str) -> None:
+            (done if ok else failed).append(text)
+        head = (f"a previous fpd (pid {pid}) on {self.cfg.socket} died without cleaning "
+                f"up")
+        log.warning("%s (%s is still there): cleaning up after it", head, path)
+        left = undo(steps, live=None, report=report)
+        for text in done:
+            log.warning("stale state: %s", text)
+        for text in failed:
+            log.error("stale state: %s", text)
+        if left or failed:
+            raise DaemonError(f"{head}, and its state cannot all be undone "
+                              f"({'; '.join(failed) or 'see the log'}): fix that, then run "
+                              f"`fpd stop --force -i {ifname} --socket {self.cfg.socket}`")
+        self.cleaned = [f"{head}: cleaned up"] + done
 
     def _check_xdp_free(self) -> None:
         from fpd.bpf import XdpError, attached_prog_id
@@ -1497,7 +1529,8 @@ def run(cfg: DaemonConfig, ready_fd: int | None = None) -> int:
             return 1
         _notify(ready_fd, "ok " + json.dumps({"pid": sup.pid, "mode": sup.steering.mode,
                                               "queues": sup.nqueues,
-                                              "prog_id": sup.steering.prog_id}))
+                                              "prog_id": sup.steering.prog_id,
+                                              "cleaned": sup.cleaned}))
         ready_fd = None
         sdnotify.notify(f"READY=1\nMAINPID={sup.pid}\nSTATUS=serving {cfg.ifname} ports "
                         f"{','.join(map(str, cfg.ports))} on {cfg.socket}")
