@@ -196,14 +196,17 @@ class Service:
         log.info("client %d attached (pid %s uid %s): %d slots", cid, c.cred.get("pid"),
                  c.cred.get("uid"), lay.nslots)
 
-    def drop(self, c: _Client, why: str, now: float | None = None) -> None:
-        """Forget a client: reset its connections, close its listeners and memory."""
+    def drop(self, c: _Client, why: str, now: float | None = None,
+             cause: str = "other") -> None:
+        """Forget a client: reset its connections, close its listeners and memory.
+        ``cause`` names the counter ``clients_dropped_<cause>`` (``fpd stats``)."""
         if c.dead:
             return
         c.dead = True
         now = self.w.clock() if now is None else now
         log.info("client %d dropped: %s", c.id, why)
         self.counters["clients_dropped"] += 1
+        self.counters["clients_dropped_" + cause] += 1
         for e in list(c.entries.values()):
             self._kill_entry(e, now, reset=True)
             if e.bell is not None:
@@ -237,6 +240,14 @@ class Service:
 
     # -- control messages ------------------------------------------------------------------
     def _on_control(self, c: _Client, now: float) -> None:
+        """The client's control socket is readable. Whatever its messages raise stays
+        with that client (:meth:`_bug`: dropped, counted), never ends the worker."""
+        try:
+            self._control_msgs(c, now)
+        except Exception:
+            self._bug(c, now)
+
+    def _control_msgs(self, c: _Client, now: float) -> None:
         for _ in range(64):
             if c.dead:
                 return
@@ -245,10 +256,10 @@ class Service:
             except BlockingIOError:
                 return
             except (ValueError, OSError) as e:
-                self.drop(c, f"bad control message: {e}", now)
+                self.drop(c, f"bad control message: {e}", now, cause="bad_control")
                 return
             if d is None:
-                self.drop(c, "control connection closed", now)
+                self.drop(c, "control connection closed", now, cause="closed")
                 return
             try:
                 msg = proto.parse(d, proto.WORKER_OPS)
@@ -256,11 +267,11 @@ class Service:
                     raise ControlError(_errno.EINVAL, f"op {msg.op!r} takes no fd")
                 reply = proto.ok(**self._handlers[type(msg)](self, c, msg, fds, now))
             except ControlError as e:
-                reply = proto.fail(e.errno, str(e))
+                reply = self._refused(e.errno, str(e))
             except proto.ProtocolError as e:
-                reply = proto.fail(e.errno, str(e))
+                reply = self._refused(e.errno, str(e))
             except (KeyError, TypeError, ValueError) as e:
-                reply = proto.fail(_errno.EINVAL, f"bad request: {e}")
+                reply = self._refused(_errno.EINVAL, f"bad request: {e}")
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -271,8 +282,15 @@ class Service:
             try:
                 proto.send(c.sock, reply)
             except OSError as e:
-                self.drop(c, f"cannot answer: {e}", now)
+                self.drop(c, f"cannot answer: {e}", now, cause="unanswerable")
                 return
+
+    def _refused(self, err: int, text: str) -> dict:
+        """A request refused (unknown op, bad field, a slot not the client's, a port not
+        steered...): counted as ``requests_refused`` and ``refused_<ERRNO>``."""
+        self.counters["requests_refused"] += 1
+        self.counters["refused_" + (_errno.errorcode.get(err) or str(err))] += 1
+        return proto.fail(err, text)
 
     def _reply_err(self, sock, e) -> None:
         err = getattr(e, "errno", None) or _errno.EINVAL
@@ -627,6 +645,7 @@ class Service:
     def _corrupt(self, e: _Entry, ex: ShmCorrupt) -> None:
         log.warning("client %d: %s: connection reset", e.client.id, ex)
         self.counters["shm_corrupt"] += 1
+        self.counters["shm_corrupt_" + str(ex.ring)] += 1
         now = self.w.clock()
         if e.conn is not None:
             conn = e.conn
@@ -643,7 +662,7 @@ class Service:
         log.exception("worker q%d: internal error serving client %d", self.cfg.queue, c.id)
         self.counters["internal_errors"] += 1
         try:
-            self.drop(c, "internal error (see the daemon's log)", now)
+            self.drop(c, "internal error (see the daemon's log)", now, cause="internal")
         except Exception:
             log.exception("worker q%d: dropping client %d", self.cfg.queue, c.id)
 
@@ -680,7 +699,7 @@ class Service:
                 try:
                     recs = c.commands.get_many(256)
                 except ShmCorrupt as ex:
-                    self.drop(c, str(ex), now)
+                    self.drop(c, str(ex), now, cause="ring_corrupt")
                     continue
                 if recs:
                     work += len(recs)
@@ -720,7 +739,8 @@ class Service:
             if c.full_since is None:
                 c.full_since = now
             elif now - c.full_since > EVENT_BACKLOG_LIMIT:
-                self.drop(c, f"event ring full for {EVENT_BACKLOG_LIMIT:g} s", now)
+                self.drop(c, f"event ring full for {EVENT_BACKLOG_LIMIT:g} s", now,
+                          cause="event_backlog")
         else:
             c.full_since = None
 
@@ -920,7 +940,7 @@ class Service:
                 pass
         self.stack.events()
         for c in list(self.clients.values()):
-            self.drop(c, "daemon stopping", now)
+            self.drop(c, "daemon stopping", now, cause="stopping")
 
 
 def _int(v, key: str, default: int, lo: int, hi: int) -> int:

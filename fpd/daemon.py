@@ -469,6 +469,8 @@ class Supervisor:
         self.fwd: list = []                   # socketpairs between workers while forking
         self.metrics = None                   # fpd.metrics.MetricsServer (--metrics)
         self.cleaned: list[str] = []          # what start() undid of a dead daemon's state
+        # control connections refused before a worker saw them, by cause (fpd stats)
+        self.counters: dict[str, int] = {}
 
     # -- signals ---------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -1026,6 +1028,7 @@ class Supervisor:
             for fd, (c, t) in list(self.clients.items()):
                 if t <= now:
                     log.info("dropping a client that sent nothing for %.0f s", CLIENT_TIMEOUT)
+                    self._count("silent")
                     self._drop_client(c)
         return self.exit_code
 
@@ -1041,6 +1044,11 @@ class Supervisor:
             c.setblocking(False)
             self.clients[c.fileno()] = (c, time.monotonic() + CLIENT_TIMEOUT)
             self.sel.register(c, selectors.EVENT_READ, ("client", c))
+
+    def _count(self, cause: str) -> None:
+        """A control connection the supervisor refused or dropped, by cause (``fpd
+        stats``: ``supervisor``; Prometheus ``fpd_supervisor_<cause>_total``)."""
+        self.counters[cause] = self.counters.get(cause, 0) + 1
 
     def _drop_client(self, c: socket.socket) -> None:
         self.clients.pop(c.fileno(), None)
@@ -1058,11 +1066,13 @@ class Supervisor:
         except BlockingIOError:
             return
         except ValueError as e:
+            self._count("bad_message")
             with contextlib.suppress(OSError):
                 self._reply(c, proto.fail(E.EINVAL, str(e)))
             self._drop_client(c)
             return
         except OSError:
+            self._count("gone")
             self._drop_client(c)
             return
         self.clients.pop(c.fileno(), None)
@@ -1075,6 +1085,7 @@ class Supervisor:
             try:
                 msg = proto.parse(d, proto.SUPERVISOR_OPS)
             except proto.ProtocolError as e:
+                self._count("refused_" + (E.errorcode.get(e.errno) or str(e.errno)))
                 self._reply(c, proto.fail(e.errno, str(e)))
                 return
             if isinstance(msg, proto.Hello):
@@ -1153,6 +1164,7 @@ class Supervisor:
     def _attach_client(self, c: socket.socket, d: dict, msg: proto.Attach) -> bool:
         q = msg.queue
         if not 0 <= q < len(self.workers):
+            self._count("attach_refused")
             self._reply(c, proto.fail(E.EINVAL, f"no worker for queue {q!r} (this daemon has "
                                           f"{len(self.workers)})"))
             return False
@@ -1309,7 +1321,8 @@ class Supervisor:
             else:
                 workers.append({"queue": w.queue, "pid": w.pid,
                                 "error": a.get("error", "no answer")})
-        return {"ok": True, "xdp": xdp, "workers": workers, "drops": totals}
+        return {"ok": True, "xdp": xdp, "workers": workers, "drops": totals,
+                "supervisor": dict(self.counters)}
 
     def _conns(self) -> dict:
         answers = self._ask_workers(proto.Conns(), "conns")

@@ -97,6 +97,12 @@ def families(stats: dict, status: dict | None = None, conns: dict | None = None,
         if isinstance(v, int) and not isinstance(v, bool):
             xdp.add_metric([k], v)
     out.append(xdp)
+    sup = CounterMetricFamily("fpd_supervisor_refused", "Control connections the "
+                              "supervisor refused or dropped, by cause", labels=["cause"])
+    for k, v in (stats.get("supervisor") or {}).items():
+        if isinstance(v, int) and not isinstance(v, bool):
+            sup.add_metric([k], v)
+    out.append(sup)
     up = GaugeMetricFamily("fpd_worker_up", "1 if the worker answered this scrape",
                            labels=["queue"])
     per: dict[str, UnknownMetricFamily] = {}

@@ -373,6 +373,8 @@ def decode(data: bytes) -> dict:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProtocolError(f"control message is not JSON: {e}") from None
+    except RecursionError:          # deep nesting: json.loads recurses per level
+        raise ProtocolError("control message is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("control message is not a JSON object")
     return obj
