@@ -188,6 +188,7 @@ CONFIG_KEYS = {
     "group": "group", "owner": "owner", "log": "log", "foreground": "foreground",
     "socket_mode": "sock_mode", "stack": "stack", "worker": "worker",
     "metrics": "metrics", "log_level": "log_level", "log-level": "log_level",
+    "user": "user",
 }
 
 
@@ -362,9 +363,13 @@ def _daemonize(cfg, timeout: float = 90.0) -> int:
 @click.option("--metrics", metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (the kernel's "
                    "TCP; off by default), e.g. 127.0.0.1:9477.")
+@click.option("--user", metavar="USER[:GROUP]",
+              help="The workers drop root for this user once set up (no capabilities "
+                   "left); 'root' keeps root. [default: auto = the user fpd if it "
+                   "exists, else nobody]")
 @click.pass_context
 def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config_file,
-          local_ports, group, log_file, log_level, metrics):
+          local_ports, group, log_file, log_level, metrics, user):
     """Start the daemon: attach XDP to IFACE, steer the ports, serve apps on the socket.
 
     Needs root. Without --foreground, returns once the daemon serves (exit 0) or with its
@@ -386,7 +391,7 @@ def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config
     cli_values = {"ifname": iface, "ports": list(ports) or None, "addr": addr, "mode": mode,
                   "queues": queues, "local_ports": local_ports, "group": group,
                   "log": log_file, "foreground": foreground, "log_level": log_level,
-                  "metrics": metrics}
+                  "metrics": metrics, "user": user}
     if given("socket_path") or "socket" not in from_file:
         cli_values["socket"] = os.path.abspath(socket_path)
     cfg = build_config(cli_values, from_file)

@@ -65,6 +65,7 @@ WORKER_TIMEOUT = 2.0      # for a stats/conns answer
 STOP_TIMEOUT = 5.0        # for the workers to exit after "stop"
 IFACE_CHECK = 1.0          # seconds between checks that the interface still exists
 CLIENT_TIMEOUT = 5.0      # for a new connection's first message
+RESOLVE_RATE = 100        # proto.Resolve notes taken per worker per second
 
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK = 12, 13, 39, 38, 14
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -93,6 +94,9 @@ class DaemonConfig:
     sock_mode: int = 0o660
     owner: str | int | None = None
     group: str | int | None = None
+    # the workers' user after set-up ("USER" or "USER:GROUP"; "auto" = fpd if that user
+    # exists, else nobody; "root" = keep root): see drop_privileges()
+    user: str | None = "auto"
     log: str | None = None
     stack: dict = dataclasses.field(default_factory=dict)    # StackConfig overrides
     worker: dict = dataclasses.field(default_factory=dict)   # fpd.worker.Worker kwargs
@@ -171,6 +175,7 @@ def validate(cfg: DaemonConfig) -> None:
         raise DaemonError(f"socket path too long for a unix socket (max 107 bytes): "
                           f"{cfg.socket} (choose a shorter --socket, e.g. /run/fpd/NAME.sock)")
     _uid_gid(cfg)
+    worker_ids(cfg)
     _validate_ops(cfg)
 
 
@@ -201,6 +206,86 @@ def _uid_gid(cfg: DaemonConfig) -> tuple[int, int]:
         except KeyError:
             raise DaemonError(f"no such group: {cfg.group}") from None
     return uid, gid
+
+
+def worker_ids(cfg: DaemonConfig) -> tuple[int, int, str] | None:
+    """(uid, gid, "user:group") the workers run as after set-up, None = stay root."""
+    spec = "auto" if cfg.user in (None, "") else str(cfg.user)
+    name, _, gname = spec.partition(":")
+    if name == "auto":
+        try:
+            pw = pwd.getpwnam("fpd")
+        except KeyError:
+            try:
+                pw = pwd.getpwnam("nobody")
+            except KeyError:
+                raise DaemonError("--user auto: neither a user fpd nor nobody exists: "
+                                  "create one (useradd --system fpd) or give --user") \
+                    from None
+    elif name.isdigit():
+        uid = int(name)
+        try:
+            pw = pwd.getpwuid(uid)
+        except KeyError:
+            pw = None
+    else:
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            raise DaemonError(f"--user: no such user: {name}") from None
+    if pw is not None:
+        uid, gid, uname = pw.pw_uid, pw.pw_gid, pw.pw_name
+    else:
+        uid, gid, uname = int(name), int(name), name
+    if gname:
+        try:
+            gid = int(gname) if gname.isdigit() else grp.getgrnam(gname).gr_gid
+        except KeyError:
+            raise DaemonError(f"--user: no such group: {gname}") from None
+    if uid == 0:
+        if gname and gid != 0:
+            raise DaemonError("--user root:GROUP: root keeps every capability anyway; "
+                              "give a user other than root")
+        return None
+    try:
+        gn = grp.getgrgid(gid).gr_name
+    except KeyError:
+        gn = str(gid)
+    return uid, gid, f"{uname}:{gn}"
+
+
+CAP_SETUID, CAP_SETGID = 7, 6
+
+
+def drop_privileges(ids: tuple[int, int, str] | None, parent: int) -> str:
+    """In a worker, once its XSK is bound and its UMEM registered (the last steps that
+    need privileges): become ``ids`` (uid, gid, name) with no capability left,
+    ``no_new_privs`` set (no setuid binary can give any back) and ``PR_SET_PDEATHSIG``
+    set again (the kernel clears it when the credentials change). The data path needs
+    no capability after set-up (tests/integration/test_privilege.py shows it serving
+    as nobody); the process is then also non-dumpable (no ptrace, no core file of the
+    clients' memory). Returns a line for the log. ``ids`` None: stay root (``--user
+    root``), say so."""
+    if ids is None:
+        return "runs as root (--user root): a bug in its data path is a root bug"
+    uid, gid, name = ids
+    os.setgroups([gid])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)          # no PR_SET_KEEPCAPS: every capability is gone
+    if _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(err)}")
+    _set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent:           # the supervisor died while we changed
+        os._exit(1)
+    caps = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("CapEff:", "CapPrm:", "CapAmb:")):
+                caps[line.split(":")[0]] = int(line.split()[1], 16)
+    if any(caps.values()) or os.geteuid() != uid:
+        raise OSError(E.EPERM, f"privileges not dropped: uid {os.geteuid()}, {caps}")
+    return f"runs as {name} (uid {uid} gid {gid}), no capabilities"
 
 
 def _capabilities() -> int:
@@ -242,6 +327,22 @@ def check_privileges() -> None:
                       f"AmbientCapabilities, see systemd/fpd.service)")
 
 
+def check_drop(cfg: DaemonConfig, caps: int | None = None) -> tuple | None:
+    """The workers can become ``--user`` (CAP_SETUID and CAP_SETGID, which root has
+    unless a bounding set took them away). Returns :func:`worker_ids`."""
+    ids = worker_ids(cfg)
+    caps = _capabilities() if caps is None else caps
+    if ids is None or (os.geteuid() == 0 and caps == 0):
+        return ids
+    missing = [n for n, bit in (("CAP_SETUID", CAP_SETUID), ("CAP_SETGID", CAP_SETGID))
+               if not caps >> bit & 1]
+    if missing:
+        raise DaemonError(f"the workers cannot drop root for {ids[2]} without "
+                          f"{' and '.join(missing)} (a reduced capability set: add them, "
+                          f"as systemd/fpd.service does, or keep root with --user root)")
+    return ids
+
+
 def check_interface(ifname: str) -> int:
     try:
         return socket.if_nametoindex(ifname)
@@ -255,6 +356,7 @@ def preflight(cfg: DaemonConfig) -> None:
     """The quick checks ``fpd start`` makes before it forks (run() makes them again)."""
     validate(cfg)
     check_privileges()
+    check_drop(cfg)
     check_interface(cfg.ifname)
 
 
@@ -428,6 +530,7 @@ class WorkerProcess:
         self.exit_status = None
         self.info: dict = {}
         self.seq = 0
+        self.resolve_window = (0.0, 0)          # proto.Resolve rate limit: (start, n)
 
     def describe_exit(self) -> str:
         st = self.exit_status
@@ -468,6 +571,7 @@ class Supervisor:
         self.ready_fd = -1                    # the `fpd start` pipe: not for the workers
         self.fwd: list = []                   # socketpairs between workers while forking
         self.metrics = None                   # fpd.metrics.MetricsServer (--metrics)
+        self.worker_ids = None                # (uid, gid, name) of the workers; None = root
         self.cleaned: list[str] = []          # what start() undid of a dead daemon's state
         # control connections refused before a worker saw them, by cause (fpd stats)
         self.counters: dict[str, int] = {}
@@ -565,6 +669,7 @@ class Supervisor:
         cfg = self.cfg
         validate(cfg)
         check_privileges()
+        self.worker_ids = check_drop(cfg)
         self.ifindex = check_interface(cfg.ifname)
         self._install_signals()
         from fpd import xsk
@@ -884,7 +989,16 @@ class Supervisor:
                 from fpd import run as _run
                 rc = _run.app_worker_main(chan, wcfg, self.cfg.app)
             else:
-                rc = control.worker_main(chan, wcfg)
+                ids, sup = self.worker_ids, self.pid
+
+                def make_host(c):             # set up as root, then let go of it
+                    host = control.xdp_host(c)
+                    if ids is not None:
+                        host[0].neigh_resolver = lambda ifindex, ip: _ask_resolve(
+                            chan, ifindex, ip)
+                    log.info("worker q%d %s", q, drop_privileges(ids, sup))
+                    return host
+                rc = control.worker_main(chan, wcfg, make_host=make_host)
             if not isinstance(rc, int):
                 rc = 0 if rc is None else 1
         except BaseException as e:                 # noqa: BLE001  (always os._exit)
@@ -1201,7 +1315,9 @@ class Supervisor:
 
     def _worker_note(self, w: WorkerProcess, msg: dict) -> None:
         """A message from a worker that answers nothing we are waiting for."""
-        if msg.get("op") == proto.Error.op or msg.get("ok") is False:
+        if msg.get("op") == proto.Resolve.op:
+            self._resolve(w, msg)
+        elif msg.get("op") == proto.Error.op or msg.get("ok") is False:
             log.warning("worker q%d: %s", w.queue, msg.get("error", msg))
         else:
             log.debug("worker q%d: %r", w.queue, msg)
@@ -1224,6 +1340,37 @@ class Supervisor:
         how = w.describe_exit() if not w.alive else "closed its channel"
         log.error("worker q%d (pid %d) %s: shutting down", w.queue, w.pid, how)
         self._request_stop(1)
+
+    def _resolve(self, w: WorkerProcess, msg: dict) -> None:
+        """proto.Resolve from an unprivileged worker: start ARP for a next hop on our
+        interface (the only thing its data path needed CAP_NET_ADMIN for). The worker is
+        not trusted: only IPv4 addresses on fpd's interface, at most RESOLVE_RATE a
+        second per worker; the rest is counted and dropped."""
+        import ipaddress
+
+        from fpd import neigh
+        try:
+            note = proto.parse(msg, proto.WORKER_NOTES)
+            ip = str(ipaddress.IPv4Address(note.ip))
+        except (proto.ProtocolError, ValueError):
+            self._count("resolve_refused")
+            return
+        if note.ifindex != self.ifindex:
+            self._count("resolve_refused")
+            return
+        now = time.monotonic()
+        t, n = w.resolve_window
+        if now - t >= 1.0:
+            t, n = now, 0
+        if n >= RESOLVE_RATE:
+            self._count("resolve_limited")
+            return
+        w.resolve_window = (t, n + 1)
+        self._count("resolve_started")
+        try:
+            neigh.neighbour_mac(self.ifindex, ip, resolve=True, timeout=0)
+        except neigh.NeighError:
+            pass                                   # started: the worker looks it up
 
     def _ask_workers(self, req: proto.Message, key: str,
                      timeout: float = WORKER_TIMEOUT) -> dict:
@@ -1298,6 +1445,7 @@ class Supervisor:
                              **({"error": answers[w.queue]["error"]}
                                 if "error" in answers.get(w.queue, {}) else {})}
                             for w in self.workers],
+                "worker_user": self.worker_ids[2] if self.worker_ids else "root",
                 "clients": clients, "connections": conns, "started": self.started,
                 "uptime": round(time.time() - self.started, 3), "socket": cfg.socket,
                 "log": cfg.log_path}
@@ -1406,6 +1554,17 @@ class Supervisor:
                 log.info("worker q%d (pid %d) %s", w.queue, w.pid, w.describe_exit())
             with contextlib.suppress(Exception):
                 w.chan.close()
+
+
+def _ask_resolve(chan: socket.socket, ifindex: int, ip) -> None:
+    """In an unprivileged worker: proto.Resolve to the supervisor (no answer: the
+    worker's parked segments look the neighbour up again, as after NTF_USE)."""
+    try:
+        if isinstance(ip, (bytes, bytearray)):
+            ip = socket.inet_ntoa(bytes(ip))
+        proto.send(chan, proto.Resolve(ifindex=int(ifindex), ip=str(ip)))
+    except (OSError, ValueError):
+        pass                                       # full or gone: the retry times out
 
 
 def select_read(fds, timeout):

@@ -175,6 +175,9 @@ class Worker:
         self._macs: dict = {}                      # destination IP -> next-hop MAC
         self._mac_until: dict = {}                 # destination IP -> refresh time
         self._parked: dict = {}                    # IP -> [deadline, next_try, delay, segs]
+        # fn(ifindex, ip) that starts address resolution for us, when this process may
+        # not (fpd start --user: the supervisor does it, proto.Resolve); None = NTF_USE
+        self.neigh_resolver = None
         self._neg: dict = {}                       # IP -> until (recently failed)
         self._neigh_sweep = clock() + neigh_ttl
         try:
@@ -747,6 +750,12 @@ class Worker:
             if oif != self.ifindex:
                 raise _NoRoute(f"route to {wire.ip_to_str(ip)} leaves through ifindex "
                                f"{oif}, not {self.ifname}")
+            if resolve and self.neigh_resolver is not None:   # no CAP_NET_ADMIN here
+                try:
+                    return _neigh.neighbour_mac(oif, gw or ip, resolve=False)
+                except _neigh.NeighError:
+                    self.neigh_resolver(oif, gw or ip)           # the supervisor starts ARP
+                    raise
             return _neigh.neighbour_mac(oif, gw or ip, resolve=resolve, timeout=0.001)
 
     def _neigh_miss(self, seg, now: float):

@@ -59,4 +59,4 @@ def test_hostile_client_for_10_s(testbed):
         text = "\n".join(rep["metrics"])
         assert "fpd_worker_service_requests_refused" in text, text
         assert "fpd_worker_service_clients_dropped" in text, text
-        assert 'fpd_supervisor_refused_total{cause=' in text, text
+        assert 'fpd_supervisor_total{counter="bad_message"}' in text, text
