@@ -331,6 +331,8 @@ def check_drop(cfg: DaemonConfig, caps: int | None = None) -> tuple | None:
     """The workers can become ``--user`` (CAP_SETUID and CAP_SETGID, which root has
     unless a bounding set took them away). Returns :func:`worker_ids`."""
     ids = worker_ids(cfg)
+    if cfg.app:                          # `fpd run`: the workers run the operator's program
+        return None
     caps = _capabilities() if caps is None else caps
     if ids is None or (os.geteuid() == 0 and caps == 0):
         return ids

@@ -507,3 +507,31 @@ def test_start_errors_name_the_thing_the_cause_and_the_fix(kw, cause, fix):
     with pytest.raises(DaemonError) as ei:
         daemon.validate(DaemonConfig(**{**base, **kw}))
     assert cause in str(ei.value) and fix in str(ei.value), str(ei.value)
+
+
+# --- the workers' user (--user) -------------------------------------------------------------
+def test_worker_ids():
+    auto = daemon.worker_ids(cfg(user="auto"))
+    assert auto is not None and auto[2].split(":")[0] in ("fpd", "nobody")
+    assert daemon.worker_ids(cfg(user="root")) is None
+    assert daemon.worker_ids(cfg(user="0")) is None
+    assert daemon.worker_ids(cfg(user="47011:47012")) == (47011, 47012, "47011:47012")
+    assert daemon.worker_ids(cfg(user="nobody"))[:2] == (65534, 65534)
+    with pytest.raises(DaemonError, match="no such user: no-such-user"):
+        daemon.worker_ids(cfg(user="no-such-user"))
+    with pytest.raises(DaemonError, match="no such group"):
+        daemon.worker_ids(cfg(user="nobody:no-such-group"))
+    with pytest.raises(DaemonError, match="give a user other than root"):
+        daemon.worker_ids(cfg(user="root:65534"))
+
+
+def test_check_drop_needs_setuid_and_setgid():
+    c = cfg(user="47011")
+    full = (1 << daemon.CAP_SETUID) | (1 << daemon.CAP_SETGID)
+    assert daemon.check_drop(c, caps=full)[:2] == (47011, 47011)
+    with pytest.raises(DaemonError, match="without CAP_SETUID and CAP_SETGID"):
+        daemon.check_drop(c, caps=1 << daemon.CAP_NET_ADMIN)
+    with pytest.raises(DaemonError, match="without CAP_SETUID .*--user root"):
+        daemon.check_drop(c, caps=1 << daemon.CAP_SETGID)
+    assert daemon.check_drop(cfg(user="root"), caps=0) is None
+    assert daemon.check_drop(cfg(user="47011", app={"argv": ["x"]}), caps=0) is None
