@@ -11,6 +11,7 @@
   memory), SHA-256 both ways; prints the rate.
 """
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from fpd import tcp
 from fpd.stack import StackConfig
+from fpd.worker import Worker
 from test_worker import connect_kernel, fpd_on
 
 MASK = 0xFFFFFFFF
@@ -122,9 +124,29 @@ def _wrap_isn(w, below: int, ts_in: float):
     w.stack._isn = isn
 
 
+@contextlib.contextmanager
+def _served(bed, app, port, cfg, seconds):
+    """test_worker.fpd_on (steering + one check-mode Worker, its loop in a thread, always
+    torn down) for a loop allowed to run ``seconds`` instead of 120."""
+    if seconds <= 120:
+        with fpd_on(bed, app, port=port, cfg=cfg) as sw:
+            yield sw
+        return
+    orig = Worker.run
+
+    def run(self, until=None, max_seconds=None, **kw):
+        return orig(self, until, max_seconds=seconds, **kw)
+    Worker.run = run
+    try:
+        with fpd_on(bed, app, port=port, cfg=cfg) as sw:
+            yield sw
+    finally:
+        Worker.run = orig
+
+
 def _transfer(bed, n, port, cfg, hook=None, timeout=120):
     app = Stream(n)
-    with fpd_on(bed, app, port=port, cfg=cfg) as (st, w):
+    with _served(bed, app, port, cfg, timeout) as (st, w):
         if hook:
             hook(w)
         s = connect_kernel(bed, port, timeout=timeout)
