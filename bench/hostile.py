@@ -498,6 +498,7 @@ def _good_stream(bed, end: float, box: dict, hold: threading.Event) -> None:
                 else:
                     bytes_ok += ROUND
                 rounds += 1
+                box["progress"] = rounds
             box["done"] = True
             hold.wait(120)
     except Exception as e:                       # noqa: BLE001  (reported, asserted)
@@ -540,7 +541,11 @@ def run(bed, d, duration: float = 60.0, seed: int = 1, metrics_port: int | None 
         gt = threading.Thread(target=_good_stream, args=(bed, t0 + duration, good, hold),
                               daemon=True)
         gt.start()
-        time.sleep(0.5)                        # the good client attached and streaming
+        # the baseline once the good client has streamed a round (attached, its slot's
+        # doorbell registered: it blocked at least once)
+        deadline = time.monotonic() + 30
+        while not good.get("progress") and "error" not in good and time.monotonic() < deadline:
+            time.sleep(0.05)
         before = _proc_sample(worker)
         st0 = d.stats()
         w0 = st0["workers"][0]
