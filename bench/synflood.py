@@ -217,13 +217,14 @@ def rate_in(buckets: dict, a: float, b: float) -> float:
 
 # --------------------------------------------------------------------- the run ----
 def run(streams: int = 50, before: float = 5.0, flood: float = 10.0, after: float = 5.0,
-        pps: float = 0, queues: int = 1, log=None) -> dict:
+        pps: float = 0, queues: int = 1, syn_limit: int = 0, log=None) -> dict:
     from fpd.testbed import TestBed
     from fpdd import fpd_daemon
     import e2e_helpers as H
 
     tmp = tempfile.mkdtemp(prefix="fpd-synflood-")
-    res: dict = {"streams": streams, "flood_s": flood, "pps_cap": pps, "after_s": after}
+    res: dict = {"streams": streams, "flood_s": flood, "pps_cap": pps, "after_s": after,
+                 "syn_limit": syn_limit}
     try:
         sender = build_sender(tmp)
         with TestBed(queues=queues) as bed:
@@ -237,7 +238,10 @@ table inet flood {{
 }}
 """)
             metrics = "127.0.0.1:9187"
-            with fpd_daemon(bed, [PORT], extra=["--metrics", metrics]) as d, \
+            extra = ["--metrics", metrics]
+            if syn_limit:
+                extra += ["--syn-limit", str(syn_limit)]
+            with fpd_daemon(bed, [PORT], extra=extra) as d, \
                     H.apps() as apps:
                 app = H.App("bench_app", [sys.executable, "-m", "fpd.bench_app", "--module",
                                           "fpd.client", "--host", "0.0.0.0", "--port",
@@ -375,7 +379,8 @@ table inet flood {{
 def report(r: dict) -> str:
     lines = [
         f"SYN flood: {r['syn_sent']} SYNs in {r['flood_s']:g} s ({r['syn_pps'] / 1000:.0f} k/s) "
-        f"from {FLOOD_NET}/{FLOOD_BITS} while {r['streams']} streams echo",
+        f"from {FLOOD_NET}/{FLOOD_BITS} while {r['streams']} streams echo; fpd --syn-limit "
+        f"{r['syn_limit']}: {(r['xdp'] or {}).get('syn_limited', 0)} SYNs dropped in XDP",
         f"streams intact (SHA-256): {r['streams_intact']}/{r['streams']}, "
         f"{r['bytes_echoed'] / 1e6:.1f} MB echoed",
         f"goodput MB/s: before {r['goodput_before_MBps']:.2f}, during "
@@ -412,9 +417,11 @@ def main(argv=None):
     ap.add_argument("--after", type=float, default=5.0)
     ap.add_argument("--pps", type=float, default=0, help="cap the SYN rate (0: none)")
     ap.add_argument("--queues", type=int, default=1)
+    ap.add_argument("--syn-limit", type=int, default=0,
+                    help="fpd start --syn-limit (SYNs/s per CPU through XDP; 0: off)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    r = run(a.streams, a.before, a.flood, a.after, a.pps, a.queues)
+    r = run(a.streams, a.before, a.flood, a.after, a.pps, a.queues, a.syn_limit)
     print(json.dumps(r, indent=1, default=str) if a.json else report(r))
     return 0
 

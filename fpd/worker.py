@@ -183,11 +183,11 @@ class Worker:
         self.reader_interval = 0.001               # busy loop: look at readers this often
         self._readers_at = 0.0
         self._txq: list = []                       # segments waiting for TX room, in order
+        self._syn_macs: dict = {}                  # IP -> source MAC of its last SYN
         self._macs: dict = {}                      # destination IP -> next-hop MAC
         self._mac_until: dict = {}                 # destination IP -> refresh time
         self._parked: dict = {}                    # IP -> [deadline, next_try, delay, segs]
         self._neg: dict = {}                       # IP -> until (recently failed)
-        self._syn_macs: dict = {}                  # IP -> source MAC of its last SYN
         self._neigh_sweep = clock() + neigh_ttl
         try:
             self._ns_fd = netns.open_current()
