@@ -408,6 +408,10 @@ def run(seconds: float = 300, loss: float = 0.02, reorder: float = 0.02,
                 time.sleep(0.5)
                 final = sample(d)
             samples.append(final)
+            states: dict = {}
+            for c in d.conns().get("conns", []):
+                states[str(c.get("state"))] = states.get(str(c.get("state")), 0) + 1
+            final = dict(final, states=states)
             res.update({
                 "wrk": parse_wrk(wrk.output()),
                 "bulk": {"streams": len(sres["streams"]),
@@ -490,7 +494,7 @@ def report(r: dict) -> str:
 
 def _brief(s: dict) -> str:
     return (f"slots {s['slots']}, local ports {s['ports']}, clients {s['clients']}, "
-            f"fds {s['fds']}, conns {s['conns']}")
+            f"fds {s['fds']}, conns {s['conns']} {s.get('states', '')}")
 
 
 def main(argv=None):

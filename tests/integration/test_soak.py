@@ -1,4 +1,4 @@
-"""A short soak (bench/soak.py for ~20 s): HTTP under wrk, bulk echo with SHA-256,
+"""A short soak (bench/soak.py for ~12 s): HTTP under wrk, bulk echo with SHA-256,
 connect-request-close and idle connections at once, 2 % loss and 2 % reordering each way
 (the impairment bridge), and an fpd client application SIGKILLed every 3 s and started
 again. Asserts the invariants, never speeds: surviving connections intact, the daemon
@@ -21,7 +21,7 @@ def test_soak_short_invariants(tmp_path):
     import soak
 
     png = str(tmp_path / "soak.png")
-    r = soak.run(seconds=18, loss=0.02, reorder=0.02, kill_every=3.0, png=png)
+    r = soak.run(seconds=12, loss=0.02, reorder=0.02, kill_every=3.0, png=png)
     print(soak.report(r))
     assert r["daemon_alive"]
     # the impairments were there
@@ -35,7 +35,7 @@ def test_soak_short_invariants(tmp_path):
     assert r["wrk"]["requests"] > 0 and not r["wrk"]["errors"], r["wrk"]
     assert r["crc"]["ok"] > 0 and not r["crc"]["errors"], r["crc"]
     # the churn client was killed and restarted, each incarnation came up
-    assert r["churn"]["kills"] >= 4 and r["churn"]["failed_starts"] == 0, r.get("churn_failures")
+    assert r["churn"]["kills"] >= 3 and r["churn"]["failed_starts"] == 0, r.get("churn_failures")
     assert r["churn"]["peer_side"]["ok"] > 0
     # every slot, local port and client of the killed incarnations returned
     base, final = r["base"], r["final"]
