@@ -362,6 +362,7 @@ table inet flood {{
                     "counters": stack_counters(stats),
                     "prometheus": prom,
                     "xdp": stats.get("xdp"),
+                    "drops": stats.get("drops"),
                     "worker_drops": {k: sum(int(w.get(k, 0)) for w in stats["workers"])
                                      for k in ("no_neigh_drops", "no_route_drops",
                                                "tx_backlog_drops", "neigh_lookups",

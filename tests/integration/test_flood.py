@@ -20,10 +20,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
 def test_syn_flood_streams_intact_cookies_counted():
     import synflood
 
-    r = synflood.run(streams=50, before=2.0, flood=3.0, after=2.0, pps=20000)
+    # fpd start --syn-limit 8000 (per CPU): the XDP limit drops some of the 20 k/s and
+    # lets the rest through to the worker, which answers them with cookies
+    r = synflood.run(streams=50, before=2.0, flood=3.0, after=2.0, pps=20000, syn_limit=8000)
     print(synflood.report(r))
     assert r["daemon_alive"]
     assert r["syn_sent"] > 20000
+    assert r["xdp"]["syn_limited"] > 0 and r["drops"]["syn_limited"] == r["xdp"]["syn_limited"]
     # every stream intact: the SHA-256 of what came back equals what was sent
     assert r["streams_intact"] == 50, r["stream_errors"]
     c = r["counters"]
