@@ -189,6 +189,7 @@ CONFIG_KEYS = {
     "socket_mode": "sock_mode", "stack": "stack", "worker": "worker",
     "metrics": "metrics", "log_level": "log_level", "log-level": "log_level",
     "user": "user",
+    "syn_limit": "syn_limit", "syn-limit": "syn_limit",
 }
 
 
@@ -231,9 +232,9 @@ def load_config_file(path: str) -> dict:
                 raise ValueError(f"{path}: {k} must be a port number or a list of them")
         elif field == "local_ports":
             v = _parse_local_ports(v)
-        elif field == "queues" and v is not None and (isinstance(v, bool)
-                                                      or not isinstance(v, int)):
-            raise ValueError(f"{path}: queues must be a number")
+        elif field in ("queues", "syn_limit") and v is not None \
+                and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError(f"{path}: {k} must be a number")
         elif field in ("stack", "worker") and not isinstance(v, dict):
             raise ValueError(f"{path}: {k} must be a table")
         elif field == "sock_mode" and isinstance(v, str):
@@ -367,9 +368,13 @@ def _daemonize(cfg, timeout: float = 90.0) -> int:
               help="The workers drop root for this user once set up (no capabilities "
                    "left); 'root' keeps root. [default: auto = the user fpd if it "
                    "exists, else nobody]")
+@click.option("--syn-limit", type=click.IntRange(0, 10_000_000), metavar="RATE",
+              help="Let at most RATE connection requests (SYNs) per second per CPU through "
+                   "to the workers; the rest are dropped in XDP (xdp syn_limited), so a SYN "
+                   "flood cannot crowd out established connections. [default: 0 = off]")
 @click.pass_context
 def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config_file,
-          local_ports, group, log_file, log_level, metrics, user):
+          local_ports, group, log_file, log_level, metrics, user, syn_limit):
     """Start the daemon: attach XDP to IFACE, steer the ports, serve apps on the socket.
 
     Needs root. Without --foreground, returns once the daemon serves (exit 0) or with its
@@ -391,7 +396,7 @@ def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config
     cli_values = {"ifname": iface, "ports": list(ports) or None, "addr": addr, "mode": mode,
                   "queues": queues, "local_ports": local_ports, "group": group,
                   "log": log_file, "foreground": foreground, "log_level": log_level,
-                  "metrics": metrics, "user": user}
+                  "metrics": metrics, "user": user, "syn_limit": syn_limit}
     if given("socket_path") or "socket" not in from_file:
         cli_values["socket"] = os.path.abspath(socket_path)
     cfg = build_config(cli_values, from_file)

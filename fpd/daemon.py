@@ -102,6 +102,7 @@ class DaemonConfig:
     worker: dict = dataclasses.field(default_factory=dict)   # fpd.worker.Worker kwargs
     foreground: bool = False
     metrics: str | None = None           # HOST:PORT of the Prometheus endpoint, None = off
+    syn_limit: int = 0                   # connection requests/s per CPU let through XDP, 0 = all
     log_level: str = "info"
     # `fpd run`: each worker runs this program ({"argv", "module", "socket"}; fpd/run.py)
     app: dict | None = None
@@ -860,6 +861,13 @@ class Supervisor:
         st = self.steering
         step.update(mode=st.mode, prog_id=st.prog_id)
         self._write_state()
+        if cfg.syn_limit:
+            try:
+                st.set_syn_limit(cfg.syn_limit)
+            except (XdpError, ValueError) as e:
+                raise DaemonError(str(e)) from None
+            log.info("SYN limit: %d connection requests/s per CPU (burst %d)",
+                     *st.syn_limit)
         if st.fallback_reason:
             log.info("native XDP refused on %s: %s; generic mode", cfg.ifname,
                      st.fallback_reason)
@@ -1460,6 +1468,8 @@ class Supervisor:
         answers = self._ask_workers(proto.Stats(), "stats")
         workers = []
         totals = {"redirect_failed": xdp.get("redirect_failed", 0)}
+        if "syn_limited" in xdp:
+            totals["syn_limited"] = xdp["syn_limited"]
         for w in self.workers:
             a = answers.get(w.queue, {})
             if "stats" in a:

@@ -50,6 +50,12 @@ entry, the worker asks it to resolve (NTF_USE: the kernel sends the ARP request)
 segments, and looks again every few milliseconds without blocking the loop; after
 ``neigh_timeout`` seconds they are dropped and counted (the engine's retransmissions will
 try again). A destination whose route leaves through another interface is dropped at once.
+A SYN-ACK goes to the source MAC of the SYN it answers (kept for the last ``SYN_MACS_MAX``
+SYNs, not cached as the destination's MAC): a SYN flood from spoofed sources would
+otherwise cost a netlink lookup per source and stall the loop (bench/synflood.py). While
+that table is full (a flood), a SYN-ACK whose SYN was pushed out is dropped and counted
+(``synack_no_mac_drops``) rather than looked up: the peer's own SYN retransmission brings
+a new one.
 
 Checksums.  ``parse_frame`` verifies them and accepts both complete checksums and the
 CHECKSUM_PARTIAL value a veth peer with tx offload leaves (pseudo header only); frames we
@@ -93,6 +99,9 @@ def _env_flag(name: str, default: bool = True) -> bool:
     if v is None or v == "":
         return default
     return v not in ("0", "no", "off", "false")
+
+
+SYN_MACS_MAX = 16384       # source MACs of recent SYNs kept (oldest dropped first)
 
 
 class WorkerError(RuntimeError):
@@ -158,6 +167,8 @@ class Worker:
         self.tx_burst_splits = 0       # ... that did not fit the free frames at once
         self.neigh_lookups = 0
         self.neigh_waits = 0           # destinations whose MAC had to be resolved first
+        self.synack_src_macs = 0       # SYN-ACKs sent to the MAC their SYN came from
+        self.synack_no_mac_drops = 0   # SYN-ACKs whose SYN's MAC was pushed out by a flood
         self.iterations = self.sleeps = self.batches = 0
         self.max_backlog = 0
         self.rx_csum_partial = 0       # frames whose TCP checksum was CHECKSUM_PARTIAL
@@ -172,6 +183,7 @@ class Worker:
         self.reader_interval = 0.001               # busy loop: look at readers this often
         self._readers_at = 0.0
         self._txq: list = []                       # segments waiting for TX room, in order
+        self._syn_macs: dict = {}                  # IP -> source MAC of its last SYN
         self._macs: dict = {}                      # destination IP -> next-hop MAC
         self._mac_until: dict = {}                 # destination IP -> refresh time
         self._parked: dict = {}                    # IP -> [deadline, next_try, delay, segs]
@@ -478,6 +490,17 @@ class Worker:
                 if fr.csum == 2:                   # wire.CSUM_PARTIAL
                     self.rx_csum_partial += 1
                 segs[i] = fr.seg
+        # the source MAC of every SYN: its SYN-ACK goes back there without a netlink
+        # lookup (a flood from spoofed sources would otherwise cost one per source)
+        syn_macs = self._syn_macs
+        i = 0
+        for seg in segs:
+            if seg is not None and seg.flags & 0x12 == 0x02:
+                a = addrs[i]
+                syn_macs[seg.src] = bytes(view[a + 6:a + 12])
+                if len(syn_macs) > SYN_MACS_MAX:
+                    del syn_macs[next(iter(syn_macs))]
+            i += 1
         if self.copy_payload:
             for seg in segs:
                 if seg is not None and type(seg.payload) is not bytes:
@@ -539,6 +562,8 @@ class Worker:
             "tx_errors": self.tx_errors, "sack_trimmed": self.sack_trimmed,
             "tx_bursts": self.tx_bursts, "tx_burst_splits": self.tx_burst_splits,
             "neigh_lookups": self.neigh_lookups, "neigh_waits": self.neigh_waits,
+            "synack_src_macs": self.synack_src_macs,
+            "synack_no_mac_drops": self.synack_no_mac_drops,
             "neigh_parked": sum(len(p[3]) for p in list(self._parked.values())),
             "iterations": self.iterations, "sleeps": self.sleeps, "batches": self.batches,
         }
@@ -760,6 +785,18 @@ class Worker:
 
     def _neigh_miss(self, seg, now: float):
         ip = seg.dst
+        if type(seg) is not SegBurst and seg.flags & 0x12 == 0x12:
+            syn_macs = self._syn_macs
+            mac = syn_macs.get(ip)
+            if mac is not None:                 # not cached: a cookie may never be answered
+                self.synack_src_macs += 1
+                return mac
+            if len(syn_macs) >= SYN_MACS_MAX:
+                # a SYN flood pushed this source out: no netlink lookup (~1 ms each) for a
+                # retransmitted SYN-ACK; a genuine peer's own SYN retransmission brings a
+                # fresh SYN-ACK
+                self.synack_no_mac_drops += 1
+                return None
         p = self._parked.get(ip)
         if p is not None:
             if len(p[3]) < self.neigh_queue:
