@@ -823,6 +823,70 @@ def test_send_waits_for_a_connect_in_progress(daemon):
     r.close()
 
 
+def test_a_freed_slot_is_reclaimed_later_and_a_reused_one_never(daemon, monkeypatch):
+    """A closed connection's slot keeps its ring pages until a sweep finds it still free
+    (shm.Region.reclaim then); a connection that took the slot again (LIFO) in between
+    keeps its bytes: unread data in its RX ring survives the sweeps."""
+    monkeypatch.setattr(control, "RECLAIM_INTERVAL", 3600.0)   # no sweep yet
+    srv = socket.create_server(("", 8080))
+
+    def in_use():
+        return sum(daemon.call(lambda w, svc: sum(len(c.entries)
+                                                  for c in svc.clients.values()), q)
+                   for q in (0, 1))
+    try:
+        idle = in_use()
+        c1, a1 = pair(srv=srv)
+        used = {(c1._w.q, c1._slot), (a1._w.q, a1._slot)}
+        c1.sendall(b"x" * 5000)
+        assert a1.recv(10000)
+        c1.close()
+        a1.close()
+        deadline = time.monotonic() + 5
+        while in_use() > idle:                # both slots freed (FIN exchange done)
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        pairs = []
+        try:
+            reused = set()
+            while not reused and len(pairs) < 4:  # the workers take turns
+                c2, a2 = pair(srv=srv)
+                pairs.append((c2, a2))
+                reused = used & {(c2._w.q, c2._slot), (a2._w.q, a2._slot)}
+            data = bytes(range(256)) * 40
+            a2.sendall(data)                  # sits in c2's RX ring, unread
+            c2.sendall(data)                  # and in a2's
+            monkeypatch.setattr(control, "RECLAIM_INTERVAL", 0.02)
+
+            def sweep_soon(w, svc):
+                svc._reclaim_at = 0.0
+            for q in (0, 1):
+                daemon.call(sweep_soon, q)
+            time.sleep(0.2)                   # sweeps, with the reused slot in use
+            for s in (c2, a2):
+                got = b""
+                while len(got) < len(data):
+                    chunk = s.recv(len(data))
+                    assert chunk, "EOF before the data"
+                    got += chunk
+                assert got == data
+        finally:
+            for c2, a2 in pairs:
+                c2.close()
+                a2.close()
+        assert reused, "no slot was reused: the test did not test reuse"
+
+        def reclaimed():
+            return sum(daemon.call(lambda w, svc: svc.counters["slot_reclaimed"], q)
+                       for q in (0, 1))
+        deadline = time.monotonic() + 5
+        while reclaimed() < 2:
+            assert time.monotonic() < deadline, "the freed slots were never reclaimed"
+            time.sleep(0.02)
+    finally:
+        srv.close()
+
+
 def test_idle_rx_ring_pages_are_reclaimed(daemon, monkeypatch):
     """An RX ring the app has read empty and nobody wrote for an interval goes back to the
     kernel (shm.Region.reclaim); the connection goes on as before."""
