@@ -139,6 +139,8 @@ _LIVE, _ENDED, _OK, _CORRUPT, _FORKED = (_life.LIVE, _life.ENDED, _life.OK, _lif
 _RD_OPEN, _RD_SHUT, _WR_OPEN, _WR_SHUT = (_life.RD_OPEN, _life.RD_SHUT, _life.WR_OPEN,
                                           _life.WR_SHUT)
 _WANT_MAX = 64 * 1024          # low-water mark of a blocking sendall/recv wait
+TX_RECLAIM_INTERVAL = 1.0      # seconds a drained TX ring stays unwritten before its pages
+                               # go back to the kernel (_DaemonLink.tx_sweep)
 # A blocking wait first polls the rings without sleeping for this long (seconds): on a
 # machine with a core to spare it saves the wake-up (eventfd + scheduler) per message;
 # with cores shared it takes CPU from the daemon or the peer. FPD_SPIN_US sets it.
@@ -393,6 +395,10 @@ class _DaemonLink:
         self.pump_thread = None
         self.sel_socks = weakref.WeakSet()  # sockets with a readiness fd
         self.socks = weakref.WeakSet()
+        self.tx_dirty = weakref.WeakSet()   # sockets whose TX ring pages may be mapped
+        self.tx_gen = 0                     # tx_sweep's count
+        self.tx_sweep_at = 0.0
+        self.tx_reclaimed = 0
         self.rr = 0
         self.workers: list = []
         self.hello = self._hello()
@@ -603,6 +609,8 @@ class _DaemonLink:
         hangs up, or ``timeout``), then drain and dispatch every event."""
         if self.dead is not None:
             return
+        if self.tx_dirty and _now() >= self.tx_sweep_at:
+            self.tx_sweep()
         pending = timeout == 0
         workers = self.workers
         try:
@@ -621,6 +629,10 @@ class _DaemonLink:
                     return
         if not pending:
             ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+            if self.tx_dirty:                  # wake up for the next sweep
+                cap = int(TX_RECLAIM_INTERVAL * 1000 + 0.999)
+                if ms < 0 or ms > cap:
+                    ms = cap
             for fd, ev in _sleep_poll(self.poll, ms):
                 if ev & (_select.POLLHUP | _select.POLLERR | _select.POLLNVAL) \
                         and fd in self.ctl_fds:
@@ -640,6 +652,37 @@ class _DaemonLink:
                     d = w.dispatch
                     for r in recs:
                         d(r)
+
+    def tx_sweep(self) -> None:
+        """Give idle TX rings' pages back to the kernel (the leader, from pump()).
+
+        The client is its TX rings' only writer, so only it can punch their pages out
+        safely (``shm.Region.reclaim``): under the socket's send lock (taken without
+        waiting: a socket busy sending is skipped), once the daemon has consumed every
+        byte and nothing was written for a whole ``TX_RECLAIM_INTERVAL``. A socket
+        enters ``tx_dirty`` at its first write after a sweep; the next write faults a
+        zeroed page in again."""
+        self.tx_sweep_at = _now() + TX_RECLAIM_INTERVAL
+        g = self.tx_gen
+        self.tx_gen = g + 1
+        dirty = self.tx_dirty
+        for s in list(dirty):
+            if s._txg == g:                   # written since the last sweep
+                continue
+            if not s._wlock.acquire(False):
+                continue
+            try:
+                tx, w, slot = s._tx, s._w, s._slot
+                if tx is None or w is None or slot < 0 or w.dead is not None:
+                    dirty.discard(s)
+                elif tx.writable() == tx.size:     # all consumed: nothing to lose
+                    w.region.reclaim(slot, rx=False, tx=True)
+                    self.tx_reclaimed += 1
+                    dirty.discard(s)
+            except (_ShmCorrupt, OSError, ValueError):
+                dirty.discard(s)              # (its own calls will report it)
+            finally:
+                s._wlock.release()
 
     def try_pump(self) -> None:
         """Drain the event rings now if no thread is pumping (non-blocking calls that
@@ -740,7 +783,7 @@ class socket(_life.SockLife):
                  "_laddr", "_raddr", "_opts", "_listen",
                  "_acceptq", "_pair", "_fd_r", "_fd_w", "_dirty_r", "_dirty_w",
                  "_linger0", "_view", "_type", "_io_refs", "_wlowat", "_sbell", "_sbpoll",
-                 "__weakref__")
+                 "_txg", "__weakref__")
 
     def __new__(cls, family=-1, type=-1, proto=-1, fileno=None):
         fam = _AF_INET if family == -1 else family
@@ -783,6 +826,7 @@ class socket(_life.SockLife):
         self._sbell = None             # this socket's own doorbell (see _direct)
         self._sbpoll = None
         self._wlowat = 1
+        self._txg = -1                 # the client's tx_gen at our last TX write
 
     # -- plumbing ------------------------------------------------------------------------
     def _attach_client(self) -> "_DaemonLink":
@@ -1549,6 +1593,10 @@ class socket(_life.SockLife):
                     n = tx.write(data)
                     if n:
                         self._w.kick_tx(self._slot, self._gen16, tx)
+                        c = self._client
+                        if self._txg != c.tx_gen:        # (see _DaemonLink.tx_sweep)
+                            self._txg = c.tx_gen
+                            c.tx_dirty.add(self)
                         break
                     if not len(data):
                         return 0
@@ -1590,6 +1638,10 @@ class socket(_life.SockLife):
                         n = tx.write(mv[off:])
                     if n:
                         self._w.kick_tx(self._slot, self._gen16, tx)
+                        c = self._client
+                        if self._txg != c.tx_gen:        # (see _DaemonLink.tx_sweep)
+                            self._txg = c.tx_gen
+                            c.tx_dirty.add(self)
                         off += n
                         if off >= total:
                             break

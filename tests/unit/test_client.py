@@ -887,6 +887,59 @@ def test_a_freed_slot_is_reclaimed_later_and_a_reused_one_never(daemon, monkeypa
         srv.close()
 
 
+def _resident_pages(region, off, n):
+    """How many pages of region[off:off+n] are resident (mincore through ctypes)."""
+    import ctypes
+    import mmap as _mmap
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = (ctypes.c_char * len(region.mm)).from_buffer(region.mm)
+    try:
+        vec = (ctypes.c_ubyte * (n // _mmap.PAGESIZE))()
+        addr = ctypes.addressof(buf) + off
+        assert libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(n), vec) == 0
+        return sum(v & 1 for v in vec)
+    finally:
+        del buf
+
+
+def test_idle_tx_ring_pages_are_reclaimed_by_the_client(daemon, monkeypatch):
+    """The client punches out a TX ring's pages once the daemon took every byte and the
+    socket wrote nothing for an interval (the pump's leader does it); a socket that
+    keeps writing keeps them, and the connection goes on as before."""
+    monkeypatch.setattr(client, "TX_RECLAIM_INTERVAL", 0.02)
+    c, a = pair()
+    busy_c, busy_a = pair()
+    try:
+        c.sendall(b"y" * 10000)
+        got = 0
+        while got < 10000:
+            got += len(a.recv(20000))
+        lay = c._w.region.layout
+        tx_off = lay.tx_data(c._slot)
+        assert _resident_pages(c._w.region, tx_off, lay.tx_size) >= 3
+        link = c._client
+        base = link.tx_reclaimed
+        stop = time.monotonic() + 5
+        cond = threading.Condition()
+        with cond:                            # this thread leads the pump while it waits
+            while _resident_pages(c._w.region, tx_off, lay.tx_size):
+                assert time.monotonic() < stop, "the idle TX ring kept its pages"
+                busy_c.sendall(b"z")          # the busy socket writes every round
+                assert busy_a.recv(1) == b"z"
+                link.wait(lambda: False, cond, time.monotonic() + 0.01)
+        assert link.tx_reclaimed > base
+        assert busy_c in link.tx_dirty        # written within every interval
+        assert _resident_pages(busy_c._w.region, lay.tx_data(busy_c._slot),
+                               lay.tx_size) == 1
+        for i in range(3):                    # the ring goes on: zeroed pages fault in
+            c.sendall(b"again %d" % i)
+            assert a.recv(100) == b"again %d" % i
+        assert c in link.tx_dirty
+    finally:
+        for s in (c, a, busy_c, busy_a):
+            s.close()
+
+
 def test_idle_rx_ring_pages_are_reclaimed(daemon, monkeypatch):
     """An RX ring the app has read empty and nobody wrote for an interval goes back to the
     kernel (shm.Region.reclaim); the connection goes on as before."""
