@@ -783,7 +783,7 @@ class socket(_life.SockLife):
                  "_laddr", "_raddr", "_opts", "_listen",
                  "_acceptq", "_pair", "_fd_r", "_fd_w", "_dirty_r", "_dirty_w",
                  "_linger0", "_view", "_type", "_io_refs", "_wlowat", "_sbell", "_sbpoll",
-                 "_txg", "__weakref__")
+                 "_txg", "_rwaits", "__weakref__")
 
     def __new__(cls, family=-1, type=-1, proto=-1, fileno=None):
         fam = _AF_INET if family == -1 else family
@@ -827,6 +827,7 @@ class socket(_life.SockLife):
         self._sbpoll = None
         self._wlowat = 1
         self._txg = -1                 # the client's tx_gen at our last TX write
+        self._rwaits = 0               # blocking receive waits before the bell (_direct)
 
     # -- plumbing ------------------------------------------------------------------------
     def _attach_client(self) -> "_DaemonLink":
@@ -945,8 +946,11 @@ class socket(_life.SockLife):
     def _direct(self):
         """``(bell, ctl_fd)`` when a blocking receive on this connection may
         sleep on the socket's own doorbell (the daemon rings it directly: no other thread
-        between the daemon and this one); None: wait the usual way. The first call
-        registers the bell (one control message, no round trip) and returns False: until
+        between the daemon and this one); None: wait the usual way. The first blocking
+        receive waits the usual way (a short connection, such as one request and its
+        answer, never pays for a bell: an eventfd, a control message, a close on both
+        sides). The second registers the bell (one control message, no round trip) and
+        returns False: until
         the daemon confirms it (``D_BELL`` in the slot's flags) it may ring the bell
         instead of posting events, so the usual wait then looks at the ring every
         millisecond. Sockets whose fileno() is in use keep the event-ring path."""
@@ -956,6 +960,9 @@ class socket(_life.SockLife):
         if b is None:
             w = self._w
             if w.dead is not None:
+                return None
+            if not self._rwaits:
+                self._rwaits = 1
                 return None
             b = _shm.Doorbell()
             try:
