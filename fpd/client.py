@@ -547,7 +547,9 @@ class _DaemonLink:
 
     def wait_settling(self, ready, cond, deadline) -> bool:
         """:meth:`wait` in slices of 1 ms (a slot bell is being registered: the daemon
-        may ring it instead of posting the event this wait expects)."""
+        may ring it instead of posting the event this wait expects). The daemon posts
+        the first RX wake-up after the bell came as an event too, so the wait normally
+        ends with that event; the slices are the safety net."""
         while True:
             d = _now() + 0.001
             if deadline is not None and deadline < d:
