@@ -679,6 +679,14 @@ class _DaemonLink:
                     dirty.discard(s)
                 elif tx.writable() == tx.size:     # all consumed: nothing to lose
                     w.region.reclaim(slot, rx=False, tx=True)
+                    tx.drop_data()                 # and no data views, until used
+                    rx = s._rx
+                    if rx is not None and not s._view and s._rlock.acquire(False):
+                        try:
+                            if not rx.readable():
+                                rx.drop_data()
+                        finally:
+                            s._rlock.release()
                     self.tx_reclaimed += 1
                     dirty.discard(s)
             except (_ShmCorrupt, OSError, ValueError):

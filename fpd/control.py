@@ -684,10 +684,14 @@ class Service:
                 if e.ends.rx.pending():
                     self._rx_cold.add(e)        # not read yet: look again next time
                     continue
+                tx_idle = not e.ends.tx.readable()
             except ShmCorrupt as ex:
                 self._corrupt(e, ex)
                 continue
             c.region.reclaim(e.slot, rx=True)
+            e.ends.rx.drop_data()               # idle: no data views either, until used
+            if tx_idle:
+                e.ends.tx.drop_data()
             self.counters["rx_reclaimed"] += 1
 
     def _step(self, now: float) -> int:

@@ -928,6 +928,7 @@ def test_idle_tx_ring_pages_are_reclaimed_by_the_client(daemon, monkeypatch):
                 assert busy_a.recv(1) == b"z"
                 link.wait(lambda: False, cond, time.monotonic() + 0.01)
         assert link.tx_reclaimed > base
+        assert c._tx._data is None and c._rx._data is None     # no data views either
         assert busy_c in link.tx_dirty        # written within every interval
         assert _resident_pages(busy_c._w.region, lay.tx_data(busy_c._slot),
                                lay.tx_size) == 1
@@ -956,6 +957,11 @@ def test_idle_rx_ring_pages_are_reclaimed(daemon, monkeypatch):
         while reclaimed() < 1:
             assert time.monotonic() < deadline, "the idle RX ring was never reclaimed"
             time.sleep(0.02)
+
+        def views(w, svc):
+            return [(e.ends.rx._data, e.ends.tx._data) for cl in svc.clients.values()
+                    for e in cl.entries.values() if e.conn is not None]
+        assert (None, None) in daemon.call(views, q)       # idle: no data views
         for i in range(3):
             c.sendall(b"again %d" % i)
             assert a.recv(100) == b"again %d" % i
