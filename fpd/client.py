@@ -668,8 +668,11 @@ class _DaemonLink:
         g = self.tx_gen
         self.tx_gen = g + 1
         dirty = self.tx_dirty
-        for s in list(dirty):
-            if s._txg == g:                   # written since the last sweep
+        # (a copy of the weakrefs in one C call: other threads may add while we look,
+        # and iterating the WeakSet itself would then raise)
+        for r in list(dirty.data):
+            s = r()
+            if s is None or s._txg == g:      # gone, or written since the last sweep
                 continue
             if not s._wlock.acquire(False):
                 continue
