@@ -75,7 +75,7 @@ class _Entry(SlotLife):
     states); ``tx_pending`` and ``rx_blocked`` only schedule work."""
 
     __slots__ = ("client", "slot", "gen", "conn", "listener", "ends", "tx_pending",
-                 "rx_blocked", "opts", "bell", "end_errno")
+                 "rx_blocked", "opts", "bell", "bell_new", "end_errno")
 
     def __init__(self, client, slot, gen, ends):
         SlotLife.__init__(self)
@@ -89,6 +89,7 @@ class _Entry(SlotLife):
         self.rx_blocked = False        # engine holds bytes the RX ring had no room for
         self.opts = {}
         self.bell = None               # the slot's own doorbell (op "bell"), if any
+        self.bell_new = False          # no RX wake-up went to that bell yet (see _deliver)
         self.end_errno = 0             # why the engine ended the connection (conn ENDING)
 
 
@@ -145,6 +146,8 @@ class Service:
         self._armed: list = []
         self._rx_hot: set = set()            # entries whose RX ring was written lately
         self._rx_cold: set = set()           # ... in the interval before: reclaim if empty
+        self._freed_hot: set = set()         # (client, slot) freed lately
+        self._freed_cold: set = set()        # ... in the interval before: reclaim if free
         self._reclaim_at = 0.0
         self.counters = collections.Counter()
         self._route = route                  # dst -> source address (or ControlError)
@@ -335,6 +338,7 @@ class Service:
             e.bell = None
         if fds:
             e.bell = _shm.Doorbell(fds.pop())
+            e.bell_new = True
             e.ends.ctl.set_dflags(_shm.D_BELL)   # the client may sleep on it from now on
         else:
             e.ends.ctl.set_dflags(0)
@@ -373,7 +377,10 @@ class Service:
             del c.entries[e.slot]
             c.region.close_slot(e.slot)
             if not c.dead:
-                c.region.reclaim(e.slot, rx=True, tx=True)   # released: nobody reads it
+                # released: nobody reads its rings. Their pages go back to the kernel at
+                # the next-but-one sweep if the slot is still free then (_reclaim); a
+                # connection that takes the slot before (LIFO) finds them mapped
+                self._freed_hot.add((c, e.slot))
             c.free.append(e.slot)
 
     def _listen(self, c: _Client, msg: proto.Listen, fds, now: float) -> dict:
@@ -613,10 +620,16 @@ class Service:
                 e.fire("rx_eof")
                 rx.shutdown()
             if rx.wake_needed():
-                if e.bell is not None:
-                    self._ring(e)
-                else:
+                if e.bell is None:
                     self._post(e.client, e.slot, _shm.EV_READABLE, 0, e.gen)
+                else:
+                    self._ring(e)
+                    if e.bell_new:
+                        # the first RX wake-up after the bell came: the thread it is
+                        # for may have armed before it saw D_BELL, waiting on the event
+                        # ring (client: wait_settling); it gets the event as well
+                        e.bell_new = False
+                        self._post(e.client, e.slot, _shm.EV_READABLE, 0, e.gen)
         except ShmCorrupt as ex:
             self._corrupt(e, ex)
 
@@ -670,6 +683,14 @@ class Service:
         """Idle connections' RX ring pages back to the kernel: a ring written in the
         interval before last, not since, and read empty by the client."""
         self._reclaim_at = now + RECLAIM_INTERVAL
+        freed = self._freed_hot
+        fcold, self._freed_cold, self._freed_hot = self._freed_cold, freed, set()
+        for key in fcold:
+            c, slot = key
+            if key in freed or c.dead or slot in c.entries:
+                continue                        # freed again since, gone, or in use
+            c.region.reclaim(slot, rx=True, tx=True)
+            self.counters["slot_reclaimed"] += 1
         hot = self._rx_hot
         cold, self._rx_cold, self._rx_hot = self._rx_cold, hot, set()
         for e in cold:
@@ -682,10 +703,14 @@ class Service:
                 if e.ends.rx.pending():
                     self._rx_cold.add(e)        # not read yet: look again next time
                     continue
+                tx_idle = not e.ends.tx.readable()
             except ShmCorrupt as ex:
                 self._corrupt(e, ex)
                 continue
             c.region.reclaim(e.slot, rx=True)
+            e.ends.rx.drop_data()               # idle: no data views either, until used
+            if tx_idle:
+                e.ends.tx.drop_data()
             self.counters["rx_reclaimed"] += 1
 
     def _step(self, now: float) -> int:
