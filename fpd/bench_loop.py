@@ -58,7 +58,7 @@ WORKLOADS = {
     "http_32c": "HTTP keep-alive, wrk -c32 (req/s, p50/p99 us)",
     "crr": "connect-request-close, 1 at a time (conn/s, p50/p99 us)",
 }
-VARIANTS = ("default", "uvloop", "fpd", "blocking", "blocking-fpd")
+VARIANTS = ("default", "uvloop", "fpd", "blocking", "blocking-fpd", "blocking-fpd-shm")
 BLOCKING_WORKLOADS = ("rr_1B_1c",)
 
 APP = textwrap.dedent(r'''
@@ -236,16 +236,19 @@ def _compile(tmp: str) -> str:
 def _server(bed, variant: str, mode: str, tmp: str, profile: str | None = None):
     app = os.path.join(tmp, "app.py")
     loop = {"default": "default", "uvloop": "uvloop", "fpd": "default",
-            "blocking": "blocking", "blocking-fpd": "blocking"}[variant]
+            "blocking": "blocking", "blocking-fpd": "blocking",
+            "blocking-fpd-shm": "blocking"}[variant]
     argv = [app, mode, loop, str(PORT)]
     env = dict(os.environ)
-    if variant in ("fpd", "blocking-fpd"):
+    if variant in ("fpd", "blocking-fpd", "blocking-fpd-shm"):
         sock = os.path.join(tmp, "fpd.sock")
         argv = [sys.executable, "-m", "fpd", "run", "-i", bed.srv_if, "-p", str(PORT),
                 "--mode", "native", "--socket", sock, "--log", os.path.join(tmp, "fpd.log"),
                 "--"] + argv
         if profile:
             env["FPD_RUN_PROFILE"] = profile
+        if variant == "blocking-fpd-shm":
+            env["FPD_RUN_SHM"] = "1"         # fpd.client's shared-memory path instead
     else:
         argv = [sys.executable] + argv
     out = open(os.path.join(tmp, f"server-{variant}.txt"), "w+")
@@ -268,7 +271,7 @@ def _server(bed, variant: str, mode: str, tmp: str, profile: str | None = None):
         yield p
     finally:
         if p.poll() is None:
-            p.send_signal(signal.SIGINT if variant.endswith("fpd") else signal.SIGKILL)
+            p.send_signal(signal.SIGINT if "fpd" in variant else signal.SIGKILL)
             try:
                 p.wait(20)
             except subprocess.TimeoutExpired:

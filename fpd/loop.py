@@ -119,6 +119,9 @@ class EngineThread:
         self._quit = False
         self._paused = False
         self._last_work = 0.0
+        self.want = 0                  # threads waiting for ``lock`` for a short operation
+        self.idle_since = 0.0          # when the last waiting program thread left
+        self.lazy = 0.002              # the engine thread drives after this much idleness
 
     def _timeout(self, now, limit):
         w = self.worker
@@ -145,16 +148,28 @@ class EngineThread:
             w._readers_at = 0.0
 
     def _main(self):
+        # A program thread that waits (fpd.client's drive, fpd.inproc) drives itself; the
+        # engine thread steps in only after ``lazy`` seconds without one, so that a
+        # program thread between two calls (its answer computed, its send next) does not
+        # find the engine thread holding the lock, asleep in poll().
         cv = self._cv
+        clock = self.worker.clock
         while not self._quit:
             with cv:
-                while self.drivers and not self._quit:
-                    cv.wait()
+                while not self._quit:
+                    if self.drivers or self.want:
+                        cv.wait(self.lazy)
+                        continue
+                    idle = clock() - self.idle_since
+                    if idle < self.lazy:
+                        cv.wait(self.lazy - idle)
+                        continue
+                    break
             if self._quit:
                 break
             with self.lock:
-                if not self.drivers and not self._quit:
-                    self._once(None)
+                if not self.drivers and not self.want and not self._quit:
+                    self._once(0.01)
 
     def drive(self, p, ms):
         """``fpd.client``'s sleep (``p.poll(ms)``), driving the engine meanwhile."""
@@ -172,7 +187,7 @@ class EngineThread:
                 now = clock()
                 if end is not None and now >= end:
                     return []
-                if self._paused or not self.lock.acquire(False):
+                if self._paused or self.want or not self.lock.acquire(False):
                     # an fpd loop (or another waiting thread) drives: its work rings
                     # our bells
                     left = 10 if end is None else max(0, min(10, int((end - now) * 1000)))
@@ -186,8 +201,7 @@ class EngineThread:
         finally:
             with self._cv:
                 self.drivers -= 1
-                if not self.drivers:
-                    self._cv.notify_all()
+                self.idle_since = clock()
 
     def is_current(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread

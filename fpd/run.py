@@ -153,8 +153,13 @@ def _run_program(app: dict, state: dict) -> int:
     ctx = fpd_loop.get_context()
     if ctx is not None and ctx.engine is not None and not os.environ.get("FPD_RUN_NO_DRIVE"):
         fpd_client._poll_hook = ctx.engine.drive     # blocked threads drive the engine
+    sockmod = fpd_client
+    if ctx is not None and ctx.engine is not None and not os.environ.get("FPD_RUN_SHM"):
+        from . import inproc as fpd_inproc           # blocking sockets on the engine
+        fpd_inproc.enable(ctx)                       # objects of this very process
+        sockmod = fpd_inproc
     saved_socket = sys.modules.get("socket")
-    sys.modules["socket"] = fpd_client
+    sys.modules["socket"] = sockmod
     sys.argv = argv[:]
     try:
         try:
@@ -174,6 +179,8 @@ def _run_program(app: dict, state: dict) -> int:
             return 1
     finally:
         fpd_client._poll_hook = None
+        if sockmod is not fpd_client:
+            fpd_inproc.disable()
         if saved_socket is not None:
             sys.modules["socket"] = saved_socket
         try:
