@@ -320,13 +320,35 @@ def _run_wrk(bed, secs) -> dict:
             "errors": errs.group(1) if errs else ""}
 
 
-def measure(bed, exe, variant, workload, secs):
+def _cpu_seconds(pids) -> float:
+    """User + system CPU time of ``pids`` (all their threads), in seconds."""
+    tot = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        tot += int(st[11]) + int(st[12])
+    return tot / os.sysconf("SC_CLK_TCK")
+
+
+def measure(bed, exe, variant, workload, secs, server=None):
+    """One measurement; with ``server`` (the server's Popen) also the server's CPU time
+    per operation (``cpu_us``: robust to a neighbour's load, unlike the rate)."""
+    pids = _tree(server.pid) if server is not None else []
+    c0 = _cpu_seconds(pids)
     if workload == "http_32c":
-        return _run_wrk(bed, secs)
-    if workload == "crr":
-        return _run_client(bed, exe, "crr", 1, secs)
-    conns = 32 if workload.endswith("32c") else 1
-    return _run_client(bed, exe, "rr", conns, secs)
+        r = _run_wrk(bed, secs)
+    elif workload == "crr":
+        r = _run_client(bed, exe, "crr", 1, secs)
+    else:
+        conns = 32 if workload.endswith("32c") else 1
+        r = _run_client(bed, exe, "rr", conns, secs)
+    if pids:
+        ops = r["rate"] * secs
+        r["cpu_us"] = (_cpu_seconds(pids) - c0) / ops * 1e6 if ops else 0.0
+    return r
 
 
 def _mode(workload):
@@ -386,13 +408,14 @@ def run(args) -> dict:
                                (not v.startswith("blocking") or w in BLOCKING_WORKLOADS)]
                         if not wls:
                             continue
-                        with _server(bed, v, mode, tmp):
+                        with _server(bed, v, mode, tmp) as srv:
                             for w in wls:
-                                r = measure(bed, exe, v, w, args.duration)
+                                r = measure(bed, exe, v, w, args.duration, srv)
                                 raw[w][v].append(r)
                                 if not args.quiet:
                                     print(f"round {rnd + 1} {v:12} {w:10} {r['rate']:10.0f}/s "
-                                          f"p50 {r['p50_us']:8.1f} us p99 {r['p99_us']:8.1f} us",
+                                          f"p50 {r['p50_us']:8.1f} us p99 {r['p99_us']:8.1f} us"
+                                          f" cpu {r.get('cpu_us', 0):6.1f} us/op",
                                           file=sys.stderr, flush=True)
             if args.profile and "fpd" in variants:
                 prof = profile_fpd(bed, exe, tmp, args.duration)
@@ -405,7 +428,8 @@ def run(args) -> dict:
             if not rs:
                 continue
             res["workloads"][w][v] = {
-                k: statistics.median(r[k] for r in rs) for k in ("rate", "p50_us", "p99_us")}
+                k: statistics.median(r.get(k, 0.0) for r in rs)
+                for k in ("rate", "p50_us", "p99_us", "cpu_us")}
             res["workloads"][w][v]["samples"] = [round(r["rate"]) for r in rs]
     if prof:
         res["profile_fpd_rr_1B_1c"] = prof
@@ -413,16 +437,16 @@ def run(args) -> dict:
 
 
 def table(res: dict) -> str:
-    lines = [f"{'workload':11} {'variant':13} {'rate/s':>10} {'p50 us':>9} {'p99 us':>9}  "
-             f"{'vs uvloop':>9} {'vs kernel':>9}"]
+    lines = [f"{'workload':11} {'variant':16} {'rate/s':>10} {'p50 us':>9} {'p99 us':>9}  "
+             f"{'vs uvloop':>9} {'vs kernel':>9} {'cpu us/op':>9}"]
     for w, per in res["workloads"].items():
         uv = per.get("uvloop", {}).get("rate")
         for v, r in per.items():
             base = per.get("blocking" if v.startswith("blocking") else "default", {}).get("rate")
             ru = f"{r['rate'] / uv:.2f}x" if uv and not v.startswith("blocking") else ""
             rk = f"{r['rate'] / base:.2f}x" if base else ""
-            lines.append(f"{w:11} {v:13} {r['rate']:10.0f} {r['p50_us']:9.1f} "
-                         f"{r['p99_us']:9.1f}  {ru:>9} {rk:>9}")
+            lines.append(f"{w:11} {v:16} {r['rate']:10.0f} {r['p50_us']:9.1f} "
+                         f"{r['p99_us']:9.1f}  {ru:>9} {rk:>9} {r.get('cpu_us', 0):9.1f}")
     p = res.get("profile_fpd_rr_1B_1c")
     if p:
         lines.append("profile (fpd, rr 1 B, cProfile, us per transaction, inclusive): " +

@@ -80,8 +80,9 @@ class _Engine:
         self.clock = self.w.clock
         self.socks: dict = {}           # engine Listener / Connection -> socket
         self.cv = threading.Condition(threading.Lock())
-        self.followers = 0
+        self.yielded = 0                # drivers that stepped aside for a short operation
         self.handoff = False
+        self.last_pass = 0.0            # when a waiting thread last drove
         self.prev_app = self.w.app
         self.w.app = self._on_events
 
@@ -154,7 +155,7 @@ class _Engine:
 
     def release(self) -> None:
         self.lock.release()
-        if self.followers and self.eng.want == 0:
+        if self.yielded and self.eng.want == 0:     # a driver stepped aside for us
             with self.cv:
                 self.cv.notify_all()
 
@@ -170,6 +171,7 @@ class _Engine:
         me = threading.get_ident()
         sock._waiter = me
         first = True
+        follow = False
         with eng._cv:
             eng.drivers += 1
         try:
@@ -177,12 +179,14 @@ class _Engine:
                 now = clock()
                 if deadline is not None and now >= deadline:
                     return ready()
-                if not eng.want and not eng._paused and lock.acquire(False):
+                yielding = eng.want
+                if not yielding and not eng._paused and not follow and lock.acquire(False):
                     try:
                         self.handoff = False
                         if ready():
                             return True
                         eng._once(None if deadline is None else deadline - now)
+                        self.last_pass = clock()
                         if ready():
                             return True
                         if not self.handoff:
@@ -198,13 +202,18 @@ class _Engine:
                 with self.cv:
                     if ready():
                         return True
-                    self.followers += 1
+                    if yielding:
+                        self.yielded += 1
                     try:
                         t = _FOLLOW if deadline is None else \
                             max(0.0, min(_FOLLOW, deadline - clock()))
-                        self.cv.wait(t)
+                        woken = self.cv.wait(t)
                     finally:
-                        self.followers -= 1
+                        if yielding:
+                            self.yielded -= 1
+                # a time-out while another thread drives busily: leave the driving to it
+                # (the thread whose connection is active), go on waiting
+                follow = not woken and clock() - self.last_pass < _FOLLOW
         finally:
             sock._waiter = None
             with eng._cv:
