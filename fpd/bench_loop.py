@@ -25,9 +25,10 @@ to another (``--cpus``, ``--no-pin``). Rounds are interleaved (every variant onc
 the report gives medians over the rounds and the ratio fpd/uvloop. Never a test: the
 numbers are reported, nothing is asserted.
 
-``--profile`` also runs the fpd variant once under cProfile (the worker's process) for
-the 1 B request/response and prints the time per transaction in parse, engine, app
-callback, frame build and TX kick (cProfile's own overhead inflates every figure alike).
+``--profile`` also runs the fpd and blocking-fpd variants once each under cProfile (the
+worker's process, every thread) for the 1 B request/response and prints the time per
+transaction in parse, engine input, engine send, frame build, TX kick, the app's own
+code and the total not asleep (cProfile's own overhead inflates every figure alike).
 """
 
 from __future__ import annotations
@@ -374,26 +375,45 @@ def _mode(workload):
     return "http" if workload.startswith("http") else "echo"
 
 
-def profile_fpd(bed, exe, tmp, secs) -> dict:
-    """One cProfile'd fpd run of rr_1B_1c: us per transaction in each part."""
-    prof = os.path.join(tmp, "fpd.prof")
-    with _server(bed, "fpd", "echo", tmp, profile=prof):
+PROFILE_PARTS = {
+    # name: ((file, function), ...) whose inclusive time is summed
+    "parse": (("wire.py", "parse_burst"), ("wire.py", "parse_frame")),
+    "engine_input": (("stack.py", "input"),),
+    "engine_send": (("tcp.py", "send"),),
+    "build": (("wire.py", "build_frame_into"), ("wire.py", "stamp_frames")),
+    "kick": (("xsk.py", "tx_submit"),),
+}
+# time asleep, not work: left out of the per-transaction total
+_IDLE = {"<method 'poll' of 'select.poll' objects>", "<method 'acquire' of '_thread.lock' "
+         "objects>", "<method 'select' of 'select.epoll' objects>",
+         "<method 'poll' of 'select.epoll' objects>", "<built-in method time.sleep>"}
+
+
+def profile_fpd(bed, exe, tmp, secs, variant="fpd") -> dict:
+    """One cProfile'd run of ``variant`` (fpd: the asyncio app; blocking-fpd: the
+    threaded blocking server, every thread profiled) on rr_1B_1c: us per transaction
+    in parse, engine input (the request segment), engine send (the answer), frame
+    build, TX kick, the app's own code, and the total not asleep."""
+    prof = os.path.join(tmp, f"{variant}.prof")
+    with _server(bed, variant, "echo", tmp, profile=prof):
         r = _run_client(bed, exe, "rr", 1, secs)
-    n = r["rate"] * secs
+    n = max(r["rate"] * secs, 1)
     st = pstats.Stats(prof + ".q0")
-    parts = {"parse": ("wire.py", "parse_frame"), "engine_input": ("stack.py", "input"),
-             "app_callback": ("loop.py", "_deliver"), "engine_output": ("stack.py",
-                                                                         "output_coalesced"),
-             "build": ("wire.py", "build_frame_into"), "kick": ("xsk.py", "tx_submit"),
-             "loop_iteration": ("loop.py", "_fpd_select"), "poll_once": ("worker.py",
-                                                                          "poll_once")}
     out = {"transactions": int(n), "rate_under_profile": r["rate"]}
-    for name, (fname, func) in parts.items():
+    for name, funcs in PROFILE_PARTS.items():
         tot = 0.0
         for (f, _line, fn), (_cc, _nc, _tt, ct, _callers) in st.stats.items():
-            if f.endswith(fname) and fn == func:
+            if any(f.endswith(ff) and fn == func for ff, func in funcs):
                 tot += ct
-        out[name + "_us"] = round(tot / max(n, 1) * 1e6, 2)
+        out[name + "_us"] = round(tot / n * 1e6, 2)
+    app = busy = 0.0
+    for (f, _line, fn), (_cc, _nc, tt, _ct, _callers) in st.stats.items():
+        if f.endswith("app.py"):
+            app += tt
+        if fn not in _IDLE:
+            busy += tt
+    out["app_us"] = round(app / n * 1e6, 2)
+    out["total_us"] = round(busy / n * 1e6, 2)
     return out
 
 
@@ -460,8 +480,9 @@ def run(args) -> dict:
                                            f"{r['close_p50_us']:.0f} us)"
                                            if "connect_p50_us" in r else ""),
                                           file=sys.stderr, flush=True)
-            if args.profile and "fpd" in variants:
-                prof = profile_fpd(bed, exe, tmp, args.duration)
+            if args.profile:
+                prof = {v: profile_fpd(bed, exe, tmp, args.duration, v)
+                        for v in ("fpd", "blocking-fpd") if v in variants}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res: dict = {"rounds": args.rounds, "duration": args.duration, "workloads": {}}
@@ -475,7 +496,7 @@ def run(args) -> dict:
                 k: statistics.median(r.get(k, 0.0) for r in rs) for k in keys}
             res["workloads"][w][v]["samples"] = [round(r["rate"]) for r in rs]
     if prof:
-        res["profile_fpd_rr_1B_1c"] = prof
+        res["profile_rr_1B_1c"] = prof
     return res
 
 
@@ -490,10 +511,9 @@ def table(res: dict) -> str:
             rk = f"{r['rate'] / base:.2f}x" if base else ""
             lines.append(f"{w:11} {v:16} {r['rate']:10.0f} {r['p50_us']:9.1f} "
                          f"{r['p99_us']:9.1f}  {ru:>9} {rk:>9} {r.get('cpu_us', 0):9.1f}")
-    p = res.get("profile_fpd_rr_1B_1c")
-    if p:
-        lines.append("profile (fpd, rr 1 B, cProfile, us per transaction, inclusive): " +
-                     ", ".join(f"{k[:-3]} {v}" for k, v in p.items() if k.endswith("_us")))
+    for v, p in (res.get("profile_rr_1B_1c") or {}).items():
+        lines.append(f"profile ({v}, rr 1 B, cProfile, us per transaction): " +
+                     ", ".join(f"{k[:-3]} {x}" for k, x in p.items() if k.endswith("_us")))
     return "\n".join(lines)
 
 
@@ -542,7 +562,8 @@ def main(opts: Options) -> int:
 @click.option("--workloads", default=",".join(WORKLOADS), show_default=True)
 @click.option("--json", "json_path", metavar="FILE", help="Write the results as JSON.")
 @click.option("--profile", is_flag=True,
-              help="Also profile fpd's loop on rr_1B_1c (cProfile).")
+              help="Also profile fpd's loop and the blocking program under fpd run on "
+                   "rr_1B_1c (cProfile).")
 @click.option("--cpus", default="0,1", show_default=True, metavar="SERVER,LOADGEN",
               help="Pin the server's process tree and the load generator.")
 @click.option("--no-pin", is_flag=True, help="Do not pin anything.")

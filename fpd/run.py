@@ -104,12 +104,7 @@ def app_worker_main(chan: socket.socket, cfg, app: dict) -> int:
         eng.resume()
         out = os.environ.get("FPD_RUN_PROFILE")      # developers / fpd bench asyncio
         if out:
-            import cProfile
-            prof = cProfile.Profile()
-            try:
-                code = prof.runcall(_run_program, app, state)
-            finally:
-                prof.dump_stats(f"{out}.q{cfg.queue}")
+            code = _profiled(app, state, f"{out}.q{cfg.queue}")
         else:
             code = _run_program(app, state)
     except Exception:
@@ -133,6 +128,36 @@ def app_worker_main(chan: socket.socket, cfg, app: dict) -> int:
         except OSError:
             pass
     return code
+
+
+def _profiled(app: dict, state: dict, path: str) -> int:
+    """Run the program under cProfile, its threads too (one profiler each, merged into
+    one pstats file at ``path``)."""
+    import cProfile
+    import pstats
+    profs = []
+    run = threading.Thread.run
+
+    def profiled_run(self):
+        p = cProfile.Profile()
+        profs.append(p)
+        p.runcall(run, self)
+
+    threading.Thread.run = profiled_run
+    main = cProfile.Profile()
+    try:
+        return main.runcall(_run_program, app, state)
+    finally:
+        threading.Thread.run = run
+        main.create_stats()
+        st = pstats.Stats(main)
+        for p in profs:
+            try:
+                p.snapshot_stats()          # threads still running: their data so far
+                st.add(p)
+            except Exception:
+                pass
+        st.dump_stats(path)
 
 
 def _run_program(app: dict, state: dict) -> int:
