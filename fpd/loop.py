@@ -717,6 +717,7 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
         self._listeners: dict = {}        # engine Listener -> FpdServer
         self._deferred: list = []         # events that arrived while another thread drove
         self._driving = False
+        self._ep_ready = True             # the selector's epoll fd may be readable
         self._took_over = False           # this loop has driven the worker
         self._prev_app = None
         self._clock = time.monotonic
@@ -749,7 +750,8 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
         ctx.owner = self
         self._prev_app = w.app if w.app is not self._on_events else self._prev_app
         w.app = self._on_events
-        w.add_reader(self._epfd, _noop)
+        self._ep_ready = True
+        w.add_reader(self._epfd, self._ep_readable)
         self._driving = True
         try:
             if self._deferred:
@@ -804,10 +806,15 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
             _tls.inside = False
 
     def _fpd_pass(self, w, inner, timeout):
-        if self._dirty:                  # writes/reads made by callbacks: out now
+        if self._dirty:
+            # what callbacks run by asyncio (coroutines, call_soon) wrote: out now, in
+            # this pass's one poll_once (which also takes the next RX burst); asyncio's
+            # ready callbacks run right after, and the next pass may sleep
             self._dirty = False
             if w.poll_once(0):
                 self._last_work = self._clock()
+            self._dirty = False
+            return self._kernel_events(inner)
         now = self._clock()
         if timeout is not None and timeout <= 0:
             t = 0.0
@@ -822,10 +829,53 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
             self._last_work = self._clock()
         # what the callbacks run inside poll_once wrote went out with its TX burst
         self._dirty = False
-        return inner.select(0)
+        return self._kernel_events(inner)
+
+    def _kernel_events(self, inner):
+        """The selector's events (kernel sockets, pipes, the self-pipe) when its epoll
+        fd is readable: the worker's poll() watches that fd (while sleeping, and every
+        ``reader_interval`` while busy) and tells us through ``_ep_readable``."""
+        if not self._ep_ready:
+            return []
+        self._ep_ready = False
+        evs = inner.select(0)
+        if len(evs) >= 64:
+            self._ep_ready = True            # maybe more than one select's worth
+        return evs
+
+    def _ep_readable(self, now):
+        self._ep_ready = True
 
     # -- engine events ---------------------------------------------------------------------
     def _on_events(self, worker, evs, now):
+        if self._driving and threading.get_ident() == self._thread_id:
+            # the usual case: in order, straight to the transports (no lists built
+            # unless some events are another app's)
+            conns = self._conns
+            lsts = self._listeners
+            rest = None
+            for ev in evs:
+                kind = ev[0]
+                obj = ev[1]
+                if kind is EV_ACCEPTED:
+                    srv = lsts.get(obj)
+                    if srv is not None:
+                        self._accepted(srv, ev[2])
+                        continue
+                else:
+                    t = conns.get(obj)
+                    if t is not None:
+                        if kind is EV_CLOSED:
+                            del conns[obj]
+                        t._on_event(kind)
+                        continue
+                if rest is None:
+                    rest = [ev]
+                else:
+                    rest.append(ev)
+            if rest is not None and self._prev_app is not None:
+                self._prev_app(worker, rest, now)
+            return
         conns = self._conns
         lsts = self._listeners
         mine = []
@@ -1107,10 +1157,6 @@ class _Pending:
             f.set_exception(TimeoutError(_errno.ETIMEDOUT, "Connection timed out"))
         elif kind in (EV_RESET, EV_CLOSED):
             f.set_exception(ConnectionResetError(_errno.ECONNRESET, "Connection reset"))
-
-
-def _noop(now):
-    pass
 
 
 def _log_ssl_failure(fut):
