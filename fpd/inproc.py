@@ -43,6 +43,7 @@ import errno as _errno
 import socket as _std
 import threading
 from time import monotonic as _now
+from weakref import ref as _ref
 
 from . import client as _client
 from . import loop as _loop
@@ -78,7 +79,7 @@ class _Engine:
         self.eng = ctx.engine
         self.lock = ctx.engine.lock
         self.clock = self.w.clock
-        self.socks: dict = {}           # engine Listener / Connection -> socket
+        self.socks: dict = {}           # engine Listener / Connection -> weakref(socket)
         self.cv = threading.Condition(threading.Lock())
         self.yielded = 0                # drivers that stepped aside for a short operation
         self.handoff = False
@@ -96,23 +97,28 @@ class _Engine:
         rest = None
         hit = None
         for ev in evs:
-            s = socks.get(ev[1])
-            if s is None:
+            r = socks.get(ev[1])
+            if r is None:
                 if rest is None:
                     rest = []
                 rest.append(ev)
                 continue
             kind = ev[0]
-            if kind == _EV_ACCEPTED:
+            s = r()
+            if s is None:                   # dropped without close (see __del__)
+                if kind is _EV_CLOSED:
+                    socks.pop(ev[1], None)
+                continue
+            if kind is _EV_ACCEPTED:
                 c = ev[2]
                 if s._lst is None or s._closed:
                     c.abort(now)
                     continue
                 n = object.__new__(socket)
                 n._init_conn(self, c, s._opts)
-                socks[c] = n
+                socks[c] = _ref(n)
                 s._acceptq.append(n)
-            elif kind == _EV_CLOSED:
+            elif kind is _EV_CLOSED:
                 socks.pop(ev[1], None)
             if hit is None:
                 hit = [s]
@@ -501,7 +507,7 @@ class socket:
             lst = st.listen(addr, port, backlog=max(1, min(int(backlog), 65535)))
             self._acceptq = []
             self._lst = lst
-            e.socks[lst] = self
+            e.socks[lst] = _ref(self)
         finally:
             e.release()
 
@@ -791,6 +797,29 @@ class socket:
             self._pair = None
             for s in p:
                 s.close()
+
+    def __del__(self):
+        # a socket dropped without close(): close it in the engine's own thread (the
+        # next pass of whoever drives; never here: the collector may run in a thread
+        # that holds the engine lock)
+        try:
+            if self._closed or self._d is not None or self._e is None:
+                return
+            c, lst, e = self._conn, self._lst, self._e
+        except AttributeError:
+            return
+        if c is None and lst is None or e.w._closed:
+            return
+        self._closed = True
+        socks = e.socks
+
+        def close(w, now):
+            if lst is not None:
+                socks.pop(lst, None)
+                w.stack.unlisten(lst)
+            if c is not None and c.state != _CLOSED:
+                c.close(now)
+        e.w.call_soon(close)
 
     def detach(self):
         raise OSError(_errno.EOPNOTSUPP, "fpd sockets cannot be detached")

@@ -121,7 +121,7 @@ class EngineThread:
         self._last_work = 0.0
         self.want = 0                  # threads waiting for ``lock`` for a short operation
         self.idle_since = 0.0          # when the last waiting program thread left
-        self.lazy = 0.002              # the engine thread drives after this much idleness
+        self.lazy = 0.001              # the engine thread drives after this much idleness
 
     def _timeout(self, now, limit):
         w = self.worker
@@ -149,7 +149,7 @@ class EngineThread:
 
     def _main(self):
         # A program thread that waits (fpd.client's drive, fpd.inproc) drives itself; the
-        # engine thread steps in only after ``lazy`` seconds without one, so that a
+        # engine thread steps in only after ``lazy`` seconds (1 ms) without one, so that a
         # program thread between two calls (its answer computed, its send next) does not
         # find the engine thread holding the lock, asleep in poll().
         cv = self._cv

@@ -137,6 +137,13 @@ SEMANTICS = textwrap.dedent("""
     c.shutdown(socket.SHUT_WR)
     print("rest", c.recv(100), c.recv(100), flush=True)
     c.close()
+    # 3: a socket dropped without close() is closed (FIN) as a kernel socket would be
+    c, peer = srv.accept()
+    c.sendall(b"dropped")
+    del c
+    import gc; gc.collect()
+    print("dropped", flush=True)
+    time.sleep(1)
     srv.close()
 """)
 
@@ -171,6 +178,17 @@ def test_blocking_semantics(testbed, tmp_path):
         assert f.read() == b""                           # the server's FIN
         s.sendall(b"bye")
         s.shutdown(socket.SHUT_WR)
+        s3 = bed.socket(bed.peer_ns)
+        s3.settimeout(10)
+        s3.connect((bed.srv_ip, 7312))
+        got = b""
+        while True:
+            d = s3.recv(100)
+            if not d:
+                break
+            got += d
+        assert got == b"dropped", r.output()
+        s3.close()
         assert r.wait(30) == 0, r.output()
         s.close()
         out = r.output()
