@@ -52,7 +52,9 @@ from .client import *  # noqa: F401,F403   the socket module's names (fpd.client
 from .client import (_GLOBAL_DEFAULT_TIMEOUT, error, timeout, socketpair, fromfd,  # noqa: F401
                      has_dualstack_ipv6, set_default_socket, daemon_info)
 from .stack import ANY as _ANY
-from .tcp import (CLOSED as _CLOSED, EV_ACCEPTED as _EV_ACCEPTED, EV_CLOSED as _EV_CLOSED)
+from .loop import _tls
+from .tcp import (CLOSED as _CLOSED, EV_ACCEPTED as _EV_ACCEPTED, EV_CLOSED as _EV_CLOSED,
+                  SYN_SENT as _SYN_SENT)
 
 __all__ = list(_client.__all__) + ["socket", "SocketType", "create_connection",
                                    "create_server"]
@@ -142,9 +144,13 @@ class _Engine:
 
     # -- the engine lock ---------------------------------------------------------------------
     def acquire(self) -> None:
-        """Take the engine for a short operation (wake a driver sleeping in poll)."""
+        """Take the engine for a short operation (wake a driver sleeping in poll). The
+        thread then counts as inside the worker (``fpd.loop._tls.inside``): a
+        neighbour look-up during the flush runs pyroute2's private event loop, which
+        must be a plain one and not take the worker over."""
         lock = self.lock
         if lock.acquire(False):
+            _tls.inside = True
             return
         eng = self.eng
         if eng._paused:
@@ -158,8 +164,10 @@ class _Engine:
                 self.w._wake()
         finally:
             eng.want -= 1
+        _tls.inside = True
 
     def release(self) -> None:
+        _tls.inside = False
         self.lock.release()
         if self.yielded and self.eng.want == 0:     # a driver stepped aside for us
             with self.cv:
@@ -526,17 +534,91 @@ class socket:
             self._signal()
         return n, n.getpeername()
 
+    def _fpd_route(self, address):
+        """``(src, dst, port)`` when ``address`` is reached through fpd (blocking
+        socket, not bound, IPv4, the route leaves through fpd's interface, local ports
+        left); else None."""
+        e = self._e
+        if self._bind is not None or self._timeout == 0.0 or self._lst is not None \
+                or not e.ctx.local_ports:
+            return None
+        host, port = address
+        try:
+            dst = _std.inet_aton(_std.gethostbyname(host))
+        except OSError:
+            return None
+        src = _loop.route_src(e.ctx, dst)
+        return None if src is None else (src, dst, int(port))
+
     def connect(self, address) -> None:
+        if self._d is not None:
+            return self._d.connect(address)
         if self._conn is not None:
             raise OSError(_errno.EISCONN, "Transport endpoint is already connected")
         self._check_open()
-        self._delegate().connect(address)
+        r = self._fpd_route(address)
+        if r is None:
+            self._delegate().connect(address)   # fpd.client: shared memory
+            return
+        src, dst, port = r
+        e = self._e
+        e.acquire()
+        try:
+            now = e.clock()
+            c = e.w.stack.connect(now, src, _loop.pick_port(e.ctx, src, dst, port), dst,
+                                  port)
+            self._conn = c
+            e.socks[c] = _ref(self)
+            o = self._opts
+            if "nodelay" in o:
+                c.nodelay = bool(o["nodelay"])
+            if "keepalive" in o:
+                c.keepalive = bool(o["keepalive"])
+            self._linger0 = bool(o.get("linger0"))
+            e.flush(now)
+        finally:
+            e.release()
+        try:
+            self._await(lambda: c.state != _SYN_SENT or self._closed)
+        except BaseException:
+            self._abort_connect()
+            raise
+        self._check_open()
+        if c.state == _CLOSED or c.error is not None:
+            err = c.error
+            self._abort_connect()
+            if err is TimeoutError:
+                raise TimeoutError(_errno.ETIMEDOUT, "Connection timed out")
+            if err is ConnectionRefusedError or err is None:
+                raise ConnectionRefusedError(_errno.ECONNREFUSED, "Connection refused")
+            raise ConnectionResetError(_errno.ECONNRESET, "Connection reset by peer")
+
+    def _abort_connect(self) -> None:
+        """A connect that failed or was interrupted: the socket is unconnected again."""
+        c, self._conn = self._conn, None
+        if c is None:
+            return
+        e = self._e
+        e.acquire()
+        try:
+            e.socks.pop(c, None)
+            if c.state != _CLOSED:
+                now = e.clock()
+                c.abort(now)
+                e.flush(now)
+        finally:
+            e.release()
 
     def connect_ex(self, address) -> int:
+        if self._d is not None:
+            return self._d.connect_ex(address)
         if self._conn is not None:
             return _errno.EISCONN
-        self._check_open()
-        return self._delegate().connect_ex(address)
+        try:
+            self.connect(address)
+        except OSError as exc:
+            return exc.errno or _errno.EIO
+        return 0
 
     def _await(self, ready) -> None:
         to = self._timeout
@@ -901,7 +983,28 @@ def _optint(value) -> int:
 
 def create_connection(address, timeout=_GLOBAL_DEFAULT_TIMEOUT, source_address=None, *,
                       all_errors=False):
-    """As the standard module's (an active open goes to :mod:`fpd.client`)."""
+    """As the standard module's: in-process when the destination is reached through
+    fpd (see :meth:`socket.connect`), else :mod:`fpd.client`'s."""
+    host, port = address
+    if source_address is None and _state["engine"] is not None:
+        try:
+            addrs = [r[4][0] for r in _std.getaddrinfo(host or "0.0.0.0", port, _AF_INET,
+                                                       _SOCK_STREAM)]
+        except OSError:
+            addrs = []
+        errors = []
+        for a in addrs:
+            s = socket(_AF_INET, _SOCK_STREAM)
+            try:
+                if timeout is not _GLOBAL_DEFAULT_TIMEOUT:
+                    s.settimeout(timeout)
+                s.connect((a, port))
+                return s
+            except OSError as exc:
+                errors.append(exc)
+                s.close()
+        if errors:
+            raise errors[0]
     return _client.create_connection(address, timeout, source_address,
                                      all_errors=all_errors)
 

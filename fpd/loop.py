@@ -99,6 +99,43 @@ def get_context() -> Context | None:
     return _context
 
 
+def route_src(ctx: Context, dst: bytes):
+    """Our source address towards ``dst`` if the route leaves through fpd's interface,
+    else None (``ctx``'s worker's namespace)."""
+    w = ctx.worker
+    if dst[0] == 127:
+        return None
+    from . import neigh, netns
+    inside = getattr(_tls, "inside", False)
+    _tls.inside = True          # pyroute2's private event loop: a plain one
+    try:
+        with netns.inside(w._ns_fd):
+            oif, _gw, src = neigh.route_get(dst)
+    except (neigh.NeighError, OSError):
+        return None
+    finally:
+        _tls.inside = inside
+    if oif != w.ifindex:
+        return None
+    if ctx.addr:
+        return wire.ip_to_bytes(ctx.addr)
+    return wire.ip_to_bytes(src) if isinstance(src, str) else src
+
+
+def pick_port(ctx: Context, src, dst, dport) -> int:
+    """A local port of ``ctx``'s share free towards ``dst:dport`` (round robin)."""
+    lp = ctx.local_ports
+    n = len(lp)
+    find = ctx.worker.stack.find
+    for i in range(n):
+        p = lp[(ctx.lp_next + i) % n]
+        if find((src, p), (dst, dport)) is None:
+            ctx.lp_next = (ctx.lp_next + i + 1) % n
+            return p
+    raise OSError(_errno.EADDRNOTAVAIL, f"all {n} fpd local ports are in use towards "
+                                        f"{wire.ip_to_str(dst)}:{dport}")
+
+
 class EngineThread:
     """Drives a worker while no fpd loop runs in the process (``fpd run``).
 
@@ -748,7 +785,8 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
             ctx.engine.pause()
         w = self._worker
         ctx.owner = self
-        self._prev_app = w.app if w.app is not self._on_events else self._prev_app
+        # (bound methods compare with ==: each attribute access makes a new one)
+        self._prev_app = w.app if w.app != self._on_events else self._prev_app
         w.app = self._on_events
         self._ep_ready = True
         w.add_reader(self._epfd, self._ep_readable)
@@ -995,36 +1033,10 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
         return ip.packed
 
     def _route(self, dst: bytes):
-        """Our source address towards ``dst`` if the route leaves through fpd's
-        interface, else None."""
-        ctx = self._fpd
-        w = self._worker
-        if dst[0] == 127:
-            return None
-        from . import neigh, netns
-        try:
-            with netns.inside(w._ns_fd):
-                oif, _gw, src = neigh.route_get(dst)
-        except (neigh.NeighError, OSError):
-            return None
-        if oif != w.ifindex:
-            return None
-        if ctx.addr:
-            return wire.ip_to_bytes(ctx.addr)
-        return wire.ip_to_bytes(src) if isinstance(src, str) else src
+        return route_src(self._fpd, dst)
 
     def _pick_port(self, src, dst, dport):
-        ctx = self._fpd
-        lp = ctx.local_ports
-        n = len(lp)
-        find = self._worker.stack.find
-        for i in range(n):
-            p = lp[(ctx.lp_next + i) % n]
-            if find((src, p), (dst, dport)) is None:
-                ctx.lp_next = (ctx.lp_next + i + 1) % n
-                return p
-        raise OSError(_errno.EADDRNOTAVAIL, f"all {n} fpd local ports are in use towards "
-                                            f"{wire.ip_to_str(dst)}:{dport}")
+        return pick_port(self._fpd, src, dst, dport)
 
     # -- asyncio API -----------------------------------------------------------------------
     async def create_server(self, protocol_factory, host=None, port=None, *,

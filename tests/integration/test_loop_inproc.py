@@ -231,3 +231,73 @@ def test_blocking_program_beside_shm_client(testbed, tmp_path):
                 p.wait()
         _quit(bed, 7313)
         assert r.wait(30) == 3, r.output()
+
+
+CLIENT = textwrap.dedent("""
+    import hashlib, socket, sys
+    host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    s = socket.create_connection((host, port), timeout=20)
+    print("client", type(s).__module__, 60000 <= s.getsockname()[1] <= 60255, flush=True)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    data = bytes(range(256)) * (n // 256)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    h = hashlib.sha256()
+    got = 0
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        h.update(d)
+        got += len(d)
+    s.close()
+    print("echoed", got == len(data), h.hexdigest() == hashlib.sha256(data).hexdigest(),
+          flush=True)
+    try:
+        socket.create_connection((host, port + 1), timeout=10)
+        print("refused: connected?", flush=True)
+    except ConnectionRefusedError:
+        print("refused ok", flush=True)
+""")
+
+
+def test_blocking_client_in_process(testbed, tmp_path):
+    """An active open under fpd run: in-process (a local port of fpd's share), 2 MB
+    echoed intact by a kernel server in the peer namespace, and a refused port."""
+    import threading
+    bed = testbed
+    lst = bed.socket(bed.peer_ns)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind((bed.peer_ip, 7320))
+    lst.listen(4)
+    lst.settimeout(60)
+
+    def echo():
+        try:
+            c, _ = lst.accept()
+        except OSError:
+            return
+        with c:
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                c.sendall(d)
+    t = threading.Thread(target=echo, daemon=True)
+    t.start()
+    script = _write(tmp_path, "client.py", CLIENT)
+    try:
+        with fpd_run(bed, [7322], [script, bed.peer_ip, "7320", str(2 << 20)],
+                     wait_port=False) as r:
+            try:
+                code = r.wait(25)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("fpd run did not end:\n" + r.output()) from None
+            out = r.output()
+            assert code == 0, out
+            assert "client fpd.inproc True" in out, out
+            assert "echoed True True" in out, out
+            assert "refused ok" in out, out
+    finally:
+        lst.close()
+        t.join(10)
