@@ -857,7 +857,21 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
         if timeout is not None and timeout <= 0:
             t = 0.0
         elif now - self._last_work < self._spin:
-            t = 0.0
+            # busy polling with nothing ready in asyncio: spin here, on poll_once alone,
+            # until work comes, the spin window ends, asyncio's next timer is due, or
+            # the worker saw the selector's fd readable (not once per _run_once)
+            end = self._last_work + self._spin
+            if timeout is not None and now + timeout < end:
+                end = now + timeout
+            clock = self._clock
+            while True:
+                if w.poll_once(0):
+                    self._last_work = clock()
+                    break
+                if self._ep_ready or self._ready or clock() >= end:
+                    break
+            self._dirty = False
+            return self._kernel_events(inner)
         else:
             t = w.max_sleep if timeout is None else min(timeout, w.max_sleep)
             dl = w.stack.next_deadline()
