@@ -11,11 +11,13 @@ do) with:
 - fpd's event loop policy installed (:mod:`fpd.loop`): ``asyncio.run(main())`` gets an
   :class:`fpd.loop.FpdEventLoop` that drives this worker's engine itself, run to
   completion (a frame, the engine, the protocol callbacks and the answer in one pass);
-- the ``socket`` module swapped for :mod:`fpd.client` for every module imported from
+- the ``socket`` module swapped for :mod:`fpd.inproc` for every module imported from
   then on, so a blocking socket program (``socketserver``, ``http.server``, ...) gets fpd
-  sockets; these talk to the same worker over shared memory, and a thread that waits
-  in fpd.client drives the worker's engine itself meanwhile (an engine thread does
-  while no program thread waits and no fpd loop runs).
+  sockets served in-process: its listeners and connections are this worker's engine
+  objects, and a thread that waits drives the worker's engine itself (an engine thread
+  does while no program thread waits and no fpd loop runs). What fpd.inproc does not
+  serve goes to :mod:`fpd.client` (shared memory, the same worker); ``FPD_RUN_SHM=1``
+  sends everything there.
 
 When the program exits, fpd stops (XDP detached, ports given back, files removed) and
 the program's exit status becomes ``fpd run``'s. SIGINT/SIGTERM (Ctrl-C) stop both: the
