@@ -83,7 +83,8 @@ class _Engine:
         self.clock = self.w.clock
         self.socks: dict = {}           # engine Listener / Connection -> weakref(socket)
         self.cv = threading.Condition(threading.Lock())
-        self.yielded = 0                # drivers that stepped aside for a short operation
+        self.yielded = 0                # drivers that stepped aside (for a short operation,
+                                        # or for the thread their pass made ready)
         self.handoff = False
         self.last_pass = 0.0            # when a waiting thread last drove
         self.prev_app = self.w.app
@@ -194,6 +195,7 @@ class _Engine:
                 if deadline is not None and now >= deadline:
                     return ready()
                 yielding = eng.want
+                handed = False
                 if not yielding and not eng._paused and not follow and lock.acquire(False):
                     try:
                         self.handoff = False
@@ -205,6 +207,7 @@ class _Engine:
                             return True
                         if not self.handoff:
                             continue
+                        handed = True
                     finally:
                         lock.release()
                 # another thread drives (or our pass woke another waiting thread): sleep
@@ -216,14 +219,14 @@ class _Engine:
                 with self.cv:
                     if ready():
                         return True
-                    if yielding:
+                    if yielding or handed:
                         self.yielded += 1
                     try:
                         t = _FOLLOW if deadline is None else \
                             max(0.0, min(_FOLLOW, deadline - clock()))
                         woken = self.cv.wait(t)
                     finally:
-                        if yielding:
+                        if yielding or handed:
                             self.yielded -= 1
                 # a time-out while another thread drives busily: leave the driving to it
                 # (the thread whose connection is active), go on waiting
@@ -233,6 +236,9 @@ class _Engine:
             with eng._cv:
                 eng.drivers -= 1
                 eng.idle_since = clock()
+            if self.yielded:                # a driver handed over to us: drive again
+                with self.cv:
+                    self.cv.notify_all()
 
     def flush(self, now) -> None:
         """Frame and send what the engine produced (the caller holds the lock)."""
