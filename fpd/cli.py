@@ -442,7 +442,8 @@ def run(ctx, iface, ports, addr, mode, queues, socket_path, config_file, local_p
     (or -m MODULE [ARGS]).
 
     Starts fpd in the foreground, runs the program in every worker with fpd's asyncio
-    event loop installed and `socket` swapped for fpd.client, and stops fpd when the
+    event loop installed and `socket` swapped for fpd.inproc (blocking sockets on the
+    worker's own engine, in-process; fpd.client for the rest), and stops fpd when the
     program exits (its exit status is fpd run's). Ctrl-C / SIGTERM stop both.
     """
     from click.core import ParameterSource
