@@ -190,17 +190,22 @@ class Pair:
 
 C_RUN = fastpath._c_run
 IMPLS = (["py", "c"] if C_RUN is not None else ["py"]) + \
-    (["compiled"] if fastpath.IMPL == "compiled" else [])
+    (["compiled-py", "compiled"] if fastpath.IMPL == "compiled" else [])
 _CUR = {}
 
 
 def _use(impl):
     """py: fpd/fastpath.py with its Python receive loop; c: with fpd._accel.data_run;
-    compiled: fpd._fastpath_c, the Cython build of fpd/fastpath.py."""
+    compiled: fpd._fastpath_c, the Cython build of fpd/fastpath.py (with data_run, as it
+    runs); compiled-py: that build with its own typed receive loop."""
     fastpath._c_run = None if impl == "py" else C_RUN
-    mod = fastpath._compiled if impl == "compiled" else fastpath
-    _CUR.update(ib=mod.input_burst if impl == "compiled" else fastpath.py_input_burst,
-                xb=mod.xmit_burst if impl == "compiled" else fastpath.py_xmit_burst)
+    comp = fastpath._compiled
+    if comp is not None:
+        comp._c_run = None if impl == "compiled-py" else C_RUN
+    if impl.startswith("compiled"):
+        _CUR.update(ib=comp.input_burst, xb=comp.xmit_burst)
+    else:
+        _CUR.update(ib=fastpath.py_input_burst, xb=fastpath.py_xmit_burst)
 
 
 _use(IMPLS[-1])
@@ -256,7 +261,7 @@ def _equal_run(seed, mode):
             break
 
 
-@pytest.mark.parametrize("which", [i for i in IMPLS if i != "compiled"])
+@pytest.mark.parametrize("which", [i for i in IMPLS if not i.startswith("compiled")])
 def test_bulk_receive_burst_is_batched_and_equal(which):
     """A plain in-order burst: the batch path takes all but the first segment."""
     _use(which)
@@ -475,3 +480,29 @@ def test_interleaved_flows_equal_per_segment(seed, fp_impl):
         assert [s.fields() for s in ref.output()] == [s.fields() for s in expand(fast.output())]
         assert _events(ref) == _events(fast)
         assert stack_state(ref) == stack_state(fast)
+
+
+def test_a_stale_compiled_build_is_not_run(tmp_path):
+    """fpd._fastpath_c built from another fastpath.py (edited since the last install) is
+    never run: fpd.fastpath says so and hands out its Python functions."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    if fastpath.IMPL != "compiled":
+        pytest.skip(f"no compiled build here: {fastpath.WHY}")
+    pkg = os.path.dirname(fastpath.__file__)
+    shutil.copytree(pkg, tmp_path / "fpd", ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("from fpd import fastpath; print(fastpath.IMPL); print(fastpath.WHY); "
+            "print(fastpath.input_burst is fastpath.py_input_burst)")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env.pop("FPD_PURE_PYTHON", None)
+
+    def run():
+        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, check=True).stdout.split("\n")
+    assert run()[:3] == ["compiled", "", "False"]          # the copy as built
+    with open(tmp_path / "fpd" / "fastpath.py", "a") as f:
+        f.write("\n# an edit after the build\n")
+    impl, why, py = run()[:3]
+    assert (impl, py) == ("python", "True") and "stale" in why
