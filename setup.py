@@ -11,6 +11,7 @@ Both are optional: if one cannot be compiled the install goes on and fpd uses th
 pure-Python reference code (``fpd.wire.ACCEL``, ``fpd.fastpath.IMPL`` tell what runs)."""
 
 import hashlib
+import os
 import sys
 
 from setuptools import Extension, setup
@@ -24,10 +25,16 @@ except ImportError:
 else:
     with open("fpd/fastpath.py", "rb") as f:
         src_hash = hashlib.sha256(f.read()).hexdigest()
+    # Cython's own dependency check misses the .pxd of a module named apart from its
+    # source: regenerate the C when either is newer than it
+    gen = "build/cython/fpd/fastpath.c"
+    force = not os.path.exists(gen) or max(os.path.getmtime("fpd/fastpath.py"),
+                                           os.path.getmtime("fpd/_fastpath_c.pxd")) \
+        > os.path.getmtime(gen)
     for ext in cythonize([Extension("fpd._fastpath_c", ["fpd/fastpath.py"],
                                     extra_compile_args=["-O2"],
                                     define_macros=[("FPD_SRC_HASH", f'"{src_hash}"')])],
-                         build_dir="build/cython", language_level=3, quiet=True,
+                         build_dir="build/cython", language_level=3, quiet=True, force=force,
                          compiler_directives={"boundscheck": False, "wraparound": False,
                                               "binding": False}):
         ext.optional = True

@@ -12,10 +12,10 @@ cdef extern from *:
 cdef long long _M32, _HALF32, _ACK, _PSH, _PREDICT
 
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, m=Py_ssize_t, sp=object, dp=object)
-cpdef input_burst(stack, list segs, now, bint acks=*)
+cpdef input_burst(stack, segs, now, bint acks=*)
 
 @cython.locals(una=cython.longlong, r=tuple)
-cdef Py_ssize_t _data_run(stack, c, list segs, Py_ssize_t i, Py_ssize_t j, now) except -1
+cdef Py_ssize_t _data_run(stack, c, segs, Py_ssize_t i, Py_ssize_t j, now) except -1
 
 @cython.locals(rn=cython.longlong, irs=cython.longlong, ack_w=cython.longlong,
                snd_wnd=cython.longlong, shift=cython.int, adv=cython.longlong,
@@ -26,14 +26,14 @@ cdef Py_ssize_t _data_run(stack, c, list segs, Py_ssize_t i, Py_ssize_t j, now) 
                ts_set=cython.bint, dack_set=cython.bint, wupd=cython.bint,
                k=Py_ssize_t, nbytes=cython.longlong, plen=Py_ssize_t, tsv=cython.longlong,
                rcvq=bytearray)
-cpdef tuple _py_run(list segs, Py_ssize_t i, Py_ssize_t j, rcvq, tuple args)
+cpdef tuple _py_run(segs, Py_ssize_t i, Py_ssize_t j, rcvq, tuple args)
 
 @cython.locals(rn=cython.longlong, seq_w=cython.longlong, iss=cython.longlong,
                snd_wnd=cython.longlong, shift=cython.int, ts_ok=cython.bint,
                una=cython.longlong, nxt=cython.longlong, ts_recent=cython.longlong,
                tsv=cython.longlong, k=Py_ssize_t, m=Py_ssize_t, x=Py_ssize_t,
                d=cython.longlong, ack_o=cython.longlong)
-cdef Py_ssize_t _ack_run(stack, c, list segs, Py_ssize_t i, Py_ssize_t j, now) except -1
+cdef Py_ssize_t _ack_run(stack, c, segs, Py_ssize_t i, Py_ssize_t j, now) except -1
 
 @cython.locals(mss=cython.longlong, nxt=cython.longlong, una=cython.longlong,
                so=cython.longlong, avail=cython.longlong, room=cython.longlong,

@@ -506,3 +506,4 @@ def test_a_stale_compiled_build_is_not_run(tmp_path):
         f.write("\n# an edit after the build\n")
     impl, why, py = run()[:3]
     assert (impl, py) == ("python", "True") and "stale" in why
+
