@@ -129,8 +129,12 @@ def data_path() -> dict:
             levers.append(f"{name} off ({env}=0)")
     extra = ("; " + ", ".join(levers)) if levers else ""
     if wire.ACCEL:
+        from fpd import fastpath
+        fp = "fpd._fastpath_c (the engine's per-burst fast path, Cython)" \
+            if fastpath.IMPL == "compiled" else \
+            f"the per-burst engine path as Python ({fastpath.WHY})"
         return _c("data_path", "ok", f"compiled: fpd._accel (C burst parse, frame stamping, "
-                                     f"checksums) with the per-burst engine path{extra}")
+                                     f"checksums) and {fp}{extra}")
     why = "FPD_PURE_PYTHON set" if os.environ.get("FPD_PURE_PYTHON") else \
         "fpd._accel not built (pip install -e . needs gcc and python3-dev)"
     return _c("data_path", "ok", f"pure Python ({why}){extra}")
