@@ -180,7 +180,7 @@ start_libvirt() {   # no systemd here: libvirtd and virtlogd as daemons, stopped
     mkdir -p "$CACHE/pool"
     virsh -q pool-define-as fpd-vm dir --target "$CACHE/pool" >/dev/null
   fi
-  virsh -q pool-info fpd-vm | grep -q running || virsh -q pool-start fpd-vm >/dev/null
+  case "$(virsh -q pool-info fpd-vm)" in *running*) ;; *) virsh -q pool-start fpd-vm >/dev/null;; esac
 }
 stop_libvirt() {
   local p pid
