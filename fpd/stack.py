@@ -102,7 +102,7 @@ _STAT_NAMES = (
     "delayed_acks", "window_probes", "keepalive_probes", "rcv_wnd_trims",
     "active_opens", "passive_opens", "tw_reuses", "tw_overflow", "aborts_on_close",
     "aborts_on_data", "scoreboard_recounts", "sack_trimmed", "acks_coalesced", "sack_walked",
-    "tlp_probes", "tlp_recoveries", "rack_lost", "rescue_retransmits", "dsacks_in",
+    "tlp_probes", "tlp_recoveries", "rack_lost", "rescue_retransmits", "dsacks_in", "dsack_undos",
 )
 
 

@@ -231,6 +231,8 @@ class Connection:
         # RACK-TLP (RFC 8985) and RFC 6675 rescue retransmission
         "rack_ts", "rack_end", "rack_rtt", "rack_reord", "rack_mult", "rack_persist",
         "t_probe", "probe_kind", "tlp_end", "tlp_retrans", "rescue_o", "dsack_in",
+        # DSACK undo (RFC 3708 / Linux's undo_marker)
+        "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "undone",
         # receive side
         "irs", "rcv_nxt_o", "rcv_adv_o", "rcv_wup_o", "rcv_shift", "rcvq", "rcvbuf",
         "ooo", "ooo_bytes", "ooo_stamp", "ooo_fin_o", "fin_rcvd", "rcv_mss", "dsack",
@@ -311,6 +313,11 @@ class Connection:
         self.tlp_retrans = False    # the probe was a retransmission (not new data)
         self.rescue_o = -1          # RFC 6675 RescueRxt (recovery point of the last rescue)
         self.dsack_in = False       # the ACK being processed carries a DSACK (RFC 2883)
+        self.undo_marker = -1       # SND.UNA when the last reduction began (-1: none)
+        self.undo_retrans = 0       # its retransmissions not yet shown spurious by a DSACK
+        self.prior_cwnd = 0         # cwnd / ssthresh before that reduction
+        self.prior_ssthresh = 0
+        self.undone = False
         # receive
         self.irs = 0
         self.rcv_nxt_o = 0
@@ -1418,7 +1425,7 @@ class Connection:
         if sack:
             self.dsack_in = self._is_dsack(sack, ack_o)
             if self.dsack_in:
-                self._on_dsack()
+                self._on_dsack(sack[0], now)
             new_sacked = self._sack_tag(sack, ack_o)
         if ack_o > una:
             self._ack_new(ack_o, seg, now)
@@ -1655,6 +1662,7 @@ class Connection:
         cx.stats.fast_retransmits += 1
         # RFC 5681 §3.2 step 2: FlightSize without the limited-transmit segments
         flight = self.flight_dup1 if self.dupacks else self.snd_nxt_o - self.snd_una_o
+        self._undo_start()
         self.cc.on_recovery_enter(now, flight)
         self.ca_state = CA_RECOVERY
         self.recover_o = self.snd_nxt_o
@@ -1679,6 +1687,8 @@ class Connection:
         self._emit_range(r.start, r.end, f & R_FIN, now, True)
         r.flags = f | R_RETRANS | R_EVER
         r.ts = now
+        if self.undo_marker >= 0:
+            self.undo_retrans += 1
         self.retrans_out += r.end - r.start
         self.retransmits += 1
         self.cx.stats.retransmits += 1
@@ -1689,7 +1699,8 @@ class Connection:
         self.ca_state = CA_OPEN
         self.dupacks = 0
         self.reno_dup = 0
-        self.cc.on_recovery_exit(now)
+        if not self.undone:           # an undone reduction keeps the restored cwnd
+            self.cc.on_recovery_exit(now)
         if self.rack_persist:
             self.rack_persist -= 1
             if not self.rack_persist:
@@ -1716,21 +1727,45 @@ class Connection:
             return ((left - l2) & MASK) < HALF and ((r2 - right) & MASK) < HALF
         return False
 
-    def _on_dsack(self):
+    def _on_dsack(self, blk, now):
         """A DSACK says a retransmission was spurious: widen RACK's reordering window
-        (RFC 8985 §6.2 step 4: reo_wnd_mult + 1, kept for 16 recoveries)."""
+        (RFC 8985 §6.2 step 4: reo_wnd_mult + 1, kept for 16 recoveries), and when every
+        retransmission since the last reduction has been DSACKed, that reduction was
+        for nothing: undo it (RFC 3708 §3 via Linux's undo_marker / undo_retrans)."""
         self.cx.stats.dsacks_in += 1
         self.rack_reord = True
         if self.rack_mult < 16:
             self.rack_mult += 1
         self.rack_persist = 16
+        if self.undo_marker < 0 or self.undo_retrans <= 0:
+            return
+        una = self.snd_una_o
+        d = (blk[0] - self.iss - una) & MASK
+        lo = una + d if d < HALF else una - ((-d) & MASK)
+        if lo >= self.undo_marker:
+            self.undo_retrans -= 1
+            if self.undo_retrans == 0 and self.cc is not None:
+                self.cc.undo(self.prior_cwnd, self.prior_ssthresh)
+                self.undone = True
+                self.undo_marker = -1
+                self.cx.stats.dsack_undos += 1
+
+    def _undo_start(self):
+        """A reduction begins (recovery or the first RTO of an episode): remember what
+        to go back to if it proves spurious."""
+        cc = self.cc
+        self.undo_marker = self.snd_una_o
+        self.undo_retrans = 0
+        self.prior_cwnd = cc.cwnd
+        self.prior_ssthresh = cc.ssthresh
+        self.undone = False
 
     def _rack_update(self, r, now):
         """RACK.xmit_ts from a delivered segment that was retransmitted: skipped when
         the ACK may be for the original (it came sooner than min_rtt after the
         retransmission, RFC 8985 §6.2 step 2)."""
         m = self.min_rtt
-        if m is not None and now - r.ts < m:
+        if m is not None and now - r.ts + 1e-6 < m:      # (1e-6: float noise is not early)
             return
         rts = self.rack_ts
         if rts is None or r.ts > rts or (r.ts == rts and r.end > self.rack_end):
@@ -2593,6 +2628,8 @@ class Connection:
         self.t_probe = None
         self.tlp_end = None
         first = self.ca_state != CA_LOSS or self.rto_count == 0
+        if first:
+            self._undo_start()
         self.cc.on_rto(now, self.snd_nxt_o - self.snd_una_o, first)
         self.rto_count += 1
         if self._cur_rto() < cfg.rto_max:

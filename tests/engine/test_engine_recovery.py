@@ -261,3 +261,42 @@ def test_autotuned_receive_buffer_grows_with_what_the_app_reads():
         h.now += RTT
     assert 64 * 1024 < c.rcvbuf <= 1 << 20
     assert h.stack._cx.buf_extra == c.rcvbuf - 64 * 1024
+
+
+# ------------------------------------------------------------------ DSACK undo ----
+@pytest.mark.parametrize("cc", ["newreno", "cubic"])
+def test_dsack_undoes_a_spurious_fast_retransmit(cc):
+    """Reordering, not loss: segment 0 comes late, the SACKs above it start recovery
+    and it is retransmitted (with, room permitting, a rescue retransmission); the
+    receiver then reports each retransmission as a duplicate (DSACK): the reduction is
+    undone (RFC 3708), cwnd and ssthresh back where they were."""
+    h = est(cc=cc, tlp=False)
+    h.c.send(b"u" * 10 * MSS, h.now)
+    h.out()
+    before = (h.c.info()["cwnd"], h.c.info()["ssthresh"])
+    h.now += RTT
+    rtx = []
+    for i in range(1, 10):
+        out = h.inp(mkseg(ACK, h.p, h.q, sack=sack(h, (MSS, (i + 1) * MSS))))
+        rtx += [off(h, s) for s in out if s.payload]
+        if i == 3:
+            assert h.c.info()["ca_state"] == "recovery" and h.c.info()["cwnd"] < before[0]
+    assert rtx[0] == 0
+    h.inp(mkseg(ACK, h.p, h.q + 10 * MSS))                        # the late original
+    for o in rtx:                                                # each retransmission
+        assert h.stack.stats.dsack_undos == 0                    # came in twice
+        h.inp(mkseg(ACK, h.p, h.q + 10 * MSS, sack=sack(h, (o, o + MSS))))
+    assert h.stack.stats.dsack_undos == 1
+    assert h.c.info()["cwnd"] >= before[0] and h.c.info()["ssthresh"] >= before[1]
+    assert h.c.info()["ca_state"] == "open"
+
+
+def test_no_undo_when_a_retransmission_was_needed():
+    h = est(tlp=False)
+    h.c.send(b"u" * 10 * MSS, h.now)
+    h.out()
+    h.now += RTT
+    for i in (1, 2, 3):
+        h.inp(mkseg(ACK, h.p, h.q, sack=sack(h, (MSS, (i + 1) * MSS))))
+    h.inp(mkseg(ACK, h.p, h.q + 10 * MSS))                        # no DSACK: real loss
+    assert h.stack.stats.dsack_undos == 0 and h.c.info()["ssthresh"] < 1 << 29
