@@ -442,6 +442,8 @@ def xmit_burst(c, now):
     c.last_send = now
     if c.t_rtx is None:
         c.t_rtx = now + c._cur_rto()
+    if c.sack_ok:
+        c._arm_pto(now)               # the loss probe restarts on new data (fpd.tcp)
 
 
 __all__ += ["expand", "Segment"]
