@@ -1,6 +1,6 @@
 /* A SYN flood sender for the fpd test bed (built by bench/synflood.py with gcc).
  *
- *   synflood IFNAME DST_MAC DST_IP DST_PORT SRC_NET SRC_BITS SECONDS [PPS] [SEED]
+ *   synflood IFNAME DST_MAC DST_IP DST_PORT SRC_NET SRC_BITS SECONDS [PPS] [SEED] [S|A]
  *
  * Sends TCP SYNs (MSS, SACK-permitted, timestamps, window scale: what Linux sends) from
  * random source addresses inside SRC_NET/SRC_BITS and random source ports to
@@ -71,6 +71,7 @@ int main(int argc, char **argv) {
     double seconds = atof(argv[7]);
     double pps = argc > 8 ? atof(argv[8]) : 0;
     rng_state = argc > 9 ? strtoull(argv[9], 0, 0) * 0x9E3779B97F4A7C15ULL + 1 : 88172645463325252ULL;
+    int ack_mode = argc > 10 && argv[10][0] == 'A';
     uint32_t hostmask = bits >= 32 ? 0 : (0xffffffffu >> bits);
     uint32_t netbase = ntohl(snet.s_addr) & ~hostmask;
 
@@ -107,7 +108,8 @@ int main(int argc, char **argv) {
         memcpy(ip + 16, &dip.s_addr, 4);
         uint8_t *t = ip + 20;
         t[2] = dport >> 8; t[3] = dport & 0xff;
-        t[12] = 10 << 4; t[13] = 0x02; t[14] = 0xfa; t[15] = 0xf0;  /* SYN, window 64240 */
+        t[12] = 10 << 4; t[13] = ack_mode ? 0x10 : 0x02;     /* ACK or SYN */
+        t[14] = 0xfa; t[15] = 0xf0;                           /* window 64240 */
         uint8_t opt[20] = {2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 3, 7};
         memcpy(t + 20, opt, 20);
         iov[i].iov_base = f;
@@ -142,6 +144,10 @@ int main(int argc, char **argv) {
             tcp[0] = sport >> 8; tcp[1] = sport & 0xff;
             uint32_t seq = (uint32_t)(r >> 16);
             tcp[4] = seq >> 24; tcp[5] = seq >> 16; tcp[6] = seq >> 8; tcp[7] = seq;
+            if (ack_mode) {
+                uint32_t ack = (uint32_t)rnd();
+                tcp[8] = ack >> 24; tcp[9] = ack >> 16; tcp[10] = ack >> 8; tcp[11] = ack;
+            }
             uint32_t tsv = (uint32_t)(r >> 32);
             tcp[28] = tsv >> 24; tcp[29] = tsv >> 16; tcp[30] = tsv >> 8; tcp[31] = tsv;
             tcp[16] = tcp[17] = 0;

@@ -2,7 +2,7 @@
 """A SYN flood from spoofed sources while established connections stream (not a test).
 
     .venv/bin/python bench/synflood.py [--streams 50] [--flood 10] [--before 5] [--after 5]
-                                       [--pps 0] [--queues 1] [--json]
+                                       [--pps 0] [--queues 1] [--syn-limit 0] [--ack] [--json]
 
 In a fresh test bed (root), fpd serves fpd.bench_app (echo) on port 5001. A client process
 in the peer namespace (the kernel's TCP) opens ``--streams`` connections and echoes a
@@ -20,6 +20,9 @@ after the flood, and during/before as a share; the streams intact (SHA-256 equal
 reset); genuine connections tried/succeeded during the flood; the worker's RSS before,
 peak and after; the workers' syncookies_sent/validated/failed, syn_drops and half_open as
 ``fpd stats`` shows them, and the same counters on the Prometheus endpoint.
+
+``--ack``: the flood is ACKs from spoofed sources instead (segments that match no
+connection: fpd answers each with a RST).
 
 The suite runs a short version (tests/integration/test_flood.py). docs/RELIABILITY.md
 quotes this harness's figures.
@@ -217,14 +220,15 @@ def rate_in(buckets: dict, a: float, b: float) -> float:
 
 # --------------------------------------------------------------------- the run ----
 def run(streams: int = 50, before: float = 5.0, flood: float = 10.0, after: float = 5.0,
-        pps: float = 0, queues: int = 1, syn_limit: int = 0, log=None) -> dict:
+        pps: float = 0, queues: int = 1, syn_limit: int = 0, ack: bool = False,
+        log=None) -> dict:
     from fpd.testbed import TestBed
     from fpdd import fpd_daemon
     import e2e_helpers as H
 
     tmp = tempfile.mkdtemp(prefix="fpd-synflood-")
     res: dict = {"streams": streams, "flood_s": flood, "pps_cap": pps, "after_s": after,
-                 "syn_limit": syn_limit}
+                 "syn_limit": syn_limit, "kind": "ACK" if ack else "SYN"}
     try:
         sender = build_sender(tmp)
         with TestBed(queues=queues) as bed:
@@ -264,7 +268,8 @@ table inet flood {{
                 t_f0 = time.monotonic()
                 fl = H.App("synflood", [sender, bed.peer_if, bed.srv_mac, bed.srv_ip,
                                         str(PORT), FLOOD_NET, str(FLOOD_BITS), str(flood),
-                                        str(pps), "7"], tmp, bed=bed, ns=bed.peer_ns)
+                                        str(pps), "7", "A" if ack else "S"], tmp, bed=bed,
+                            ns=bed.peer_ns)
                 apps.append(fl)
                 gen = {"tried": 0, "ok": 0, "errors": {}}
 
@@ -367,6 +372,7 @@ table inet flood {{
                                      for k in ("no_neigh_drops", "no_route_drops",
                                                "tx_backlog_drops", "neigh_lookups",
                                                "synack_src_macs", "synack_no_mac_drops",
+                                               "rst_no_mac_drops",
                                                "rx_frames", "tx_frames")},
                     "xsk_rx_dropped": sum(int((w.get("xdp") or {}).get("rx_dropped", 0))
                                           for w in stats["workers"]),
@@ -379,7 +385,7 @@ table inet flood {{
 
 def report(r: dict) -> str:
     lines = [
-        f"SYN flood: {r['syn_sent']} SYNs in {r['flood_s']:g} s ({r['syn_pps'] / 1000:.0f} k/s) "
+        f"{r.get('kind', 'SYN')} flood: {r['syn_sent']} segments in {r['flood_s']:g} s ({r['syn_pps'] / 1000:.0f} k/s) "
         f"from {FLOOD_NET}/{FLOOD_BITS} while {r['streams']} streams echo; fpd --syn-limit "
         f"{r['syn_limit']}: {(r['xdp'] or {}).get('syn_limited', 0)} SYNs dropped in XDP",
         f"streams intact (SHA-256): {r['streams_intact']}/{r['streams']}, "
@@ -420,9 +426,11 @@ def main(argv=None):
     ap.add_argument("--queues", type=int, default=1)
     ap.add_argument("--syn-limit", type=int, default=0,
                     help="fpd start --syn-limit (SYNs/s per CPU through XDP; 0: off)")
+    ap.add_argument("--ack", action="store_true",
+                    help="flood with ACKs that match no connection instead of SYNs")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    r = run(a.streams, a.before, a.flood, a.after, a.pps, a.queues, a.syn_limit)
+    r = run(a.streams, a.before, a.flood, a.after, a.pps, a.queues, a.syn_limit, a.ack)
     print(json.dumps(r, indent=1, default=str) if a.json else report(r))
     return 0
 

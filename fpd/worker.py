@@ -55,7 +55,10 @@ SYNs, not cached as the destination's MAC): a SYN flood from spoofed sources wou
 otherwise cost a netlink lookup per source and stall the loop (bench/synflood.py). While
 that table is full (a flood), a SYN-ACK whose SYN was pushed out is dropped and counted
 (``synack_no_mac_drops``) rather than looked up: the peer's own SYN retransmission brings
-a new one.
+a new one. A RST to an address whose MAC is not cached (the answer to a segment that
+matched nothing: a flood of spoofed ACKs makes one per source) is looked up at most
+``RST_LOOKUPS_PER_S`` times a second and the MAC is not cached; beyond that it is dropped
+(``rst_no_mac_drops``): a RST is best effort, and the peer retransmits.
 
 Checksums.  ``parse_frame`` verifies them and accepts both complete checksums and the
 CHECKSUM_PARTIAL value a veth peer with tx offload leaves (pseudo header only); frames we
@@ -102,6 +105,7 @@ def _env_flag(name: str, default: bool = True) -> bool:
 
 
 SYN_MACS_MAX = 16384       # source MACs of recent SYNs kept (oldest dropped first)
+RST_LOOKUPS_PER_S = 50.0   # neighbour lookups a second for RSTs to unknown addresses
 
 
 class WorkerError(RuntimeError):
@@ -169,6 +173,7 @@ class Worker:
         self.neigh_waits = 0           # destinations whose MAC had to be resolved first
         self.synack_src_macs = 0       # SYN-ACKs sent to the MAC their SYN came from
         self.synack_no_mac_drops = 0   # SYN-ACKs whose SYN's MAC was pushed out by a flood
+        self.rst_no_mac_drops = 0      # RSTs to an unknown MAC beyond the lookup budget
         self.iterations = self.sleeps = self.batches = 0
         self.max_backlog = 0
         self.rx_csum_partial = 0       # frames whose TCP checksum was CHECKSUM_PARTIAL
@@ -184,6 +189,7 @@ class Worker:
         self._readers_at = 0.0
         self._txq: list = []                       # segments waiting for TX room, in order
         self._syn_macs: dict = {}                  # IP -> source MAC of its last SYN
+        self._rst_budget = [RST_LOOKUPS_PER_S, clock()]   # tokens, when last refilled
         self._macs: dict = {}                      # destination IP -> next-hop MAC
         self._mac_until: dict = {}                 # destination IP -> refresh time
         self._parked: dict = {}                    # IP -> [deadline, next_try, delay, segs]
@@ -564,6 +570,7 @@ class Worker:
             "neigh_lookups": self.neigh_lookups, "neigh_waits": self.neigh_waits,
             "synack_src_macs": self.synack_src_macs,
             "synack_no_mac_drops": self.synack_no_mac_drops,
+            "rst_no_mac_drops": self.rst_no_mac_drops,
             "neigh_parked": sum(len(p[3]) for p in list(self._parked.values())),
             "iterations": self.iterations, "sleeps": self.sleeps, "batches": self.batches,
         }
@@ -804,6 +811,22 @@ class Worker:
             else:
                 self.no_neigh_drops += 1
             return None
+        if type(seg) is not SegBurst and seg.flags & 0x04:
+            # a RST answers a segment that matched nothing (a spoofed source, perhaps):
+            # at most RST_LOOKUPS_PER_S lookups a second, the MAC used once, not cached
+            b = self._rst_budget
+            t = b[0] + (now - b[1]) * RST_LOOKUPS_PER_S
+            b[0] = t if t < RST_LOOKUPS_PER_S else RST_LOOKUPS_PER_S
+            b[1] = now
+            if b[0] < 1.0:
+                self.rst_no_mac_drops += 1
+                return None
+            b[0] -= 1.0
+            try:
+                return self._lookup_mac(ip, resolve=False)
+            except _neigh.NeighError:
+                self.rst_no_mac_drops += 1
+                return None
         until = self._neg.get(ip)
         if until is not None:
             if now < until:

@@ -91,3 +91,20 @@ def test_xdp_syn_limit_drops_only_connection_requests_over_the_rate(testbed, tmp
     finally:
         with tb.inside(tb.srv_ns):
             st.close()
+
+
+@pytest.mark.timeout(180)
+def test_ack_flood_rst_replies_cost_a_bounded_number_of_lookups():
+    """Spoofed ACKs (matching no connection) make fpd answer RSTs to random addresses:
+    their MAC lookups (netlink, ~1 ms each) are bounded per second, not one per segment,
+    and the streams stay intact."""
+    import synflood
+
+    r = synflood.run(streams=10, before=1.0, flood=2.0, after=1.0, pps=10000, ack=True)
+    print(synflood.report(r))
+    assert r["daemon_alive"] and r["syn_sent"] > 10000
+    assert r["streams_intact"] == 10, r["stream_errors"]
+    w = r["worker_drops"]
+    assert w["rst_no_mac_drops"] > 0, w
+    # 50 a second from a full bucket of 50, over the flood and the little after it
+    assert w["neigh_lookups"] <= 50 + 50 * (r["flood_s"] + 3) + 20, w
