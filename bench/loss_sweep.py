@@ -16,7 +16,8 @@ application has read the last byte. Several seeds per cell; the median is shown.
 back by a quarter RTT), with a tail loss (the last 3 segments of the transfer, and the
 last 2 of a 30 kB response), and 20 MB through a 100 Mbit/s bottleneck; goodput (kB per
 virtual s) and the sender's RTO count (median over seeds) for CUBIC and NewReno, both
-with SACK, "before" (RACK-TLP, rescue retransmission and buffer autotuning off) and
+with SACK, "before" (RACK-TLP, rescue retransmission, DSACK undo and buffer
+autotuning off) and
 "after" (the defaults) in the same run.
 """
 
@@ -73,8 +74,8 @@ PATTERNS = (("clean", {}, {}), ("loss 1%", {"loss": 0.01}, {}),
             ("tail 3", {}, {"tail": 3}), ("30 kB tail 2", {}, {"size": 30_000, "tail": 2}),
             ("100 Mbit/s", {}, {"size": 20_000_000, "bandwidth": 12.5e6}))
 # "before": the mechanisms of issue #9's second half off (no RACK-TLP, no rescue
-# retransmission, fixed 256 KiB buffers); "after": the defaults
-BEFORE = dict(rack=False, tlp=False, rcvbuf_max=0, sndbuf_max=0)
+# retransmission, no DSACK undo, fixed 256 KiB buffers); "after": the defaults
+BEFORE = dict(rack=False, tlp=False, undo=False, rcvbuf_max=0, sndbuf_max=0)
 
 
 def _tail_dropper(size, n):

@@ -409,6 +409,7 @@ class Service:
         opts = msg.opts or {}
         try:
             over = {k: int(v) for k, v in opts.items() if k in ("rcvbuf", "sndbuf")}
+            _lock_bufs(over)
         except (TypeError, ValueError):
             self._free(e)
             raise ControlError(_errno.EINVAL, f"bad socket options {opts!r}") from None
@@ -469,6 +470,7 @@ class Service:
         opts = {k: v for k, v in (msg.opts or {}).items() if k in SOCKOPTS}
         try:
             over = {k: int(v) for k, v in opts.items() if k in ("rcvbuf", "sndbuf")}
+            _lock_bufs(over)
         except (TypeError, ValueError):
             self._free(e)
             raise ControlError(_errno.EINVAL, f"bad socket options {opts!r}") from None
@@ -1144,3 +1146,12 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig, make_host=xdp_host) -> i
         except OSError:
             pass
     return code
+
+
+def _lock_bufs(over):
+    """SO_RCVBUF / SO_SNDBUF fix the buffer, as on Linux (SOCK_RCVBUF_LOCK): the engine's
+    autotuning (fpd.tcp) leaves a buffer the application sized alone."""
+    if "rcvbuf" in over:
+        over["rcvbuf_max"] = 0
+    if "sndbuf" in over:
+        over["sndbuf_max"] = 0

@@ -70,6 +70,7 @@ class StackConfig:
     ooo_max_blocks: int = 64        # out-of-order islands kept per connection
     rack: bool = True               # RACK time-based loss detection + rescue retransmission
     tlp: bool = True                # tail-loss probes (RFC 8985 §7; SACK connections)
+    undo: bool = True               # DSACK-based undo of a spurious reduction (RFC 3708)
     raise_errors: bool = False      # re-raise internal errors from input/tick (tests)
 
     def rcv_shift(self):

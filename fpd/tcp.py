@@ -1737,7 +1737,7 @@ class Connection:
         if self.rack_mult < 16:
             self.rack_mult += 1
         self.rack_persist = 16
-        if self.undo_marker < 0 or self.undo_retrans <= 0:
+        if self.undo_marker < 0 or self.undo_retrans <= 0 or not self.cfg.undo:
             return
         una = self.snd_una_o
         d = (blk[0] - self.iss - una) & MASK
