@@ -97,14 +97,13 @@ def test_vm_test_script_and_target_exist():
 
 @pytest.mark.bare
 @pytest.mark.root
-@pytest.mark.timeout(3600)
+@pytest.mark.timeout(7200)
 def test_vm_runs_the_integration_suite():
-    """Opt-in (--run-bare, ~10 min, /dev/kvm): scripts/vm-test.sh boots the VM, runs the
-    integration suite inside and destroys it."""
-    if not os.access("/dev/kvm", os.W_OK):
-        pytest.skip("no /dev/kvm")
+    """Opt-in (--run-bare, root): scripts/vm-test.sh builds or reuses the image, boots the
+    VM (FPD_VM_DRIVER=qemu or vagrant from the environment), runs the integration suite
+    inside and destroys it. Minutes under KVM; about an hour under TCG (a PVM host)."""
     r = subprocess.run([str(ROOT / "scripts" / "vm-test.sh")], capture_output=True,
-                       text=True, timeout=3600)
+                       text=True, timeout=7000)
     tail = "\n".join(r.stdout.splitlines()[-30:])
     assert r.returncode == 0, tail + r.stderr[-2000:]
     assert re.search(r"\d+ passed", r.stdout) and "vm-test: exit 0" in r.stdout, tail
