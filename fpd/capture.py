@@ -112,6 +112,22 @@ class _One:
         self.frames = 0
 
 
+def _join_chains(view, addrs, lens):
+    """TX descriptors of which some continue (``len | XDP_PKT_CONTD << 32``): each chain
+    joined into one frame in a new buffer; returns (buffer, addrs, lens) over it."""
+    buf = bytearray()
+    out_a, out_l = [], []
+    start = 0
+    for a, lo in zip(addrs, lens):
+        ln = lo & 0xFFFFFFFF
+        buf += view[a:a + ln]
+        if not (lo >> 32) & 1:
+            out_a.append(start)
+            out_l.append(len(buf) - start)
+            start = len(buf)
+    return memoryview(buf), out_a, out_l
+
+
 class Tap:
     """The captures of one worker (``Tap.of(worker)``); installs its wrappers on the
     worker's XSK while it has at least one capture and removes them after the last."""
@@ -152,9 +168,13 @@ class Tap:
             k = orig_tx(descs, lens)
             if k:
                 if lens is None:
-                    take(view, [d[0] for d in descs[:k]], [d[1] for d in descs[:k]], TX)
+                    a, ls = [d[0] for d in descs[:k]], [d[1] for d in descs[:k]]
                 else:
-                    take(view, descs[:k], lens[:k], TX)
+                    a, ls = descs[:k], lens[:k]
+                if max(ls) > 0xFFFFFFFF:         # multi-buffer chains (XDP_PKT_CONTD)
+                    take(*_join_chains(view, a, ls), TX)
+                else:
+                    take(view, a, ls, TX)
             return k
 
         xsk.rx_burst = rx_burst          # instance attributes shadow the class's methods

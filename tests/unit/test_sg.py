@@ -118,3 +118,19 @@ def test_doctor_says_what_a_jumbo_mtu_needs(monkeypatch):
     monkeypatch.setenv("FPD_SG", "0")
     c = doctor._mtu_check("fpd0", 9000)
     assert c["level"] == "bad" and "FPD_SG=0" in c["detail"]
+
+
+def test_capture_joins_tx_chains_into_frames():
+    """fpd capture's TX tap sees descriptors with XDP_PKT_CONTD in the high word: it
+    records each chain as one frame of the real length."""
+    from fpd.capture import _join_chains
+    view = memoryview(bytearray(3 * CHUNK))
+    frame = os.urandom(CHUNK + 100)
+    view[0:CHUNK] = frame[:CHUNK]
+    view[2 * CHUNK:2 * CHUNK + 100] = frame[CHUNK:]
+    view[CHUNK:CHUNK + 60] = b"a" * 60
+    buf, addrs, lens = _join_chains(view, [0, 2 * CHUNK, CHUNK],
+                                    [CHUNK | XDP_PKT_CONTD << 32, 100, 60])
+    assert lens == [CHUNK + 100, 60]
+    assert bytes(buf[addrs[0]:addrs[0] + lens[0]]) == frame
+    assert bytes(buf[addrs[1]:addrs[1] + lens[1]]) == b"a" * 60
