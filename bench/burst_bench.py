@@ -14,7 +14,9 @@ send  the app writes, the engine sends MSS segments as frames; the peer's ACK fr
 Levers (each adds one to the one before): ref (parse_frame per frame, Stack.input per
 segment, build_frame_into per segment: the per-segment reference), parse (one
 wire.parse_burst per RX burst, C), burst (fastpath.input_burst), tso (template transmit:
-fastpath.xmit_burst + wire.stamp_frames), all (+ a run of pure ACKs: one transmit). The code mirrors Worker._rx and Worker._flush.
+fastpath.xmit_burst + wire.stamp_frames), all (+ a run of pure ACKs: one transmit),
+compiled (all, with the Cython build of fpd/fastpath.py, fpd._fastpath_c; the levers before
+it run fpd/fastpath.py as Python). The code mirrors Worker._rx and Worker._flush.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ LEVERS = {
     "burst": dict(parse=True, burst=True, tso=False, acks=False),
     "tso": dict(parse=True, burst=True, tso=True, acks=False),
     "all": dict(parse=True, burst=True, tso=True, acks=True),
+    "compiled": dict(parse=True, burst=True, tso=True, acks=True, compiled=True),
 }
 
 
@@ -56,9 +59,13 @@ class Path:
         self.parse = kw["parse"]
         self.burst = kw["burst"]
         self.acks = kw["acks"]
+        compiled = kw.get("compiled", False)
+        if compiled and fastpath.IMPL != "compiled":
+            raise SystemExit("the compiled lever needs fpd._fastpath_c (pip install -e .)")
+        self.input_burst = fastpath.input_burst if compiled else fastpath.py_input_burst
         self.stack = Stack(b"k" * 16, StackConfig(rcvbuf=1 << 22, sndbuf=1 << 22))
         if kw["tso"]:
-            self.stack.tso = fastpath.xmit_burst
+            self.stack.tso = fastpath.xmit_burst if compiled else fastpath.py_xmit_burst
         self.mem = bytearray(CHUNK * nframes)
         self.view = memoryview(self.mem)
         self.tx_base = CHUNK * (nframes // 2)
@@ -76,7 +83,7 @@ class Path:
                     fr = wire.parse_frame(view[addrs[i]:addrs[i] + lens[i]], True)
                     segs[i] = fr.seg if fr is not None else None
         if self.burst:
-            fastpath.input_burst(self.stack, segs, now, self.acks)
+            self.input_burst(self.stack, segs, now, self.acks)
         else:
             inp = self.stack.input
             for s in segs:
@@ -197,7 +204,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--segs", type=int, default=20000)
     ap.add_argument("--burst", type=int, default=64)
-    ap.add_argument("--levers", default="ref,parse,burst,tso,all")
+    ap.add_argument("--levers", default="ref,parse,burst,tso,all" +
+                    (",compiled" if fastpath.IMPL == "compiled" else ""))
     ap.add_argument("--profile", nargs=2, metavar=("WORK", "LEVER"))
     args = ap.parse_args()
     fns = {"recv": run_recv, "send": run_send}
@@ -217,7 +225,7 @@ def main():
             for lv in order:
                 res[w, lv].append(fn(lv, args.segs, args.burst))
     print(f"CPU µs per data segment, best of {args.repeats} (median in brackets), "
-          f"RX bursts of {args.burst}, C accelerator: {wire.ACCEL}")
+          f"RX bursts of {args.burst}, C accelerator: {wire.ACCEL}, fast path: {fastpath.IMPL}")
     print(f"{'work':<6}{'lever':<8}{'best':>8}{'median':>9}{'ref/this':>10}")
     for w in fns:
         ref = min(res[w, "ref"]) if (w, "ref") in res else None

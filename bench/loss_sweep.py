@@ -12,9 +12,13 @@ application has read the last byte. Several seeds per cell; the median is shown.
     .venv/bin/python bench/loss_sweep.py --paths [--size 1000000] [--seeds 3]
 
 ``--paths``: the path table of docs/ENGINE.md instead: round-trip times of 1, 20 and
-100 ms, each clean, with 1 % and 5 % random loss, and with 5 % of segments reordered
-(held back by a quarter RTT); goodput (kB per virtual s) and the sender's RTO count
-(median over seeds) for CUBIC and NewReno, both with SACK.
+100 ms, each clean, with 1 % and 5 % random loss, with 5 % of segments reordered (held
+back by a quarter RTT), with a tail loss (the last 3 segments of the transfer, and the
+last 2 of a 30 kB response), and 20 MB through a 100 Mbit/s bottleneck; goodput (kB per
+virtual s) and the sender's RTO count (median over seeds) for CUBIC and NewReno, both
+with SACK, "before" (RACK-TLP, rescue retransmission, DSACK undo and buffer
+autotuning off) and
+"after" (the defaults) in the same run.
 """
 
 import argparse
@@ -62,19 +66,51 @@ def cell(cc, sack, loss, size, seeds, delay, bandwidth):
 
 
 RTTS = (0.001, 0.020, 0.100)
-PATTERNS = (("clean", {}), ("loss 1%", {"loss": 0.01}), ("loss 5%", {"loss": 0.05}),
-            ("reorder 5%", {"reorder": 0.05}))
+# (name, Phase fields, extra): extra may set "size" (bytes), "tail" (the last N data
+# segments of the transfer lost once: a tail loss), "bandwidth" (bytes/s, queue of
+# 2000 segments: enough for the bandwidth-delay product at 100 ms)
+PATTERNS = (("clean", {}, {}), ("loss 1%", {"loss": 0.01}, {}),
+            ("loss 5%", {"loss": 0.05}, {}), ("reorder 5%", {"reorder": 0.05}, {}),
+            ("tail 3", {}, {"tail": 3}), ("30 kB tail 2", {}, {"size": 30_000, "tail": 2}),
+            ("100 Mbit/s", {}, {"size": 20_000_000, "bandwidth": 12.5e6}))
+# "before": the mechanisms of issue #9's second half off (no RACK-TLP, no rescue
+# retransmission, no DSACK undo, fixed 256 KiB buffers); "after": the defaults
+BEFORE = dict(rack=False, tlp=False, undo=False, rcvbuf_max=0, sndbuf_max=0)
 
 
-def path_cell(cc, rtt, pattern, size, seeds):
+def _tail_dropper(size, n):
+    """Lose the first transmission of the last n data segments of A's stream."""
+    seen = set()
+
+    def drop(net, seg, to):
+        if to != "B" or not seg.payload:
+            return False
+        c = net.a_app.conn
+        off = (seg.seq - c.iss - 1) & 0xFFFFFFFF
+        end = off + len(seg.payload)
+        mss = c.mss
+        if end > size - n * mss and off not in seen:
+            seen.add(off)
+            return True
+        return False
+    return drop
+
+
+def path_cell(cc, rtt, pattern, extra, size, seeds, before):
     vps, rtos, fails = [], [], 0
+    size = extra.get("size", size)
     for seed in range(seeds):
         cfg = dict(SL.ROBUST_CONFIG, cc=cc, sack=True)
+        if before:
+            cfg.update(BEFORE)
         ph = dict(pattern, delay=rtt / 2)
         if "reorder" in ph:
             ph["reorder_delay"] = rtt / 4
+        bw = extra.get("bandwidth")
+        drop = _tail_dropper(size, extra["tail"]) if extra.get("tail") else None
         res = SL.run(seed=seed, schedule=[SL.Phase(**ph)], a_data=_data(size), b_data=b"",
-                     a_config=cfg, b_config=cfg)
+                     a_config=cfg, b_config=cfg, bandwidth=bw, queue=2000 if bw else None,
+                     drop=drop)
         try:
             res.check()
         except AssertionError:
@@ -88,19 +124,22 @@ def path_cell(cc, rtt, pattern, size, seeds):
 
 def paths(a):
     t0 = time.perf_counter()
-    print(f"# {a.size} bytes A->B, SACK on, median of {a.seeds} seeds; "
-          f"goodput kB per virtual s / RTOs of the sender")
-    head = "RTT ms | pattern    | " + " | ".join(f"{cc:>16}" for cc in ("cubic", "newreno"))
+    print(f"# {a.size} bytes A->B unless the pattern says, SACK on, median of {a.seeds} "
+          f"seeds; goodput kB per virtual s / RTOs of the sender; before = {BEFORE}")
+    ccs = ("cubic", "newreno")
+    head = "RTT ms | pattern      | " + " | ".join(
+        f"{cc + ' ' + w:>18}" for cc in ccs for w in ("before", "after"))
     print(head)
     print("-" * len(head))
     for rtt in RTTS:
-        for name, pat in PATTERNS:
+        for name, pat, extra in PATTERNS:
             cols = []
-            for cc in ("cubic", "newreno"):
-                v, r, fails = path_cell(cc, rtt, pat, a.size, a.seeds)
-                mark = f" !{fails}" if fails else ""
-                cols.append(f"{v / 1000:9.1f} / {r:3.0f}{mark}".rjust(16))
-            print(f"{rtt * 1000:6.0f} | {name:10} | " + " | ".join(cols), flush=True)
+            for cc in ccs:
+                for before in (True, False):
+                    v, r, fails = path_cell(cc, rtt, pat, extra, a.size, a.seeds, before)
+                    mark = f" !{fails}" if fails else ""
+                    cols.append(f"{v / 1000:10.1f} / {r:3.0f}{mark}".rjust(18))
+            print(f"{rtt * 1000:6.0f} | {name:12} | " + " | ".join(cols), flush=True)
     print(f"# wall time {time.perf_counter() - t0:.1f} s")
 
 

@@ -9,14 +9,21 @@
  * and if (destination address, destination port) is in the steer map — first the exact
  * address, then address 0 meaning "any local address" — the frame is redirected into the
  * AF_XDP socket registered for the receive queue in the XSKMAP. Everything else goes to the
- * kernel with XDP_PASS. fpd never drops a frame here: if the XSKMAP slot of the queue is
- * empty, bpf_redirect_map() returns its fallback action (XDP_PASS), so the kernel sees the
- * frame and, with no socket of its own, answers RST.
+ * kernel with XDP_PASS. fpd drops no frame here but those over the SYN limit (below): if
+ * the XSKMAP slot of the queue is empty, bpf_redirect_map() returns its fallback action
+ * (XDP_PASS), so the kernel sees the frame and, with no socket of its own, answers RST.
+ *
+ * SYN limit (off unless userspace writes a rate into fpd_syn_cfg): a steered TCP segment
+ * with SYN set and ACK clear (a connection request) spends a token of a per-CPU bucket
+ * that refills at RATE per second up to BURST; without a token it is dropped here
+ * (XDP_DROP), so a SYN flood cannot fill the AF_XDP ring that established connections'
+ * segments need. A genuine client whose SYN is dropped retransmits it.
  *
  * Counters (per-CPU array fpd_stats, one __u64 per index of enum fpd_stat):
  *   every frame is counted in SEEN and in exactly one of PASSED, MALFORMED, STEERED;
  *   REDIRECT_FAILED is the subset of STEERED whose redirect did not happen (empty slot,
- *   queue index beyond the XSKMAP) and which therefore went to the kernel as well.
+ *   queue index beyond the XSKMAP) and which therefore went to the kernel as well;
+ *   SYN_LIMITED is the subset of STEERED dropped by the SYN limit.
  *
  * Hostile input: every read is preceded by a bounds check against data_end. A frame whose
  * headers are cut short, or that contradict themselves (IHL < 5, total length shorter than
@@ -55,7 +62,20 @@ enum fpd_stat {
 	FPD_STAT_PASSED = 2,
 	FPD_STAT_MALFORMED = 3,
 	FPD_STAT_REDIRECT_FAILED = 4,
-	FPD_STAT_MAX = 5,
+	FPD_STAT_SYN_LIMITED = 5,
+	FPD_STAT_MAX = 6,
+};
+
+/* The SYN limit (one entry, written by userspace): rate 0 = no limit. */
+struct fpd_syn_cfg {
+	__u64 rate;    /* SYNs per second per CPU */
+	__u64 burst;   /* bucket size, SYNs */
+};
+
+/* Per-CPU bucket state: credit in SYN-nanoseconds (one SYN costs 1e9). */
+struct fpd_syn_bucket {
+	__u64 credit;
+	__u64 last_ns;
 };
 
 /*
@@ -85,6 +105,20 @@ struct {
 	__type(value, __u64);
 } fpd_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fpd_syn_cfg);
+} fpd_syn_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fpd_syn_bucket);
+} fpd_syn_bucket SEC(".maps");
+
 struct vlan_tag {
 	__be16 tci;
 	__be16 inner_proto;
@@ -98,11 +132,44 @@ static __always_inline void count(__u32 idx)
 		*v += 1; /* per-CPU slot: no other writer, no atomic needed */
 }
 
+#define NS_PER_S 1000000000ULL
+
+/* 1: this connection request is over the SYN limit (drop it), 0: let it through */
+static __always_inline int syn_over_limit(void)
+{
+	__u32 zero = 0;
+	struct fpd_syn_cfg *cfg = bpf_map_lookup_elem(&fpd_syn_cfg, &zero);
+	struct fpd_syn_bucket *b;
+	__u64 now, elapsed, cap, credit;
+
+	if (!cfg || !cfg->rate)
+		return 0;
+	b = bpf_map_lookup_elem(&fpd_syn_bucket, &zero);
+	if (!b)
+		return 0;
+	now = bpf_ktime_get_ns();
+	elapsed = now - b->last_ns;
+	if (elapsed > NS_PER_S)
+		elapsed = NS_PER_S;         /* a full bucket after 1 s idle; no overflow below */
+	b->last_ns = now;
+	cap = (cfg->burst ? cfg->burst : 1) * NS_PER_S;
+	credit = b->credit + elapsed * (cfg->rate > 1000000000ULL ? 1000000000ULL : cfg->rate);
+	if (credit > cap)
+		credit = cap;
+	if (credit < NS_PER_S) {
+		b->credit = credit;
+		return 1;
+	}
+	b->credit = credit - NS_PER_S;
+	return 0;
+}
+
 /*
  * Parse the frame and decide: FPD_STAT_MALFORMED, FPD_STAT_PASSED (not ours) or
- * FPD_STAT_STEERED (the destination is in the steer map).
+ * FPD_STAT_STEERED (the destination is in the steer map). *syn: set to 1 for a connection
+ * request (SYN without ACK) that is steered.
  */
-static __always_inline __u32 classify(struct xdp_md *ctx)
+static __always_inline __u32 classify(struct xdp_md *ctx, int *syn)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -162,6 +229,7 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 	if (tcp->doff < 5 || (__u32)tcp->doff * 4 > tot_len - ihl_bytes)
 		return FPD_STAT_MALFORMED;
 
+	*syn = tcp->syn && !tcp->ack;
 	key.addr = ip->daddr;
 	key.port = tcp->dest;
 	if (bpf_map_lookup_elem(&fpd_steer_map, &key))
@@ -175,13 +243,18 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 SEC("xdp")
 int fpd_steer(struct xdp_md *ctx)
 {
-	__u32 verdict = classify(ctx);
+	int syn = 0;
+	__u32 verdict = classify(ctx, &syn);
 	long act;
 
 	count(FPD_STAT_SEEN);
 	count(verdict);
 	if (verdict != FPD_STAT_STEERED)
 		return XDP_PASS;
+	if (syn && syn_over_limit()) {
+		count(FPD_STAT_SYN_LIMITED);
+		return XDP_DROP;
+	}
 
 	/* XDP_REDIRECT if the queue's slot holds a socket, else the fallback, XDP_PASS */
 	act = bpf_redirect_map(&fpd_xsks, ctx->rx_queue_index, XDP_PASS);

@@ -25,9 +25,10 @@ to another (``--cpus``, ``--no-pin``). Rounds are interleaved (every variant onc
 the report gives medians over the rounds and the ratio fpd/uvloop. Never a test: the
 numbers are reported, nothing is asserted.
 
-``--profile`` also runs the fpd variant once under cProfile (the worker's process) for
-the 1 B request/response and prints the time per transaction in parse, engine, app
-callback, frame build and TX kick (cProfile's own overhead inflates every figure alike).
+``--profile`` also runs the fpd and blocking-fpd variants once each under cProfile (the
+worker's process, every thread) for the 1 B request/response and prints the time per
+transaction in parse, engine input, engine send, frame build, TX kick, the app's own
+code and the total not asleep (cProfile's own overhead inflates every figure alike).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ WORKLOADS = {
     "http_32c": "HTTP keep-alive, wrk -c32 (req/s, p50/p99 us)",
     "crr": "connect-request-close, 1 at a time (conn/s, p50/p99 us)",
 }
-VARIANTS = ("default", "uvloop", "fpd", "blocking", "blocking-fpd")
+VARIANTS = ("default", "uvloop", "fpd", "blocking", "blocking-fpd", "blocking-fpd-shm")
 BLOCKING_WORKLOADS = ("rr_1B_1c",)
 
 APP = textwrap.dedent(r'''
@@ -170,16 +171,31 @@ int main(int argc, char **argv) {
     char b = 'x';
     uint64_t count = 0, t0 = now_ns(), end = t0 + (uint64_t)(secs * 1e9);
     if (!strcmp(argv[1], "crr")) {
+        /* per phase too: connect() returned, the answer read, close() returned */
+        static uint64_t ph[3][MAXS / 4];
+        size_t nph = 0;
         while (now_ns() < end) {
             uint64_t a = now_ns();
             int s = dial(&sa);
+            uint64_t c = now_ns();
             if (write(s, &b, 1) != 1) { perror("write"); return 2; }
             if (read(s, &b, 1) != 1) { perror("read"); return 2; }
+            uint64_t r = now_ns();
             close(s);
-            if (nlat < MAXS) lat[nlat++] = now_ns() - a;
+            uint64_t z = now_ns();
+            if (nlat < MAXS) lat[nlat++] = z - a;
+            if (nph < MAXS / 4) { ph[0][nph] = c - a; ph[1][nph] = r - c; ph[2][nph] = z - r; nph++; }
             count++;
         }
-        report(count, (now_ns() - t0) / 1e9);
+        double secs_ = (now_ns() - t0) / 1e9;
+        qsort(lat, nlat, sizeof lat[0], cmp);
+        printf("%llu %.3f %.1f %.1f", (unsigned long long)count, secs_,
+               nlat ? lat[nlat / 2] / 1000.0 : 0, nlat ? lat[(nlat * 99) / 100] / 1000.0 : 0);
+        for (int k = 0; k < 3; k++) {
+            qsort(ph[k], nph, sizeof ph[k][0], cmp);
+            printf(" %.1f", nph ? ph[k][nph / 2] / 1000.0 : 0);
+        }
+        printf("\n");
         return 0;
     }
     int ep = epoll_create1(0);
@@ -194,8 +210,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < conns; i++) { sent[i] = now_ns(); if (write(fd[i], &b, 1) != 1) return 2; }
     struct epoll_event evs[64];
     for (;;) {
-        int n = epoll_wait(ep, evs, 64, 1000);
-        if (n <= 0) { fprintf(stderr, "stalled\n"); return 3; }
+        int n = epoll_wait(ep, evs, 64, 10000);
+        if (n <= 0) { fprintf(stderr, "stalled: no answer on any connection for 10 s\n"); return 3; }
         uint64_t t = now_ns();
         for (int k = 0; k < n; k++) {
             int i = evs[k].data.u32;
@@ -236,16 +252,19 @@ def _compile(tmp: str) -> str:
 def _server(bed, variant: str, mode: str, tmp: str, profile: str | None = None):
     app = os.path.join(tmp, "app.py")
     loop = {"default": "default", "uvloop": "uvloop", "fpd": "default",
-            "blocking": "blocking", "blocking-fpd": "blocking"}[variant]
+            "blocking": "blocking", "blocking-fpd": "blocking",
+            "blocking-fpd-shm": "blocking"}[variant]
     argv = [app, mode, loop, str(PORT)]
     env = dict(os.environ)
-    if variant in ("fpd", "blocking-fpd"):
+    if variant in ("fpd", "blocking-fpd", "blocking-fpd-shm"):
         sock = os.path.join(tmp, "fpd.sock")
         argv = [sys.executable, "-m", "fpd", "run", "-i", bed.srv_if, "-p", str(PORT),
                 "--mode", "native", "--socket", sock, "--log", os.path.join(tmp, "fpd.log"),
                 "--"] + argv
         if profile:
             env["FPD_RUN_PROFILE"] = profile
+        if variant == "blocking-fpd-shm":
+            env["FPD_RUN_SHM"] = "1"         # fpd.client's shared-memory path instead
     else:
         argv = [sys.executable] + argv
     out = open(os.path.join(tmp, f"server-{variant}.txt"), "w+")
@@ -268,7 +287,7 @@ def _server(bed, variant: str, mode: str, tmp: str, profile: str | None = None):
         yield p
     finally:
         if p.poll() is None:
-            p.send_signal(signal.SIGINT if variant.endswith("fpd") else signal.SIGKILL)
+            p.send_signal(signal.SIGINT if "fpd" in variant else signal.SIGKILL)
             try:
                 p.wait(20)
             except subprocess.TimeoutExpired:
@@ -294,8 +313,12 @@ def _run_client(bed, exe, kind, conns, secs) -> dict:
                 check=False, timeout=secs + 30)
     if p.returncode != 0:
         raise BenchError(f"load generator {kind} failed: {p.stderr.strip()}")
-    n, dur, p50, p99 = p.stdout.split()
-    return {"rate": int(n) / float(dur), "p50_us": float(p50), "p99_us": float(p99)}
+    n, dur, p50, p99, *phases = p.stdout.split()
+    r = {"rate": int(n) / float(dur), "p50_us": float(p50), "p99_us": float(p99)}
+    if phases:              # crr: p50 of connect(), write+read, close() in us
+        r.update(zip(("connect_p50_us", "answer_p50_us", "close_p50_us"),
+                     (float(x) for x in phases)))
+    return r
 
 
 def _unit_us(text: str) -> float:
@@ -317,40 +340,100 @@ def _run_wrk(bed, secs) -> dict:
             "errors": errs.group(1) if errs else ""}
 
 
-def measure(bed, exe, variant, workload, secs):
+def _cpu_seconds(pids) -> float:
+    """User + system CPU time of ``pids`` (all their threads), in seconds."""
+    tot = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        tot += int(st[11]) + int(st[12])
+    return tot / os.sysconf("SC_CLK_TCK")
+
+
+def measure(bed, exe, variant, workload, secs, server=None):
+    """One measurement; with ``server`` (the server's Popen) also the server's CPU time
+    per operation (``cpu_us``: robust to a neighbour's load, unlike the rate)."""
+    pids = _tree(server.pid) if server is not None else []
+    c0 = _cpu_seconds(pids)
     if workload == "http_32c":
-        return _run_wrk(bed, secs)
-    if workload == "crr":
-        return _run_client(bed, exe, "crr", 1, secs)
-    conns = 32 if workload.endswith("32c") else 1
-    return _run_client(bed, exe, "rr", conns, secs)
+        r = _run_wrk(bed, secs)
+    elif workload == "crr":
+        r = _run_client(bed, exe, "crr", 1, secs)
+    else:
+        conns = 32 if workload.endswith("32c") else 1
+        r = _run_client(bed, exe, "rr", conns, secs)
+    if pids:
+        ops = r["rate"] * secs
+        r["cpu_us"] = (_cpu_seconds(pids) - c0) / ops * 1e6 if ops else 0.0
+    return r
 
 
 def _mode(workload):
     return "http" if workload.startswith("http") else "echo"
 
 
-def profile_fpd(bed, exe, tmp, secs) -> dict:
-    """One cProfile'd fpd run of rr_1B_1c: us per transaction in each part."""
-    prof = os.path.join(tmp, "fpd.prof")
-    with _server(bed, "fpd", "echo", tmp, profile=prof):
+PROFILE_PARTS = {
+    # name: ((file, function), ...) whose inclusive time is summed
+    "parse": (("wire.py", "parse_burst"), ("wire.py", "parse_frame")),
+    "engine_input": (("stack.py", "input"),),
+    "engine_send": (("tcp.py", "send"),),
+    "build": (("wire.py", "build_frame_into"), ("wire.py", "stamp_frames")),
+    "kick": (("xsk.py", "tx_submit"),),
+}
+# time asleep, not work: left out of the per-transaction total
+_IDLE = {"<method 'poll' of 'select.poll' objects>", "<method 'acquire' of '_thread.lock' "
+         "objects>", "<method 'select' of 'select.epoll' objects>",
+         "<method 'poll' of 'select.epoll' objects>", "<built-in method time.sleep>"}
+
+
+def profile_fpd(bed, exe, tmp, secs, variant="fpd") -> dict:
+    """One cProfile'd run of ``variant`` (fpd: the asyncio app; blocking-fpd: the
+    threaded blocking server, every thread profiled) on rr_1B_1c: us per transaction
+    in parse, engine input (the request segment), engine send (the answer), frame
+    build, TX kick, the app's own code, and the total not asleep."""
+    prof = os.path.join(tmp, f"{variant}.prof")
+    with _server(bed, variant, "echo", tmp, profile=prof):
         r = _run_client(bed, exe, "rr", 1, secs)
-    n = r["rate"] * secs
+    n = max(r["rate"] * secs, 1)
     st = pstats.Stats(prof + ".q0")
-    parts = {"parse": ("wire.py", "parse_frame"), "engine_input": ("stack.py", "input"),
-             "app_callback": ("loop.py", "_deliver"), "engine_output": ("stack.py",
-                                                                         "output_coalesced"),
-             "build": ("wire.py", "build_frame_into"), "kick": ("xsk.py", "tx_submit"),
-             "loop_iteration": ("loop.py", "_fpd_select"), "poll_once": ("worker.py",
-                                                                          "poll_once")}
     out = {"transactions": int(n), "rate_under_profile": r["rate"]}
-    for name, (fname, func) in parts.items():
+    for name, funcs in PROFILE_PARTS.items():
         tot = 0.0
         for (f, _line, fn), (_cc, _nc, _tt, ct, _callers) in st.stats.items():
-            if f.endswith(fname) and fn == func:
+            if any(f.endswith(ff) and fn == func for ff, func in funcs):
                 tot += ct
-        out[name + "_us"] = round(tot / max(n, 1) * 1e6, 2)
+        out[name + "_us"] = round(tot / n * 1e6, 2)
+    app = busy = 0.0
+    for (f, _line, fn), (_cc, _nc, tt, _ct, _callers) in st.stats.items():
+        if f.endswith("app.py"):
+            app += tt
+        if fn not in _IDLE:
+            busy += tt
+    out["app_us"] = round(app / n * 1e6, 2)
+    out["total_us"] = round(busy / n * 1e6, 2)
     return out
+
+
+PEER_SYSCTLS = {
+    # connect-request-close leaves one TIME_WAIT socket per connection on the client
+    # (it closes first). Linux gives connect() the even half of ip_local_port_range
+    # first (~14 k ports by default); once TIME_WAIT holds those, every connect() scans
+    # for a free port and costs milliseconds: the crr rate then measures the client's
+    # port search, and whichever variant runs after the first one pays it. Let connect()
+    # reuse a TIME_WAIT port (RFC 7323 timestamps keep that safe, as load generators'
+    # hosts do) and give it a wider range. Inside the test bed's peer namespace only.
+    "net.ipv4.tcp_tw_reuse": "1",
+    "net.ipv4.ip_local_port_range": "10000 65000",
+}
+
+
+def prepare_peer(bed) -> None:
+    """The load generator's namespace settings (:data:`PEER_SYSCTLS`)."""
+    for k, v in PEER_SYSCTLS.items():
+        bed.run(bed.peer_ns, ["sysctl", "-q", "-w", f"{k}={v}"])
 
 
 def run(args) -> dict:
@@ -375,6 +458,7 @@ def run(args) -> dict:
             f.write(APP)
         exe = _compile(tmp)
         with TestBed(peer_tx_csum=True) as bed:
+            prepare_peer(bed)
             for rnd in range(args.rounds):
                 order = variants[rnd % len(variants):] + variants[:rnd % len(variants)]
                 for v in order:
@@ -383,16 +467,22 @@ def run(args) -> dict:
                                (not v.startswith("blocking") or w in BLOCKING_WORKLOADS)]
                         if not wls:
                             continue
-                        with _server(bed, v, mode, tmp):
+                        with _server(bed, v, mode, tmp) as srv:
                             for w in wls:
-                                r = measure(bed, exe, v, w, args.duration)
+                                r = measure(bed, exe, v, w, args.duration, srv)
                                 raw[w][v].append(r)
                                 if not args.quiet:
                                     print(f"round {rnd + 1} {v:12} {w:10} {r['rate']:10.0f}/s "
-                                          f"p50 {r['p50_us']:8.1f} us p99 {r['p99_us']:8.1f} us",
+                                          f"p50 {r['p50_us']:8.1f} us p99 {r['p99_us']:8.1f} us"
+                                          f" cpu {r.get('cpu_us', 0):6.1f} us/op" +
+                                          (f" (p50 connect {r['connect_p50_us']:.0f} answer "
+                                           f"{r['answer_p50_us']:.0f} close "
+                                           f"{r['close_p50_us']:.0f} us)"
+                                           if "connect_p50_us" in r else ""),
                                           file=sys.stderr, flush=True)
-            if args.profile and "fpd" in variants:
-                prof = profile_fpd(bed, exe, tmp, args.duration)
+            if args.profile:
+                prof = {v: profile_fpd(bed, exe, tmp, args.duration, v)
+                        for v in ("fpd", "blocking-fpd") if v in variants}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res: dict = {"rounds": args.rounds, "duration": args.duration, "workloads": {}}
@@ -401,29 +491,29 @@ def run(args) -> dict:
         for v, rs in per.items():
             if not rs:
                 continue
+            keys = [k for k, x in rs[0].items() if isinstance(x, float)]
             res["workloads"][w][v] = {
-                k: statistics.median(r[k] for r in rs) for k in ("rate", "p50_us", "p99_us")}
+                k: statistics.median(r.get(k, 0.0) for r in rs) for k in keys}
             res["workloads"][w][v]["samples"] = [round(r["rate"]) for r in rs]
     if prof:
-        res["profile_fpd_rr_1B_1c"] = prof
+        res["profile_rr_1B_1c"] = prof
     return res
 
 
 def table(res: dict) -> str:
-    lines = [f"{'workload':11} {'variant':13} {'rate/s':>10} {'p50 us':>9} {'p99 us':>9}  "
-             f"{'vs uvloop':>9} {'vs kernel':>9}"]
+    lines = [f"{'workload':11} {'variant':16} {'rate/s':>10} {'p50 us':>9} {'p99 us':>9}  "
+             f"{'vs uvloop':>9} {'vs kernel':>9} {'cpu us/op':>9}"]
     for w, per in res["workloads"].items():
         uv = per.get("uvloop", {}).get("rate")
         for v, r in per.items():
             base = per.get("blocking" if v.startswith("blocking") else "default", {}).get("rate")
             ru = f"{r['rate'] / uv:.2f}x" if uv and not v.startswith("blocking") else ""
             rk = f"{r['rate'] / base:.2f}x" if base else ""
-            lines.append(f"{w:11} {v:13} {r['rate']:10.0f} {r['p50_us']:9.1f} "
-                         f"{r['p99_us']:9.1f}  {ru:>9} {rk:>9}")
-    p = res.get("profile_fpd_rr_1B_1c")
-    if p:
-        lines.append("profile (fpd, rr 1 B, cProfile, us per transaction, inclusive): " +
-                     ", ".join(f"{k[:-3]} {v}" for k, v in p.items() if k.endswith("_us")))
+            lines.append(f"{w:11} {v:16} {r['rate']:10.0f} {r['p50_us']:9.1f} "
+                         f"{r['p99_us']:9.1f}  {ru:>9} {rk:>9} {r.get('cpu_us', 0):9.1f}")
+    for v, p in (res.get("profile_rr_1B_1c") or {}).items():
+        lines.append(f"profile ({v}, rr 1 B, cProfile, us per transaction): " +
+                     ", ".join(f"{k[:-3]} {x}" for k, x in p.items() if k.endswith("_us")))
     return "\n".join(lines)
 
 
@@ -472,7 +562,8 @@ def main(opts: Options) -> int:
 @click.option("--workloads", default=",".join(WORKLOADS), show_default=True)
 @click.option("--json", "json_path", metavar="FILE", help="Write the results as JSON.")
 @click.option("--profile", is_flag=True,
-              help="Also profile fpd's loop on rr_1B_1c (cProfile).")
+              help="Also profile fpd's loop and the blocking program under fpd run on "
+                   "rr_1B_1c (cProfile).")
 @click.option("--cpus", default="0,1", show_default=True, metavar="SERVER,LOADGEN",
               help="Pin the server's process tree and the load generator.")
 @click.option("--no-pin", is_flag=True, help="Do not pin anything.")

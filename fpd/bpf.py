@@ -48,7 +48,11 @@ XSKS_MAP = "fpd_xsks"
 STATS_MAP = "fpd_stats"
 
 # Mirrors enum fpd_stat in bpf/steer.c (tests/unit/test_bpf_unit.py keeps them equal).
-STAT_NAMES = ("seen", "steered", "passed", "malformed", "redirect_failed")
+STAT_NAMES = ("seen", "steered", "passed", "malformed", "redirect_failed", "syn_limited")
+SYN_CFG_MAP = "fpd_syn_cfg"
+# struct fpd_syn_cfg { __u64 rate; __u64 burst; }
+SYN_CFG = struct.Struct("=QQ")
+SYN_LIMIT_MAX = 10_000_000      # SYNs per second per CPU (and burst): far above any need
 
 MODES = ("auto", "native", "generic")
 _MODE_FLAG = {"native": L.XDP_FLAGS_DRV_MODE, "generic": L.XDP_FLAGS_SKB_MODE}
@@ -440,6 +444,11 @@ class Steering:
         self._steer_fd = L.bpf_map__fd(steer)
         self._xsks_fd, self._xsks_max = self._map(XSKS_MAP)
         self._stats_fd, self._stats_max = self._map(STATS_MAP)
+        try:
+            self._syn_cfg_fd = self._map(SYN_CFG_MAP)[0]
+        except XdpError:                 # an object built before the SYN limit existed
+            self._syn_cfg_fd = None
+        self.syn_limit = (0, 0)
         self.prog_id = _fd_info(self._prog_fd, "prog_id")
         self._ncpus = L.libbpf_num_possible_cpus()
         if self._ncpus <= 0:
@@ -592,6 +601,27 @@ class Steering:
             if err != E.ENOENT:
                 raise XdpError(err, f"cannot clear queue {queue} of {self.ifname}: "
                                     f"{_word(err)}", ifname=self.ifname, mode=self.mode)
+
+    def set_syn_limit(self, rate: int, burst: int | None = None) -> None:
+        """Drop connection requests (SYN without ACK) to steered ports beyond ``rate`` per
+        second per CPU, in bursts of up to ``burst`` (default: ``rate // 10``, at least 1),
+        in the XDP program, before they reach a worker's ring (counter ``syn_limited``).
+        ``rate`` 0 removes the limit."""
+        self._check_open()
+        rate = int(rate)
+        burst = max(1, rate // 10) if burst is None else int(burst)
+        if not 0 <= rate <= SYN_LIMIT_MAX or not 1 <= burst <= SYN_LIMIT_MAX:
+            raise ValueError(f"SYN limit {rate}/s burst {burst}: rate 0..{SYN_LIMIT_MAX}, "
+                             f"burst 1..{SYN_LIMIT_MAX}")
+        if self._syn_cfg_fd is None:
+            raise XdpError(E.EOPNOTSUPP, f"{self.obj_path} has no SYN limit (map "
+                                         f"{SYN_CFG_MAP}): rebuild it from bpf/steer.c")
+        ret = L.bpf_map_update_elem(self._syn_cfg_fd, U32.pack(0),
+                                    SYN_CFG.pack(rate, burst if rate else 0), L.BPF_ANY)
+        if ret < 0:
+            err = _err_of(ret)
+            raise XdpError(err, f"cannot set the SYN limit on {self.ifname}: {_word(err)}")
+        self.syn_limit = (rate, burst if rate else 0)
 
     # -- counters -------------------------------------------------------------------------
     def stats(self) -> dict[str, int]:

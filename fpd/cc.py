@@ -11,6 +11,8 @@ reads ``cwnd`` / ``ssthresh`` (bytes) from it; it calls:
     on_rto(now, flight, first)       retransmission timeout (``first`` False for back-offs
                                      of the same loss episode: ssthresh is not cut again)
     on_idle(now, restart_cwnd)       sending restarts after an idle period (RFC 5681 §4.1)
+    undo(prior_cwnd, prior_ssthresh) the last reduction was spurious (every retransmission
+                                     DSACKed): back to at least what it was before
 
 ``on_loss`` is an alias of ``on_recovery_enter``.
 
@@ -59,6 +61,13 @@ class CongestionControl:
         if restart_cwnd < self.cwnd:
             self.cwnd = restart_cwnd
 
+    def undo(self, prior_cwnd, prior_ssthresh):
+        """As Linux's tcp_undo_cwnd_reduction with tcp_reno_undo_cwnd."""
+        if prior_cwnd > self.cwnd:
+            self.cwnd = prior_cwnd
+        if prior_ssthresh > self.ssthresh:
+            self.ssthresh = prior_ssthresh
+
     def _slow_start(self, acked):
         """Slow start credits every byte acknowledged, up to ssthresh, as Linux's
         tcp_slow_start (RFC 3465's L = 2 SMSS per ACK starves cwnd under stretch ACKs:
@@ -103,6 +112,10 @@ class NewReno(CongestionControl):
         self._acc = 0
 
     on_loss = on_recovery_enter
+
+    def undo(self, prior_cwnd, prior_ssthresh):
+        CongestionControl.undo(self, prior_cwnd, prior_ssthresh)
+        self._acc = 0
 
     def on_rto(self, now, flight, first=True):
         if first:
@@ -209,6 +222,14 @@ class Cubic(CongestionControl):
         self._t_epoch = None
         if restart_cwnd < self.cwnd:
             self._set_cwnd(float(restart_cwnd))
+
+    def undo(self, prior_cwnd, prior_ssthresh):
+        if prior_cwnd > self._cwnd_f:
+            self._set_cwnd(float(prior_cwnd))
+        if prior_ssthresh > self.ssthresh:
+            self.ssthresh = prior_ssthresh
+        self._after_rto = False
+        self._t_epoch = None
 
 
 ALGORITHMS = {"newreno": NewReno, "reno": NewReno, "cubic": Cubic}

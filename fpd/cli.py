@@ -188,6 +188,8 @@ CONFIG_KEYS = {
     "group": "group", "owner": "owner", "log": "log", "foreground": "foreground",
     "socket_mode": "sock_mode", "stack": "stack", "worker": "worker",
     "metrics": "metrics", "log_level": "log_level", "log-level": "log_level",
+    "user": "user",
+    "syn_limit": "syn_limit", "syn-limit": "syn_limit",
 }
 
 
@@ -230,9 +232,9 @@ def load_config_file(path: str) -> dict:
                 raise ValueError(f"{path}: {k} must be a port number or a list of them")
         elif field == "local_ports":
             v = _parse_local_ports(v)
-        elif field == "queues" and v is not None and (isinstance(v, bool)
-                                                      or not isinstance(v, int)):
-            raise ValueError(f"{path}: queues must be a number")
+        elif field in ("queues", "syn_limit") and v is not None \
+                and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError(f"{path}: {k} must be a number")
         elif field in ("stack", "worker") and not isinstance(v, dict):
             raise ValueError(f"{path}: {k} must be a table")
         elif field == "sock_mode" and isinstance(v, str):
@@ -322,6 +324,8 @@ def _daemonize(cfg, timeout: float = 90.0) -> int:
             info = json.loads(text[2:].strip() or "{}")
         except ValueError:
             info = {}
+        for line in info.get("cleaned") or []:        # a dead daemon's left-overs
+            click.echo(f"fpd: {line}", err=True)
         click.echo(_serving_line(cfg, info))
         return 0
     with contextlib.suppress(ChildProcessError):
@@ -360,9 +364,17 @@ def _daemonize(cfg, timeout: float = 90.0) -> int:
 @click.option("--metrics", metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (the kernel's "
                    "TCP; off by default), e.g. 127.0.0.1:9477.")
+@click.option("--user", metavar="USER[:GROUP]",
+              help="The workers drop root for this user once set up (no capabilities "
+                   "left); 'root' keeps root. [default: auto = the user fpd if it "
+                   "exists, else nobody]")
+@click.option("--syn-limit", type=click.IntRange(0, 10_000_000), metavar="RATE",
+              help="Let at most RATE connection requests (SYNs) per second per CPU through "
+                   "to the workers; the rest are dropped in XDP (xdp syn_limited), so a SYN "
+                   "flood cannot crowd out established connections. [default: 0 = off]")
 @click.pass_context
 def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config_file,
-          local_ports, group, log_file, log_level, metrics):
+          local_ports, group, log_file, log_level, metrics, user, syn_limit):
     """Start the daemon: attach XDP to IFACE, steer the ports, serve apps on the socket.
 
     Needs root. Without --foreground, returns once the daemon serves (exit 0) or with its
@@ -384,7 +396,7 @@ def start(ctx, iface, ports, addr, mode, queues, socket_path, foreground, config
     cli_values = {"ifname": iface, "ports": list(ports) or None, "addr": addr, "mode": mode,
                   "queues": queues, "local_ports": local_ports, "group": group,
                   "log": log_file, "foreground": foreground, "log_level": log_level,
-                  "metrics": metrics}
+                  "metrics": metrics, "user": user, "syn_limit": syn_limit}
     if given("socket_path") or "socket" not in from_file:
         cli_values["socket"] = os.path.abspath(socket_path)
     cfg = build_config(cli_values, from_file)
@@ -430,7 +442,8 @@ def run(ctx, iface, ports, addr, mode, queues, socket_path, config_file, local_p
     (or -m MODULE [ARGS]).
 
     Starts fpd in the foreground, runs the program in every worker with fpd's asyncio
-    event loop installed and `socket` swapped for fpd.client, and stops fpd when the
+    event loop installed and `socket` swapped for fpd.inproc (blocking sockets on the
+    worker's own engine, in-process; fpd.client for the rest), and stops fpd when the
     program exits (its exit status is fpd run's). Ctrl-C / SIGTERM stop both.
     """
     from click.core import ParameterSource

@@ -139,6 +139,8 @@ _LIVE, _ENDED, _OK, _CORRUPT, _FORKED = (_life.LIVE, _life.ENDED, _life.OK, _lif
 _RD_OPEN, _RD_SHUT, _WR_OPEN, _WR_SHUT = (_life.RD_OPEN, _life.RD_SHUT, _life.WR_OPEN,
                                           _life.WR_SHUT)
 _WANT_MAX = 64 * 1024          # low-water mark of a blocking sendall/recv wait
+TX_RECLAIM_INTERVAL = 1.0      # seconds a drained TX ring stays unwritten before its pages
+                               # go back to the kernel (_DaemonLink.tx_sweep)
 # A blocking wait first polls the rings without sleeping for this long (seconds): on a
 # machine with a core to spare it saves the wake-up (eventfd + scheduler) per message;
 # with cores shared it takes CPU from the daemon or the peer. FPD_SPIN_US sets it.
@@ -393,6 +395,10 @@ class _DaemonLink:
         self.pump_thread = None
         self.sel_socks = weakref.WeakSet()  # sockets with a readiness fd
         self.socks = weakref.WeakSet()
+        self.tx_dirty = weakref.WeakSet()   # sockets whose TX ring pages may be mapped
+        self.tx_gen = 0                     # tx_sweep's count
+        self.tx_sweep_at = 0.0
+        self.tx_reclaimed = 0
         self.rr = 0
         self.workers: list = []
         self.hello = self._hello()
@@ -541,7 +547,9 @@ class _DaemonLink:
 
     def wait_settling(self, ready, cond, deadline) -> bool:
         """:meth:`wait` in slices of 1 ms (a slot bell is being registered: the daemon
-        may ring it instead of posting the event this wait expects)."""
+        may ring it instead of posting the event this wait expects). The daemon posts
+        the first RX wake-up after the bell came as an event too, so the wait normally
+        ends with that event; the slices are the safety net."""
         while True:
             d = _now() + 0.001
             if deadline is not None and deadline < d:
@@ -603,6 +611,8 @@ class _DaemonLink:
         hangs up, or ``timeout``), then drain and dispatch every event."""
         if self.dead is not None:
             return
+        if self.tx_dirty and _now() >= self.tx_sweep_at:
+            self.tx_sweep()
         pending = timeout == 0
         workers = self.workers
         try:
@@ -621,6 +631,10 @@ class _DaemonLink:
                     return
         if not pending:
             ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+            if self.tx_dirty:                  # wake up for the next sweep
+                cap = int(TX_RECLAIM_INTERVAL * 1000 + 0.999)
+                if ms < 0 or ms > cap:
+                    ms = cap
             for fd, ev in _sleep_poll(self.poll, ms):
                 if ev & (_select.POLLHUP | _select.POLLERR | _select.POLLNVAL) \
                         and fd in self.ctl_fds:
@@ -640,6 +654,48 @@ class _DaemonLink:
                     d = w.dispatch
                     for r in recs:
                         d(r)
+
+    def tx_sweep(self) -> None:
+        """Give idle TX rings' pages back to the kernel (the leader, from pump()).
+
+        The client is its TX rings' only writer, so only it can punch their pages out
+        safely (``shm.Region.reclaim``): under the socket's send lock (taken without
+        waiting: a socket busy sending is skipped), once the daemon has consumed every
+        byte and nothing was written for a whole ``TX_RECLAIM_INTERVAL``. A socket
+        enters ``tx_dirty`` at its first write after a sweep; the next write faults a
+        zeroed page in again."""
+        self.tx_sweep_at = _now() + TX_RECLAIM_INTERVAL
+        g = self.tx_gen
+        self.tx_gen = g + 1
+        dirty = self.tx_dirty
+        # (a copy of the weakrefs in one C call: other threads may add while we look,
+        # and iterating the WeakSet itself would then raise)
+        for r in list(dirty.data):
+            s = r()
+            if s is None or s._txg == g:      # gone, or written since the last sweep
+                continue
+            if not s._wlock.acquire(False):
+                continue
+            try:
+                tx, w, slot = s._tx, s._w, s._slot
+                if tx is None or w is None or slot < 0 or w.dead is not None:
+                    dirty.discard(s)
+                elif tx.writable() == tx.size:     # all consumed: nothing to lose
+                    w.region.reclaim(slot, rx=False, tx=True)
+                    tx.drop_data()                 # and no data views, until used
+                    rx = s._rx
+                    if rx is not None and not s._view and s._rlock.acquire(False):
+                        try:
+                            if not rx.readable():
+                                rx.drop_data()
+                        finally:
+                            s._rlock.release()
+                    self.tx_reclaimed += 1
+                    dirty.discard(s)
+            except (_ShmCorrupt, OSError, ValueError):
+                dirty.discard(s)              # (its own calls will report it)
+            finally:
+                s._wlock.release()
 
     def try_pump(self) -> None:
         """Drain the event rings now if no thread is pumping (non-blocking calls that
@@ -740,7 +796,7 @@ class socket(_life.SockLife):
                  "_laddr", "_raddr", "_opts", "_listen",
                  "_acceptq", "_pair", "_fd_r", "_fd_w", "_dirty_r", "_dirty_w",
                  "_linger0", "_view", "_type", "_io_refs", "_wlowat", "_sbell", "_sbpoll",
-                 "__weakref__")
+                 "_txg", "_rwaits", "__weakref__")
 
     def __new__(cls, family=-1, type=-1, proto=-1, fileno=None):
         fam = _AF_INET if family == -1 else family
@@ -783,6 +839,8 @@ class socket(_life.SockLife):
         self._sbell = None             # this socket's own doorbell (see _direct)
         self._sbpoll = None
         self._wlowat = 1
+        self._txg = -1                 # the client's tx_gen at our last TX write
+        self._rwaits = 0               # blocking receive waits before the bell (_direct)
 
     # -- plumbing ------------------------------------------------------------------------
     def _attach_client(self) -> "_DaemonLink":
@@ -901,8 +959,11 @@ class socket(_life.SockLife):
     def _direct(self):
         """``(bell, ctl_fd)`` when a blocking receive on this connection may
         sleep on the socket's own doorbell (the daemon rings it directly: no other thread
-        between the daemon and this one); None: wait the usual way. The first call
-        registers the bell (one control message, no round trip) and returns False: until
+        between the daemon and this one); None: wait the usual way. The first blocking
+        receive waits the usual way (a short connection, such as one request and its
+        answer, never pays for a bell: an eventfd, a control message, a close on both
+        sides). The second registers the bell (one control message, no round trip) and
+        returns False: until
         the daemon confirms it (``D_BELL`` in the slot's flags) it may ring the bell
         instead of posting events, so the usual wait then looks at the ring every
         millisecond. Sockets whose fileno() is in use keep the event-ring path."""
@@ -912,6 +973,9 @@ class socket(_life.SockLife):
         if b is None:
             w = self._w
             if w.dead is not None:
+                return None
+            if not self._rwaits:
+                self._rwaits = 1
                 return None
             b = _shm.Doorbell()
             try:
@@ -1549,6 +1613,10 @@ class socket(_life.SockLife):
                     n = tx.write(data)
                     if n:
                         self._w.kick_tx(self._slot, self._gen16, tx)
+                        c = self._client
+                        if self._txg != c.tx_gen:        # (see _DaemonLink.tx_sweep)
+                            self._txg = c.tx_gen
+                            c.tx_dirty.add(self)
                         break
                     if not len(data):
                         return 0
@@ -1590,6 +1658,10 @@ class socket(_life.SockLife):
                         n = tx.write(mv[off:])
                     if n:
                         self._w.kick_tx(self._slot, self._gen16, tx)
+                        c = self._client
+                        if self._txg != c.tx_gen:        # (see _DaemonLink.tx_sweep)
+                            self._txg = c.tx_gen
+                            c.tx_dirty.add(self)
                         off += n
                         if off >= total:
                             break

@@ -75,7 +75,7 @@ class _Entry(SlotLife):
     states); ``tx_pending`` and ``rx_blocked`` only schedule work."""
 
     __slots__ = ("client", "slot", "gen", "conn", "listener", "ends", "tx_pending",
-                 "rx_blocked", "opts", "bell", "end_errno")
+                 "rx_blocked", "opts", "bell", "bell_new", "end_errno")
 
     def __init__(self, client, slot, gen, ends):
         SlotLife.__init__(self)
@@ -89,6 +89,7 @@ class _Entry(SlotLife):
         self.rx_blocked = False        # engine holds bytes the RX ring had no room for
         self.opts = {}
         self.bell = None               # the slot's own doorbell (op "bell"), if any
+        self.bell_new = False          # no RX wake-up went to that bell yet (see _deliver)
         self.end_errno = 0             # why the engine ended the connection (conn ENDING)
 
 
@@ -145,6 +146,8 @@ class Service:
         self._armed: list = []
         self._rx_hot: set = set()            # entries whose RX ring was written lately
         self._rx_cold: set = set()           # ... in the interval before: reclaim if empty
+        self._freed_hot: set = set()         # (client, slot) freed lately
+        self._freed_cold: set = set()        # ... in the interval before: reclaim if free
         self._reclaim_at = 0.0
         self.counters = collections.Counter()
         self._route = route                  # dst -> source address (or ControlError)
@@ -196,14 +199,17 @@ class Service:
         log.info("client %d attached (pid %s uid %s): %d slots", cid, c.cred.get("pid"),
                  c.cred.get("uid"), lay.nslots)
 
-    def drop(self, c: _Client, why: str, now: float | None = None) -> None:
-        """Forget a client: reset its connections, close its listeners and memory."""
+    def drop(self, c: _Client, why: str, now: float | None = None,
+             cause: str = "other") -> None:
+        """Forget a client: reset its connections, close its listeners and memory.
+        ``cause`` names the counter ``clients_dropped_<cause>`` (``fpd stats``)."""
         if c.dead:
             return
         c.dead = True
         now = self.w.clock() if now is None else now
         log.info("client %d dropped: %s", c.id, why)
         self.counters["clients_dropped"] += 1
+        self.counters["clients_dropped_" + cause] += 1
         for e in list(c.entries.values()):
             self._kill_entry(e, now, reset=True)
             if e.bell is not None:
@@ -237,6 +243,14 @@ class Service:
 
     # -- control messages ------------------------------------------------------------------
     def _on_control(self, c: _Client, now: float) -> None:
+        """The client's control socket is readable. Whatever its messages raise stays
+        with that client (:meth:`_bug`: dropped, counted), never ends the worker."""
+        try:
+            self._control_msgs(c, now)
+        except Exception:
+            self._bug(c, now)
+
+    def _control_msgs(self, c: _Client, now: float) -> None:
         for _ in range(64):
             if c.dead:
                 return
@@ -245,10 +259,10 @@ class Service:
             except BlockingIOError:
                 return
             except (ValueError, OSError) as e:
-                self.drop(c, f"bad control message: {e}", now)
+                self.drop(c, f"bad control message: {e}", now, cause="bad_control")
                 return
             if d is None:
-                self.drop(c, "control connection closed", now)
+                self.drop(c, "control connection closed", now, cause="closed")
                 return
             try:
                 msg = proto.parse(d, proto.WORKER_OPS)
@@ -256,11 +270,11 @@ class Service:
                     raise ControlError(_errno.EINVAL, f"op {msg.op!r} takes no fd")
                 reply = proto.ok(**self._handlers[type(msg)](self, c, msg, fds, now))
             except ControlError as e:
-                reply = proto.fail(e.errno, str(e))
+                reply = self._refused(e.errno, str(e))
             except proto.ProtocolError as e:
-                reply = proto.fail(e.errno, str(e))
+                reply = self._refused(e.errno, str(e))
             except (KeyError, TypeError, ValueError) as e:
-                reply = proto.fail(_errno.EINVAL, f"bad request: {e}")
+                reply = self._refused(_errno.EINVAL, f"bad request: {e}")
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -271,8 +285,15 @@ class Service:
             try:
                 proto.send(c.sock, reply)
             except OSError as e:
-                self.drop(c, f"cannot answer: {e}", now)
+                self.drop(c, f"cannot answer: {e}", now, cause="unanswerable")
                 return
+
+    def _refused(self, err: int, text: str) -> dict:
+        """A request refused (unknown op, bad field, a slot not the client's, a port not
+        steered...): counted as ``requests_refused`` and ``refused_<ERRNO>``."""
+        self.counters["requests_refused"] += 1
+        self.counters["refused_" + (_errno.errorcode.get(err) or str(err))] += 1
+        return proto.fail(err, text)
 
     def _reply_err(self, sock, e) -> None:
         err = getattr(e, "errno", None) or _errno.EINVAL
@@ -317,6 +338,7 @@ class Service:
             e.bell = None
         if fds:
             e.bell = _shm.Doorbell(fds.pop())
+            e.bell_new = True
             e.ends.ctl.set_dflags(_shm.D_BELL)   # the client may sleep on it from now on
         else:
             e.ends.ctl.set_dflags(0)
@@ -355,7 +377,10 @@ class Service:
             del c.entries[e.slot]
             c.region.close_slot(e.slot)
             if not c.dead:
-                c.region.reclaim(e.slot, rx=True, tx=True)   # released: nobody reads it
+                # released: nobody reads its rings. Their pages go back to the kernel at
+                # the next-but-one sweep if the slot is still free then (_reclaim); a
+                # connection that takes the slot before (LIFO) finds them mapped
+                self._freed_hot.add((c, e.slot))
             c.free.append(e.slot)
 
     def _listen(self, c: _Client, msg: proto.Listen, fds, now: float) -> dict:
@@ -384,6 +409,7 @@ class Service:
         opts = msg.opts or {}
         try:
             over = {k: int(v) for k, v in opts.items() if k in ("rcvbuf", "sndbuf")}
+            _lock_bufs(over)
         except (TypeError, ValueError):
             self._free(e)
             raise ControlError(_errno.EINVAL, f"bad socket options {opts!r}") from None
@@ -444,6 +470,7 @@ class Service:
         opts = {k: v for k, v in (msg.opts or {}).items() if k in SOCKOPTS}
         try:
             over = {k: int(v) for k, v in opts.items() if k in ("rcvbuf", "sndbuf")}
+            _lock_bufs(over)
         except (TypeError, ValueError):
             self._free(e)
             raise ControlError(_errno.EINVAL, f"bad socket options {opts!r}") from None
@@ -595,10 +622,16 @@ class Service:
                 e.fire("rx_eof")
                 rx.shutdown()
             if rx.wake_needed():
-                if e.bell is not None:
-                    self._ring(e)
-                else:
+                if e.bell is None:
                     self._post(e.client, e.slot, _shm.EV_READABLE, 0, e.gen)
+                else:
+                    self._ring(e)
+                    if e.bell_new:
+                        # the first RX wake-up after the bell came: the thread it is
+                        # for may have armed before it saw D_BELL, waiting on the event
+                        # ring (client: wait_settling); it gets the event as well
+                        e.bell_new = False
+                        self._post(e.client, e.slot, _shm.EV_READABLE, 0, e.gen)
         except ShmCorrupt as ex:
             self._corrupt(e, ex)
 
@@ -627,6 +660,7 @@ class Service:
     def _corrupt(self, e: _Entry, ex: ShmCorrupt) -> None:
         log.warning("client %d: %s: connection reset", e.client.id, ex)
         self.counters["shm_corrupt"] += 1
+        self.counters["shm_corrupt_" + str(ex.ring)] += 1
         now = self.w.clock()
         if e.conn is not None:
             conn = e.conn
@@ -643,7 +677,7 @@ class Service:
         log.exception("worker q%d: internal error serving client %d", self.cfg.queue, c.id)
         self.counters["internal_errors"] += 1
         try:
-            self.drop(c, "internal error (see the daemon's log)", now)
+            self.drop(c, "internal error (see the daemon's log)", now, cause="internal")
         except Exception:
             log.exception("worker q%d: dropping client %d", self.cfg.queue, c.id)
 
@@ -651,6 +685,14 @@ class Service:
         """Idle connections' RX ring pages back to the kernel: a ring written in the
         interval before last, not since, and read empty by the client."""
         self._reclaim_at = now + RECLAIM_INTERVAL
+        freed = self._freed_hot
+        fcold, self._freed_cold, self._freed_hot = self._freed_cold, freed, set()
+        for key in fcold:
+            c, slot = key
+            if key in freed or c.dead or slot in c.entries:
+                continue                        # freed again since, gone, or in use
+            c.region.reclaim(slot, rx=True, tx=True)
+            self.counters["slot_reclaimed"] += 1
         hot = self._rx_hot
         cold, self._rx_cold, self._rx_hot = self._rx_cold, hot, set()
         for e in cold:
@@ -663,10 +705,14 @@ class Service:
                 if e.ends.rx.pending():
                     self._rx_cold.add(e)        # not read yet: look again next time
                     continue
+                tx_idle = not e.ends.tx.readable()
             except ShmCorrupt as ex:
                 self._corrupt(e, ex)
                 continue
             c.region.reclaim(e.slot, rx=True)
+            e.ends.rx.drop_data()               # idle: no data views either, until used
+            if tx_idle:
+                e.ends.tx.drop_data()
             self.counters["rx_reclaimed"] += 1
 
     def _step(self, now: float) -> int:
@@ -680,7 +726,7 @@ class Service:
                 try:
                     recs = c.commands.get_many(256)
                 except ShmCorrupt as ex:
-                    self.drop(c, str(ex), now)
+                    self.drop(c, str(ex), now, cause="ring_corrupt")
                     continue
                 if recs:
                     work += len(recs)
@@ -720,7 +766,8 @@ class Service:
             if c.full_since is None:
                 c.full_since = now
             elif now - c.full_since > EVENT_BACKLOG_LIMIT:
-                self.drop(c, f"event ring full for {EVENT_BACKLOG_LIMIT:g} s", now)
+                self.drop(c, f"event ring full for {EVENT_BACKLOG_LIMIT:g} s", now,
+                          cause="event_backlog")
         else:
             c.full_since = None
 
@@ -920,7 +967,7 @@ class Service:
                 pass
         self.stack.events()
         for c in list(self.clients.values()):
-            self.drop(c, "daemon stopping", now)
+            self.drop(c, "daemon stopping", now, cause="stopping")
 
 
 def _int(v, key: str, default: int, lo: int, hi: int) -> int:
@@ -1099,3 +1146,12 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig, make_host=xdp_host) -> i
         except OSError:
             pass
     return code
+
+
+def _lock_bufs(over):
+    """SO_RCVBUF / SO_SNDBUF fix the buffer, as on Linux (SOCK_RCVBUF_LOCK): the engine's
+    autotuning (fpd.tcp) leaves a buffer the application sized alone."""
+    if "rcvbuf" in over:
+        over["rcvbuf_max"] = 0
+    if "sndbuf" in over:
+        over["sndbuf_max"] = 0

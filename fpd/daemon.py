@@ -13,7 +13,7 @@ replays the same record.
    interface exists in this network namespace, enough queues;
 2. ``PATH.pid`` created and locked (``flock``): a second daemon on the same socket path
    finds it locked and says "fpd is already running (pid N) on PATH"; a ``PATH.state``
-   left by a daemon that died makes start-up refuse until ``fpd stop --force`` ran;
+   left by a daemon that died is undone first (:func:`undo`, logged and printed);
 3. no XDP program may be attached to the interface yet (another fpd?);
 4. ``PATH.state`` (JSON) written: a summary, and the steps so far;
 5. ``bpf.Steering`` attached, the listen ports and the local port range steered;
@@ -65,6 +65,7 @@ WORKER_TIMEOUT = 2.0      # for a stats/conns answer
 STOP_TIMEOUT = 5.0        # for the workers to exit after "stop"
 IFACE_CHECK = 1.0          # seconds between checks that the interface still exists
 CLIENT_TIMEOUT = 5.0      # for a new connection's first message
+RESOLVE_RATE = 100        # proto.Resolve notes taken per worker per second
 
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK = 12, 13, 39, 38, 14
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -93,11 +94,15 @@ class DaemonConfig:
     sock_mode: int = 0o660
     owner: str | int | None = None
     group: str | int | None = None
+    # the workers' user after set-up ("USER" or "USER:GROUP"; "auto" = fpd if that user
+    # exists, else nobody; "root" = keep root): see drop_privileges()
+    user: str | None = "auto"
     log: str | None = None
     stack: dict = dataclasses.field(default_factory=dict)    # StackConfig overrides
     worker: dict = dataclasses.field(default_factory=dict)   # fpd.worker.Worker kwargs
     foreground: bool = False
     metrics: str | None = None           # HOST:PORT of the Prometheus endpoint, None = off
+    syn_limit: int = 0                   # connection requests/s per CPU let through XDP, 0 = all
     log_level: str = "info"
     # `fpd run`: each worker runs this program ({"argv", "module", "socket"}; fpd/run.py)
     app: dict | None = None
@@ -171,6 +176,7 @@ def validate(cfg: DaemonConfig) -> None:
         raise DaemonError(f"socket path too long for a unix socket (max 107 bytes): "
                           f"{cfg.socket} (choose a shorter --socket, e.g. /run/fpd/NAME.sock)")
     _uid_gid(cfg)
+    worker_ids(cfg)
     _validate_ops(cfg)
 
 
@@ -201,6 +207,86 @@ def _uid_gid(cfg: DaemonConfig) -> tuple[int, int]:
         except KeyError:
             raise DaemonError(f"no such group: {cfg.group}") from None
     return uid, gid
+
+
+def worker_ids(cfg: DaemonConfig) -> tuple[int, int, str] | None:
+    """(uid, gid, "user:group") the workers run as after set-up, None = stay root."""
+    spec = "auto" if cfg.user in (None, "") else str(cfg.user)
+    name, _, gname = spec.partition(":")
+    if name == "auto":
+        try:
+            pw = pwd.getpwnam("fpd")
+        except KeyError:
+            try:
+                pw = pwd.getpwnam("nobody")
+            except KeyError:
+                raise DaemonError("--user auto: neither a user fpd nor nobody exists: "
+                                  "create one (useradd --system fpd) or give --user") \
+                    from None
+    elif name.isdigit():
+        uid = int(name)
+        try:
+            pw = pwd.getpwuid(uid)
+        except KeyError:
+            pw = None
+    else:
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            raise DaemonError(f"--user: no such user: {name}") from None
+    if pw is not None:
+        uid, gid, uname = pw.pw_uid, pw.pw_gid, pw.pw_name
+    else:
+        uid, gid, uname = int(name), int(name), name
+    if gname:
+        try:
+            gid = int(gname) if gname.isdigit() else grp.getgrnam(gname).gr_gid
+        except KeyError:
+            raise DaemonError(f"--user: no such group: {gname}") from None
+    if uid == 0:
+        if gname and gid != 0:
+            raise DaemonError("--user root:GROUP: root keeps every capability anyway; "
+                              "give a user other than root")
+        return None
+    try:
+        gn = grp.getgrgid(gid).gr_name
+    except KeyError:
+        gn = str(gid)
+    return uid, gid, f"{uname}:{gn}"
+
+
+CAP_SETUID, CAP_SETGID = 7, 6
+
+
+def drop_privileges(ids: tuple[int, int, str] | None, parent: int) -> str:
+    """In a worker, once its XSK is bound and its UMEM registered (the last steps that
+    need privileges): become ``ids`` (uid, gid, name) with no capability left,
+    ``no_new_privs`` set (no setuid binary can give any back) and ``PR_SET_PDEATHSIG``
+    set again (the kernel clears it when the credentials change). The data path needs
+    no capability after set-up (tests/integration/test_privilege.py shows it serving
+    as nobody); the process is then also non-dumpable (no ptrace, no core file of the
+    clients' memory). Returns a line for the log. ``ids`` None: stay root (``--user
+    root``), say so."""
+    if ids is None:
+        return "runs as root (--user root): a bug in its data path is a root bug"
+    uid, gid, name = ids
+    os.setgroups([gid])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)          # no PR_SET_KEEPCAPS: every capability is gone
+    if _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(err)}")
+    _set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent:           # the supervisor died while we changed
+        os._exit(1)
+    caps = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("CapEff:", "CapPrm:", "CapAmb:")):
+                caps[line.split(":")[0]] = int(line.split()[1], 16)
+    if any(caps.values()) or os.geteuid() != uid:
+        raise OSError(E.EPERM, f"privileges not dropped: uid {os.geteuid()}, {caps}")
+    return f"runs as {name} (uid {uid} gid {gid}), no capabilities"
 
 
 def _capabilities() -> int:
@@ -242,6 +328,24 @@ def check_privileges() -> None:
                       f"AmbientCapabilities, see systemd/fpd.service)")
 
 
+def check_drop(cfg: DaemonConfig, caps: int | None = None) -> tuple | None:
+    """The workers can become ``--user`` (CAP_SETUID and CAP_SETGID, which root has
+    unless a bounding set took them away). Returns :func:`worker_ids`."""
+    ids = worker_ids(cfg)
+    if cfg.app:                          # `fpd run`: the workers run the operator's program
+        return None
+    caps = _capabilities() if caps is None else caps
+    if ids is None or (os.geteuid() == 0 and caps == 0):
+        return ids
+    missing = [n for n, bit in (("CAP_SETUID", CAP_SETUID), ("CAP_SETGID", CAP_SETGID))
+               if not caps >> bit & 1]
+    if missing:
+        raise DaemonError(f"the workers cannot drop root for {ids[2]} without "
+                          f"{' and '.join(missing)} (a reduced capability set: add them, "
+                          f"as systemd/fpd.service does, or keep root with --user root)")
+    return ids
+
+
 def check_interface(ifname: str) -> int:
     try:
         return socket.if_nametoindex(ifname)
@@ -255,6 +359,7 @@ def preflight(cfg: DaemonConfig) -> None:
     """The quick checks ``fpd start`` makes before it forks (run() makes them again)."""
     validate(cfg)
     check_privileges()
+    check_drop(cfg)
     check_interface(cfg.ifname)
 
 
@@ -428,6 +533,7 @@ class WorkerProcess:
         self.exit_status = None
         self.info: dict = {}
         self.seq = 0
+        self.resolve_window = (0.0, 0)          # proto.Resolve rate limit: (start, n)
 
     def describe_exit(self) -> str:
         st = self.exit_status
@@ -468,6 +574,10 @@ class Supervisor:
         self.ready_fd = -1                    # the `fpd start` pipe: not for the workers
         self.fwd: list = []                   # socketpairs between workers while forking
         self.metrics = None                   # fpd.metrics.MetricsServer (--metrics)
+        self.worker_ids = None                # (uid, gid, name) of the workers; None = root
+        self.cleaned: list[str] = []          # what start() undid of a dead daemon's state
+        # control connections refused before a worker saw them, by cause (fpd stats)
+        self.counters: dict[str, int] = {}
 
     # -- signals ---------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -562,6 +672,7 @@ class Supervisor:
         cfg = self.cfg
         validate(cfg)
         check_privileges()
+        self.worker_ids = check_drop(cfg)
         self.ifindex = check_interface(cfg.ifname)
         self._install_signals()
         from fpd import xsk
@@ -654,14 +765,45 @@ class Supervisor:
         self._did({"do": "pid_file", "path": path})
 
     def _check_stale(self) -> None:
-        st = read_state(self.cfg.state_path)
-        if st is None and not os.path.exists(self.cfg.state_path):
+        """A ``PATH.state`` without a live daemon (we hold the pid file's lock, so its
+        writer is gone: SIGKILL, OOM, power cut): replay its record (:func:`undo`, as
+        ``fpd stop --force`` does: left-over workers killed, XDP detached if the program
+        there is the recorded one or an fpd_steer, reserved ports given back, files
+        removed) and go on starting. What was done is logged and kept in
+        ``self.cleaned`` (``fpd start`` prints it); a step that cannot be undone makes
+        the start refuse with the reason."""
+        path = self.cfg.state_path
+        if not os.path.lexists(path):
             return
+        st = read_state(path)
         pid = (st or {}).get("pid", "?")
-        ifname = (st or {}).get("ifname", self.cfg.ifname)
-        raise DaemonError(f"a previous fpd (pid {pid}) on {self.cfg.socket} died without "
-                          f"cleaning up ({self.cfg.state_path} is still there): run "
-                          f"`fpd stop --force -i {ifname} --socket {self.cfg.socket}` first")
+        ifname = (st or {}).get("ifname") or self.cfg.ifname
+        if st is None:
+            steps = [{"do": "state_file", "path": path}]     # unreadable: only the file
+        else:
+            steps = [s for s in st.get("steps") or [] if isinstance(s, dict)
+                     and not (s.get("do") == "pid_file"       # ours now: we hold its lock
+                              and s.get("path") == self.cfg.pid_path)]
+            if not any(s.get("do") == "state_file" for s in steps):
+                steps.insert(0, {"do": "state_file", "path": path})
+        done: list[str] = []
+        failed: list[str] = []
+
+        def report(ok: bool, text: str) -> None:
+            (done if ok else failed).append(text)
+        head = (f"a previous fpd (pid {pid}) on {self.cfg.socket} died without cleaning "
+                f"up")
+        log.warning("%s (%s is still there): cleaning up after it", head, path)
+        left = undo(steps, live=None, report=report)
+        for text in done:
+            log.warning("stale state: %s", text)
+        for text in failed:
+            log.error("stale state: %s", text)
+        if left or failed:
+            raise DaemonError(f"{head}, and its state cannot all be undone "
+                              f"({'; '.join(failed) or 'see the log'}): fix that, then run "
+                              f"`fpd stop --force -i {ifname} --socket {self.cfg.socket}`")
+        self.cleaned = [f"{head}: cleaned up"] + done
 
     def _check_xdp_free(self) -> None:
         from fpd.bpf import XdpError, attached_prog_id
@@ -719,6 +861,13 @@ class Supervisor:
         st = self.steering
         step.update(mode=st.mode, prog_id=st.prog_id)
         self._write_state()
+        if cfg.syn_limit:
+            try:
+                st.set_syn_limit(cfg.syn_limit)
+            except (XdpError, ValueError) as e:
+                raise DaemonError(str(e)) from None
+            log.info("SYN limit: %d connection requests/s per CPU (burst %d)",
+                     *st.syn_limit)
         if st.fallback_reason:
             log.info("native XDP refused on %s: %s; generic mode", cfg.ifname,
                      st.fallback_reason)
@@ -850,7 +999,16 @@ class Supervisor:
                 from fpd import run as _run
                 rc = _run.app_worker_main(chan, wcfg, self.cfg.app)
             else:
-                rc = control.worker_main(chan, wcfg)
+                ids, sup = self.worker_ids, self.pid
+
+                def make_host(c):             # set up as root, then let go of it
+                    host = control.xdp_host(c)
+                    if ids is not None:
+                        host[0].neigh_resolver = lambda ifindex, ip: _ask_resolve(
+                            chan, ifindex, ip)
+                    log.info("worker q%d %s", q, drop_privileges(ids, sup))
+                    return host
+                rc = control.worker_main(chan, wcfg, make_host=make_host)
             if not isinstance(rc, int):
                 rc = 0 if rc is None else 1
         except BaseException as e:                 # noqa: BLE001  (always os._exit)
@@ -994,6 +1152,7 @@ class Supervisor:
             for fd, (c, t) in list(self.clients.items()):
                 if t <= now:
                     log.info("dropping a client that sent nothing for %.0f s", CLIENT_TIMEOUT)
+                    self._count("silent")
                     self._drop_client(c)
         return self.exit_code
 
@@ -1009,6 +1168,11 @@ class Supervisor:
             c.setblocking(False)
             self.clients[c.fileno()] = (c, time.monotonic() + CLIENT_TIMEOUT)
             self.sel.register(c, selectors.EVENT_READ, ("client", c))
+
+    def _count(self, cause: str) -> None:
+        """A control connection the supervisor refused or dropped, by cause (``fpd
+        stats``: ``supervisor``; Prometheus ``fpd_supervisor_<cause>_total``)."""
+        self.counters[cause] = self.counters.get(cause, 0) + 1
 
     def _drop_client(self, c: socket.socket) -> None:
         self.clients.pop(c.fileno(), None)
@@ -1026,11 +1190,13 @@ class Supervisor:
         except BlockingIOError:
             return
         except ValueError as e:
+            self._count("bad_message")
             with contextlib.suppress(OSError):
                 self._reply(c, proto.fail(E.EINVAL, str(e)))
             self._drop_client(c)
             return
         except OSError:
+            self._count("gone")
             self._drop_client(c)
             return
         self.clients.pop(c.fileno(), None)
@@ -1043,6 +1209,7 @@ class Supervisor:
             try:
                 msg = proto.parse(d, proto.SUPERVISOR_OPS)
             except proto.ProtocolError as e:
+                self._count("refused_" + (E.errorcode.get(e.errno) or str(e.errno)))
                 self._reply(c, proto.fail(e.errno, str(e)))
                 return
             if isinstance(msg, proto.Hello):
@@ -1121,6 +1288,7 @@ class Supervisor:
     def _attach_client(self, c: socket.socket, d: dict, msg: proto.Attach) -> bool:
         q = msg.queue
         if not 0 <= q < len(self.workers):
+            self._count("attach_refused")
             self._reply(c, proto.fail(E.EINVAL, f"no worker for queue {q!r} (this daemon has "
                                           f"{len(self.workers)})"))
             return False
@@ -1157,7 +1325,9 @@ class Supervisor:
 
     def _worker_note(self, w: WorkerProcess, msg: dict) -> None:
         """A message from a worker that answers nothing we are waiting for."""
-        if msg.get("op") == proto.Error.op or msg.get("ok") is False:
+        if msg.get("op") == proto.Resolve.op:
+            self._resolve(w, msg)
+        elif msg.get("op") == proto.Error.op or msg.get("ok") is False:
             log.warning("worker q%d: %s", w.queue, msg.get("error", msg))
         else:
             log.debug("worker q%d: %r", w.queue, msg)
@@ -1180,6 +1350,37 @@ class Supervisor:
         how = w.describe_exit() if not w.alive else "closed its channel"
         log.error("worker q%d (pid %d) %s: shutting down", w.queue, w.pid, how)
         self._request_stop(1)
+
+    def _resolve(self, w: WorkerProcess, msg: dict) -> None:
+        """proto.Resolve from an unprivileged worker: start ARP for a next hop on our
+        interface (the only thing its data path needed CAP_NET_ADMIN for). The worker is
+        not trusted: only IPv4 addresses on fpd's interface, at most RESOLVE_RATE a
+        second per worker; the rest is counted and dropped."""
+        import ipaddress
+
+        from fpd import neigh
+        try:
+            note = proto.parse(msg, proto.WORKER_NOTES)
+            ip = str(ipaddress.IPv4Address(note.ip))
+        except (proto.ProtocolError, ValueError):
+            self._count("resolve_refused")
+            return
+        if note.ifindex != self.ifindex:
+            self._count("resolve_refused")
+            return
+        now = time.monotonic()
+        t, n = w.resolve_window
+        if now - t >= 1.0:
+            t, n = now, 0
+        if n >= RESOLVE_RATE:
+            self._count("resolve_limited")
+            return
+        w.resolve_window = (t, n + 1)
+        self._count("resolve_started")
+        try:
+            neigh.neighbour_mac(self.ifindex, ip, resolve=True, timeout=0)
+        except neigh.NeighError:
+            pass                                   # started: the worker looks it up
 
     def _ask_workers(self, req: proto.Message, key: str,
                      timeout: float = WORKER_TIMEOUT) -> dict:
@@ -1254,6 +1455,7 @@ class Supervisor:
                              **({"error": answers[w.queue]["error"]}
                                 if "error" in answers.get(w.queue, {}) else {})}
                             for w in self.workers],
+                "worker_user": self.worker_ids[2] if self.worker_ids else "root",
                 "clients": clients, "connections": conns, "started": self.started,
                 "uptime": round(time.time() - self.started, 3), "socket": cfg.socket,
                 "log": cfg.log_path}
@@ -1266,6 +1468,8 @@ class Supervisor:
         answers = self._ask_workers(proto.Stats(), "stats")
         workers = []
         totals = {"redirect_failed": xdp.get("redirect_failed", 0)}
+        if "syn_limited" in xdp:
+            totals["syn_limited"] = xdp["syn_limited"]
         for w in self.workers:
             a = answers.get(w.queue, {})
             if "stats" in a:
@@ -1277,7 +1481,8 @@ class Supervisor:
             else:
                 workers.append({"queue": w.queue, "pid": w.pid,
                                 "error": a.get("error", "no answer")})
-        return {"ok": True, "xdp": xdp, "workers": workers, "drops": totals}
+        return {"ok": True, "xdp": xdp, "workers": workers, "drops": totals,
+                "supervisor": dict(self.counters)}
 
     def _conns(self) -> dict:
         answers = self._ask_workers(proto.Conns(), "conns")
@@ -1361,6 +1566,17 @@ class Supervisor:
                 log.info("worker q%d (pid %d) %s", w.queue, w.pid, w.describe_exit())
             with contextlib.suppress(Exception):
                 w.chan.close()
+
+
+def _ask_resolve(chan: socket.socket, ifindex: int, ip) -> None:
+    """In an unprivileged worker: proto.Resolve to the supervisor (no answer: the
+    worker's parked segments look the neighbour up again, as after NTF_USE)."""
+    try:
+        if isinstance(ip, (bytes, bytearray)):
+            ip = socket.inet_ntoa(bytes(ip))
+        proto.send(chan, proto.Resolve(ifindex=int(ifindex), ip=str(ip)))
+    except (OSError, ValueError):
+        pass                                       # full or gone: the retry times out
 
 
 def select_read(fds, timeout):
@@ -1497,7 +1713,8 @@ def run(cfg: DaemonConfig, ready_fd: int | None = None) -> int:
             return 1
         _notify(ready_fd, "ok " + json.dumps({"pid": sup.pid, "mode": sup.steering.mode,
                                               "queues": sup.nqueues,
-                                              "prog_id": sup.steering.prog_id}))
+                                              "prog_id": sup.steering.prog_id,
+                                              "cleaned": sup.cleaned}))
         ready_fd = None
         sdnotify.notify(f"READY=1\nMAINPID={sup.pid}\nSTATUS=serving {cfg.ifname} ports "
                         f"{','.join(map(str, cfg.ports))} on {cfg.socket}")

@@ -61,6 +61,21 @@ def privileges() -> dict:
                                    f"it with sudo, or grant them (systemd/fpd.service)")
 
 
+def worker_user(user: str | None = "auto") -> dict:
+    """The user the workers drop to (fpd start --user), and the capabilities to do so."""
+    cfg = daemon.DaemonConfig(ifname="lo", ports=[1], user=user)
+    try:
+        ids = daemon.check_drop(cfg)
+    except daemon.DaemonError as e:
+        return _c("worker_user", "bad", str(e))
+    if ids is None:
+        return _c("worker_user", "warn", "the workers keep root (--user root): a bug "
+                                         "reachable from a client's shared memory is a "
+                                         "root bug; give --user USER")
+    return _c("worker_user", "ok", f"the workers drop root for {ids[2]} (uid {ids[0]}) "
+                                   f"after set-up, no capabilities kept (--user)")
+
+
 def memlock(queues: int = 1, mtu: int = 1500) -> dict:
     chunk = 2048 if mtu + 18 + 256 <= 2048 else 4096
     need = queues * UMEM_FRAMES * chunk
@@ -114,8 +129,12 @@ def data_path() -> dict:
             levers.append(f"{name} off ({env}=0)")
     extra = ("; " + ", ".join(levers)) if levers else ""
     if wire.ACCEL:
+        from fpd import fastpath
+        fp = "fpd._fastpath_c (the engine's per-burst fast path, Cython)" \
+            if fastpath.IMPL == "compiled" else \
+            f"the per-burst engine path as Python ({fastpath.WHY})"
         return _c("data_path", "ok", f"compiled: fpd._accel (C burst parse, frame stamping, "
-                                     f"checksums) with the per-burst engine path{extra}")
+                                     f"checksums) and {fp}{extra}")
     why = "FPD_PURE_PYTHON set" if os.environ.get("FPD_PURE_PYTHON") else \
         "fpd._accel not built (pip install -e . needs gcc and python3-dev)"
     return _c("data_path", "ok", f"pure Python ({why}){extra}")
@@ -269,7 +288,7 @@ def tools() -> list[dict]:
 def run_checks(ifname: str | None = None, local: tuple | None = None, ports=()) -> list[dict]:
     checks = [_run("kernel", kernel), _run("privileges", privileges),
               _run("af_xdp", af_xdp), _run("libbpf", libbpf), _run("bpf_object", bpf_object),
-              _run("data_path", data_path)]
+              _run("data_path", data_path), _run("worker_user", worker_user)]
     if ifname:
         try:
             checks += interface(ifname)

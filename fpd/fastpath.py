@@ -43,6 +43,13 @@ from .wire import Segment
 
 __all__ = ["input_burst", "xmit_burst", "SegBurst"]
 
+# the same constants under names fpd/_fastpath_c.pxd gives C types (compiled: C integers)
+_M32 = MASK
+_HALF32 = HALF
+_ACK = ACK
+_PSH = PSH
+_PREDICT = PREDICT_MASK
+
 
 # --- receive ------------------------------------------------------------------------------
 def input_burst(stack, segs, now, acks=False):
@@ -50,10 +57,9 @@ def input_burst(stack, segs, now, acks=False):
     with the same result as ``stack.input(seg, now)`` for each in order.
 
     ``acks=True`` also collapses each run of advancing pure ACKs of one connection
-    (:func:`_ack_run`): every ACK's cumulative update as the per-segment path does it,
-    but one transmit decision after the last instead of one after each (the one
-    deliberate difference: what the per-segment path sends between two ACKs of the
-    burst goes out after the last one, as a single burst)."""
+    into one cumulative ACK (:func:`_ack_run`): one ``_ack_new`` for the run's last
+    ACK and one transmit decision after it, instead of one of each per ACK (what that
+    changes is listed there)."""
     n = len(segs)
     i = 0
     conns = stack._conns
@@ -115,8 +121,10 @@ def _data_run(stack, c, segs, i, j, now):
     args = (c.rcv_nxt_o, c.irs, (c.iss + una) & MASK, c.snd_wnd, c.snd_shift, c.rcv_adv_o,
             c.rcv_wup_o, c.ts_ok, c.ts_recent, c.rcv_mss, c.cfg.mss, c.quick, c.ack_now,
             c.ack_pending, c.t_dack is None, c.snd_wl1_o, c.snd_wl2_o, una)
-    run = _c_run if _c_run is not None else _py_run
-    r = run(segs, i, j, c.rcvq, args)
+    if _c_run is not None:
+        r = _c_run(segs, i, j, c.rcvq, args)
+    else:
+        r = _py_run(segs, i, j, c.rcvq, args)
     if r is None:
         return 0
     (m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick, ack_now, ack_pending, dack_set,
@@ -169,16 +177,19 @@ def _py_run(segs, i, j, rcvq, args):
         seg = segs[k]
         payload = seg.payload
         plen = len(payload)
-        if not plen or seg.flags & 0x37 != ACK or seg.sack or seg.ack != ack_w or \
-                seg.seq != (irs + rn) & MASK or ((seg.wnd & 0xFFFF) << shift) != snd_wnd \
+        if not plen or seg.flags & 0x37 != _ACK or seg.sack or seg.ack != ack_w or \
+                seg.seq != (irs + rn) & _M32 or ((seg.wnd & 0xFFFF) << shift) != snd_wnd \
                 or plen > adv - rn:
             break
         if ts_ok:
             tsval = seg.tsval
-            if tsval is None or ((tsval - ts_recent) & MASK) >= HALF:
+            if tsval is None:
+                break
+            tsv = tsval
+            if ((tsv - ts_recent) & _M32) >= _HALF32:
                 break
             if rn <= wup:                   # RFC 7323 §4.3: the timestamp to echo
-                ts_recent = tsval
+                ts_recent = tsv
                 ts_set = True
         # window update (RFC 9293 SND.WL1/WL2), as the fast path does per segment
         if wl1 < rn or (wl1 == rn and wl2 <= una):
@@ -207,22 +218,33 @@ def _py_run(segs, i, j, rcvq, args):
             dack_set, wupd, wl1, wl2)
 
 
-#: the compiled loops (fpd/_accel.c), None with FPD_PURE_PYTHON or without the build
+#: the compiled loops (fpd/_accel.c), None with FPD_PURE_PYTHON or without the build.
+#: The Cython build (fpd._fastpath_c) uses them too: its typed ``_py_run`` reads each
+#: Segment field through getattr, data_run reads the slots at their offsets, and measured
+#: 0.12 µs per segment slower (docs/PERFORMANCE.md).
 _c_run = getattr(_wire._accel, "data_run", None)
 _c_run_end = getattr(_wire._accel, "run_end", None)
 
 
 def _ack_run(stack, c, segs, i, j, now):
     """Take the advancing pure ACKs segs[i:k] (k <= j, at least two) the fast path of
-    ``Connection._input`` would take: each one's ``_ack_new``, window and timestamp
-    update as there, one ``_xmit`` after the last. Duplicate ACKs (the duplicate count
-    and fast retransmit), ACKs with SACK blocks, window changes, anything with data or
-    other flags stop the run and take the per-segment path. Returns k - i (0: none)."""
+    ``Connection._input`` would take, as ONE cumulative ACK: the last one's ``_ack_new``
+    (the retransmission queue, send buffer, RTT sample, congestion control and timer
+    updated once for everything the run acknowledges), the window and timestamp as the
+    per-segment path leaves them after the last, one ``_xmit``. Duplicate ACKs (the
+    duplicate count and fast retransmit), ACKs with SACK blocks, window changes, anything
+    with data or other flags stop the run and take the per-segment path. Returns k - i
+    (0: none).
+
+    What differs from feeding the ACKs one by one (on purpose): one RTT sample and one
+    delivery-rate check per run instead of one per ACK, congestion control credited the
+    run's bytes in one call (slow start credits every byte either way), and what the
+    per-segment path sends between two ACKs goes out after the last one."""
     if c.state is not ESTABLISHED or c.ooo or c.ca_state != CA_OPEN or \
             c.dsack is not None or c.cc is None:
         return 0
     rn = c.rcv_nxt_o
-    seq_w = (c.irs + rn) & MASK
+    seq_w = (c.irs + rn) & _M32
     iss = c.iss
     snd_wnd = c.snd_wnd
     shift = c.snd_shift
@@ -234,17 +256,20 @@ def _ack_run(stack, c, segs, i, j, now):
     k = i
     while k < j:
         seg = segs[k]
-        if seg.payload or seg.flags & PREDICT_MASK != ACK or seg.sack or seg.seq != seq_w or \
+        if seg.payload or seg.flags & _PREDICT != _ACK or seg.sack or seg.seq != seq_w or \
                 ((seg.wnd & 0xFFFF) << shift) != snd_wnd:
             break
-        d = (seg.ack - iss - una) & MASK
+        d = (seg.ack - iss - una) & _M32
         if not d or d > nxt - una:
             break
         if ts_ok:
             tsval = seg.tsval
-            if tsval is None or ((tsval - ts_recent) & MASK) >= HALF:
+            if tsval is None:
                 break
-            ts_recent = tsval
+            tsv = tsval
+            if ((tsv - ts_recent) & _M32) >= _HALF32:
+                break
+            ts_recent = tsv
         una += d
         k += 1
     m = k - i
@@ -255,25 +280,23 @@ def _ack_run(stack, c, segs, i, j, now):
     c.segs_in += m
     c.last_rcv = now
     c.ka_probes = 0
-    wup = c.rcv_wup_o
-    for x in range(i, k):
-        seg = segs[x]
-        if ts_ok and rn <= wup:
-            c.ts_recent = seg.tsval
-            c.ts_recent_stamp = now
-        ack_o = c.snd_una_o + ((seg.ack - iss - c.snd_una_o) & MASK)
-        c.dupacks = 0
-        c.probes_out = 0
-        c._ack_new(ack_o, seg, now)
-        if c.snd_wl1_o < rn or (c.snd_wl1_o == rn and c.snd_wl2_o <= ack_o):
-            c.snd_wnd = snd_wnd
-            c.snd_wl1_o = rn
-            c.snd_wl2_o = ack_o
-            if snd_wnd > c.max_snd_wnd:
-                c.max_snd_wnd = snd_wnd
-            if snd_wnd:
-                c.persist_n = 0
-                c.t_persist = None
+    seg = segs[k - 1]
+    if ts_ok and rn <= c.rcv_wup_o:     # each ACK's tsval in turn: the last one stays
+        c.ts_recent = ts_recent
+        c.ts_recent_stamp = now
+    ack_o = una
+    c.dupacks = 0
+    c.probes_out = 0
+    c._ack_new(ack_o, seg, now)
+    if c.snd_wl1_o < rn or (c.snd_wl1_o == rn and c.snd_wl2_o <= ack_o):
+        c.snd_wnd = snd_wnd
+        c.snd_wl1_o = rn
+        c.snd_wl2_o = ack_o
+        if snd_wnd > c.max_snd_wnd:
+            c.max_snd_wnd = snd_wnd
+        if snd_wnd:
+            c.persist_n = 0
+            c.t_persist = None
     c._xmit(now)
     if c.ack_now:
         if not c.ack_queued:
@@ -403,19 +426,62 @@ def xmit_burst(c, now):
     st = c.cx
     with memoryview(sndq) as mv:
         payload = bytes(mv[nxt - so:end - so])
-    last_flags = ACK | PSH if end == so + len(sndq) else ACK
+    last_flags = _ACK | _PSH if end == so + len(sndq) else _ACK
     # one _mkseg stands for n: the ACK fields and window are the same for each (nothing
     # changes them between the segments), and the segment counters move by n
-    tmpl = c._mkseg((c.iss + nxt) & MASK, ACK, b"", now)
+    tmpl = c._mkseg((c.iss + nxt) & _M32, _ACK, b"", now)
     c.segs_out += n - 1
     st.stats.segs_out += n
     st.out.append(SegBurst(tmpl, payload, mss, n, last_flags))
-    c.rtxq.extend([_Rec(s, s + mss, 0, now) for s in range(nxt, end, mss)])
+    recs = []
+    for s in range(nxt, end, mss):
+        recs.append(_Rec(s, s + mss, 0, now))
+    c.rtxq.extend(recs)
     c.snd_nxt_o = end
     c.bytes_out += n * mss
     c.last_send = now
     if c.t_rtx is None:
         c.t_rtx = now + c._cur_rto()
+    if c.sack_ok:
+        c._arm_pto(now)               # the loss probe restarts on new data (fpd.tcp)
 
 
 __all__ += ["expand", "Segment"]
+
+
+# --- the compiled build of this module -----------------------------------------------------
+# setup.py compiles this file with Cython (pure-Python mode; the C types of its locals are
+# in fpd/_fastpath_c.pxd) into fpd._fastpath_c. Imported as fpd.fastpath, this module then
+# hands out the compiled input_burst and xmit_burst; the Python ones stay here as
+# py_input_burst / py_xmit_burst (the reference the tests compare with). FPD_PURE_PYTHON=1
+# (no fpd._accel either), a build without Cython, or a build from another version of this
+# file (its sha256 differs: edited since the last `pip install -e .`): the Python ones run,
+# and IMPL / WHY say so (``fpd doctor``).
+py_input_burst = input_burst
+py_xmit_burst = xmit_burst
+IMPL = "python"
+WHY = "FPD_PURE_PYTHON set"
+_compiled = None
+if __name__ == "fpd.fastpath" and _wire._accel is not None:
+    try:
+        from . import _fastpath_c as _compiled
+    except ImportError:
+        _compiled = None
+        WHY = "fpd._fastpath_c not built (no Cython when fpd was installed)"
+    else:
+        import hashlib as _hashlib
+        with open(__file__, "rb") as _f:
+            _src_hash = _hashlib.sha256(_f.read()).hexdigest()
+        if _compiled.BUILT_FROM == _src_hash:
+            input_burst = _compiled.input_burst
+            xmit_burst = _compiled.xmit_burst
+            IMPL = "compiled"
+            WHY = ""
+        else:
+            WHY = ("fpd._fastpath_c is stale (built from another fpd/fastpath.py): rebuild "
+                   "it with `pip install -e .` or `make venv`")
+            _compiled = None
+elif __name__ == "fpd._fastpath_c":
+    BUILT_FROM = FPD_SRC_HASH.decode()    # noqa: F821 (a C macro: see fpd/_fastpath_c.pxd)
+    # one SegBurst class for both builds: the compiled xmit_burst makes the Python one's
+    from .fastpath import SegBurst, expand  # noqa: F811

@@ -26,6 +26,7 @@ c_uint32 = ctypes.c_uint32
 
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 
 # int vsnprintf(char *str, size_t size, const char *format, va_list ap);
 libc.vsnprintf.restype = c_int

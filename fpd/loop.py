@@ -99,6 +99,43 @@ def get_context() -> Context | None:
     return _context
 
 
+def route_src(ctx: Context, dst: bytes):
+    """Our source address towards ``dst`` if the route leaves through fpd's interface,
+    else None (``ctx``'s worker's namespace)."""
+    w = ctx.worker
+    if dst[0] == 127:
+        return None
+    from . import neigh, netns
+    inside = getattr(_tls, "inside", False)
+    _tls.inside = True          # pyroute2's private event loop: a plain one
+    try:
+        with netns.inside(w._ns_fd):
+            oif, _gw, src = neigh.route_get(dst)
+    except (neigh.NeighError, OSError):
+        return None
+    finally:
+        _tls.inside = inside
+    if oif != w.ifindex:
+        return None
+    if ctx.addr:
+        return wire.ip_to_bytes(ctx.addr)
+    return wire.ip_to_bytes(src) if isinstance(src, str) else src
+
+
+def pick_port(ctx: Context, src, dst, dport) -> int:
+    """A local port of ``ctx``'s share free towards ``dst:dport`` (round robin)."""
+    lp = ctx.local_ports
+    n = len(lp)
+    find = ctx.worker.stack.find
+    for i in range(n):
+        p = lp[(ctx.lp_next + i) % n]
+        if find((src, p), (dst, dport)) is None:
+            ctx.lp_next = (ctx.lp_next + i + 1) % n
+            return p
+    raise OSError(_errno.EADDRNOTAVAIL, f"all {n} fpd local ports are in use towards "
+                                        f"{wire.ip_to_str(dst)}:{dport}")
+
+
 class EngineThread:
     """Drives a worker while no fpd loop runs in the process (``fpd run``).
 
@@ -119,6 +156,9 @@ class EngineThread:
         self._quit = False
         self._paused = False
         self._last_work = 0.0
+        self.want = 0                  # threads waiting for ``lock`` for a short operation
+        self.idle_since = 0.0          # when the last waiting program thread left
+        self.lazy = 0.001              # the engine thread drives after this much idleness
 
     def _timeout(self, now, limit):
         w = self.worker
@@ -145,16 +185,28 @@ class EngineThread:
             w._readers_at = 0.0
 
     def _main(self):
+        # A program thread that waits (fpd.client's drive, fpd.inproc) drives itself; the
+        # engine thread steps in only after ``lazy`` seconds (1 ms) without one, so that a
+        # program thread between two calls (its answer computed, its send next) does not
+        # find the engine thread holding the lock, asleep in poll().
         cv = self._cv
+        clock = self.worker.clock
         while not self._quit:
             with cv:
-                while self.drivers and not self._quit:
-                    cv.wait()
+                while not self._quit:
+                    if self.drivers or self.want:
+                        cv.wait(self.lazy)
+                        continue
+                    idle = clock() - self.idle_since
+                    if idle < self.lazy:
+                        cv.wait(self.lazy - idle)
+                        continue
+                    break
             if self._quit:
                 break
             with self.lock:
-                if not self.drivers and not self._quit:
-                    self._once(None)
+                if not self.drivers and not self.want and not self._quit:
+                    self._once(0.01)
 
     def drive(self, p, ms):
         """``fpd.client``'s sleep (``p.poll(ms)``), driving the engine meanwhile."""
@@ -172,7 +224,7 @@ class EngineThread:
                 now = clock()
                 if end is not None and now >= end:
                     return []
-                if self._paused or not self.lock.acquire(False):
+                if self._paused or self.want or not self.lock.acquire(False):
                     # an fpd loop (or another waiting thread) drives: its work rings
                     # our bells
                     left = 10 if end is None else max(0, min(10, int((end - now) * 1000)))
@@ -186,8 +238,7 @@ class EngineThread:
         finally:
             with self._cv:
                 self.drivers -= 1
-                if not self.drivers:
-                    self._cv.notify_all()
+                self.idle_since = clock()
 
     def is_current(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
@@ -703,6 +754,7 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
         self._listeners: dict = {}        # engine Listener -> FpdServer
         self._deferred: list = []         # events that arrived while another thread drove
         self._driving = False
+        self._ep_ready = True             # the selector's epoll fd may be readable
         self._took_over = False           # this loop has driven the worker
         self._prev_app = None
         self._clock = time.monotonic
@@ -733,9 +785,11 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
             ctx.engine.pause()
         w = self._worker
         ctx.owner = self
-        self._prev_app = w.app if w.app is not self._on_events else self._prev_app
+        # (bound methods compare with ==: each attribute access makes a new one)
+        self._prev_app = w.app if w.app != self._on_events else self._prev_app
         w.app = self._on_events
-        w.add_reader(self._epfd, _noop)
+        self._ep_ready = True
+        w.add_reader(self._epfd, self._ep_readable)
         self._driving = True
         try:
             if self._deferred:
@@ -790,15 +844,34 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
             _tls.inside = False
 
     def _fpd_pass(self, w, inner, timeout):
-        if self._dirty:                  # writes/reads made by callbacks: out now
+        if self._dirty:
+            # what callbacks run by asyncio (coroutines, call_soon) wrote: out now, in
+            # this pass's one poll_once (which also takes the next RX burst); asyncio's
+            # ready callbacks run right after, and the next pass may sleep
             self._dirty = False
             if w.poll_once(0):
                 self._last_work = self._clock()
+            self._dirty = False
+            return self._kernel_events(inner)
         now = self._clock()
         if timeout is not None and timeout <= 0:
             t = 0.0
         elif now - self._last_work < self._spin:
-            t = 0.0
+            # busy polling with nothing ready in asyncio: spin here, on poll_once alone,
+            # until work comes, the spin window ends, asyncio's next timer is due, or
+            # the worker saw the selector's fd readable (not once per _run_once)
+            end = self._last_work + self._spin
+            if timeout is not None and now + timeout < end:
+                end = now + timeout
+            clock = self._clock
+            while True:
+                if w.poll_once(0):
+                    self._last_work = clock()
+                    break
+                if self._ep_ready or self._ready or clock() >= end:
+                    break
+            self._dirty = False
+            return self._kernel_events(inner)
         else:
             t = w.max_sleep if timeout is None else min(timeout, w.max_sleep)
             dl = w.stack.next_deadline()
@@ -808,10 +881,53 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
             self._last_work = self._clock()
         # what the callbacks run inside poll_once wrote went out with its TX burst
         self._dirty = False
-        return inner.select(0)
+        return self._kernel_events(inner)
+
+    def _kernel_events(self, inner):
+        """The selector's events (kernel sockets, pipes, the self-pipe) when its epoll
+        fd is readable: the worker's poll() watches that fd (while sleeping, and every
+        ``reader_interval`` while busy) and tells us through ``_ep_readable``."""
+        if not self._ep_ready:
+            return []
+        self._ep_ready = False
+        evs = inner.select(0)
+        if len(evs) >= 64:
+            self._ep_ready = True            # maybe more than one select's worth
+        return evs
+
+    def _ep_readable(self, now):
+        self._ep_ready = True
 
     # -- engine events ---------------------------------------------------------------------
     def _on_events(self, worker, evs, now):
+        if self._driving and threading.get_ident() == self._thread_id:
+            # the usual case: in order, straight to the transports (no lists built
+            # unless some events are another app's)
+            conns = self._conns
+            lsts = self._listeners
+            rest = None
+            for ev in evs:
+                kind = ev[0]
+                obj = ev[1]
+                if kind is EV_ACCEPTED:
+                    srv = lsts.get(obj)
+                    if srv is not None:
+                        self._accepted(srv, ev[2])
+                        continue
+                else:
+                    t = conns.get(obj)
+                    if t is not None:
+                        if kind is EV_CLOSED:
+                            del conns[obj]
+                        t._on_event(kind)
+                        continue
+                if rest is None:
+                    rest = [ev]
+                else:
+                    rest.append(ev)
+            if rest is not None and self._prev_app is not None:
+                self._prev_app(worker, rest, now)
+            return
         conns = self._conns
         lsts = self._listeners
         mine = []
@@ -931,36 +1047,10 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
         return ip.packed
 
     def _route(self, dst: bytes):
-        """Our source address towards ``dst`` if the route leaves through fpd's
-        interface, else None."""
-        ctx = self._fpd
-        w = self._worker
-        if dst[0] == 127:
-            return None
-        from . import neigh, netns
-        try:
-            with netns.inside(w._ns_fd):
-                oif, _gw, src = neigh.route_get(dst)
-        except (neigh.NeighError, OSError):
-            return None
-        if oif != w.ifindex:
-            return None
-        if ctx.addr:
-            return wire.ip_to_bytes(ctx.addr)
-        return wire.ip_to_bytes(src) if isinstance(src, str) else src
+        return route_src(self._fpd, dst)
 
     def _pick_port(self, src, dst, dport):
-        ctx = self._fpd
-        lp = ctx.local_ports
-        n = len(lp)
-        find = self._worker.stack.find
-        for i in range(n):
-            p = lp[(ctx.lp_next + i) % n]
-            if find((src, p), (dst, dport)) is None:
-                ctx.lp_next = (ctx.lp_next + i + 1) % n
-                return p
-        raise OSError(_errno.EADDRNOTAVAIL, f"all {n} fpd local ports are in use towards "
-                                            f"{wire.ip_to_str(dst)}:{dport}")
+        return pick_port(self._fpd, src, dst, dport)
 
     # -- asyncio API -----------------------------------------------------------------------
     async def create_server(self, protocol_factory, host=None, port=None, *,
@@ -1093,10 +1183,6 @@ class _Pending:
             f.set_exception(TimeoutError(_errno.ETIMEDOUT, "Connection timed out"))
         elif kind in (EV_RESET, EV_CLOSED):
             f.set_exception(ConnectionResetError(_errno.ECONNRESET, "Connection reset"))
-
-
-def _noop(now):
-    pass
 
 
 def _log_ssl_failure(fut):

@@ -97,6 +97,14 @@ def families(stats: dict, status: dict | None = None, conns: dict | None = None,
         if isinstance(v, int) and not isinstance(v, bool):
             xdp.add_metric([k], v)
     out.append(xdp)
+    sup = CounterMetricFamily("fpd_supervisor", "The supervisor's counters (fpd stats: "
+                              "supervisor): control connections refused or dropped, by "
+                              "cause; resolutions asked by unprivileged workers",
+                              labels=["counter"])
+    for k, v in (stats.get("supervisor") or {}).items():
+        if isinstance(v, int) and not isinstance(v, bool):
+            sup.add_metric([k], v)
+    out.append(sup)
     up = GaugeMetricFamily("fpd_worker_up", "1 if the worker answered this scrape",
                            labels=["queue"])
     per: dict[str, UnknownMetricFamily] = {}

@@ -1,6 +1,6 @@
 """A tiny dependency-free PNG writer and horizontal bar chart (zlib + struct only).
 
-    from fpd.pngchart import Canvas, bar_chart, write_png
+    from fpd.pngchart import Canvas, bar_chart, line_chart, write_png
     png = bar_chart([("BULK UP", [0.4, 0.9]), ("RR 1B", [1.2, 1.1])],
                     series=["FPD/KERNEL", "FPD/KERNEL+XDP"], title="FPD VS KERNEL")
     open("chart.png", "wb").write(png)
@@ -282,3 +282,65 @@ def _nice(x: float) -> float:
         if v >= x - 1e-12:
             return float(v)
     return float(10 ** (e + 1))
+
+
+# --- time series: one panel per series, stacked --------------------------------------------
+def line_chart(panels, title: str = "", xlabel: str = "", scale: int = 2, width: int = 960,
+               panel_h: int = 110) -> bytes:
+    """Stacked line panels sharing one x axis: ``panels`` = [(label, [(x, y), ...]), ...].
+
+    Each panel has its own y axis from 0 to a round number above its largest value
+    (labelled at the top left, with the last value at the right end); the x axis spans
+    every panel's points. Returns the PNG file's bytes."""
+    ch_w, ch_h = (GLYPH_W + 1) * scale, (GLYPH_H + 2) * scale
+    pad = 10
+    xs = [x for _, pts in panels for x, _ in pts]
+    x_lo, x_hi = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    if x_hi <= x_lo:
+        x_hi = x_lo + 1.0
+    top = pad + (ch_h + 6 if title else 0)
+    gap = ch_h + 8
+    height = top + len(panels) * (panel_h + gap) + ch_h + 8 + pad
+    plot_x0 = pad + 8 * ch_w
+    plot_x1 = width - pad - 8 * ch_w
+    c = Canvas(width, height)
+    if title:
+        c.text(pad, pad, title, AXIS, scale)
+
+    def xpos(x: float) -> int:
+        return plot_x0 + int(round((plot_x1 - plot_x0) * (x - x_lo) / (x_hi - x_lo)))
+
+    for i, (label, pts) in enumerate(panels):
+        col = PALETTE[i % len(PALETTE)]
+        y0 = top + i * (panel_h + gap) + gap          # the panel's top
+        y1 = y0 + panel_h
+        ymax = _nice(max([y for _, y in pts] + [0.0]) * 1.1) if pts else 1.0
+        c.text(pad, y0 - ch_h - 2, label, col, scale)
+        c.text(plot_x0 - text_width(f"{ymax:g}", scale) - 4, y0, f"{ymax:g}", AXIS, scale)
+        c.text(plot_x0 - text_width("0", scale) - 4, y1 - ch_h, "0", AXIS, scale)
+        c.rect(plot_x0, y0, plot_x1 + 1, y0 + 1, GRID)
+        c.rect(plot_x0, y0, plot_x0 + 1, y1, AXIS)
+        c.rect(plot_x0, y1, plot_x1 + 1, y1 + 1, AXIS)
+
+        def ypos(y: float) -> int:
+            return y1 - int(round(panel_h * min(max(y, 0.0), ymax) / ymax))
+
+        prev = None
+        for x, y in pts:
+            p = (xpos(x), ypos(y))
+            if prev is not None:
+                steps = max(abs(p[0] - prev[0]), abs(p[1] - prev[1]), 1)
+                for k in range(steps + 1):
+                    px = prev[0] + (p[0] - prev[0]) * k // steps
+                    py = prev[1] + (p[1] - prev[1]) * k // steps
+                    c.rect(px - 1, py - 1, px + 1, py + 1, col)
+            else:
+                c.rect(p[0] - 1, p[1] - 1, p[0] + 1, p[1] + 1, col)
+            prev = p
+        if pts:
+            c.text(plot_x1 + 6, ypos(pts[-1][1]) - ch_h // 2, f"{pts[-1][1]:.4g}", col, scale)
+    ay = top + len(panels) * (panel_h + gap) + 4
+    c.text(plot_x0, ay, f"{x_lo:g}", AXIS, scale)
+    right = f"{x_hi:.0f} {xlabel}".strip()
+    c.text(plot_x1 - text_width(right, scale), ay, right, AXIS, scale)
+    return c.png()

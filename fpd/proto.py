@@ -331,6 +331,17 @@ class Stopped(Message):
 
 
 @_declare
+class Resolve(Message):
+    """A worker that runs without privileges (``fpd start --user``) asks the supervisor
+    to start address resolution (RTM_NEWNEIGH with NTF_USE needs CAP_NET_ADMIN) for a
+    next hop it has no neighbour entry for; it reads the answer from the kernel's table
+    itself. No reply."""
+    op = "resolve"
+    ifindex: int
+    ip: str
+
+
+@_declare
 class Go(Message):
     """``fpd run``: every XSK is in fpd_xsks and the supervisor serves; the worker may
     start the program (docs/LOOP.md)."""
@@ -345,7 +356,7 @@ SUPERVISOR_OPS = _table(Hello, Attach, Status, Stats, Conns, Capture, Stop)
 WORKER_OPS = _table(Listen, Unlisten, Connect, SetOpt, Info, Bell)
 CHANNEL_OPS = _table(Client, Stats, Conns, CaptureTap, Stop)
 RUN_OPS = _table(Go)                # `fpd run` workers: the first message after Ready
-WORKER_NOTES = _table(Ready, Error, Stopped)
+WORKER_NOTES = _table(Ready, Error, Stopped, Resolve)
 SOCKOPTS = ("nodelay", "keepalive", "rcvbuf", "sndbuf")
 
 
@@ -373,6 +384,8 @@ def decode(data: bytes) -> dict:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProtocolError(f"control message is not JSON: {e}") from None
+    except RecursionError:          # deep nesting: json.loads recurses per level
+        raise ProtocolError("control message is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("control message is not a JSON object")
     return obj

@@ -11,11 +11,13 @@ do) with:
 - fpd's event loop policy installed (:mod:`fpd.loop`): ``asyncio.run(main())`` gets an
   :class:`fpd.loop.FpdEventLoop` that drives this worker's engine itself, run to
   completion (a frame, the engine, the protocol callbacks and the answer in one pass);
-- the ``socket`` module swapped for :mod:`fpd.client` for every module imported from
+- the ``socket`` module swapped for :mod:`fpd.inproc` for every module imported from
   then on, so a blocking socket program (``socketserver``, ``http.server``, ...) gets fpd
-  sockets; these talk to the same worker over shared memory, and a thread that waits
-  in fpd.client drives the worker's engine itself meanwhile (an engine thread does
-  while no program thread waits and no fpd loop runs).
+  sockets served in-process: its listeners and connections are this worker's engine
+  objects, and a thread that waits drives the worker's engine itself (an engine thread
+  does while no program thread waits and no fpd loop runs). What fpd.inproc does not
+  serve goes to :mod:`fpd.client` (shared memory, the same worker); ``FPD_RUN_SHM=1``
+  sends everything there.
 
 When the program exits, fpd stops (XDP detached, ports given back, files removed) and
 the program's exit status becomes ``fpd run``'s. SIGINT/SIGTERM (Ctrl-C) stop both: the
@@ -104,12 +106,7 @@ def app_worker_main(chan: socket.socket, cfg, app: dict) -> int:
         eng.resume()
         out = os.environ.get("FPD_RUN_PROFILE")      # developers / fpd bench asyncio
         if out:
-            import cProfile
-            prof = cProfile.Profile()
-            try:
-                code = prof.runcall(_run_program, app, state)
-            finally:
-                prof.dump_stats(f"{out}.q{cfg.queue}")
+            code = _profiled(app, state, f"{out}.q{cfg.queue}")
         else:
             code = _run_program(app, state)
     except Exception:
@@ -135,6 +132,36 @@ def app_worker_main(chan: socket.socket, cfg, app: dict) -> int:
     return code
 
 
+def _profiled(app: dict, state: dict, path: str) -> int:
+    """Run the program under cProfile, its threads too (one profiler each, merged into
+    one pstats file at ``path``)."""
+    import cProfile
+    import pstats
+    profs = []
+    run = threading.Thread.run
+
+    def profiled_run(self):
+        p = cProfile.Profile()
+        profs.append(p)
+        p.runcall(run, self)
+
+    threading.Thread.run = profiled_run
+    main = cProfile.Profile()
+    try:
+        return main.runcall(_run_program, app, state)
+    finally:
+        threading.Thread.run = run
+        main.create_stats()
+        st = pstats.Stats(main)
+        for p in profs:
+            try:
+                p.snapshot_stats()          # threads still running: their data so far
+                st.add(p)
+            except Exception:
+                pass
+        st.dump_stats(path)
+
+
 def _run_program(app: dict, state: dict) -> int:
     """Run the program in this process as ``python [-m] ARGV`` would; its exit status."""
     from . import client as fpd_client
@@ -153,8 +180,13 @@ def _run_program(app: dict, state: dict) -> int:
     ctx = fpd_loop.get_context()
     if ctx is not None and ctx.engine is not None and not os.environ.get("FPD_RUN_NO_DRIVE"):
         fpd_client._poll_hook = ctx.engine.drive     # blocked threads drive the engine
+    sockmod = fpd_client
+    if ctx is not None and ctx.engine is not None and not os.environ.get("FPD_RUN_SHM"):
+        from . import inproc as fpd_inproc           # blocking sockets on the engine
+        fpd_inproc.enable(ctx)                       # objects of this very process
+        sockmod = fpd_inproc
     saved_socket = sys.modules.get("socket")
-    sys.modules["socket"] = fpd_client
+    sys.modules["socket"] = sockmod
     sys.argv = argv[:]
     try:
         try:
@@ -174,6 +206,8 @@ def _run_program(app: dict, state: dict) -> int:
             return 1
     finally:
         fpd_client._poll_hook = None
+        if sockmod is not fpd_client:
+            fpd_inproc.disable()
         if saved_socket is not None:
             sys.modules["socket"] = saved_socket
         try:

@@ -36,6 +36,9 @@ class StackConfig:
     mss: int = 1460                 # our MSS (interface MTU - 40); the peer's is clamped to it
     rcvbuf: int = 256 * 1024        # receive buffer per connection; the window follows it
     sndbuf: int = 256 * 1024        # send buffer per connection
+    rcvbuf_max: int = 6 * 1024 * 1024   # autotuning grows rcvbuf up to this (tcp_rmem[2])
+    sndbuf_max: int = 4 * 1024 * 1024   # ... and sndbuf up to this (tcp_wmem[2])
+    buf_mem_max: int = 256 * 1024 * 1024  # growth beyond rcvbuf/sndbuf, whole stack
     time_wait: float = 60.0         # TIME_WAIT duration (2*MSL; Linux uses 60 s)
     fin_timeout: float = 60.0       # FIN_WAIT_2 limit once the application closed
     rto_min: float = 0.2            # RFC 6298 says 1 s; Linux (and fpd) use 200 ms
@@ -65,6 +68,9 @@ class StackConfig:
     init_cwnd: int = 10             # RFC 6928
     syn_cookies: object = True      # True: when the SYN queue is full; "always"; False: never
     ooo_max_blocks: int = 64        # out-of-order islands kept per connection
+    rack: bool = True               # RACK time-based loss detection + rescue retransmission
+    tlp: bool = True                # tail-loss probes (RFC 8985 §7; SACK connections)
+    undo: bool = True               # DSACK-based undo of a spurious reduction (RFC 3708)
     raise_errors: bool = False      # re-raise internal errors from input/tick (tests)
 
     def rcv_shift(self):
@@ -73,7 +79,8 @@ class StackConfig:
         if self.wscale_shift is not None:
             return max(0, min(14, int(self.wscale_shift)))
         s = 0
-        while (self.rcvbuf >> s) > 65535 and s < 14:
+        top = self.rcvbuf if self.rcvbuf > self.rcvbuf_max else self.rcvbuf_max
+        while (top >> s) > 65535 and s < 14:
             s += 1
         return s
 
@@ -96,6 +103,7 @@ _STAT_NAMES = (
     "delayed_acks", "window_probes", "keepalive_probes", "rcv_wnd_trims",
     "active_opens", "passive_opens", "tw_reuses", "tw_overflow", "aborts_on_close",
     "aborts_on_data", "scoreboard_recounts", "sack_trimmed", "acks_coalesced", "sack_walked",
+    "tlp_probes", "tlp_recoveries", "rack_lost", "rescue_retransmits", "dsacks_in", "dsack_undos",
 )
 
 

@@ -155,6 +155,9 @@ PAWS_IDLE = 24 * 24 * 3600.0    # RFC 7323 §5.5: ts_recent invalid after 24 day
 CLOCK_G = 0.001                 # timestamp / RTT clock granularity (s)
 MIN_SND_MSS = 64                # floor on the peer's MSS (a tiny MSS is a memory attack)
 SACK_WALK_BUDGET = 256          # records one ACK's SACK processing may visit (CPU bound)
+TLP_DELACK = 0.2                # RFC 8985 WCDelAckT: a lone segment's probe waits out a delayed ACK
+PROBE_TLP = 0                   # kinds of the t_probe timer: tail-loss probe (RFC 8985 §7)
+PROBE_REO = 1                   # RACK reordering timer (RFC 8985 §6.3)
 
 
 class Context:
@@ -165,7 +168,7 @@ class Context:
     given) and push entries on the timer heap; the stack drains and owns the rest."""
 
     __slots__ = ("out", "events", "acks", "now", "stats", "half_open", "tw_count",
-                 "timers", "stale", "tseq", "tso", "_conns")
+                 "timers", "stale", "tseq", "tso", "buf_extra", "_conns")
 
     def __init__(self, stats, conns):
         self.out = []
@@ -179,6 +182,7 @@ class Context:
         self.stale = 0            # entries known to be dead (for compaction)
         self.tseq = 0
         self.tso = None           # Stack.tso: the burst transmitter (fpd.fastpath)
+        self.buf_extra = 0        # bytes buffers grew beyond their configured size (autotuning)
         self._conns = conns
 
     def push_timer(self, t, conn):
@@ -224,10 +228,16 @@ class Connection:
         "snd_shift", "flight_dup1", "sndq", "sndq_o", "sndq_a", "sndbuf", "fin_o", "rtxq", "sacked_out", "lost_out",
         "retrans_out", "reno_dup", "rtx_scan", "dupacks", "ca_state", "recover_o",
         "mss", "peer_mss", "snd_sml_o", "cwnd_lim_o", "last_send", "high_sacked_o", "sack_cache",
+        # RACK-TLP (RFC 8985) and RFC 6675 rescue retransmission
+        "rack_ts", "rack_end", "rack_rtt", "rack_reord", "rack_mult", "rack_persist",
+        "t_probe", "probe_kind", "tlp_end", "tlp_retrans", "rescue_o", "dsack_in",
+        # DSACK undo (RFC 3708 / Linux's undo_marker)
+        "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "undone",
         # receive side
         "irs", "rcv_nxt_o", "rcv_adv_o", "rcv_wup_o", "rcv_shift", "rcvq", "rcvbuf",
         "ooo", "ooo_bytes", "ooo_stamp", "ooo_fin_o", "fin_rcvd", "rcv_mss", "dsack",
         "ack_pending", "ack_now", "ack_queued", "quick", "sws_thresh",
+        "rs_t0", "rs_b0", "rs_space", "buf_extra",
         # options
         "ts_ok", "sack_ok", "ws_ok", "ts_off", "ts_recent", "ts_recent_stamp",
         # rtt / timers
@@ -291,6 +301,23 @@ class Connection:
         self.last_send = now
         self.high_sacked_o = 0
         self.sack_cache = []        # [lo, hi) ranges the last SACK blocks had walked
+        self.rack_ts = None         # RACK.xmit_ts / end_seq / rtt: the most recently sent
+        self.rack_end = 0           # segment known delivered (acked or SACKed)
+        self.rack_rtt = 0.0
+        self.rack_reord = False     # RACK.reordering_seen
+        self.rack_mult = 1          # RACK.reo_wnd_mult (grows on DSACK, RFC 8985 §6.2 step 4)
+        self.rack_persist = 0       # recoveries left before reo_wnd_mult resets
+        self.t_probe = None         # TLP or RACK reorder deadline (probe_kind says which)
+        self.probe_kind = PROBE_TLP
+        self.tlp_end = None         # TLP.end_seq: snd_nxt when the probe went out
+        self.tlp_retrans = False    # the probe was a retransmission (not new data)
+        self.rescue_o = -1          # RFC 6675 RescueRxt (recovery point of the last rescue)
+        self.dsack_in = False       # the ACK being processed carries a DSACK (RFC 2883)
+        self.undo_marker = -1       # SND.UNA when the last reduction began (-1: none)
+        self.undo_retrans = 0       # its retransmissions not yet shown spurious by a DSACK
+        self.prior_cwnd = 0         # cwnd / ssthresh before that reduction
+        self.prior_ssthresh = 0
+        self.undone = False
         # receive
         self.irs = 0
         self.rcv_nxt_o = 0
@@ -311,6 +338,10 @@ class Connection:
         self.ack_queued = False
         self.quick = cfg.quickack
         self.sws_thresh = 536
+        self.rs_t0 = None           # receive-buffer autotuning: measurement start, bytes
+        self.rs_b0 = 0              # the application had read then, and what it read in
+        self.rs_space = 0           # the last whole measurement (Linux's rcvq_space)
+        self.buf_extra = 0          # bytes autotuning granted this connection (cx.buf_extra)
         # options
         self.ts_ok = False
         self.sack_ok = False
@@ -408,6 +439,9 @@ class Connection:
             raise ConnectionError(f"connection not sendable in state {st}")
         n = len(data)
         room = self.sndbuf - (self.sndq_o + len(self.sndq) - self.sndq_a)
+        if n > room and self.sndbuf < self.cfg.sndbuf_max and self.cc is not None:
+            self._grow_sndbuf()
+            room = self.sndbuf - (self.sndq_o + len(self.sndq) - self.sndq_a)
         if room <= 0:
             self._wr_want = True
             return 0
@@ -535,6 +569,7 @@ class Connection:
             "unread": len(self.rcvq), "unsent": self.sndq_o + len(self.sndq) - self.snd_nxt_o
             if self.snd_nxt_o <= self.sndq_o + len(self.sndq) else 0,
             "send_queue": self.sndq_o + len(self.sndq) - self.sndq_a,
+            "rcvbuf": self.rcvbuf, "sndbuf": self.sndbuf,
             "ooo_bytes": self.ooo_bytes, "ooo_blocks": len(self.ooo),
             "sacked_out": self.sacked_out, "lost_out": self.lost_out,
             "retrans_out": self.retrans_out,
@@ -614,6 +649,9 @@ class Connection:
 
     def next_timer(self):
         t = self.t_rtx
+        x = self.t_probe
+        if x is not None and (t is None or x < t):
+            t = x
         x = self.t_dack
         if x is not None and (t is None or x < t):
             t = x
@@ -671,6 +709,8 @@ class Connection:
             return
         self._set_state(CLOSED)
         self.t_rtx = self.t_persist = self.t_dack = self.t_ka = self.t_tw = None
+        self.t_probe = None
+        self._release_bufs()
         if self.heap_at is not None:
             self.heap_at = None
             self.cx.stale += 1
@@ -1234,7 +1274,9 @@ class Connection:
     def _after_input(self, now):
         if self.state in _SENDING and (self.lost_out > self.retrans_out or
                                        self.snd_nxt_o < self.sndq_o + len(self.sndq) or
-                                       (self.fin_o is not None and self.snd_nxt_o <= self.fin_o)):
+                                       (self.fin_o is not None and self.snd_nxt_o <= self.fin_o)
+                                       or (self.ca_state == CA_RECOVERY and self.sack_ok and
+                                           self.snd_una_o > self.rescue_o)):
             self._xmit(now)
         if self.ack_now:
             self._send_ack(now)
@@ -1360,9 +1402,10 @@ class Connection:
     def _enter_time_wait(self, now):
         cfg = self.cfg
         cx = self.cx
-        self.t_rtx = self.t_persist = self.t_ka = self.t_dack = None
+        self.t_rtx = self.t_persist = self.t_ka = self.t_dack = self.t_probe = None
         self.rtxq = []
         self.sacked_out = self.lost_out = self.retrans_out = self.reno_dup = 0
+        self._release_bufs()
         if cfg.time_wait <= 0 or cx.tw_count >= cfg.max_time_wait:
             if cfg.time_wait > 0:
                 cx.stats.tw_overflow += 1
@@ -1378,16 +1421,24 @@ class Connection:
         una = self.snd_una_o
         pwnd = (seg.wnd & 0xFFFF) << self.snd_shift
         new_sacked = 0
-        if self.sack_ok and seg.sack:
-            new_sacked = self._sack_tag(seg.sack, ack_o)
+        sack = seg.sack if self.sack_ok else None
+        if sack:
+            self.dsack_in = self._is_dsack(sack, ack_o)
+            if self.dsack_in:
+                self._on_dsack(sack[0], now)
+            new_sacked = self._sack_tag(sack, ack_o)
         if ack_o > una:
             self._ack_new(ack_o, seg, now)
-        elif ack_o == una and self.snd_nxt_o > una and not seg.payload and \
-                not seg.flags & FIN and pwnd == self.snd_wnd:
-            if not self.sack_ok or new_sacked:
-                self._dupack(new_sacked, now)
-        if new_sacked and self.cc is not None:
-            self._sack_loss_check(now)
+        else:
+            if ack_o == una and self.snd_nxt_o > una and not seg.payload and \
+                    not seg.flags & FIN and pwnd == self.snd_wnd:
+                if not self.sack_ok or new_sacked:
+                    self._dupack(new_sacked, now)
+            if self.tlp_end is not None and self.cc is not None:
+                self._tlp_ack(ack_o, now)
+        self.dsack_in = False
+        if sack and self.cc is not None:
+            self._sack_loss_check(new_sacked, ack_o > una, now)
         self._snd_wnd_update(seq_o, ack_o, pwnd)
         self.persist_n = 0 if pwnd else self.persist_n
         self.probes_out = 0         # the peer answers: keep probing (RFC 1122 4.2.2.17)
@@ -1411,6 +1462,8 @@ class Connection:
         acked = ack_o - una
         q = self.rtxq
         rtt_ts = None
+        rend = 0
+        rtx_recs = False
         n = 0
         nq = len(q)
         sacked = lost = retrans = 0
@@ -1441,7 +1494,29 @@ class Connection:
                     retrans += ln
             if not f & R_EVER:
                 rtt_ts = r.ts
+                rend = r.end
+            elif f & R_RETRANS:
+                rtx_recs = True
             n += 1
+        if rtt_ts is not None:
+            # RACK.xmit_ts from the newest never-retransmitted segment acked (sent in
+            # sequence order, so the last one); retransmitted ones below (rare)
+            rts = self.rack_ts
+            if rts is None or rtt_ts > rts or (rtt_ts == rts and rend > self.rack_end):
+                self.rack_ts = rtt_ts
+                self.rack_end = rend
+                self.rack_rtt = now - rtt_ts
+        if rtx_recs:
+            for r in q[:n]:
+                if r.flags & R_RETRANS:
+                    self._rack_update(r, now)
+        if self.sacked_out and not self.rack_reord:
+            # a never-retransmitted segment delivered below SACKed data came late
+            hs = self.high_sacked_o
+            for r in q[:n]:
+                if r.end < hs and not r.flags & (R_SACKED | R_EVER):
+                    self.rack_reord = True
+                    break
         if n:
             del q[:n]
         self.sacked_out -= sacked
@@ -1483,7 +1558,7 @@ class Connection:
                 self.dr_b0 = self.bytes_acked
             self.backoff = 0          # Karn: the backed-off RTO stays until a valid sample
         self.rto_count = 0
-        # retransmission timer (RFC 6298 §5.2/5.3)
+        # retransmission timer (RFC 6298 §5.2/5.3), and the loss probe before it
         if self.snd_nxt_o > ack_o:
             self.t_rtx = now + self._cur_rto()
         else:
@@ -1491,6 +1566,8 @@ class Connection:
         cc = self.cc
         if cc is None:
             return
+        if self.tlp_end is not None:
+            self._tlp_ack(ack_o, now)
         # congestion control / recovery state machine
         cas = self.ca_state
         if cas == CA_RECOVERY:
@@ -1514,10 +1591,14 @@ class Connection:
             if ack_o <= self.cwnd_lim_o or 2 * self._in_flight() + 2 * acked >= cc.cwnd:
                 cc.on_ack(acked, self.srtt, now)
         if self._wr_want and not self.wr_shut:
+            if self.sndbuf < self.cfg.sndbuf_max:
+                self._grow_sndbuf()
             used = self.sndq_o + len(self.sndq) - self.sndq_a
             if self.sndbuf - used >= (used >> 1):     # Linux sk_stream_wspace rule
                 self._wr_want = False
                 self._event(_EV_WRITABLE)
+        if self.sack_ok:
+            self._arm_pto(now)
 
     def _rtt_sample(self, r, flight=0):
         """RFC 6298 §2.  ``flight``: bytes in flight when the sample is one of many per
@@ -1581,12 +1662,18 @@ class Connection:
         cx.stats.fast_retransmits += 1
         # RFC 5681 §3.2 step 2: FlightSize without the limited-transmit segments
         flight = self.flight_dup1 if self.dupacks else self.snd_nxt_o - self.snd_una_o
+        self._undo_start()
         self.cc.on_recovery_enter(now, flight)
         self.ca_state = CA_RECOVERY
         self.recover_o = self.snd_nxt_o
+        if self.t_probe is not None and self.probe_kind == PROBE_TLP:
+            self.t_probe = None
         q = self.rtxq
         if self.sack_ok:
-            self._sack_mark_lost()
+            if self.cfg.rack and self.rack_ts is not None:
+                self._rack_detect(now)        # no reordering window in recovery
+            else:
+                self._sack_mark_lost()
         if q and not q[0].flags & R_SACKED:
             # retransmit the first unacknowledged segment now, whatever pipe says
             # (RFC 5681 §3.2 step 3, RFC 6675 §5 step 4.3)
@@ -1600,6 +1687,8 @@ class Connection:
         self._emit_range(r.start, r.end, f & R_FIN, now, True)
         r.flags = f | R_RETRANS | R_EVER
         r.ts = now
+        if self.undo_marker >= 0:
+            self.undo_retrans += 1
         self.retrans_out += r.end - r.start
         self.retransmits += 1
         self.cx.stats.retransmits += 1
@@ -1610,7 +1699,247 @@ class Connection:
         self.ca_state = CA_OPEN
         self.dupacks = 0
         self.reno_dup = 0
-        self.cc.on_recovery_exit(now)
+        if not self.undone:           # an undone reduction keeps the restored cwnd
+            self.cc.on_recovery_exit(now)
+        if self.rack_persist:
+            self.rack_persist -= 1
+            if not self.rack_persist:
+                self.rack_mult = 1
+
+    # ------------------------------------------------------- RACK-TLP (RFC 8985) --
+    def _is_dsack(self, blocks, ack_o):
+        """RFC 2883 §4: the first block is a DSACK when it lies below the cumulative ACK
+        or inside the second block."""
+        try:
+            left, right = blocks[0]
+        except (TypeError, ValueError, IndexError):
+            return False
+        if ((right - left) & MASK) >= HALF or left == right:
+            return False
+        ack = (self.iss + ack_o) & MASK
+        if ((ack - right) & MASK) < HALF:
+            return True
+        if len(blocks) > 1:
+            try:
+                l2, r2 = blocks[1]
+            except (TypeError, ValueError):
+                return False
+            return ((left - l2) & MASK) < HALF and ((r2 - right) & MASK) < HALF
+        return False
+
+    def _on_dsack(self, blk, now):
+        """A DSACK says a retransmission was spurious: widen RACK's reordering window
+        (RFC 8985 §6.2 step 4: reo_wnd_mult + 1, kept for 16 recoveries), and when every
+        retransmission since the last reduction has been DSACKed, that reduction was
+        for nothing: undo it (RFC 3708 §3 via Linux's undo_marker / undo_retrans)."""
+        self.cx.stats.dsacks_in += 1
+        self.rack_reord = True
+        if self.rack_mult < 16:
+            self.rack_mult += 1
+        self.rack_persist = 16
+        if self.undo_marker < 0 or self.undo_retrans <= 0 or not self.cfg.undo:
+            return
+        una = self.snd_una_o
+        d = (blk[0] - self.iss - una) & MASK
+        lo = una + d if d < HALF else una - ((-d) & MASK)
+        if lo >= self.undo_marker:
+            self.undo_retrans -= 1
+            if self.undo_retrans == 0 and self.cc is not None:
+                self.cc.undo(self.prior_cwnd, self.prior_ssthresh)
+                self.undone = True
+                self.undo_marker = -1
+                self.cx.stats.dsack_undos += 1
+
+    def _undo_start(self):
+        """A reduction begins (recovery or the first RTO of an episode): remember what
+        to go back to if it proves spurious."""
+        cc = self.cc
+        self.undo_marker = self.snd_una_o
+        self.undo_retrans = 0
+        self.prior_cwnd = cc.cwnd
+        self.prior_ssthresh = cc.ssthresh
+        self.undone = False
+
+    def _rack_update(self, r, now):
+        """RACK.xmit_ts from a delivered segment that was retransmitted: skipped when
+        the ACK may be for the original (it came sooner than min_rtt after the
+        retransmission, RFC 8985 §6.2 step 2)."""
+        m = self.min_rtt
+        if m is not None and now - r.ts + 1e-6 < m:      # (1e-6: float noise is not early)
+            return
+        rts = self.rack_ts
+        if rts is None or r.ts > rts or (r.ts == rts and r.end > self.rack_end):
+            self.rack_ts = r.ts
+            self.rack_end = r.end
+            self.rack_rtt = now - r.ts
+
+    def _rack_reo_wnd(self):
+        """RFC 8985 §6.2 step 4: no reordering window in recovery or once DupThresh
+        segments are SACKed unless reordering was seen; else min_rtt/4 per multiple,
+        at most SRTT."""
+        if not self.rack_reord:
+            if self.ca_state != CA_OPEN or self.sacked_out >= DUPTHRESH * self.mss:
+                return 0.0
+        m = self.min_rtt
+        if m is None:
+            return 0.0
+        w = self.rack_mult * m * 0.25
+        s = self.srtt
+        return w if s is None or w < s else s
+
+    def _rack_detect(self, now):
+        """RFC 8985 §6.2 RACK_detect_loss: a segment sent before the most recently
+        delivered one is lost once RACK.rtt + reo_wnd have passed since it was sent;
+        the others arm the reordering timer.  Returns True when it marked a loss.
+        The walk goes in sequence order, which is send order except for
+        retransmissions: it stops at the first never-retransmitted segment sent after
+        RACK.xmit_ts (everything above it was sent later still), and visits at most
+        SACK_WALK_BUDGET records."""
+        if not self.cfg.rack:
+            return False
+        rts = self.rack_ts
+        rend = self.rack_end
+        base = self.rack_rtt + self._rack_reo_wnd() - now
+        timeout = 0.0
+        marked = False
+        walked = 0
+        for r in self.rtxq:
+            if walked >= SACK_WALK_BUDGET:
+                break
+            walked += 1
+            f = r.flags
+            if f & R_SACKED:
+                continue
+            ts = r.ts
+            if ts > rts or (ts == rts and r.end >= rend):
+                if not f & R_EVER:
+                    break
+                continue
+            if f & R_LOST and not f & R_RETRANS:
+                continue                      # already waiting for its retransmission
+            rem = ts + base
+            if rem <= 1e-6:        # a float hair above 0 is due: never re-arm at `now`
+                if f & R_RETRANS:
+                    # the retransmission is lost too: send it again
+                    r.flags = f & ~R_RETRANS
+                    self.retrans_out -= r.end - r.start
+                    if r.start < self.rtx_scan:
+                        self.rtx_scan = r.start
+                else:
+                    self._mark_lost(r)
+                self.cx.stats.rack_lost += 1
+                marked = True
+            elif rem > timeout:
+                timeout = rem
+        self.cx.stats.sack_walked += walked
+        if timeout > 0.0:
+            self.t_probe = now + timeout
+            self.probe_kind = PROBE_REO
+        elif self.t_probe is not None and self.probe_kind == PROBE_REO:
+            self.t_probe = None
+        return marked
+
+    def _arm_pto(self, now):
+        """RFC 8985 §7.2: (re)start the probe timeout after new data is sent or an ACK
+        arrives, while the connection is open with data outstanding and no probe of
+        this episode unanswered.  PTO = 2 SRTT (one lone segment also waits out a
+        delayed ACK), never after the RTO, which it then replaces."""
+        tp = self.t_probe
+        if tp is not None and self.probe_kind == PROBE_REO:
+            return
+        t = self.t_rtx
+        if t is None or self.ca_state != CA_OPEN or self.tlp_end is not None or \
+                not self.cfg.tlp:
+            if tp is not None:
+                self.t_probe = None
+            return
+        srtt = self.srtt
+        if srtt is None:
+            pto = self.cfg.rto_initial
+        else:
+            pto = 2.0 * srtt
+            if self.snd_nxt_o - self.snd_una_o <= self.mss:
+                x = 1.5 * srtt + TLP_DELACK
+                if x > pto:
+                    pto = x
+            if pto < 10 * CLOCK_G:
+                pto = 10 * CLOCK_G
+        pto += now
+        self.t_probe = pto if pto < t else t
+        self.probe_kind = PROBE_TLP
+
+    def _on_tlp(self, now):
+        """RFC 8985 §7.3: the probe: one new segment if the window allows, else the
+        highest-sequence segment not SACKed again; then the RTO is restarted."""
+        if self.state not in _SENDING or self.cc is None or self.ca_state != CA_OPEN or \
+                self.snd_nxt_o == self.snd_una_o or self.tlp_end is not None:
+            return
+        nxt = self.snd_nxt_o
+        avail = self.sndq_o + len(self.sndq) - nxt
+        right = self.snd_una_o + self.snd_wnd
+        fo = self.fin_o
+        mss = self.mss
+        retrans = False
+        if avail > 0 and right > nxt:
+            n = avail if avail < mss else mss
+            if n > right - nxt:
+                n = right - nxt
+            fin = fo is not None and nxt + n == fo and nxt + n + 1 <= right
+            self._emit_new(nxt, nxt + n, fin, now)
+            self.last_send = now
+        elif avail <= 0 and fo is not None and nxt == fo and nxt + 1 <= right:
+            self._emit_new(nxt, nxt, True, now)
+            self.last_send = now
+        else:
+            r = self._last_unsacked()
+            if r is None:
+                return
+            self._mark_lost(r)            # pipe-neutral: retransmitted implies lost
+            self._retransmit(r, now)
+            retrans = True
+        self.cx.stats.tlp_probes += 1
+        self.tlp_end = self.snd_nxt_o
+        self.tlp_retrans = retrans
+        self.t_rtx = now + self._cur_rto()
+
+    def _last_unsacked(self):
+        q = self.rtxq
+        i = len(q) - 1
+        stop = i - SACK_WALK_BUDGET
+        while i >= 0 and i > stop:
+            r = q[i]
+            if not r.flags & (R_SACKED | R_RETRANS):
+                return r
+            i -= 1
+        return None
+
+    def _tlp_ack(self, ack_o, now):
+        """RFC 8985 §7.4 (as Linux's tcp_process_tlp_ack): the episode ends when the
+        ACK reaches the probe's end; a retransmitted probe answered by a DSACK repaired
+        nothing; an ACK beyond it without one means the probe repaired a loss, and
+        congestion control hears of it (cwnd reduced once)."""
+        end = self.tlp_end
+        if ack_o < end:
+            return
+        if not self.tlp_retrans or self.dsack_in:
+            self.tlp_end = None
+        elif ack_o > end:
+            self.tlp_end = None
+            if self.ca_state == CA_OPEN:
+                cc = self.cc
+                cc.on_recovery_enter(now, self.snd_nxt_o - self.snd_una_o)
+                cc.on_recovery_exit(now)
+                self.cx.stats.tlp_recoveries += 1
+
+    def _on_probe_timer(self, now):
+        if self.probe_kind == PROBE_TLP:
+            self._on_tlp(now)
+            return
+        if self.rack_ts is None or self.cc is None:
+            return
+        if self._rack_detect(now) and self.ca_state == CA_OPEN:
+            self._enter_recovery(now)
+        self._xmit(now)
 
     # ---------------------------------------------------------------- SACK sender --
     def _sack_tag(self, blocks, ack_o):
@@ -1657,6 +1986,8 @@ class Connection:
         nq = len(q)
         budget = SACK_WALK_BUDGET
         newly = 0
+        hs0 = self.high_sacked_o
+        now = self.cx.now
         for lo, ro in rng:
             # the parts of [lo, ro) the previous ACK's blocks did not cover
             pieces = []
@@ -1695,6 +2026,17 @@ class Connection:
                         f = r.flags
                         if not f & R_SACKED:
                             ln = r.end - r.start
+                            if f & R_EVER:
+                                self._rack_update(r, now)
+                            else:
+                                if r.end < hs0:
+                                    self.rack_reord = True     # delivered late
+                                rts = self.rack_ts
+                                if rts is None or r.ts > rts or \
+                                        (r.ts == rts and r.end > self.rack_end):
+                                    self.rack_ts = r.ts
+                                    self.rack_end = r.end
+                                    self.rack_rtt = now - r.ts
                             self.sacked_out += ln
                             if f & R_LOST:
                                 self.lost_out -= ln
@@ -1713,11 +2055,21 @@ class Connection:
         self.cx.stats.sack_walked += SACK_WALK_BUDGET - budget
         return newly
 
-    def _sack_loss_check(self, now):
+    def _sack_loss_check(self, new_sacked, advanced, now):
+        """After an ACK with SACK blocks: enter recovery on RFC 6675's IsLost(HighACK+1)
+        or on a loss RACK finds by time; in recovery, mark what is lost (RACK, or
+        RFC 6675's DupThresh rule with ``rack=False``).  RACK runs only when the ACK
+        delivered something: otherwise its answer is the last one, and the reordering
+        timer covers the passing of time (so repeated blocks cost no walk)."""
+        rack = self.cfg.rack and self.rack_ts is not None and (new_sacked or advanced)
         if self.ca_state == CA_OPEN:
-            if self._sack_is_lost_head():
+            if new_sacked and self._sack_is_lost_head():
                 self._enter_recovery(now)
-        else:
+            elif rack and self._rack_detect(now):
+                self._enter_recovery(now)
+        elif rack:
+            self._rack_detect(now)
+        elif new_sacked:
             self._sack_mark_lost()
 
     def _sack_is_lost_head(self):
@@ -1830,6 +2182,7 @@ class Connection:
             cwnd = cc.cwnd
         fo = self.fin_o
         window_blocked = False
+        drained = False
         while True:
             nxt = self.snd_nxt_o
             so = self.sndq_o
@@ -1837,6 +2190,7 @@ class Connection:
             avail = dend - nxt
             right = self.snd_una_o + self.snd_wnd
             if avail <= 0:
+                drained = fo is None or nxt > fo
                 if fo is not None and nxt == fo:
                     # FIN alone
                     if nxt + 1 > right and not force:
@@ -1868,10 +2222,25 @@ class Connection:
             sent = True
             if fin:
                 break
+        if drained and not sent and self.ca_state == CA_RECOVERY and self.sack_ok and \
+                self.snd_una_o > self.rescue_o and self.cfg.rack:
+            # RFC 6675 NextSeg rule 4: nothing lost to resend and nothing new to send,
+            # but the window has room: one rescue retransmission per recovery, of the
+            # highest outstanding unSACKed segment (a tail loss IsLost cannot see)
+            fl = self._in_flight()
+            r = self._last_unsacked() if cwnd - fl >= mss else None
+            if r is not None and not r.flags & R_LOST:
+                self.rescue_o = self.recover_o
+                self._mark_lost(r)            # pipe-neutral: retransmitted implies lost
+                self._retransmit(r, now)
+                self.cx.stats.rescue_retransmits += 1
+                sent = True
         if sent:
             self.last_send = now
             if self.t_rtx is None:
                 self.t_rtx = now + self._cur_rto()
+            if self.sack_ok and self.ca_state == CA_OPEN:
+                self._arm_pto(now)
         if window_blocked and self.snd_nxt_o == self.snd_una_o and self.t_persist is None:
             # nothing in flight will bring an ACK: probe the window (persist timer)
             self.t_persist = now + self._persist_intv()
@@ -2104,6 +2473,8 @@ class Connection:
         """The application consumed bytes: send a window update if it is worth it."""
         if self.state not in _RECEIVING:
             return
+        if self.rcvbuf < self.cfg.rcvbuf_max:
+            self._rcv_space_adjust()
         free = self.rcvbuf - len(self.rcvq)
         cap = 65535 << self.rcv_shift
         if free > cap:
@@ -2116,6 +2487,74 @@ class Connection:
             self._send_ack(now)
             self.schedule()
 
+    # ========================================================= buffer autotuning ====
+    def _rcv_space_adjust(self):
+        """Receive-buffer autotuning (Linux's dynamic right-sizing, tcp_rcv_space_adjust):
+        once per RTT, what the application read in the last RTT sets the buffer, and so
+        the window, to twice that plus 16 segments, more while the rate still grows
+        (slow start doubles it every RTT), up to ``rcvbuf_max`` and the stack's
+        ``buf_mem_max``.  The buffer never shrinks while the connection lives."""
+        rtt = self.srtt
+        if rtt is None:
+            return
+        if rtt < CLOCK_G:
+            rtt = CLOCK_G
+        now = self.cx.now
+        read = self.bytes_in - len(self.rcvq)
+        t0 = self.rs_t0
+        if t0 is None:
+            self.rs_t0 = now
+            self.rs_b0 = read
+            return
+        if now - t0 < rtt:
+            return
+        copied = read - self.rs_b0
+        self.rs_t0 = now
+        self.rs_b0 = read
+        prev = self.rs_space
+        self.rs_space = copied
+        target = 2 * copied + 16 * self.rcv_mss
+        if prev and copied > prev:
+            target += 2 * target * (copied - prev) // prev
+        cap = 65535 << self.rcv_shift            # no use beyond what the window can say
+        if target > cap:
+            target = cap
+        if target > self.rcvbuf:
+            self.rcvbuf += self._buf_grant(target - self.rcvbuf, self.rcvbuf,
+                                           self.cfg.rcvbuf_max)
+
+    def _grow_sndbuf(self):
+        """Send-buffer autotuning (Linux's tcp_sndbuf_expand): room for twice the
+        congestion window (one window in flight, one queued behind it), up to
+        ``sndbuf_max`` and the stack's ``buf_mem_max``."""
+        cc = self.cc
+        if cc is None:
+            return
+        target = 2 * max(cc.cwnd, self.snd_wnd if self.snd_wnd < cc.cwnd else cc.cwnd)
+        if target > self.sndbuf:
+            self.sndbuf += self._buf_grant(target - self.sndbuf, self.sndbuf,
+                                           self.cfg.sndbuf_max)
+
+    def _buf_grant(self, want, cur, cap):
+        if cur + want > cap:
+            want = cap - cur
+        cx = self.cx
+        left = self.cfg.buf_mem_max - cx.buf_extra
+        if want > left:
+            want = left
+        if want <= 0:
+            return 0
+        cx.buf_extra += want
+        self.buf_extra += want
+        return want
+
+    def _release_bufs(self):
+        """Give the autotuned growth back to the stack's budget (TIME_WAIT and CLOSED
+        hold no data); the sizes stay readable in info()."""
+        if self.buf_extra:
+            self.cx.buf_extra -= self.buf_extra
+            self.buf_extra = 0
+
     # =================================================================== timers ====
     def on_timer(self, now):
         t = self.t_tw
@@ -2127,6 +2566,12 @@ class Connection:
             if self.state == FIN_WAIT_2:
                 self._send_rst_now(now)
                 self.destroy(None)
+                return
+        t = self.t_probe
+        if t is not None and t <= now:
+            self.t_probe = None
+            self._on_probe_timer(now)
+            if self.state == CLOSED:
                 return
         t = self.t_rtx
         if t is not None and t <= now:
@@ -2180,7 +2625,11 @@ class Connection:
             self._send_rst_now(now)       # as FreeBSD's tcp_drop: tell the peer if it can hear
             self.destroy(_EV_TIMED_OUT)
             return
+        self.t_probe = None
+        self.tlp_end = None
         first = self.ca_state != CA_LOSS or self.rto_count == 0
+        if first:
+            self._undo_start()
         self.cc.on_rto(now, self.snd_nxt_o - self.snd_una_o, first)
         self.rto_count += 1
         if self._cur_rto() < cfg.rto_max:

@@ -50,6 +50,15 @@ entry, the worker asks it to resolve (NTF_USE: the kernel sends the ARP request)
 segments, and looks again every few milliseconds without blocking the loop; after
 ``neigh_timeout`` seconds they are dropped and counted (the engine's retransmissions will
 try again). A destination whose route leaves through another interface is dropped at once.
+A SYN-ACK goes to the source MAC of the SYN it answers (kept for the last ``SYN_MACS_MAX``
+SYNs, not cached as the destination's MAC): a SYN flood from spoofed sources would
+otherwise cost a netlink lookup per source and stall the loop (bench/synflood.py). While
+that table is full (a flood), a SYN-ACK whose SYN was pushed out is dropped and counted
+(``synack_no_mac_drops``) rather than looked up: the peer's own SYN retransmission brings
+a new one. A RST to an address whose MAC is not cached (the answer to a segment that
+matched nothing: a flood of spoofed ACKs makes one per source) is looked up at most
+``RST_LOOKUPS_PER_S`` times a second and the MAC is not cached; beyond that it is dropped
+(``rst_no_mac_drops``): a RST is best effort, and the peer retransmits.
 
 Checksums.  ``parse_frame`` verifies them and accepts both complete checksums and the
 CHECKSUM_PARTIAL value a veth peer with tx offload leaves (pseudo header only); frames we
@@ -93,6 +102,10 @@ def _env_flag(name: str, default: bool = True) -> bool:
     if v is None or v == "":
         return default
     return v not in ("0", "no", "off", "false")
+
+
+SYN_MACS_MAX = 16384       # source MACs of recent SYNs kept (oldest dropped first)
+RST_LOOKUPS_PER_S = 50.0   # neighbour lookups a second for RSTs to unknown addresses
 
 
 class WorkerError(RuntimeError):
@@ -158,6 +171,9 @@ class Worker:
         self.tx_burst_splits = 0       # ... that did not fit the free frames at once
         self.neigh_lookups = 0
         self.neigh_waits = 0           # destinations whose MAC had to be resolved first
+        self.synack_src_macs = 0       # SYN-ACKs sent to the MAC their SYN came from
+        self.synack_no_mac_drops = 0   # SYN-ACKs whose SYN's MAC was pushed out by a flood
+        self.rst_no_mac_drops = 0      # RSTs to an unknown MAC beyond the lookup budget
         self.iterations = self.sleeps = self.batches = 0
         self.max_backlog = 0
         self.rx_csum_partial = 0       # frames whose TCP checksum was CHECKSUM_PARTIAL
@@ -172,9 +188,14 @@ class Worker:
         self.reader_interval = 0.001               # busy loop: look at readers this often
         self._readers_at = 0.0
         self._txq: list = []                       # segments waiting for TX room, in order
+        self._syn_macs: dict = {}                  # IP -> source MAC of its last SYN
+        self._rst_budget = [RST_LOOKUPS_PER_S, clock()]   # tokens, when last refilled
         self._macs: dict = {}                      # destination IP -> next-hop MAC
         self._mac_until: dict = {}                 # destination IP -> refresh time
         self._parked: dict = {}                    # IP -> [deadline, next_try, delay, segs]
+        # fn(ifindex, ip) that starts address resolution for us, when this process may
+        # not (fpd start --user: the supervisor does it, proto.Resolve); None = NTF_USE
+        self.neigh_resolver = None
         self._neg: dict = {}                       # IP -> until (recently failed)
         self._neigh_sweep = clock() + neigh_ttl
         try:
@@ -475,6 +496,17 @@ class Worker:
                 if fr.csum == 2:                   # wire.CSUM_PARTIAL
                     self.rx_csum_partial += 1
                 segs[i] = fr.seg
+        # the source MAC of every SYN: its SYN-ACK goes back there without a netlink
+        # lookup (a flood from spoofed sources would otherwise cost one per source)
+        syn_macs = self._syn_macs
+        i = 0
+        for seg in segs:
+            if seg is not None and seg.flags & 0x12 == 0x02:
+                a = addrs[i]
+                syn_macs[seg.src] = bytes(view[a + 6:a + 12])
+                if len(syn_macs) > SYN_MACS_MAX:
+                    del syn_macs[next(iter(syn_macs))]
+            i += 1
         if self.copy_payload:
             for seg in segs:
                 if seg is not None and type(seg.payload) is not bytes:
@@ -536,6 +568,9 @@ class Worker:
             "tx_errors": self.tx_errors, "sack_trimmed": self.sack_trimmed,
             "tx_bursts": self.tx_bursts, "tx_burst_splits": self.tx_burst_splits,
             "neigh_lookups": self.neigh_lookups, "neigh_waits": self.neigh_waits,
+            "synack_src_macs": self.synack_src_macs,
+            "synack_no_mac_drops": self.synack_no_mac_drops,
+            "rst_no_mac_drops": self.rst_no_mac_drops,
             "neigh_parked": sum(len(p[3]) for p in list(self._parked.values())),
             "iterations": self.iterations, "sleeps": self.sleeps, "batches": self.batches,
         }
@@ -747,10 +782,28 @@ class Worker:
             if oif != self.ifindex:
                 raise _NoRoute(f"route to {wire.ip_to_str(ip)} leaves through ifindex "
                                f"{oif}, not {self.ifname}")
+            if resolve and self.neigh_resolver is not None:   # no CAP_NET_ADMIN here
+                try:
+                    return _neigh.neighbour_mac(oif, gw or ip, resolve=False)
+                except _neigh.NeighError:
+                    self.neigh_resolver(oif, gw or ip)           # the supervisor starts ARP
+                    raise
             return _neigh.neighbour_mac(oif, gw or ip, resolve=resolve, timeout=0.001)
 
     def _neigh_miss(self, seg, now: float):
         ip = seg.dst
+        if type(seg) is not SegBurst and seg.flags & 0x12 == 0x12:
+            syn_macs = self._syn_macs
+            mac = syn_macs.get(ip)
+            if mac is not None:                 # not cached: a cookie may never be answered
+                self.synack_src_macs += 1
+                return mac
+            if len(syn_macs) >= SYN_MACS_MAX:
+                # a SYN flood pushed this source out: no netlink lookup (~1 ms each) for a
+                # retransmitted SYN-ACK; a genuine peer's own SYN retransmission brings a
+                # fresh SYN-ACK
+                self.synack_no_mac_drops += 1
+                return None
         p = self._parked.get(ip)
         if p is not None:
             if len(p[3]) < self.neigh_queue:
@@ -758,6 +811,22 @@ class Worker:
             else:
                 self.no_neigh_drops += 1
             return None
+        if type(seg) is not SegBurst and seg.flags & 0x04:
+            # a RST answers a segment that matched nothing (a spoofed source, perhaps):
+            # at most RST_LOOKUPS_PER_S lookups a second, the MAC used once, not cached
+            b = self._rst_budget
+            t = b[0] + (now - b[1]) * RST_LOOKUPS_PER_S
+            b[0] = t if t < RST_LOOKUPS_PER_S else RST_LOOKUPS_PER_S
+            b[1] = now
+            if b[0] < 1.0:
+                self.rst_no_mac_drops += 1
+                return None
+            b[0] -= 1.0
+            try:
+                return self._lookup_mac(ip, resolve=False)
+            except _neigh.NeighError:
+                self.rst_no_mac_drops += 1
+                return None
         until = self._neg.get(ip)
         if until is not None:
             if now < until:

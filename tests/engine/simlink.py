@@ -310,7 +310,7 @@ class SimNet:
                  a_config=None, b_config=None, a_overrides=None, b_overrides=None,
                  bandwidth=None, queue=None, b_waits_eof=False, time_limit=3600.0,
                  step_limit=2_000_000, app_chunk=65536, a_close="shutdown",
-                 b_close="shutdown", settle=False):
+                 b_close="shutdown", settle=False, drop=None):
         import fpd.stack as S
         import fpd.tcp as T
         import fpd.wire as W
@@ -337,6 +337,7 @@ class SimNet:
         self.time_limit = time_limit
         self.step_limit = step_limit
         self.settle = settle
+        self.drop = drop        # drop(net, seg, to) -> True: lose it (patterns beyond Phase)
         self.t_done_ab = self.t_done_ba = None
         self.q = []             # heap of (time, n, direction_name, segment)
         self.n = 0
@@ -351,7 +352,12 @@ class SimNet:
 
     # ---- plumbing ----------------------------------------------------------------------
     def _flush(self, st, d: Direction, to):
+        drop = self.drop
         for seg in st.output():
+            if drop is not None and drop(self, seg, to):
+                d.stats["sent"] += 1
+                d.stats["lost"] += 1
+                continue
             for t, s in d.transmit(self.W, seg, self.now):
                 self.n += 1
                 heapq.heappush(self.q, (t, self.n, to, s))

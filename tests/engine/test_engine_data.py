@@ -151,7 +151,7 @@ def test_right_edge_never_shrinks_with_scaling():
 
 
 def test_send_buffer_limit_and_writable_event():
-    h = est(sndbuf=5000, syn_opts=dict(mss=1000))
+    h = est(sndbuf=5000, sndbuf_max=0, syn_opts=dict(mss=1000))   # fixed: no autotuning
     assert h.c.send(b"x" * 8000, h.now) == 5000
     assert h.c.send(b"y", h.now) == 0 and h.c.writable == 0
     out = h.out()

@@ -338,8 +338,10 @@ def test_rto_keeps_the_sack_scoreboard_unless_the_receiver_reneged():
     """#9 mechanisms: after an RTO only what the receiver has not SACKed is resent
     (Linux's tcp_timeout_mark_lost); SACK information is forgotten only when the
     receiver reneged (the segment at SND.UNA itself is SACKed), RFC 2018 §8."""
+    # (RACK-TLP off: with it this tail would be repaired without an RTO, see
+    # test_engine_recovery.py; here the RTO itself is under test)
     h = _est(syn_opts=dict(mss=1000, sack_ok=True), rto_min=1.0, rto_initial=1.0,
-             cc="newreno")
+             cc="newreno", rack=False, tlp=False)
     h.c.send(b"k" * 10000, h.now)
     assert len(h.out()) == 10
     h.inp(mkseg(ACK, h.p, h.q, sack=(((h.q + 9000) & MASK, (h.q + 10000) & MASK),)))

@@ -11,7 +11,7 @@ from fpd import tcp
 
 
 def test_passive_open_all_options():
-    h = Harness(rcvbuf=1 << 20)
+    h = Harness(rcvbuf=1 << 20, rcvbuf_max=0)       # fixed buffer: no autotuning
     c, piss, iss, sa = h.accept(syn_opts=dict(mss=9000, wscale=9, sack_ok=True, tsval=777,
                                               tsecr=0))
     assert sa.ack == piss + 1
@@ -47,7 +47,8 @@ def test_active_open_with_options_and_data():
     out = h.out()
     assert len(out) == 1
     syn = out[0]
-    assert syn.flags == SYN and syn.mss == 1460 and syn.wscale == 3 and syn.sack_ok
+    # shift 7: room for the autotuned receive buffer's 6 MiB maximum (as Linux's 7)
+    assert syn.flags == SYN and syn.mss == 1460 and syn.wscale == 7 and syn.sack_ok
     assert syn.tsval is not None and (syn.sport, syn.dport) == (5555, 443)
     assert c.state == tcp.SYN_SENT
     assert c.send(b"early", h.now) == 5            # queued until established
@@ -72,7 +73,7 @@ def test_simultaneous_open():
                       wscale=2, sack_ok=True, tsval=10))
     assert c.state == tcp.SYN_RECEIVED
     assert len(out) == 1 and out[0].flags == SYN | ACK and out[0].seq == syn.seq
-    assert out[0].ack == 7001 and out[0].wscale == 3
+    assert out[0].ack == 7001 and out[0].wscale == 7
     # the peer's SYN-ACK (its retransmitted SYN acknowledging ours)
     out = h.inp(mkseg(SYN | ACK, 7000, syn.seq + 1, src=PEER, dst=SRV, sport=443,
                       dport=5555, mss=1460, wscale=2, sack_ok=True, tsval=11,

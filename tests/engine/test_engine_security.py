@@ -110,7 +110,7 @@ def _cookie_roundtrip(h, syn_opts, data=b""):
 
 
 def test_syn_cookies_with_timestamps_encode_wscale_sack_mss():
-    h = Harness(syn_cookies="always", rcvbuf=1 << 20)
+    h = Harness(syn_cookies="always", rcvbuf=1 << 20, rcvbuf_max=0)
     h.stack.listen(b"\0\0\0\0", SPORT)
     sa, c = _cookie_roundtrip(h, dict(mss=1400, wscale=6, sack_ok=True, tsval=100, tsecr=0),
                               data=b"hello")

@@ -2,7 +2,9 @@
 identical stacks, one fed segment by segment (``Stack.input``, one Segment per output
 segment), the other through ``input_burst`` and/or with ``stack.tso = xmit_burst``;
 after every step both must hold identical connection state, timers and counters, and
-have produced identical segments (a SegBurst expanded) and events."""
+have produced identical segments (a SegBurst expanded) and events. Each runs on every
+build of the fast path there is: fpd/fastpath.py as Python (with its Python receive
+loop, "py", or fpd._accel's, "c") and its Cython build fpd._fastpath_c ("compiled")."""
 
 import random
 
@@ -10,7 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as hst
 
 from fpd import fastpath
-from fpd.fastpath import SegBurst, expand, input_burst, xmit_burst
+from fpd.fastpath import SegBurst, expand
 from fpd.stack import Stack, StackConfig
 from fpd.tcp import Connection, _Rec
 from fpd.wire import ACK, FIN, PSH, SYN, Segment
@@ -70,7 +72,7 @@ class Pair:
         self.ref = Stack(b"k" * 16, cfg)
         self.fast = Stack(b"k" * 16, cfg)
         if tso:
-            self.fast.tso = xmit_burst
+            self.fast.tso = _CUR["xb"]
         for st in (self.ref, self.fast):
             st.listen(b"\0\0\0\0", 80)
         self.mss = rnd.choice((536, 1000, 1448))
@@ -106,7 +108,7 @@ class Pair:
         for s in segs:
             self.ref.input(s.copy(), now)
         if self.burst:
-            input_burst(self.fast, [s.copy() for s in segs], now, self.acks)
+            _CUR["ib"](self.fast, [s.copy() for s in segs], now, self.acks)
         else:
             for s in segs:
                 self.fast.input(s.copy(), now)
@@ -187,11 +189,33 @@ class Pair:
 
 
 C_RUN = fastpath._c_run
-IMPLS = ["py", "c"] if C_RUN is not None else ["py"]
+IMPLS = (["py", "c"] if C_RUN is not None else ["py"]) + \
+    (["compiled-py", "compiled"] if fastpath.IMPL == "compiled" else [])
+_CUR = {}
 
 
 def _use(impl):
-    fastpath._c_run = C_RUN if impl == "c" else None
+    """py: fpd/fastpath.py with its Python receive loop; c: with fpd._accel.data_run;
+    compiled: fpd._fastpath_c, the Cython build of fpd/fastpath.py (with data_run, as it
+    runs); compiled-py: that build with its own typed receive loop."""
+    fastpath._c_run = None if impl == "py" else C_RUN
+    comp = fastpath._compiled
+    if comp is not None:
+        comp._c_run = None if impl == "compiled-py" else C_RUN
+    if impl.startswith("compiled"):
+        _CUR.update(ib=comp.input_burst, xb=comp.xmit_burst)
+    else:
+        _CUR.update(ib=fastpath.py_input_burst, xb=fastpath.py_xmit_burst)
+
+
+_use(IMPLS[-1])
+
+
+@pytest.fixture(params=IMPLS)
+def fp_impl(request):
+    _use(request.param)
+    yield request.param
+    _use(IMPLS[-1])
 
 
 @settings(max_examples=200, deadline=None)
@@ -203,12 +227,26 @@ def test_fastpath_equals_per_segment_path(seed, mode, impl):
     try:
         _equal_run(seed, mode)
     finally:
-        _use("c")
+        _use(IMPLS[-1])
 
 
 def test_the_compiled_receive_loop_is_built():
     from fpd import wire
     assert (C_RUN is not None) == wire.ACCEL
+
+
+def test_the_compiled_fast_path_is_built_and_runs():
+    # the normal install (pip install -e ., make venv) builds fpd._fastpath_c; a silent
+    # fallback would hide a broken build, so the suite insists unless FPD_PURE_PYTHON is set
+    import os
+    if os.environ.get("FPD_PURE_PYTHON"):
+        assert fastpath.IMPL == "python" and fastpath.input_burst is fastpath.py_input_burst
+        return
+    assert fastpath.IMPL == "compiled"
+    assert fastpath.input_burst is fastpath._compiled.input_burst
+    assert type(fastpath.input_burst).__name__ == "builtin_function_or_method"
+    # one SegBurst class, whichever build made the burst
+    assert fastpath._compiled.SegBurst is fastpath.SegBurst
 
 
 def _equal_run(seed, mode):
@@ -223,10 +261,10 @@ def _equal_run(seed, mode):
             break
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_bulk_receive_burst_is_batched_and_equal(impl, monkeypatch):
+@pytest.mark.parametrize("which", [i for i in IMPLS if not i.startswith("compiled")])
+def test_bulk_receive_burst_is_batched_and_equal(which):
     """A plain in-order burst: the batch path takes all but the first segment."""
-    monkeypatch.setattr(fastpath, "_c_run", C_RUN if impl == "c" else None)
+    _use(which)
     rnd = random.Random(5)
     p = Pair(True, False, rnd, StackConfig(quickack=0, raise_errors=True))
     calls = []
@@ -248,12 +286,13 @@ def test_bulk_receive_burst_is_batched_and_equal(impl, monkeypatch):
         p.check(0.01)
     finally:
         fastpath._data_run = orig
+        _use(IMPLS[-1])
     assert calls and calls[0] == 31
     ca, cb = p.conns()
     assert bytes(cb[0].rcvq) == STREAM[:32 * mss]
 
 
-def test_bulk_send_goes_out_as_one_burst_and_equal():
+def test_bulk_send_goes_out_as_one_burst_and_equal(fp_impl):
     rnd = random.Random(6)
     p = Pair(False, True, rnd, StackConfig(raise_errors=True, init_cwnd=10))
     p.peer_wnd = 65535
@@ -276,7 +315,7 @@ def test_segburst_split_keeps_the_segments(n):
     assert [s.fields() for s in b.segments() + rest.segments()] == whole
 
 
-def test_burst_ending_at_the_send_queue_end_carries_psh():
+def test_burst_ending_at_the_send_queue_end_carries_psh(fp_impl):
     rnd = random.Random(8)
     p = Pair(False, True, rnd, StackConfig(raise_errors=True, init_cwnd=10))
     p.peer_wnd = 65535
@@ -311,7 +350,7 @@ def _stream_ok(out, iss):
             assert bytes(s.payload) == STREAM[off:off + len(s.payload)]
 
 
-def test_a_run_of_advancing_acks_is_one_update_and_one_transmit():
+def test_a_run_of_advancing_acks_is_one_update_and_one_transmit(fp_impl, monkeypatch):
     rnd = random.Random(11)
     p = _sending_pair(rnd)
     ca, cb = (x[0] for x in p.conns())
@@ -324,15 +363,29 @@ def test_a_run_of_advancing_acks_is_one_update_and_one_transmit():
     burst = [p.seg(ACK, 1 + 2 * mss * (i + 1)) for i in range(10)]
     for s in burst:
         p.ref.input(s.copy(), 0.05)
-    input_burst(p.fast, [s.copy() for s in burst], 0.05, True)
+    calls = []
+    orig = Connection._ack_new
+
+    def spy(self, ack_o, seg, now):
+        calls.append((self is cb, ack_o))
+        return orig(self, ack_o, seg, now)
+    monkeypatch.setattr(Connection, "_ack_new", spy)
+    _CUR["ib"](p.fast, [s.copy() for s in burst], 0.05, True)
+    monkeypatch.undo()
     a, b = p.ref.output(), p.fast.output()
-    # the first ACK through the reference (one transmit), the other nine as one run
-    # (one transmit); the reference transmits after each of the ten
+    # the first ACK through the reference (one update, one transmit), the other nine as
+    # ONE cumulative ACK (one update, one transmit); the reference does ten of each
+    assert calls == [(True, 1 + 2 * mss), (True, 1 + 20 * mss)]
     assert len([s for s in b if type(s) is SegBurst]) == 2
     assert len([s for s in a if s.payload]) >= 10
-    for name in ("snd_una_o", "srtt", "rttvar", "rto", "bytes_acked", "dupacks", "segs_in",
-                 "rcv_nxt_o", "ts_recent", "snd_wnd", "snd_wl2_o"):
+    for name in ("snd_una_o", "bytes_acked", "dupacks", "segs_in", "rcv_nxt_o", "ts_recent",
+                 "snd_wnd", "snd_wl1_o", "snd_wl2_o", "sndq_a", "sacked_out", "lost_out",
+                 "retrans_out"):
         assert getattr(ca, name) == getattr(cb, name), name
+    assert ca.cc.cwnd == cb.cc.cwnd           # slow start credits every acked byte
+    assert [(r.start, r.end) for r in ca.rtxq] != [] and cb.rtxq[0].start == ca.rtxq[0].start
+    # the RTT: one sample per cumulative update (two here, ten in the reference)
+    assert cb.srtt is not None and cb.t_rtx == 0.05 + cb._cur_rto()
     assert p.ref.stats.segs_in == p.fast.stats.segs_in
     _stream_ok(a, p.iss)
     _stream_ok(expand(b), p.iss)
@@ -341,7 +394,7 @@ def test_a_run_of_advancing_acks_is_one_update_and_one_transmit():
 
 
 @pytest.mark.parametrize("seed", range(12, 20))
-def test_duplicate_acks_are_never_collapsed(seed):
+def test_duplicate_acks_are_never_collapsed(seed, fp_impl):
     rnd = random.Random(seed)
     p = _sending_pair(rnd)
     c = p.conns()[0][0]
@@ -388,7 +441,7 @@ def test_run_end_matches_the_python_grouping():
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_interleaved_flows_equal_per_segment(seed):
+def test_interleaved_flows_equal_per_segment(seed, fp_impl):
     """Two connections' segments interleaved in one burst: runs of each, same result."""
     rnd = random.Random(seed)
     cfg = StackConfig(quickack=2, raise_errors=True)
@@ -421,9 +474,36 @@ def test_interleaved_flows_equal_per_segment(seed):
         now = 0.01 * (step + 1)
         for s in burst:
             ref.input(s.copy(), now)
-        input_burst(fast, [s.copy() for s in burst], now, True)
+        _CUR["ib"](fast, [s.copy() for s in burst], now, True)
         for st in (ref, fast):
             st.tick(now)
         assert [s.fields() for s in ref.output()] == [s.fields() for s in expand(fast.output())]
         assert _events(ref) == _events(fast)
         assert stack_state(ref) == stack_state(fast)
+
+
+def test_a_stale_compiled_build_is_not_run(tmp_path):
+    """fpd._fastpath_c built from another fastpath.py (edited since the last install) is
+    never run: fpd.fastpath says so and hands out its Python functions."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    if fastpath.IMPL != "compiled":
+        pytest.skip(f"no compiled build here: {fastpath.WHY}")
+    pkg = os.path.dirname(fastpath.__file__)
+    shutil.copytree(pkg, tmp_path / "fpd", ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("from fpd import fastpath; print(fastpath.IMPL); print(fastpath.WHY); "
+            "print(fastpath.input_burst is fastpath.py_input_burst)")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env.pop("FPD_PURE_PYTHON", None)
+
+    def run():
+        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, check=True).stdout.split("\n")
+    assert run()[:3] == ["compiled", "", "False"]          # the copy as built
+    with open(tmp_path / "fpd" / "fastpath.py", "a") as f:
+        f.write("\n# an edit after the build\n")
+    impl, why, py = run()[:3]
+    assert (impl, py) == ("python", "True") and "stale" in why
+

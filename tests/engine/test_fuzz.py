@@ -30,7 +30,8 @@ MOD = 1 << 32
 EVENTS = set(T.Event)
 
 _HS_OPTS = """
-0     config mss=1460 rto_initial=1 rto_min=0.2 delack=0.04 time_wait=5 quickack=0 rcvbuf=65536 sndbuf=65536
+# no tail-loss probe: the state builders below script every segment at fixed times
+0     config mss=1460 rto_initial=1 rto_min=0.2 delack=0.04 time_wait=5 quickack=0 rcvbuf=65536 sndbuf=65536 tlp=0
 0     listen 8080
 0     < S 0:0(0) win 65535 <mss 1000,sackOK,TS val 100 ecr 0,nop,wscale 2>
 0     > S. 0:0(0) ack 1 <...>

@@ -448,11 +448,16 @@ def test_slot_bell_wakes_the_waiting_thread_directly(testbed):
             assert s.rx.arm(1)
             peer.sendall(b"q%02d" % i)
             assert bell.wait(5), f"bell not rung for message {i}"
+            if i == 0:
+                # the first wake-up after the bell came also goes to the event ring: a
+                # thread that armed before it saw D_BELL waits there (wait_settling)
+                cl.event({shm.EV_READABLE}, slot)
             s.rx.disarm()
             assert s.rx.read(3) == b"q%02d" % i
             cl.write_all(slot, b"a%02d" % i)
             assert peer.recv(3) == b"a%02d" % i
-        assert not [r for r in cl.region.events.get_many() if r.kind == shm.EV_READABLE]
+        assert not [r for r in cl.region.events.get_many() + cl.backlog
+                    if r.kind == shm.EV_READABLE]                # only the first one
         assert cl.call(op="bell", slot=slot)["ok"]            # without fd: events again
         assert not s.ctl.dflags() & shm.D_BELL
         assert s.rx.arm(1)

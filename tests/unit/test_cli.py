@@ -264,3 +264,19 @@ def test_daemonize_reports_the_childs_verdict(monkeypatch, capsys, text, code, w
         with pytest.raises(click.ClickException) as ei:
             cli._daemonize(cfg, timeout=10)
         assert ei.value.format_message() == words
+
+
+def test_config_and_option_syn_limit(tmp_path):
+    from fpd.cli import build_config, load_config_file
+    f = tmp_path / "fpd.toml"
+    f.write_text('iface = "eth1"\nports = [80]\nsyn_limit = 5000\n')
+    vals = load_config_file(str(f))
+    assert vals["syn_limit"] == 5000
+    assert build_config({"syn_limit": None}, vals).syn_limit == 5000
+    assert build_config({"syn_limit": 100}, vals).syn_limit == 100
+    f.write_text('iface = "eth1"\nports = [80]\nsyn_limit = "fast"\n')
+    with pytest.raises(ValueError, match="syn_limit must be a number"):
+        load_config_file(str(f))
+    r = run("start", "-i", "lo", "-p", "80", "--syn-limit", "-5", "--socket",
+            str(tmp_path / "s"))
+    assert r.exit_code == 2 and "--syn-limit" in r.output

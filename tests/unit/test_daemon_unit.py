@@ -172,17 +172,44 @@ def test_second_supervisor_on_same_socket_is_refused(tmp_path):
     assert not os.path.exists(sock + ".pid")
 
 
-def test_stale_state_refuses_and_keeps_the_files(tmp_path):
+def test_stale_state_is_undone_then_the_start_goes_on(tmp_path):
     sock = str(tmp_path / "fpd.sock")
-    daemon.write_state(sock + ".state", {"pid": 4242, "ifname": "eth7"})
+    open(sock, "w").close()                    # the dead daemon's socket file
+    daemon.write_state(sock + ".state", {"pid": 4242, "ifname": "eth7", "steps": [
+        {"do": "pid_file", "path": sock + ".pid"},
+        {"do": "state_file", "path": sock + ".state"},
+        {"do": "socket", "path": sock}]})
+    open(sock + ".pid", "w").write("4242\n")
+    s = Supervisor(cfg(socket=sock))
+    try:
+        s._lock()
+        assert s.cleaned[0] == (f"a previous fpd (pid 4242) on {sock} died without "
+                                f"cleaning up: cleaned up")
+        assert f"removed {sock}" in s.cleaned and f"removed {sock}.state" in s.cleaned
+        assert not os.path.exists(sock) and not os.path.exists(sock + ".state")
+        assert daemon.read_pid(sock + ".pid") == os.getpid()   # ours now, still locked
+        assert daemon.pid_file_locked(sock + ".pid")
+    finally:
+        s.cleanup()
+    assert not os.path.exists(sock + ".pid")
+
+
+def test_stale_state_that_cannot_be_undone_refuses_and_keeps_the_file(tmp_path):
+    sock = str(tmp_path / "fpd.sock")
+    daemon.write_state(sock + ".state", {"pid": 4242, "ifname": "eth7", "steps": [
+        {"do": "state_file", "path": sock + ".state"},
+        {"do": "reserved_ports", "lo": "x", "hi": 1, "original": ""}]})
     open(sock + ".pid", "w").write("4242\n")
     s = Supervisor(cfg(socket=sock))
     with pytest.raises(DaemonError) as ei:
         s._lock()
     msg = str(ei.value)
-    assert "a previous fpd (pid 4242)" in msg and "fpd stop --force -i eth7" in msg
+    assert "a previous fpd (pid 4242)" in msg and "cannot all be undone" in msg
+    assert "fpd stop --force -i eth7" in msg and "cannot restore" in msg
     s.cleanup()
-    assert daemon.read_pid(sock + ".pid") == 4242 and os.path.exists(sock + ".state")
+    assert daemon.read_pid(sock + ".pid") == 4242
+    left = daemon.read_state(sock + ".state")["steps"]
+    assert [st["do"] for st in left] == ["state_file", "reserved_ports"]
 
 
 def test_looks_like_fpd():
@@ -480,3 +507,31 @@ def test_start_errors_name_the_thing_the_cause_and_the_fix(kw, cause, fix):
     with pytest.raises(DaemonError) as ei:
         daemon.validate(DaemonConfig(**{**base, **kw}))
     assert cause in str(ei.value) and fix in str(ei.value), str(ei.value)
+
+
+# --- the workers' user (--user) -------------------------------------------------------------
+def test_worker_ids():
+    auto = daemon.worker_ids(cfg(user="auto"))
+    assert auto is not None and auto[2].split(":")[0] in ("fpd", "nobody")
+    assert daemon.worker_ids(cfg(user="root")) is None
+    assert daemon.worker_ids(cfg(user="0")) is None
+    assert daemon.worker_ids(cfg(user="47011:47012")) == (47011, 47012, "47011:47012")
+    assert daemon.worker_ids(cfg(user="nobody"))[:2] == (65534, 65534)
+    with pytest.raises(DaemonError, match="no such user: no-such-user"):
+        daemon.worker_ids(cfg(user="no-such-user"))
+    with pytest.raises(DaemonError, match="no such group"):
+        daemon.worker_ids(cfg(user="nobody:no-such-group"))
+    with pytest.raises(DaemonError, match="give a user other than root"):
+        daemon.worker_ids(cfg(user="root:65534"))
+
+
+def test_check_drop_needs_setuid_and_setgid():
+    c = cfg(user="47011")
+    full = (1 << daemon.CAP_SETUID) | (1 << daemon.CAP_SETGID)
+    assert daemon.check_drop(c, caps=full)[:2] == (47011, 47011)
+    with pytest.raises(DaemonError, match="without CAP_SETUID and CAP_SETGID"):
+        daemon.check_drop(c, caps=1 << daemon.CAP_NET_ADMIN)
+    with pytest.raises(DaemonError, match="without CAP_SETUID .*--user root"):
+        daemon.check_drop(c, caps=1 << daemon.CAP_SETGID)
+    assert daemon.check_drop(cfg(user="root"), caps=0) is None
+    assert daemon.check_drop(cfg(user="47011", app={"argv": ["x"]}), caps=0) is None

@@ -108,3 +108,19 @@ def test_the_installed_package_builds_its_xdp_program(installed):
     obj = Path(p.stdout.strip())
     assert obj.parent == run_dir / ".cache" / "fpd" and obj.name.startswith("steer-")
     assert obj.read_bytes()[:4] == b"\x7fELF"
+
+
+def test_the_installed_fast_path_says_which_build_runs(installed):
+    # this offline build has no build isolation: the compiled fast path is there when the
+    # interpreter building it has Cython, else the Python one runs and says why
+    venv, site, run_dir = installed
+    p = _run(venv, run_dir, str(venv / "bin" / "python"), "-c",
+             "from fpd import fastpath; print(fastpath.IMPL); print(fastpath.WHY)")
+    assert p.returncode == 0, p.stderr
+    impl, why = p.stdout.split("\n")[:2]
+    base = getattr(sys, "_base_executable", sys.executable)     # what built it
+    have = subprocess.run([base, "-c", "import Cython"], capture_output=True).returncode == 0
+    if have:
+        assert (impl, why) == ("compiled", ""), p.stdout
+    else:
+        assert impl == "python" and "not built" in why, p.stdout

@@ -121,3 +121,50 @@ def test_policy_makes_fpd_loops():
         assert isinstance(lp, fpd_loop.FpdEventLoop)
     finally:
         lp.close()
+
+
+class _FakeStack:
+    def next_deadline(self):
+        return None
+
+
+class _FakeWorker:
+    """Just what FpdEventLoop touches when it runs without traffic."""
+    max_sleep = 0.01
+    _closed = False
+
+    def __init__(self, app):
+        self.app = app
+        self.stack = _FakeStack()
+        self.readers = {}
+
+    def clock(self):
+        import time
+        return time.monotonic()
+
+    def add_reader(self, fd, fn):
+        self.readers[fd] = fn
+
+    def remove_reader(self, fd):
+        self.readers.pop(fd, None)
+
+    def poll_once(self, timeout=0.0):
+        return 0
+
+
+def test_loop_run_twice_passes_other_events_on_once():
+    """A loop that runs more than once (pyroute2 reuses its private loop) keeps the
+    previous app as its successor, not itself: another app's events reach it once
+    (the second run used to make the loop its own successor: RecursionError)."""
+    seen = []
+    w = _FakeWorker(lambda worker, evs, now: seen.append(evs))
+    loop = fpd_loop.FpdEventLoop(fpd_loop.Context(w))
+    try:
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(asyncio.sleep(0))
+        ev = ("readable", object())
+        w.app(w, [ev], 0.0)
+        assert seen == [[ev]]
+    finally:
+        loop.close()
+    assert w.readers == {}

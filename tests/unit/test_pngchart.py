@@ -171,3 +171,20 @@ def test_bar_chart_log_scale_bars_start_at_the_reference():
                                       tenth[1] - tenth[0])
     assert abs(len_half - len_twice) <= 2
     assert abs(len_tenth - 3.3219 * len_half) <= 12      # pixel rounding, the red line
+
+
+def test_line_chart_draws_each_panel_in_its_colour():
+    flat = [(t, 5.0) for t in range(10)]
+    ramp = [(t, float(t)) for t in range(10)]
+    png = pngchart.line_chart([("FLAT", flat), ("RAMP", ramp)], title="T", xlabel="S",
+                              width=400, panel_h=60)
+    w, h, rows = decode(png)
+    assert w == 400
+    blue, orange = PALETTE[0], PALETTE[1]
+    ys_blue = [y for y, row in enumerate(rows) if blue in row[100:300]]
+    ys_orange = [y for y, row in enumerate(rows) if orange in row[100:300]]
+    assert ys_blue and ys_orange
+    # a flat series is a horizontal line (a few rows thick); a ramp spans its panel
+    assert max(ys_blue) - min(ys_blue) <= 3
+    assert max(ys_orange) - min(ys_orange) > 30
+    assert min(ys_orange) > max(ys_blue)              # panels are stacked, in order

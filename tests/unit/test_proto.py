@@ -127,3 +127,14 @@ def test_importing_the_client_loads_no_engine_or_daemon():
               "fpd.wire"):
         assert m not in loaded, loaded
     assert "fpd.proto" in loaded
+
+
+def test_deeply_nested_json_is_a_protocol_error_not_a_crash():
+    """json.loads raises RecursionError (not a ValueError) on deep nesting: a hostile
+    client's one message used to escape the service's handlers (found by
+    bench/hostile.py) and end the worker, or reach the supervisor's loop."""
+    for data in (b"[" * 50000 + b"]" * 50000,
+                 b'{"op":"info","slot":' + b"[" * 50000 + b"]" * 50000 + b"}",
+                 b'{"a":' * 40000 + b"1" + b"}" * 40000):
+        with pytest.raises(proto.ProtocolError, match="nested too deeply"):
+            proto.decode(data)

@@ -935,3 +935,39 @@ def test_reclaim_gives_ring_pages_back_and_the_rings_go_on():
         assert bytes(p.cs.rx.read(10)) == b"again"
         assert p.cs.tx.write(b"more") == 4
         assert bytes(p.ds.tx.read(10)) == b"more"
+
+
+def test_byte_ring_ends_drop_their_data_view_and_make_it_again():
+    """drop_data (an idle ring): every read and write path makes the view again, and a
+    view peek_view handed out before stays valid; record rings keep theirs."""
+    lay = Layout(nslots=2, rx_size=4096, tx_size=4096, ev_entries=8, cmd_entries=8)
+    with Pair(lay, slot=1) as p:
+        ends = (p.ds.rx, p.ds.tx, p.cs.rx, p.cs.tx)
+        assert p.ds.rx.write(b"abc") == 3
+        held, empty = p.cs.rx.peek_view(2)
+        empty.release()
+        for e in ends:
+            e.drop_data()
+            assert e._data is None
+        assert bytes(held) == b"ab"                       # still the ring's bytes
+        held.release()
+        assert p.cs.rx.read(3) == b"abc"                  # read
+        p.cs.tx.drop_data()
+        assert p.cs.tx.write_parts([b"12", b"34"]) == 4   # write_parts
+        p.ds.tx.drop_data()
+        a, b = p.ds.tx.peek_view()                        # peek_view
+        assert bytes(a) + bytes(b) == b"1234"
+        a.release()
+        b.release()
+        p.ds.tx.release(4)
+        p.ds.rx.drop_data()
+        p.cs.rx.drop_data()
+        assert p.ds.rx.write(b"x" * 4000) == 4000         # write, wrapping next
+        buf = bytearray(4000)
+        assert p.cs.rx.read_into(buf) == 4000 and buf == b"x" * 4000   # read_into
+        p.ds.rx.drop_data()
+        p.cs.rx.drop_data()
+        assert p.ds.rx.write(b"y" * 200) == 200           # wraps around the end
+        assert p.cs.rx.read(200) == b"y" * 200
+        p.d.events.drop_data()
+        assert p.d.events._data is not None               # record rings: no-op
