@@ -21,7 +21,7 @@
 # kernel boot; the VM's only network is QEMU user mode with restrict=on, its SSH forwarded
 # to a 127.0.0.1 port. qemu: the repository's HEAD goes in with git archive over SSH.
 # vagrant: `vagrant up` with vagrant/Vagrantfile (libvirt, no libvirt network) rsyncs the
-# work tree to /fpd; `vagrant destroy -f` on every exit path.
+# work tree to /srv/fpd; `vagrant destroy -f` on every exit path.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${FPD_VM_CACHE:-/var/cache/fpd-vm}
@@ -303,9 +303,8 @@ else
     grep -v -m 40 '^	from ' "$CACHE/vagrant-up.log" | tail -25; tail -20 "$RUN/console.log" 2>/dev/null; exit 1
   fi
   t2=$(date +%s)
-  echo "vm-test: VM up in $((t2 - t1)) s (vagrant $DOMAIN, $ACCEL, $("${SSH[@]}" uname -sr)); work tree rsynced to /fpd"
+  echo "vm-test: VM up in $((t2 - t1)) s (vagrant $DOMAIN, $ACCEL, $("${SSH[@]}" uname -sr)); work tree rsynced to /srv/fpd"
   SSH=(bash -c 'cd "$0/vagrant" && exec vagrant ssh -c "$1" -- -q' "$REPO")
-  SUITE=${SUITE//\/srv\/fpd/\/fpd}
 fi
 
 rc=0

@@ -3,5 +3,5 @@
 # (In the offline box, /etc/environment points pip at the wheels baked into the image.)
 set -euo pipefail
 if [ -r /etc/environment ]; then set -a; . /etc/environment; set +a; fi
-cd /fpd
+cd /srv/fpd
 ./run.sh test

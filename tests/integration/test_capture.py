@@ -19,14 +19,14 @@ PORT = 7007
 def _wait_line(stream, pattern, timeout=20.0):
     import select
     deadline = time.monotonic() + timeout
-    seen = ""
+    seen = None                       # str or bytes, as the stream gives
     while time.monotonic() < deadline:
         r, _, _ = select.select([stream], [], [], 0.2)
         if r:
             line = stream.readline()
             if not line:
                 break
-            seen += line
+            seen = line if seen is None else seen + line
             if re.search(pattern, line):
                 return seen
     raise AssertionError(f"no line matching {pattern!r} within {timeout} s: {seen!r}")
@@ -123,7 +123,10 @@ def test_capture_count_stops_and_stdout_pipes_into_tcpdump(echo_on_fpd, tmp_path
                                        "-w", "-"), env=d.env, stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE)
     try:
-        time.sleep(1.0)
+        # recording starts when the daemon has taken the tap (that line), not after a
+        # fixed sleep: on a slow machine (the TCG VM of make vm-test) 1 s was too short
+        # and the capture began after the SYN
+        _wait_line(cap.stderr, rb"fpd capture: fpd0 queues")
         _exchange(bed, b"x" * 3000)
         data, err = cap.communicate(timeout=20)
     finally:

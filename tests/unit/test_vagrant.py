@@ -17,7 +17,9 @@ def test_provision_runs_the_readme_test_command():
     subprocess.run(["bash", "-n", str(ROOT / "vagrant" / "provision.sh")], check=True)
     assert "./run.sh test" in (ROOT / "README.md").read_text()
     assert script.strip().splitlines()[-1] == "./run.sh test"
-    assert 'path: "provision.sh"' in VF and '"/fpd"' in VF
+    assert 'path: "provision.sh"' in VF and '"/srv/fpd"' in VF and "cd /srv/fpd\n" in script
+    # not /fpd: from cwd /, `python -m fpd` would import that directory as the package
+    assert '"/fpd"' not in VF
 
 
 def test_offline_box_network_is_loopback_only():
