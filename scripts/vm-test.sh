@@ -64,7 +64,7 @@ BASE_PKGS="systemd-sysv udev kmod linux-image-amd64 initramfs-tools openssh-serv
 PKGS=$(make -s -C "$REPO" print-apt-pkgs)
 # what the image is made of: a change of the apt list or of pyproject.toml (pip extras)
 # refreshes the cached image (apt-get + pip download into the kept root file system)
-KEY=$( { echo "recipe 2"; echo "$BASE_PKGS $PKGS"; cat "$REPO/pyproject.toml"; } | sha256sum | cut -c1-16)
+KEY=$( { echo "recipe 3"; echo "$BASE_PKGS $PKGS"; cat "$REPO/pyproject.toml"; } | sha256sum | cut -c1-16)
 in_root() {   # a command in the image's root file system, with the host's network
   cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
   unshare --mount --propagation private bash -c 'mount -t proc proc "$1/proc" && chroot "$@"' \
@@ -72,8 +72,13 @@ in_root() {   # a command in the image's root file system, with the host's netwo
 }
 make_image() {   # rootfs -> wheels, kernel, qcow2 (the rootfs is kept for refreshes)
   mkdir -p "$ROOT/opt/fpd-wheels"
+  # the build requirements too (pyproject's [build-system]: Cython builds the compiled
+  # fast path), since pip in the VM builds fpd with no index
+  local build_reqs
+  build_reqs=$(/usr/bin/python3 -c 'import sys, tomllib; print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"]))' "$REPO/pyproject.toml")
+  # shellcheck disable=SC2086
   PIP_FIND_LINKS= /usr/bin/python3 -m pip download -q -d "$ROOT/opt/fpd-wheels" \
-    setuptools wheel pip "$REPO[test]" 2>&1 | tail -3
+    setuptools wheel pip $build_reqs "$REPO[test]" 2>&1 | tail -3
   rm -f "$ROOT"/opt/fpd-wheels/fpd-*
   grep -q PIP_NO_INDEX "$ROOT/etc/environment" ||
     printf 'PIP_NO_INDEX=1\nPIP_FIND_LINKS=/opt/fpd-wheels\n' >> "$ROOT/etc/environment"
