@@ -2180,10 +2180,16 @@ def create_server(address, *, family=_AF_INET, backlog=None, reuse_port=False,
                   dualstack_ipv6=False):
     """A listening socket bound to ``address``: fpd for AF_INET, the standard module
     for anything else."""
+    return _create_server(socket, address, family, backlog, reuse_port, dualstack_ipv6)
+
+
+def _create_server(sock_type, address, family, backlog, reuse_port, dualstack_ipv6):
+    """create_server's body for a socket class of fpd's (this module's or fpd.inproc's):
+    anything but plain AF_INET goes to the standard module."""
     if family != _AF_INET or dualstack_ipv6:
         return _std.create_server(address, family=family, backlog=backlog,
                                   reuse_port=reuse_port, dualstack_ipv6=dualstack_ipv6)
-    s = socket(_AF_INET, _SOCK_STREAM)
+    s = sock_type(_AF_INET, _SOCK_STREAM)
     try:
         s.setsockopt(_SOL_SOCKET, _std.SO_REUSEADDR, 1)
         s.bind(address)

@@ -1018,18 +1018,5 @@ def create_connection(address, timeout=_GLOBAL_DEFAULT_TIMEOUT, source_address=N
 def create_server(address, *, family=_AF_INET, backlog=None, reuse_port=False,
                   dualstack_ipv6=False):
     """A listening socket bound to ``address``: in-process for a port fpd steers."""
-    if family != _AF_INET or dualstack_ipv6:
-        return _std.create_server(address, family=family, backlog=backlog,
-                                  reuse_port=reuse_port, dualstack_ipv6=dualstack_ipv6)
-    s = socket(_AF_INET, _SOCK_STREAM)
-    try:
-        s.setsockopt(_SOL_SOCKET, _std.SO_REUSEADDR, 1)
-        s.bind(address)
-        if backlog is None:
-            s.listen()
-        else:
-            s.listen(backlog)
-        return s
-    except BaseException:
-        s.close()
-        raise
+    return _client._create_server(socket, address, family, backlog, reuse_port,
+                                  dualstack_ipv6)
