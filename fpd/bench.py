@@ -532,6 +532,9 @@ class FpdDaemon:
     def start(self) -> None:
         args = ["start", "-i", self.bed.srv_if, "-p", self.port, "--mode", self.mode,
                 "--socket", self.socket, "--log", self.log]
+        extra = os.environ.get("FPD_BENCH_CONFIG")   # an A/B hook: StackConfig overrides
+        if extra:                                    # etc. in fpd start's --config file
+            args += ["--config", extra]
         argv = self._argv(*args)
         if self.cpu is not None:           # the daemon and its forked workers inherit it
             argv = ["taskset", "-c", str(self.cpu), *argv]
@@ -577,10 +580,12 @@ class FpdDaemon:
         out: dict = {}
         for w in (r or {}).get("workers", []):
             st = w.get("stack") or {}
-            for k, v in (("iterations", w.get("iterations")), ("sleeps", w.get("sleeps")),
-                         ("rx_frames", w.get("rx_frames")), ("tx_frames", w.get("tx_frames")),
-                         ("retransmits", st.get("retransmits"))):
-                if isinstance(v, int):
+            xdp = w.get("xdp") or {}
+            items = [(k, v) for k, v in w.items() if k not in ("stack", "xdp")]
+            items += [(k, v) for k, v in st.items() if k not in w]
+            items += [("xdp_" + k, v) for k, v in xdp.items()]
+            for k, v in items:
+                if isinstance(v, int) and not isinstance(v, bool):
                     out[k] = out.get(k, 0) + v
         return out
 
