@@ -237,7 +237,7 @@ class Connection:
         "irs", "rcv_nxt_o", "rcv_adv_o", "rcv_wup_o", "rcv_shift", "rcvq", "rcvbuf",
         "ooo", "ooo_bytes", "ooo_stamp", "ooo_fin_o", "fin_rcvd", "rcv_mss", "dsack",
         "ack_pending", "ack_now", "ack_queued", "quick", "sws_thresh",
-        "rs_t0", "rs_b0", "rs_space", "buf_extra",
+        "rs_t0", "rs_b0", "rs_space", "rs_drained", "rr_rtt", "rr_seq", "rr_t", "buf_extra",
         # options
         "ts_ok", "sack_ok", "ws_ok", "ts_off", "ts_recent", "ts_recent_stamp",
         # rtt / timers
@@ -341,6 +341,10 @@ class Connection:
         self.rs_t0 = None           # receive-buffer autotuning: measurement start, bytes
         self.rs_b0 = 0              # the application had read then, and what it read in
         self.rs_space = 0           # the last whole measurement (Linux's rcvq_space)
+        self.rs_drained = False     # a read in this measurement left the queue empty
+        self.rr_rtt = None          # receive-side RTT estimate (Linux's rcv_rtt_est), s
+        self.rr_seq = 0             # ... its measurement: the window's right edge (offset)
+        self.rr_t = None            # ... and when that window was offered
         self.buf_extra = 0          # bytes autotuning granted this connection (cx.buf_extra)
         # options
         self.ts_ok = False
@@ -561,6 +565,7 @@ class Connection:
             "in_flight": self._in_flight(),
             "ca_state": ("open", "recovery", "loss")[self.ca_state],
             "srtt": self.srtt, "rttvar": self.rttvar, "rto": self._cur_rto(),
+            "rcv_rtt": self.rr_rtt,
             "min_rtt": self.min_rtt, "delivery_rate": self.delivery_rate,
             "limited_by": self._limited_by(),
             "backoff": self.backoff, "retransmits": self.retransmits,
@@ -2489,33 +2494,73 @@ class Connection:
 
     # ========================================================= buffer autotuning ====
     def _rcv_space_adjust(self):
-        """Receive-buffer autotuning (Linux's dynamic right-sizing, tcp_rcv_space_adjust):
-        once per RTT, what the application read in the last RTT sets the buffer, and so
-        the window, to twice that plus 16 segments, more while the rate still grows
-        (slow start doubles it every RTT), up to ``rcvbuf_max`` and the stack's
-        ``buf_mem_max``.  The buffer never shrinks while the connection lives."""
+        """Receive-buffer autotuning (Linux's dynamic right-sizing, tcp_rcv_space_adjust),
+        run on each read.  Once per receive RTT (the smaller of SRTT and ``rr_rtt``, the
+        receive-side estimate), what the application read in that time, scaled to one RTT
+        when the measurement ran longer, sets the buffer, and so the window, to twice that
+        plus 16 segments, up to three times that while the rate still grows (slow start
+        doubles it every RTT), never beyond ``rcvbuf_max``, what the window can say, or
+        the stack's ``buf_mem_max``.  It grows only when the application kept up: some read
+        in the measurement emptied the queue.  A reader slower than the peer leaves bytes
+        queued at every read; a larger window would only queue more of them (and a queue
+        of MiBs in one bytearray costs CPU per byte, docs/PERFORMANCE.md, stop 17), not
+        deliver faster.  The buffer never shrinks while the connection lives."""
+        now = self.cx.now
+        q = len(self.rcvq)
+        # the receive-side RTT (Linux's tcp_rcv_rtt_measure, the no-timestamp method):
+        # the time from offering a window to having received all of it, the smallest
+        # sample kept; checked when the application reads, so a sample may be late by
+        # the gap between reads, which the minimum filters out
+        rn = self.rcv_nxt_o
+        t = self.rr_t
+        if t is None or rn >= self.rr_seq:
+            if t is not None:
+                smp = now - t
+                rr = self.rr_rtt
+                if rr is None or smp < rr:
+                    self.rr_rtt = smp if smp > 1e-6 else 1e-6
+            free = self.rcvbuf - q
+            if free >= self.rcv_mss:
+                self.rr_seq = rn + free
+                self.rr_t = now
+            else:
+                self.rr_t = None
         rtt = self.srtt
+        rr = self.rr_rtt
+        if rtt is None or (rr is not None and rr < rtt):
+            rtt = rr
         if rtt is None:
             return
         if rtt < CLOCK_G:
             rtt = CLOCK_G
-        now = self.cx.now
-        read = self.bytes_in - len(self.rcvq)
+        read = self.bytes_in - q
         t0 = self.rs_t0
         if t0 is None:
             self.rs_t0 = now
             self.rs_b0 = read
+            self.rs_drained = not q
             return
-        if now - t0 < rtt:
+        if not q:
+            self.rs_drained = True
+        el = now - t0
+        if el < rtt:
             return
         copied = read - self.rs_b0
+        drained = self.rs_drained
         self.rs_t0 = now
         self.rs_b0 = read
+        self.rs_drained = not q
+        copied = int(copied * rtt / el)           # the rate, per one RTT
+        if not drained:
+            return
         prev = self.rs_space
+        if copied <= prev:
+            return
         self.rs_space = copied
         target = 2 * copied + 16 * self.rcv_mss
-        if prev and copied > prev:
-            target += 2 * target * (copied - prev) // prev
+        if prev:
+            g = copied - prev
+            target += 2 * target * (g if g < prev else prev) // prev
         cap = 65535 << self.rcv_shift            # no use beyond what the window can say
         if target > cap:
             target = cap

@@ -300,3 +300,71 @@ def test_no_undo_when_a_retransmission_was_needed():
         h.inp(mkseg(ACK, h.p, h.q, sack=sack(h, (MSS, (i + 1) * MSS))))
     h.inp(mkseg(ACK, h.p, h.q + 10 * MSS))                        # no DSACK: real loss
     assert h.stack.stats.dsack_undos == 0 and h.c.info()["ssthresh"] < 1 << 29
+
+
+def _feed(h, seq, n):
+    """The peer sends n bytes (in MSS segments) as far as the window allows; returns
+    the next sequence number. Our ACKs' windows are read from the connection."""
+    c = h.c
+    end = seq + n
+    while seq < end:
+        room = c.rcv_adv_o - ((seq - h.p) & MASK)
+        if room < MSS:
+            break
+        h.inp(mkseg(ACK, seq, h.q, wnd=512, payload=b"x" * MSS))
+        seq += MSS
+    return seq
+
+
+def test_autotuning_does_not_grow_for_a_reader_slower_than_the_peer():
+    """The peer fills whatever window is offered every RTT; the application reads only
+    half of what is queued each RTT, so bytes stay queued at every read. A larger
+    buffer would only queue more: it stays as it is (before stop 17 it grew to the
+    maximum, 2 x what was read + 16 segments, every RTT)."""
+    h = est(ws=7, rcvbuf=64 * 1024, rcvbuf_max=1 << 20)
+    c = h.c
+    seq = h.p
+    for rnd in range(30):
+        seq = _feed(h, seq, 1 << 20)
+        assert len(c.rcvq) > 0
+        c.recv(len(c.rcvq) // 2)
+        assert len(c.rcvq) > 0
+        h.now += RTT
+    assert c.rcvbuf == 64 * 1024 and h.stack._cx.buf_extra == 0
+    assert c.bytes_in > 30 * 20 * MSS                   # it did read a lot
+
+
+def test_autotuning_keeps_up_reader_grows_to_the_rate_and_stops_there():
+    """A reader that empties the queue every RTT while the peer sends 100 segments per
+    RTT: the buffer grows past the start size (the window must not be the limit) and
+    settles near 2 x 100 segments + headroom, far below rcvbuf_max."""
+    h = est(ws=7, rcvbuf=32 * 1024, rcvbuf_max=4 << 20)
+    c = h.c
+    seq = h.p
+    for rnd in range(40):
+        seq = _feed(h, seq, 100 * MSS)
+        c.recv()
+        h.now += RTT
+    assert c.rcvbuf > 100 * MSS
+    assert c.rcvbuf <= 3 * (2 * 100 * MSS + 16 * MSS)
+    assert c.info()["rcv_rtt"] is not None
+
+
+def test_autotuning_bursty_reads_do_not_ratchet_the_buffer():
+    """The daemon's pattern with a slow app: the reader drains everything at once, but
+    only every 10 RTTs (its rate is one window per 10 RTTs), in a burst of 8 reads
+    within a millisecond. Per RTT it reads a tenth of the window: no growth. Before
+    stop 17 each burst counted as one RTT's worth and doubled the buffer up to the
+    maximum (what the window could say)."""
+    h = est(ws=7, rcvbuf=64 * 1024, rcvbuf_max=4 << 20)
+    c = h.c
+    seq = h.p
+    for rnd in range(20):
+        seq = _feed(h, seq, 1 << 22)
+        n = len(c.rcvq)
+        assert n >= 60 * MSS
+        for k in range(8):
+            c.recv(n // 8 + 1)
+            h.now += 0.0001
+        h.now += 10 * RTT
+    assert c.rcvbuf == 64 * 1024 and h.stack._cx.buf_extra == 0
