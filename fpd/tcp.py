@@ -153,6 +153,7 @@ CONTROL_MASK = FIN | SYN | RST | ACK
 DUPTHRESH = 3
 PAWS_IDLE = 24 * 24 * 3600.0    # RFC 7323 §5.5: ts_recent invalid after 24 days idle
 CLOCK_G = 0.001                 # timestamp / RTT clock granularity (s)
+RS_MIN_INTERVAL = 0.01          # receive autotuning measures the read rate over >= this
 MIN_SND_MSS = 64                # floor on the peer's MSS (a tiny MSS is a memory attack)
 SACK_WALK_BUDGET = 256          # records one ACK's SACK processing may visit (CPU bound)
 TLP_DELACK = 0.2                # RFC 8985 WCDelAckT: a lone segment's probe waits out a delayed ACK
@@ -2496,8 +2497,10 @@ class Connection:
     def _rcv_space_adjust(self):
         """Receive-buffer autotuning (Linux's dynamic right-sizing, tcp_rcv_space_adjust),
         run on each read.  Once per receive RTT (the smaller of SRTT and ``rr_rtt``, the
-        receive-side estimate), what the application read in that time, scaled to one RTT
-        when the measurement ran longer, sets the buffer, and so the window, to twice that
+        receive-side estimate), but over at least RS_MIN_INTERVAL (a reader that takes
+        its data in bursts, as the daemon's delivery into a client's 256 KiB RX ring, is
+        measured at its average rate, not a burst's), what the application read, scaled
+        to one RTT, sets the buffer, and so the window, to twice that
         plus 16 segments, up to three times that while the rate still grows (slow start
         doubles it every RTT), never beyond ``rcvbuf_max``, what the window can say, or
         the stack's ``buf_mem_max``.  It grows only when the application kept up: some read
@@ -2518,21 +2521,23 @@ class Connection:
                 smp = now - t
                 rr = self.rr_rtt
                 if rr is None or smp < rr:
-                    self.rr_rtt = smp if smp > 1e-6 else 1e-6
-            free = self.rcvbuf - q
-            if free >= self.rcv_mss:
-                self.rr_seq = rn + free
+                    self.rr_rtt = smp if smp > 1e-5 else 1e-5
+            # all of the window to come must be offered after now (beyond the edge
+            # advertised so far): the sample then spans at least one round trip
+            edge = rn + self.rcvbuf - q
+            if edge > self.rcv_adv_o:
+                self.rr_seq = edge
                 self.rr_t = now
             else:
                 self.rr_t = None
-        rtt = self.srtt
-        rr = self.rr_rtt
+        rtt = self.srtt                 # timestamp samples: 1 ms granularity
+        if rtt is not None and rtt < CLOCK_G:
+            rtt = CLOCK_G
+        rr = self.rr_rtt                # the stack's clock
         if rtt is None or (rr is not None and rr < rtt):
             rtt = rr
         if rtt is None:
             return
-        if rtt < CLOCK_G:
-            rtt = CLOCK_G
         read = self.bytes_in - q
         t0 = self.rs_t0
         if t0 is None:
@@ -2543,7 +2548,7 @@ class Connection:
         if not q:
             self.rs_drained = True
         el = now - t0
-        if el < rtt:
+        if el < rtt or el < RS_MIN_INTERVAL:
             return
         copied = read - self.rs_b0
         drained = self.rs_drained
