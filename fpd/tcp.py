@@ -2496,12 +2496,12 @@ class Connection:
     # ========================================================= buffer autotuning ====
     def _rcv_space_adjust(self):
         """Receive-buffer autotuning (Linux's dynamic right-sizing, tcp_rcv_space_adjust),
-        run on each read.  Once per receive RTT (the smaller of SRTT and ``rr_rtt``, the
-        receive-side estimate), but over at least RS_MIN_INTERVAL (a reader that takes
+        run on each read.  Once per receive RTT (the smaller of SRTT, if at least 4 ms:
+        timestamps count whole ms, and ``rr_rtt``, the receive-side estimate), but over at least RS_MIN_INTERVAL (a reader that takes
         its data in bursts, as the daemon's delivery into a client's 256 KiB RX ring, is
         measured at its average rate, not a burst's), what the application read, scaled
         to one RTT, sets the buffer, and so the window, to twice that
-        plus 16 segments, up to three times that while the rate still grows (slow start
+        plus 16 segments, up to twice that again while the rate still grows (slow start
         doubles it every RTT), never beyond ``rcvbuf_max``, what the window can say, or
         the stack's ``buf_mem_max``.  It grows only when the application kept up: some read
         in the measurement emptied the queue.  A reader slower than the peer leaves bytes
@@ -2530,9 +2530,9 @@ class Connection:
                 self.rr_t = now
             else:
                 self.rr_t = None
-        rtt = self.srtt                 # timestamp samples: 1 ms granularity
-        if rtt is not None and rtt < CLOCK_G:
-            rtt = CLOCK_G
+        rtt = self.srtt                 # timestamp samples: whole ms, say little below 4 ms
+        if rtt is not None and rtt < 4 * CLOCK_G:
+            rtt = None
         rr = self.rr_rtt                # the stack's clock
         if rtt is None or (rr is not None and rr < rtt):
             rtt = rr
@@ -2563,9 +2563,11 @@ class Connection:
             return
         self.rs_space = copied
         target = 2 * copied + 16 * self.rcv_mss
-        if prev:
-            g = copied - prev
-            target += 2 * target * (g if g < prev else prev) // prev
+        # while the rate still grows by a quarter or more, room for the next RTT too
+        # (Linux's rule before 4.19: x1.5 from +25 %, x2 from +50 %); smaller rises are
+        # noise in the measured rate and earn nothing, so noise does not ratchet
+        if prev and 4 * copied >= 5 * prev:
+            target += target if 2 * copied >= 3 * prev else target >> 1
         cap = 65535 << self.rcv_shift            # no use beyond what the window can say
         if target > cap:
             target = cap
