@@ -98,6 +98,8 @@ class Config:
     crr_max: int = 50000             # connections per crr measurement, at most
     peer_offloads: bool = True       # veth defaults on the peer (TSO, tx checksum)
     mtu: int = 1500                  # MTU of the test bed's veth pair (both variants)
+    frags: bool = False              # multi-buffer: the xdp.frags program for kernel+xdp
+                                     # and fpd, fpd's sockets with XDP_USE_SG
     verbose: bool = True
     keep_logs: bool = False
 
@@ -504,8 +506,10 @@ class FpdDaemon:
     """``python -m fpd start`` in the bed's server namespace (daemonized), stopped with
     ``fpd stop``; SIGKILL + ``fpd stop --force`` + force_detach if that fails."""
 
-    def __init__(self, bed, port: int, mode: str, tmpdir: str, cpu: int | None):
+    def __init__(self, bed, port: int, mode: str, tmpdir: str, cpu: int | None,
+                 frags: bool = False):
         self.bed = bed
+        self.frags = frags
         self.port = port
         self.mode = mode
         self.socket = os.path.join(tmpdir, "fpd.sock")
@@ -533,8 +537,22 @@ class FpdDaemon:
         args = ["start", "-i", self.bed.srv_if, "-p", self.port, "--mode", self.mode,
                 "--socket", self.socket, "--log", self.log]
         extra = os.environ.get("FPD_BENCH_CONFIG")   # an A/B hook: StackConfig overrides
-        if extra:                                    # etc. in fpd start's --config file
-            args += ["--config", extra]
+        conf: dict = {}                              # etc. in fpd start's --config file
+        if extra:
+            with open(extra, "rb") as f:
+                raw = f.read()
+            if extra.endswith(".json"):
+                conf = json.loads(raw)
+            else:
+                import tomllib
+                conf = tomllib.loads(raw.decode())
+        if self.frags:
+            conf["worker"] = dict(conf.get("worker") or {}, sg=True)
+        if conf:
+            path = os.path.join(os.path.dirname(self.socket), "bench-config.json")
+            with open(path, "w") as f:
+                json.dump(conf, f)
+            args += ["--config", path]
         argv = self._argv(*args)
         if self.cpu is not None:           # the daemon and its forked workers inherit it
             argv = ["taskset", "-c", str(self.cpu), *argv]
@@ -663,10 +681,11 @@ class Variant:
         if self.name == "kernel+xdp":
             from fpd.bpf import Steering
             with self.bed.inside(self.bed.srv_ns):
-                self.steering = Steering(self.bed.srv_if, mode=cfg.mode)
+                self.steering = Steering(self.bed.srv_if, mode=cfg.mode,
+                                         frags=True if cfg.frags else None)
         elif self.name == "fpd":
             self.daemon = FpdDaemon(self.bed, cfg.port, cfg.mode, self.tmpdir,
-                                    cfg.cpu_daemon if cfg.pin else None)
+                                    cfg.cpu_daemon if cfg.pin else None, frags=cfg.frags)
             self.daemon.start()
             if cfg.pin:
                 self.daemon.pin({cfg.cpu_daemon})
@@ -1173,7 +1192,7 @@ def write_chart(result: dict, path: str) -> None:
 def make_config(*, rounds=None, duration=None, idle=None, quick=False, json=None, png=None,
                 mode="native", port=5001, cpus="0,0,1", no_pin=False, variants=None,
                 workloads=None, peer_offloads="on", keep_logs=False, quiet=False,
-                mtu=1500) -> Config:
+                mtu=1500, frags=False) -> Config:
     """The Config for ``fpd bench``'s options (fpd/cli.py declares them). ValueError says
     which option is wrong."""
     try:
@@ -1193,7 +1212,7 @@ def make_config(*, rounds=None, duration=None, idle=None, quick=False, json=None
     kw = dict(json=json, png=png, mode=mode, port=port, pin=not no_pin, cpu_app=cpu[0],
               cpu_loadgen=cpu[1], cpu_daemon=cpu[2], variants=variants, workloads=workloads,
               peer_offloads=peer_offloads == "on", verbose=not quiet, keep_logs=keep_logs,
-              mtu=mtu)
+              mtu=mtu, frags=bool(frags))
     for k, v in (("rounds", rounds), ("duration", duration), ("idle", idle)):
         if v is not None:
             kw[k] = v

@@ -858,6 +858,10 @@ def demo(quick):
 @click.option("--mtu", type=int, default=1500, show_default=True,
               help="MTU of the test beds (kernel and fpd alike); above 3498 fpd uses "
                    "AF_XDP multi-buffer (jumbo frames).")
+@click.option("--frags", is_flag=True,
+              help="Multi-buffer at any MTU: the xdp.frags program for kernel+xdp and "
+                   "fpd, fpd's sockets with XDP_USE_SG (with --mode generic the peer's "
+                   "64 KB GSO packets arrive whole).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @click.pass_context
 def bench(ctx, json_path, **options):

@@ -852,7 +852,10 @@ class Supervisor:
         cfg = self.cfg
         step = self._did({"do": "xdp", "ifname": cfg.ifname, "mode": cfg.mode, "prog_id": 0})
         try:
-            self.steering = Steering(cfg.ifname, cfg.mode)
+            # multi-buffer sockets (worker sg=True) want the frags program: with it generic
+            # XDP hands over the peer's GSO packets whole (docs/AFXDP.md)
+            kw = {"frags": True} if (cfg.worker or {}).get("sg") else {}
+            self.steering = Steering(cfg.ifname, cfg.mode, **kw)
         except XdpError as e:
             raise DaemonError(str(e).splitlines()[0] if e.errno != E.EACCES
                               else str(e)) from None
