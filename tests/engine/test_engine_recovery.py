@@ -368,3 +368,38 @@ def test_autotuning_bursty_reads_do_not_ratchet_the_buffer():
             h.now += 0.0001
         h.now += 10 * RTT
     assert c.rcvbuf == 64 * 1024 and h.stack._cx.buf_extra == 0
+
+
+def test_gso_sized_segments_beyond_the_mss_are_taken_whole():
+    """Generic XDP with the frags program hands the engine the peer's GSO packets
+    (up to 64 KB, far above the MSS). The engine takes them by bytes: each is accepted
+    whole and acknowledged, a hole shows as one SACK block of the late segment's bytes,
+    the window is counted in bytes, and rcv_mss (what delayed ACKs and the autotuning
+    headroom use) stays at most our MSS."""
+    h = est(ws=7)
+    c = h.c
+    big = 60 * MSS
+    seq = h.p
+    acks = []
+    for k in range(3):
+        acks += h.inp(mkseg(ACK, seq, h.q, wnd=512, payload=bytes([k]) * big))
+        seq += big
+        assert len(c.rcvq) == (k + 1) * big
+    assert c.rcv_mss <= c.cfg.mss
+    acks += h.advance(0.5)
+    assert [(a.ack - h.p) & MASK for a in acks] == [big, 2 * big, 3 * big]  # one each
+    assert abs(c.info()["rcv_wnd"] - (c.rcvbuf - 3 * big)) < 2 << 7   # window units
+    assert bytes(c.recv()) == bytes([0]) * big + bytes([1]) * big + bytes([2]) * big
+    h.out()
+    # one big segment lost: the next arrives out of order, SACKed by its bytes
+    out = h.inp(mkseg(ACK, seq + big, h.q, wnd=512, payload=b"z" * big))
+    assert out and out[-1].ack == seq & MASK
+    assert out[-1].sack == (((seq + big) & MASK, (seq + 2 * big) & MASK),)
+    out = h.inp(mkseg(ACK, seq, h.q, wnd=512, payload=b"y" * big))
+    assert out and out[-1].ack == (seq + 2 * big) & MASK
+    assert bytes(c.recv()) == b"y" * big + b"z" * big
+    # beyond the window a big segment is cut to it, like any other
+    edge = c.rcv_adv_o - c.rcv_nxt_o
+    trims = h.stack.stats.rcv_wnd_trims
+    h.inp(mkseg(ACK, seq + 2 * big, h.q, wnd=512, payload=b"w" * (edge + 5000)))
+    assert len(c.rcvq) == edge and h.stack.stats.rcv_wnd_trims == trims + 1
