@@ -111,14 +111,16 @@ def _recv_exact(s, n: int) -> bytes:
     return buf
 
 
-def _serve_one(conn, cache: dict) -> None:
+def _serve_one(conn, cache: dict, cc: str) -> None:
     try:
+        if cc:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
         op, size, seed = HDR.unpack(_recv_exact(conn, HDR.size))
         if op == b"U":                  # sink: count and hash to EOF, answer, wait for EOF
             h = hashlib.sha256()
             n = 0
-            while True:
-                b = conn.recv(CHUNK)
+            while n < size:              # size bytes, or fewer and EOF (a capped transfer)
+                b = conn.recv(min(CHUNK, size - n))
                 if not b:
                     break
                 h.update(b)
@@ -141,18 +143,22 @@ def _serve_one(conn, cache: dict) -> None:
             conn.close()
 
 
-def app_main(module: str, port: int) -> int:
+def app_main(module: str, port: int, cc: str = "") -> int:
     import importlib
     sock = importlib.import_module(module)
     lst = sock.socket(sock.AF_INET, sock.SOCK_STREAM)
     lst.setsockopt(sock.SOL_SOCKET, sock.SO_REUSEADDR, 1)
     lst.bind(("0.0.0.0", port))
+    if module != "socket":
+        cc = ""                         # fpd's own (cubic by default)
+    if cc:
+        lst.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
     lst.listen(16)
     print(f"ready {port} {module}", flush=True)
     cache: dict = {}
     while True:
         conn, _ = lst.accept()
-        threading.Thread(target=_serve_one, args=(conn, cache), daemon=True).start()
+        threading.Thread(target=_serve_one, args=(conn, cache, cc), daemon=True).start()
 
 
 # =========================================================================================
@@ -237,7 +243,7 @@ def _bps(tok: str) -> float:
 
 
 def ss_socket(bed, ns: str, port_filter: str) -> dict | None:
-    p = bed.run(ns, ["ss", "-tin", "state", "established", port_filter], check=False)
+    p = bed.run(ns, ["ss", "-tin", "state", "connected", port_filter], check=False)
     got = parse_ss(p.stdout)
     return got[0] if got else None
 
@@ -266,13 +272,13 @@ def fpd_stack(sock_path: str) -> dict:
     return out
 
 
-def fpd_conn(sock_path: str, port: int) -> dict | None:
-    """The fpd end's ``fpd conns`` line of the connection on ``port`` (established)."""
+def fpd_conn(sock_path: str, remote_port: int) -> dict | None:
+    """The fpd end's ``fpd conns`` line of the connection from the peer's ``remote_port``."""
     from fpd import proto
     for c in _ctl(sock_path, proto.Conns()).get("conns", []):
-        loc = c.get("local")
-        lp = loc[1] if isinstance(loc, (list, tuple)) else str(loc).rsplit(":", 1)[-1]
-        if str(lp) == str(port) and str(c.get("state", "")).upper().startswith("ESTAB"):
+        rem = c.get("remote")
+        rp = rem[1] if isinstance(rem, (list, tuple)) else str(rem).rsplit(":", 1)[-1]
+        if str(rp) == str(remote_port):
             return c
     return None
 
@@ -320,9 +326,9 @@ class Side:
         self.bed = stack.enter_context(TestBed(impair=True, impair_seed=seed))
         for ns in (self.bed.srv_ns, self.bed.peer_ns):
             self.bed.run(ns, ["sysctl", "-qw", "net.ipv4.tcp_no_metrics_save=1"])
-            if kernel_cc != "default":
-                self.bed.run(ns, ["sysctl", "-qw",
-                                  f"net.ipv4.tcp_congestion_control={kernel_cc}"])
+        # the congestion control of the kernel ends: per socket (TCP_CONGESTION; a
+        # namespace other than the first may not pick cubic as its default)
+        self.cc = None if kernel_cc == "default" else kernel_cc
         self.daemon = None
         env = dict(os.environ)
         module = "socket"
@@ -335,7 +341,8 @@ class Side:
         with open(self.log, "ab") as err:
             self.app = self.bed.popen(self.bed.srv_ns,
                                       [sys.executable, os.path.abspath(__file__), "--app",
-                                       "--module", module, "--port", str(PORT)],
+                                       "--module", module, "--port", str(PORT),
+                                      "--cc", self.cc or ""],
                                       stdout=subprocess.PIPE, stderr=err, text=True,
                                       env=env, cwd=REPO)
         stack.callback(self._stop_app)
@@ -362,14 +369,15 @@ class Side:
             c["srv"] = read_nstat(self.bed, self.bed.srv_ns)
         return c
 
-    def snapshot(self) -> dict:
-        """The connection as each end sees it (ss -tin for a kernel end, fpd conns)."""
+    def snapshot(self, pport: int) -> dict:
+        """The connection from the peer's port ``pport`` as each end sees it (ss -tin for
+        a kernel end, fpd conns for fpd's)."""
         bed = self.bed
-        out = {"peer": ss_socket(bed, bed.peer_ns, f"dport = :{PORT}")}
+        out = {"peer": ss_socket(bed, bed.peer_ns, f"sport = :{pport}")}
         if self.daemon is not None:
-            out["fpd"] = fpd_conn(self.daemon.socket, PORT)
+            out["fpd"] = fpd_conn(self.daemon.socket, pport)
         else:
-            out["srv"] = ss_socket(bed, bed.srv_ns, f"sport = :{PORT}")
+            out["srv"] = ss_socket(bed, bed.srv_ns, f"dport = :{pport}")
         return out
 
 
@@ -383,19 +391,23 @@ def transfer(side: Side, case: dict, direction: str, size: int, seed: int, cap: 
             reorder_gap=case.get("reorder_gap", max(0.002, rtt / 4)), seed=seed)
     c0 = side.counters()
     s = bed.socket(bed.peer_ns)
+    if side.cc:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, side.cc.encode())
     s.settimeout(30)
     res: dict = {"variant": side.name, "direction": direction, "size": size}
     samples: list = []
+    end: dict = {}
     stop = threading.Event()
     try:
         s.connect((bed.srv_ip, PORT))
+        pport = s.getsockname()[1]
         s.sendall(HDR.pack(b"U" if direction == "up" else b"D", size, seed))
         imp.set(loss=case.get("loss", 0.0), reorder=case.get("reorder", 0.0), seed=seed)
 
         def sampler():
             while not stop.wait(sample_every):
                 with contextlib.suppress(Exception):
-                    samples.append(dict(side.snapshot(), t=time.monotonic()))
+                    samples.append(dict(side.snapshot(pport), t=time.monotonic()))
         th = threading.Thread(target=sampler, daemon=True)
         th.start()
         t0 = time.monotonic()
@@ -414,7 +426,9 @@ def transfer(side: Side, case: dict, direction: str, size: int, seed: int, cap: 
                 except socket.timeout:
                     continue
             s.settimeout(cap + 60)
-            s.shutdown(socket.SHUT_WR)
+            if capped:                     # tell the app it ends here; the view before
+                end = side.snapshot(pport)
+                s.shutdown(socket.SHUT_WR)
             n, dig = REPLY.unpack(_recv_exact(s, REPLY.size))
             t1 = time.monotonic()
             got, ok = n, (n == sent and dig == hashlib.sha256(view[:n]).digest())
@@ -441,7 +455,9 @@ def transfer(side: Side, case: dict, direction: str, size: int, seed: int, cap: 
                 (got == size or capped)
         stop.set()
         th.join(10)
-        res["end"] = side.snapshot()      # still open: both ends' view of the connection
+        if not capped or direction == "down":
+            end = side.snapshot(pport)     # still open: both ends' view of the connection
+        res["end"] = end
         c1 = side.counters()
         imp.set(loss=0, reorder=0)
         res.update(intact=bool(ok), bytes=got, complete=got == size, capped=capped,
@@ -496,6 +512,12 @@ def summarize(r: dict) -> dict:
         out["rcv_view"] = _ss_brief(end.get("peer"))
     lost = r["bridge"]["to_peer" if r["direction"] == "down" else "to_srv"]["lost"]
     out["wire_lost"] = lost
+    # the ends' view half-way through (fpd conns / ss -tin): delivery rate, min RTT, ...
+    ss = r.get("samples") or []
+    if ss:
+        mid = ss[len(ss) // 2]
+        snd = "peer" if r["direction"] == "up" else ("fpd" if r["variant"] == "fpd" else "srv")
+        out["snd_mid"] = (_fpd_brief if snd == "fpd" else _ss_brief)(mid.get(snd))
     return out
 
 
@@ -528,7 +550,8 @@ def run(cases=tuple(CASES), directions=DIRECTIONS, variants=VARIANTS, size=50_00
     tmp = tempfile.mkdtemp(prefix="fpd-kcmp-")
     os.chmod(tmp, 0o755)
     started = time.time()
-    out: dict = {"size": size, "cap": cap, "cases": {c: CASES[c] for c in cases},
+    grid = dict(cases) if isinstance(cases, dict) else {c: CASES[c] for c in cases}
+    out: dict = {"size": size, "cap": cap, "cases": grid,
                  "results": [], "kernel": os.uname().release, "kernel_cc": kernel_cc}
     with contextlib.suppress(OSError):
         with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
@@ -540,16 +563,13 @@ def run(cases=tuple(CASES), directions=DIRECTIONS, variants=VARIANTS, size=50_00
             any_side = next(iter(sides.values()))
             if probe:
                 out["offers"] = probe_kernel(any_side.bed)
-            out["peer_cc"] = any_side.bed.run(any_side.bed.peer_ns, [
-                "sysctl", "-n", "net.ipv4.tcp_congestion_control"]).stdout.strip()
             k = 0
             for rep in range(repeat):
-                for cname in cases:
-                    case = CASES[cname]
+                for ci, (cname, case) in enumerate(grid.items()):
                     for d in directions:
                         order = list(variants) if k % 2 == 0 else list(variants)[::-1]
                         k += 1
-                        tseed = seed * 1000 + rep * 100 + list(CASES).index(cname) * 10 \
+                        tseed = seed * 1000 + rep * 100 + ci * 10 \
                             + DIRECTIONS.index(d)
                         if (size, tseed) not in data_cache:
                             data_cache.clear()
@@ -626,8 +646,9 @@ def main(argv=None) -> int:
         ap.add_argument("--app", action="store_true")
         ap.add_argument("--module", default="socket")
         ap.add_argument("--port", type=int, default=PORT)
+        ap.add_argument("--cc", default="")
         a = ap.parse_args(argv)
-        return app_main(a.module, a.port)
+        return app_main(a.module, a.port, a.cc)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=float, default=50e6)
     ap.add_argument("--cap", type=float, default=40.0, help="seconds per transfer, at most")
@@ -647,7 +668,8 @@ def main(argv=None) -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1, default=str)
-    print(f"kernel {res['kernel']}, peer cc {res.get('peer_cc')}, offers "
+    print(f"kernel {res['kernel']}, kernel ends' cc {res['kernel_cc']} (default "
+          f"{res.get('kernel_default_cc')}), offers "
           f"{json.dumps({k: v['ok'] for k, v in res.get('offers', {}).items()})}, "
           f"{res['elapsed_s']} s")
     print(table(res))
