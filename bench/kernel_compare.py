@@ -73,6 +73,9 @@ CASES = {
     "loss1_20ms": {"rtt": 0.020, "loss": 0.01},
     "loss3_reo1_20ms": {"rtt": 0.020, "loss": 0.03, "reorder": 0.01},
     "loss1_100ms_50M": {"rtt": 0.100, "loss": 0.01, "rate": 50 * MBIT, "limit": 1000},
+    # the same loss by nftables (numgen random, at the peer's ingress: frames toward the
+    # peer only, so the data of "down"), delay by the bridge: a cross-check of the bridge
+    "nft1_20ms": {"rtt": 0.020, "nft_loss": 0.01, "directions": ("down",)},
 }
 VARIANTS = ("kernel", "fpd")
 DIRECTIONS = ("up", "down")
@@ -283,6 +286,31 @@ def fpd_conn(sock_path: str, remote_port: int) -> dict | None:
     return None
 
 
+NFT_TABLE = "fpdkc"
+
+
+def nft_loss_on(bed, p: float) -> None:
+    """Loss by nftables instead of the bridge: drop a random ``p`` of the frames from the
+    server at the peer's ingress (netdev hook on its interface, before its TCP sees
+    them), counted. An output-hook drop would not do: the local TCP sees the send fail
+    and sends again at once, which is no loss on the path."""
+    n = int(round(p * 100000))
+    rules = (f"add table netdev {NFT_TABLE}\n"
+             f"add chain netdev {NFT_TABLE} in {{ type filter hook ingress device "
+             f"{bed.peer_if} priority 0; }}\n"
+             f"add rule netdev {NFT_TABLE} in ip saddr {bed.srv_ip} ip protocol tcp "
+             f"numgen random mod 100000 < {n} counter drop\n")
+    bed.run(bed.peer_ns, ["nft", "-f", "-"], input=rules)
+
+
+def nft_loss_off(bed) -> int:
+    """Remove the rule; the number of frames it dropped."""
+    p = bed.run(bed.peer_ns, ["nft", "list", "table", "netdev", NFT_TABLE], check=False)
+    m = re.search(r"counter packets (\d+)", p.stdout)
+    bed.run(bed.peer_ns, ["nft", "delete", "table", "netdev", NFT_TABLE], check=False)
+    return int(m.group(1)) if m else 0
+
+
 # =========================================================================================
 # What the kernel offers
 # =========================================================================================
@@ -403,11 +431,20 @@ def transfer(side: Side, case: dict, direction: str, size: int, seed: int, cap: 
         pport = s.getsockname()[1]
         s.sendall(HDR.pack(b"U" if direction == "up" else b"D", size, seed))
         imp.set(loss=case.get("loss", 0.0), reorder=case.get("reorder", 0.0), seed=seed)
+        if case.get("nft_loss"):
+            nft_loss_on(bed, case["nft_loss"])
 
         def sampler():
             while not stop.wait(sample_every):
                 with contextlib.suppress(Exception):
                     samples.append(dict(side.snapshot(pport), t=time.monotonic()))
+                if side.daemon is not None and "conns_cli" not in res:
+                    # once, during the transfer: what `fpd conns` prints for it
+                    with contextlib.suppress(Exception):
+                        p = side.daemon.cli("conns", check=False, timeout=20)
+                        res["conns_cli"] = [ln for ln in p.stdout.splitlines()
+                                            if ln.startswith("conn") or "local" in ln
+                                            or f":{pport}" in ln]
         th = threading.Thread(target=sampler, daemon=True)
         th.start()
         t0 = time.monotonic()
@@ -460,12 +497,17 @@ def transfer(side: Side, case: dict, direction: str, size: int, seed: int, cap: 
         res["end"] = end
         c1 = side.counters()
         imp.set(loss=0, reorder=0)
+        if case.get("nft_loss"):
+            res["nft_dropped"] = nft_loss_off(bed)
         res.update(intact=bool(ok), bytes=got, complete=got == size, capped=capped,
                    seconds=t1 - t0, mbps=got * 8 / max(1e-9, t1 - t0) / 1e6)
     finally:
         stop.set()
         with contextlib.suppress(OSError):
             imp.set(loss=0, reorder=0)
+        if case.get("nft_loss"):
+            with contextlib.suppress(Exception):
+                nft_loss_off(bed)
         s.close()
     res["peer_nstat"] = nstat_delta(c0["peer"], c1["peer"])
     if "srv" in c0:
@@ -511,6 +553,8 @@ def summarize(r: dict) -> dict:
         out["snd_ss"] = _ss_brief(end.get("srv"))
         out["rcv_view"] = _ss_brief(end.get("peer"))
     lost = r["bridge"]["to_peer" if r["direction"] == "down" else "to_srv"]["lost"]
+    if r["direction"] == "down":
+        lost += r.get("nft_dropped", 0)
     out["wire_lost"] = lost
     # the ends' view half-way through (fpd conns / ss -tin): delivery rate, min RTT, ...
     ss = r.get("samples") or []
@@ -567,6 +611,8 @@ def run(cases=tuple(CASES), directions=DIRECTIONS, variants=VARIANTS, size=50_00
             for rep in range(repeat):
                 for ci, (cname, case) in enumerate(grid.items()):
                     for d in directions:
+                        if d not in case.get("directions", DIRECTIONS):
+                            continue
                         order = list(variants) if k % 2 == 0 else list(variants)[::-1]
                         k += 1
                         tseed = seed * 1000 + rep * 100 + ci * 10 \
