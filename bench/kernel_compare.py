@@ -685,8 +685,45 @@ def table(res: dict) -> str:
     return "\n".join(rows)
 
 
+def paired_table(runs: list[dict]) -> str:
+    """Markdown: one row per run, case and direction, the kernel and fpd side by side
+    (the sender's retransmissions / frames the path dropped in the data's direction,
+    its RTOs and TLPs; MB moved and goodput; intact)."""
+    rows = ["| run | case | dir | sender | kernel: MB (Mbit/s) | retrans / lost | RTO | TLP "
+            "| fpd: MB (Mbit/s) | retrans / lost | RTO | TLP | intact |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for i, res in enumerate(runs, 1):
+        seen: dict = {}
+        for r in res["results"]:
+            seen.setdefault((r["case"], r["direction"]), {})[r["variant"]] = r
+        for (case, d), pair in seen.items():
+            cells = []
+            ok = True
+            for v in ("kernel", "fpd"):
+                r = pair.get(v)
+                if r is None or "error" in r:
+                    cells += ["error", "", "", ""]
+                    ok = False
+                    continue
+                ok = ok and r["intact"]
+                cells += [f"{r['bytes'] / 1e6:.1f}{'*' if r['capped'] else ''} "
+                          f"({r['mbps']:.1f})", f"{r['snd_retrans']} / {r['wire_lost']}",
+                          str(r["snd_rtos"]), str(r["snd_tlp"])]
+            sender = "kernel" if d == "up" else "kernel / fpd"
+            rows.append(f"| {i} | {case} | {d} | {sender} | " + " | ".join(cells)
+                        + f" | {'yes' if ok else 'NO'} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--table-from"]:
+        runs = []
+        for path in argv[1:]:
+            with open(path) as f:
+                runs.append(json.load(f))
+        print(paired_table(runs))
+        return 0
     if argv[:1] == ["--app"]:
         ap = argparse.ArgumentParser()
         ap.add_argument("--app", action="store_true")
