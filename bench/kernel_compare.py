@@ -275,6 +275,14 @@ def fpd_stack(sock_path: str) -> dict:
     return out
 
 
+def conns_cli(daemon, remote_port: int) -> list[str]:
+    """What ``fpd conns`` prints: its header and the line of the connection from the
+    peer's ``remote_port``."""
+    p = daemon.cli("conns", check=False, timeout=30)
+    lines = p.stdout.splitlines()
+    return lines[:1] + [ln for ln in lines[1:] if f":{remote_port} " in ln + " "]
+
+
 def fpd_conn(sock_path: str, remote_port: int) -> dict | None:
     """The fpd end's ``fpd conns`` line of the connection from the peer's ``remote_port``."""
     from fpd import proto
@@ -441,10 +449,7 @@ def transfer(side: Side, case: dict, direction: str, size: int, seed: int, cap: 
                 if side.daemon is not None and "conns_cli" not in res:
                     # once, during the transfer: what `fpd conns` prints for it
                     with contextlib.suppress(Exception):
-                        p = side.daemon.cli("conns", check=False, timeout=20)
-                        res["conns_cli"] = [ln for ln in p.stdout.splitlines()
-                                            if ln.startswith("conn") or "local" in ln
-                                            or f":{pport}" in ln]
+                        res["conns_cli"] = conns_cli(side.daemon, pport)
         th = threading.Thread(target=sampler, daemon=True)
         th.start()
         t0 = time.monotonic()
@@ -495,6 +500,8 @@ def transfer(side: Side, case: dict, direction: str, size: int, seed: int, cap: 
         if not capped or direction == "down":
             end = side.snapshot(pport)     # still open: both ends' view of the connection
         res["end"] = end
+        if side.daemon is not None and "conns_cli" not in res:
+            res["conns_cli"] = conns_cli(side.daemon, pport)
         c1 = side.counters()
         imp.set(loss=0, reorder=0)
         if case.get("nft_loss"):

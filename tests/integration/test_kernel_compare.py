@@ -61,6 +61,13 @@ def test_fpd_vs_kernel_on_lossy_delayed_path():
     end = down["snd_ss"]
     assert end["min_rtt"] >= 0.019 and end["delivery_rate"] > 0
     assert end["limited_by"] in ("app", "cwnd", "rwnd")
+    # `fpd conns` printed the connection with its min RTT, delivery rate and limit
+    # (columns ... minrtt(ms) rate(Mbit/s) limited), read while it was open
+    head, *conn = down["conns_cli"]
+    assert head.split()[-3:] == ["minrtt(ms)", "rate(Mbit/s)", "limited"], head
+    assert len(conn) == 1, down["conns_cli"]
+    minrtt, rate, limited = conn[0].split()[-3:]
+    assert float(minrtt) >= 19.0 and float(rate) > 0 and limited in ("app", "cwnd", "rwnd")
     # the kernel as the sender: ss -tin of its socket and its namespace's nstat agree
     kdown = by[("kernel", "down")]
     assert kdown["snd_ss"]["retrans"] == kdown["srv_nstat"]["TcpRetransSegs"]
