@@ -490,6 +490,9 @@ def transfer(side: Side, case: dict, direction: str, size: int, seed: int, cap: 
                     continue
                 if not k:
                     break
+                if not got:                # the clock starts at the first byte (the app
+                    t0 = time.monotonic()  # made the data first: not transfer time)
+                    deadline = t0 + cap
                 h.update(mv[:k])
                 got += k
             t1 = time.monotonic()
