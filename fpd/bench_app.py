@@ -18,6 +18,9 @@ service of that connection:
     D   download source: send a pattern until the peer goes away (or MAX_SOURCE_SECONDS)
     I   idle: answer b"i" and keep the connection open, unread, with no thread on it
     R   release: close every connection held by I; answer their number (8 bytes), close
+    W   wake: a u32 length (big-endian) and that many bytes of "ip port" lines, the peer
+        addresses of connections held by I; each of those gets an echo thread (as E, on
+        the connection already open); answer how many were found (8 bytes), close
 
 It prints ``ready <host>:<port> <module>`` once it listens, and exits on SIGTERM/SIGINT.
 """
@@ -101,6 +104,9 @@ class App:
                     self.held.append(conn)
                 keep = True
                 conn.sendall(b"i")
+            elif op == b"W":
+                n = self.wake(conn, rest)
+                conn.sendall(COUNT.pack(n))
             elif op == b"R":
                 with self.lock:
                     held, self.held = self.held, []
@@ -118,6 +124,44 @@ class App:
                     conn.close()
                 except OSError:
                     pass
+
+    def wake(self, conn, data: bytes) -> int:
+        """W: an echo thread on each held connection whose peer address is listed."""
+        while len(data) < 4 or len(data) < 4 + struct.unpack("!I", data[:4])[0]:
+            more = conn.recv(CHUNK)
+            if not more:
+                return 0
+            data += more
+        (n,) = struct.unpack("!I", data[:4])
+        want = set()
+        for line in data[4:4 + n].decode().splitlines():
+            ip, port = line.split()
+            want.add((ip, int(port)))
+        with self.lock:
+            held = list(self.held)
+        found = []
+        for c in held:
+            try:
+                peer = c.getpeername()[:2]
+            except OSError:
+                continue
+            if peer in want:
+                found.append(c)
+        for c in found:
+            threading.Thread(target=self.echo_held, args=(c,), daemon=True).start()
+        return len(found)
+
+    @staticmethod
+    def echo_held(conn) -> None:
+        """Echo on a held connection until EOF; R (or close) closes it, not this."""
+        try:
+            while True:
+                data = conn.recv(CHUNK)
+                if not data:
+                    return
+                conn.sendall(data)
+        except OSError:
+            pass
 
     def close(self) -> None:
         try:

@@ -55,7 +55,7 @@ log = logging.getLogger("fpd.service")
 
 _ERRNO_OF = {ConnectionResetError: _errno.ECONNRESET, TimeoutError: _errno.ETIMEDOUT,
              ConnectionRefusedError: _errno.ECONNREFUSED}
-MAX_SLOTS_PER_CLIENT = 65536
+MAX_SLOTS_PER_CLIENT = _shm.MAX_SLOTS    # 262,144: 100,000 idle connections fit one region
 RECLAIM_INTERVAL = 1.0            # seconds an RX ring stays unwritten and empty before its
                                    # pages go back (shm.Region.reclaim)
 EVENT_BACKLOG_LIMIT = 5.0          # seconds a client's event ring may stay full

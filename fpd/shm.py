@@ -134,7 +134,7 @@ M64 = (1 << 64) - 1
 U32 = 0xFFFFFFFF
 NO_SLOT = 0xFFFFFFFF        # record not about one slot (region-wide)
 
-MAX_SLOTS = 1 << 16
+MAX_SLOTS = 1 << 18           # 262,144 connections per region (slot numbers are u32)
 MIN_RING, MAX_RING = 64, 1 << 30
 MIN_RECORDS, MAX_RECORDS = 2, 1 << 20
 
