@@ -320,7 +320,7 @@ def _lg_crr(addr, seconds, max_count):
 
 _held: list = []
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-_TCP_INFO = struct.Struct("8B5I")          # tcpi_state ... tcpi_unacked (struct tcp_info)
+_TCP_INFO = struct.Struct("8B24I")         # tcpi_state ... tcpi_total_retrans (struct tcp_info)
 _TCP_ESTABLISHED = 1
 
 
@@ -512,12 +512,19 @@ def _lg_idle_check(seconds=30.0):
         if left:
             time.sleep(0.1)
     acked = 0
+    late = []
     for s in _held:
         with contextlib.suppress(OSError):
             st, unacked = _tcp_info(s)
             acked += st == _TCP_ESTABLISHED and not unacked
+            if unacked and len(late) < 8:
+                v = _TCP_INFO.unpack(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
+                                                  _TCP_INFO.size))
+                late.append({"addr": "%s:%d" % s.getsockname()[:2], "state": st,
+                             "unacked": unacked, "retransmits": v[2], "backoff": v[4],
+                             "rto_us": v[8], "total_retrans": v[31]})
     return {"ok": True, "held": len(_held), "closed": closed, "acked": acked,
-            "seconds": time.perf_counter() - t0}
+            "unacked_sample": late, "seconds": time.perf_counter() - t0}
 
 
 def _lg_idle_close(addr, release=True):
@@ -785,6 +792,10 @@ class FpdDaemon:
                          ("retransmits", st.get("retransmits"))):
                 if isinstance(v, int):
                     out[k] = out.get(k, 0) + v
+            for pre, d in (("xdp_", w.get("xdp") or {}), ("w_", w), ("stack_", st)):
+                for k, v in d.items():
+                    if isinstance(v, int) and not isinstance(v, bool):
+                        out[pre + k] = out.get(pre + k, 0) + v
         return out
 
     def pin(self, cpus: set) -> None:
@@ -1140,6 +1151,7 @@ def measure_idle(v: Variant, cfg: Config) -> dict:
     server's TCP), close them all."""
     n, per_lg, why = idle_plan(v, cfg)
     k = -(-n // per_lg)
+    f0 = v.daemon.stats() if v.daemon is not None else None
     lgs = v.idle_loadgens(k)
     shares = [n // k + (i < n % k) for i in range(k)]
     limit = max(10 * cfg.duration, 10.0, n / 100.0)
@@ -1187,7 +1199,13 @@ def measure_idle(v: Variant, cfg: Config) -> dict:
     cpu = _cpu_delta(c0, c1)
     dt = max(1e-9, c1["t"] - c0["t"])
     errs = [r["stopped_by"] for r in opened if r["stopped_by"]]
-    return {"held": held, "asked": n, "asked_all": cfg.idle, "capped_by": why,
+    extra = {}
+    if f0 is not None:
+        f1 = v.daemon.stats()
+        extra["fpd_stats"] = {k2: f1[k2] - f0[k2] for k2 in f0 if k2 in f1 and f1[k2] != f0[k2]}
+    return {**extra,
+            "unacked_sample": [x for r in checks for x in r.get("unacked_sample", [])],
+            "held": held, "asked": n, "asked_all": cfg.idle, "capped_by": why,
             "loadgens": k, "stopped_by": "; ".join(errs) or None,
             "open_seconds": max(r["seconds"] for r in opened), "released": rc["released"],
             "d_app": m1["app"] - m0["app"], "d_daemon": m1["daemon"] - m0["daemon"],

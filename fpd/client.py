@@ -394,6 +394,9 @@ class _DaemonLink:
         self.followers: list = []
         self.pump_thread = None
         self.sel_socks = weakref.WeakSet()  # sockets with a readiness fd
+        # sockets made here that may have no slot yet (made, bound, connecting); an
+        # accepted socket is in its worker link's ``conns`` from birth to close and is
+        # not added (a WeakSet entry is ~0.15 KB per idle connection): all_socks()
         self.socks = weakref.WeakSet()
         self.tx_dirty = weakref.WeakSet()   # sockets whose TX ring pages may be mapped
         self.tx_gen = 0                     # tx_sweep's count
@@ -505,9 +508,17 @@ class _DaemonLink:
             w.dead = why
             for s in list(w.conns.values()) + list(w.listeners.values()):
                 s._daemon_gone()
-        for s in list(self.socks):
+        for s in self.all_socks():
             if s._client is self and s._cond is not None:
                 s._cond.notify_all()
+
+    def all_socks(self) -> list:
+        """Every socket of this client: ``socks`` and those in the links' tables."""
+        seen = {id(s): s for s in list(self.socks)}
+        for w in self.workers:
+            for s in list(w.conns.values()) + list(w.listeners.values()):
+                seen.setdefault(id(s), s)
+        return list(seen.values())
 
     # -- pumping -------------------------------------------------------------------------
     def wait_direct(self, ready, direct, deadline) -> bool:
@@ -745,7 +756,7 @@ def _after_fork_in_child() -> None:
         return
     c.pid = -1
     c.dead = "the process forked: fpd sockets belong to the parent"
-    for s in list(c.socks):
+    for s in c.all_socks():
         s._forked()
 
 
@@ -777,8 +788,18 @@ def _resolve(address, for_bind=False) -> tuple:
     return (info[0][4][0], port)
 
 
+_IPS: dict = {}                 # 4 address bytes -> the str: one str per peer address
+
+
 def _ip(b: bytes) -> str:
-    return _std.inet_ntoa(b)
+    """Dotted quad of a 4-byte address; the same str object for the same address
+    (an idle connection's two address strings are ~0.1 KB otherwise)."""
+    s = _IPS.get(b)
+    if s is None:
+        if len(_IPS) >= 4096:
+            _IPS.clear()
+        s = _IPS[bytes(b)] = _std.inet_ntoa(b)
+    return s
 
 
 # --- the socket ---------------------------------------------------------------------------
@@ -1326,8 +1347,7 @@ class socket(_life.SockLife):
         """EV_ACCEPTED for this listener (``mu`` held): make the socket now."""
         s = socket.__new__(socket)
         socket.__init__(s)
-        s._client = self._client
-        self._client.socks.add(s)
+        s._client = self._client        # (in w.conns from here to close: all_socks)
         try:
             s._adopt(w, slot, gen16)
         except (_ShmError, ValueError):
