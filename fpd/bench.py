@@ -478,11 +478,17 @@ def _lg_idle_rr(addr, count, rounds=10, size=16, seconds=60.0):
             "transactions": trans, "wrong": wrong, "seconds": time.perf_counter() - t0}
 
 
-def _lg_idle_check(seconds=30.0):
+def _lg_idle_check(seconds=30.0, batch=256):
     """Every held connection: still ESTABLISHED at the peer with nothing from the
     server (no FIN, no RST, no data), then one byte sent on it, which the server's TCP
-    must acknowledge (the app does not read it)."""
+    must acknowledge (the app does not read it). The bytes go out ``batch`` connections
+    at a time, each batch once the one before was acknowledged (or after 2 s): a
+    burst of 16,000 one-byte segments at once would overrun the server's RX ring and
+    measure retransmission instead."""
     closed = 0
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    out = []
     for s in _held:
         try:
             if _tcp_info(s)[0] != _TCP_ESTABLISHED or s.recv(1, socket.MSG_PEEK) == b"":
@@ -493,35 +499,47 @@ def _lg_idle_check(seconds=30.0):
         except OSError:
             closed += 1
             continue
-        try:
-            s.send(b".")
-        except OSError:
-            closed += 1
-    t0 = time.perf_counter()
-    left = list(_held)
-    while left and time.perf_counter() - t0 < seconds:
-        nxt = []
-        for s in left:
+        out.append(s)
+
+    def unacked(socks):
+        left = []
+        for s in socks:
+            with contextlib.suppress(OSError):
+                st, n = _tcp_info(s)
+                if st == _TCP_ESTABLISHED and n:
+                    left.append(s)
+        return left
+
+    waiting: list = []
+    for i in range(0, len(out), batch):
+        for s in out[i:i + batch]:
             try:
-                st, unacked = _tcp_info(s)
+                s.send(b".")
             except OSError:
+                closed += 1
                 continue
-            if st == _TCP_ESTABLISHED and unacked:
-                nxt.append(s)
-        left = nxt
-        if left:
-            time.sleep(0.1)
+            waiting.append(s)
+        stop = min(end, time.perf_counter() + 2.0)
+        while waiting and time.perf_counter() < stop:
+            waiting = unacked(waiting)
+            if waiting:
+                time.sleep(0.002)
+    while time.perf_counter() < end:
+        waiting = unacked(waiting)
+        if not waiting:
+            break
+        time.sleep(0.1)
     acked = 0
     late = []
     for s in _held:
         with contextlib.suppress(OSError):
-            st, unacked = _tcp_info(s)
-            acked += st == _TCP_ESTABLISHED and not unacked
-            if unacked and len(late) < 8:
+            st, n = _tcp_info(s)
+            acked += st == _TCP_ESTABLISHED and not n
+            if (n or st != _TCP_ESTABLISHED) and len(late) < 8:
                 v = _TCP_INFO.unpack(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
                                                   _TCP_INFO.size))
                 late.append({"addr": "%s:%d" % s.getsockname()[:2], "state": st,
-                             "unacked": unacked, "retransmits": v[2], "backoff": v[4],
+                             "unacked": n, "retransmits": v[2], "backoff": v[4],
                              "rto_us": v[8], "total_retrans": v[31]})
     return {"ok": True, "held": len(_held), "closed": closed, "acked": acked,
             "unacked_sample": late, "seconds": time.perf_counter() - t0}
@@ -630,6 +648,23 @@ def proc_mem(pid: int) -> dict:
     except (OSError, ValueError, IndexError):
         pass
     return out
+
+
+def shm_rss(pid: int, tag: str = "memfd:fpd-") -> int:
+    """Resident bytes of a process's mappings of fpd's shared-memory regions (the
+    memfds, /proc/PID/smaps): the ring and control pages present right now, whoever
+    touched them (as mincore would say; a page-out would show here)."""
+    total, inside = 0, False
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                if line[:1] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                    inside = tag in line
+                elif inside and line.startswith("Rss:"):
+                    total += int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
 
 
 # The slab caches a TCP socket's memory lives in (a socket: its struct tcp_sock in "TCP",
@@ -1056,6 +1091,7 @@ class Variant:
         dm = [proc_mem(p) for p in self.daemon.pids()] if self.daemon else []
         return {"app": app["Pss"], "daemon": sum(d["Pss"] for d in dm),
                 "app_rss": app["Rss"], "daemon_rss": sum(d["Rss"] for d in dm),
+                "app_shm_rss": shm_rss(self.app.pid) if self.daemon else 0,
                 "slab": slab_bytes(), "slab_all": slab_bytes(None)}
 
 
@@ -1217,6 +1253,8 @@ def measure_idle(v: Variant, cfg: Config) -> dict:
             "d_app_rss": m1["app_rss"] - m0["app_rss"],
             "d_daemon_rss": m1["daemon_rss"] - m0["daemon_rss"],
             "app_pss": m1["app"], "daemon_pss": m1["daemon"],
+            "d_app_shm_rss": m1["app_shm_rss"] - m0["app_shm_rss"],
+            "d_app_shm_rss_open": m_open["app_shm_rss"] - m0["app_shm_rss"],
             "app_rss": m1["app_rss"], "daemon_rss": m1["daemon_rss"],
             "idle_cpu_pct": {"app": 100 * cpu["app"] / dt, "daemon": 100 * cpu["daemon"] / dt,
                              "seconds": dt},
@@ -1522,7 +1560,10 @@ def table(result: dict) -> str:
                 f"{_fmt(r.get('bytes_per_conn_open'))}; idle CPU app "
                 f"{r['idle_cpu_pct']['app']:.1f} % daemon {r['idle_cpu_pct']['daemon']:.1f} %; "
                 f"RR {r['rr_answered']}/{r['rr_asked']} ({r['rr_wrong']} wrong); still open "
-                f"{r['still_open']:,}, acked {r['acked']:,}")
+                f"{r['still_open']:,}, acked {r['acked']:,}"
+                + (f"; shared-memory pages resident in the app {_fmt(r['d_app_shm_rss'] / h)}"
+                   f" / {_fmt(r['d_app_shm_rss_open'] / h)} B/conn"
+                   if "d_app_shm_rss" in r and v == "fpd" else ""))
     for name, why in result.get("unavailable", {}).items():
         lines.append(f"{name}: UNAVAILABLE: {why.splitlines()[0] if why else ''}")
     for e in result.get("errors", []):

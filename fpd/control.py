@@ -314,6 +314,7 @@ class Service:
         name = msg.name
         if name not in SOCKOPTS:
             raise ControlError(_errno.ENOPROTOOPT, f"option {name!r} not supported")
+        name = SOCKOPTS[SOCKOPTS.index(name)]     # the one str, not this message's copy
         e.opts[name] = msg.value
         if e.conn is not None:
             self._apply_opts(e.conn, {name: msg.value})
