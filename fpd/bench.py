@@ -1200,6 +1200,7 @@ def measure_idle(v: Variant, cfg: Config) -> dict:
                                   "rate": cfg.idle_rate})
                             for (lg, src), share in zip(lgs, shares)], timeout=limit + 30)
         m_open = v.mem_snapshot()       # right after opening (before any page-out)
+        f_open = v.daemon.stats() if v.daemon is not None else None
         # held idle for IDLE_SETTLE s before the second look (every variant alike): the
         # app's threads finish, and fpd's service returns the pages of RX rings idle for
         # two of its reclaim intervals (control.RECLAIM_INTERVAL)
@@ -1221,6 +1222,7 @@ def measure_idle(v: Variant, cfg: Config) -> dict:
         rrs = v.ask_all(rr_cmds, timeout=90)
         checks = v.ask_all([(lg, {"op": "idle_check", "seconds": 30.0}) for lg, _ in lgs],
                            timeout=60 + n / 2000)
+        f_check = v.daemon.stats() if v.daemon is not None else None
         ok = True
     finally:
         # the load generators close first (no TIME_WAIT at the app), then the app lets go
@@ -1237,8 +1239,12 @@ def measure_idle(v: Variant, cfg: Config) -> dict:
     errs = [r["stopped_by"] for r in opened if r["stopped_by"]]
     extra = {}
     if f0 is not None:
+        # the daemon's counters that moved: while opening, until the check was done
+        # (RR and check included), and over the whole measurement (closing included)
         f1 = v.daemon.stats()
-        extra["fpd_stats"] = {k2: f1[k2] - f0[k2] for k2 in f0 if k2 in f1 and f1[k2] != f0[k2]}
+        for key, a, b in (("fpd_stats_open", f0, f_open), ("fpd_stats_check", f0, f_check),
+                          ("fpd_stats", f0, f1)):
+            extra[key] = {k2: b[k2] - a[k2] for k2 in a if k2 in b and b[k2] != a[k2]}
     return {**extra,
             "unacked_sample": [x for r in checks for x in r.get("unacked_sample", [])],
             "held": held, "asked": n, "asked_all": cfg.idle, "capped_by": why,
@@ -1602,7 +1608,7 @@ def write_chart(result: dict, path: str) -> None:
 def make_config(*, rounds=None, duration=None, idle=None, quick=False, json=None, png=None,
                 mode="native", port=5001, cpus="0,0,1", no_pin=False, variants=None,
                 workloads=None, peer_offloads="on", keep_logs=False, quiet=False,
-                mtu=1500, idle_rr=None, idle_per_loadgen=None) -> Config:
+                mtu=1500, idle_rr=None, idle_per_loadgen=None, idle_window=None) -> Config:
     """The Config for ``fpd bench``'s options (fpd/cli.py declares them). ValueError says
     which option is wrong."""
     try:
@@ -1624,14 +1630,16 @@ def make_config(*, rounds=None, duration=None, idle=None, quick=False, json=None
               peer_offloads=peer_offloads == "on", verbose=not quiet, keep_logs=keep_logs,
               mtu=mtu)
     for k, v in (("rounds", rounds), ("duration", duration), ("idle", idle),
-                 ("idle_rr", idle_rr), ("idle_per_loadgen", idle_per_loadgen)):
+                 ("idle_rr", idle_rr), ("idle_per_loadgen", idle_per_loadgen),
+                 ("idle_window", idle_window)):
         if v is not None:
             kw[k] = v
     cfg = Config.quick_config(**kw) if quick else Config(**kw)
     if cfg.rounds < 1 or cfg.duration <= 0 or cfg.idle < 1:
         raise ValueError("--rounds, --duration and --idle must be positive")
-    if cfg.idle_rr < 0 or cfg.idle_per_loadgen < 1:
-        raise ValueError("--idle-rr must be >= 0 and --idle-per-loadgen positive")
+    if cfg.idle_rr < 0 or cfg.idle_per_loadgen < 1 or cfg.idle_window < 1:
+        raise ValueError("--idle-rr must be >= 0, --idle-per-loadgen and --idle-window "
+                         "positive")
     if not 576 <= cfg.mtu <= 9000:
         raise ValueError("--mtu must be 576..9000 (above 3498: AF_XDP multi-buffer)")
     return cfg

@@ -843,6 +843,9 @@ def demo(quick):
 @click.option("--idle-per-loadgen", type=int,
               help="Idle connections per load generator process (default 16000: the "
                    "fd limit); more take more processes, each from its own address.")
+@click.option("--idle-window", type=int,
+              help="Connects in flight per load generator while opening idle "
+                   "connections (default 32; 1: one after the other).")
 @click.option("--json", "json_path", metavar="FILE", help="Write the results as JSON.")
 @click.option("--png", metavar="FILE", help="Write a bar chart of the ratios.")
 @click.option("--mode", type=click.Choice(["native", "generic", "auto"]), default="native",

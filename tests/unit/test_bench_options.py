@@ -61,9 +61,11 @@ def test_help_names_the_variants():
 
 
 def test_idle_options(captured):
-    r = run("--idle", "100000", "--idle-rr", "1000", "--idle-per-loadgen", "15000")
+    r = run("--idle", "100000", "--idle-rr", "1000", "--idle-per-loadgen", "15000",
+            "--idle-window", "1")
     assert r.exit_code == 0, r.output
-    assert captured[-1] == bench.Config(idle=100000, idle_rr=1000, idle_per_loadgen=15000)
+    assert captured[-1] == bench.Config(idle=100000, idle_rr=1000, idle_per_loadgen=15000,
+                                        idle_window=1)
     r = run("--idle-per-loadgen", "0")
     assert r.exit_code == 2 and "--idle-per-loadgen" in r.output
 
