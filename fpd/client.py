@@ -788,6 +788,7 @@ def _resolve(address, for_bind=False) -> tuple:
     return (info[0][4][0], port)
 
 
+_NO_OPTS: dict = {}
 _IPS: dict = {}                 # 4 address bytes -> the str: one str per peer address
 
 
@@ -848,7 +849,7 @@ class socket(_life.SockLife):
         self._bind = None
         self._laddr = ("0.0.0.0", 0)
         self._raddr = None
-        self._opts = {}
+        self._opts = _NO_OPTS           # never changed in place (_proto.with_opt)
         self._listen = []
         self._acceptq = None           # listeners only (a deque costs ~0.7 KB)
         self._pair = None
@@ -1216,7 +1217,7 @@ class socket(_life.SockLife):
     def setsockopt(self, level, optname, value, optlen=None) -> None:
         self._check_open()
         if level == _SOL_SOCKET and optname == _std.SO_REUSEADDR:
-            self._opts["reuseaddr"] = 1 if _optint(value) else 0
+            self._opts = _proto.with_opt(self._opts, "reuseaddr", 1 if _optint(value) else 0)
             return
         if level == _SOL_SOCKET and optname == _std.SO_LINGER:
             if isinstance(value, (bytes, bytearray)) and len(value) >= 8:
@@ -1225,7 +1226,7 @@ class socket(_life.SockLife):
             else:
                 raise OSError(_errno.EINVAL, "SO_LINGER needs struct linger bytes")
             self._linger0 = bool(onoff) and linger == 0
-            self._opts["linger"] = (onoff, linger)
+            self._opts = _proto.with_opt(self._opts, "linger", (onoff, linger))
             return
         name = self._OPTNAMES.get((level, optname))
         if name is None:
@@ -1235,7 +1236,7 @@ class socket(_life.SockLife):
         v = _optint(value)
         if name in ("nodelay", "keepalive"):
             v = 1 if v else 0
-        self._opts[name] = v
+        self._opts = _proto.with_opt(self._opts, name, v)   # (shared: never in place)
         val = bool(v) if name in ("nodelay", "keepalive") else v
         # no round trip: the option was checked here, and the daemon applies control
         # messages in order (a send after this call is sent with the option)
@@ -1414,7 +1415,7 @@ class socket(_life.SockLife):
         o = self._opts
         for name in ("nodelay", "keepalive", "rcvbuf", "sndbuf"):
             if name in o:                 # the daemon applied the listener's options
-                conn._opts[name] = o[name]
+                conn._opts = _proto.with_opt(conn._opts, name, o[name])
         return conn, conn._raddr
 
     def _start_connect(self, address) -> None:

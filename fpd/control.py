@@ -69,6 +69,9 @@ class ControlError(Exception):
         self.errno = err
 
 
+_NO_OPTS: dict = {}
+
+
 class _Entry(SlotLife):
     """One slot of one client: a connection or a listener. Its life is the
     :mod:`fpd.slotlife` table (``fire``, ``done``, ``ending``, ``released``, the track
@@ -87,7 +90,7 @@ class _Entry(SlotLife):
         self.listener = None
         self.tx_pending = False        # look at the TX ring
         self.rx_blocked = False        # engine holds bytes the RX ring had no room for
-        self.opts = {}
+        self.opts = _NO_OPTS            # never changed in place (proto.with_opt)
         self.bell = None               # the slot's own doorbell (op "bell"), if any
         self.bell_new = False          # no RX wake-up went to that bell yet (see _deliver)
         self.end_errno = 0             # why the engine ended the connection (conn ENDING)
@@ -315,7 +318,7 @@ class Service:
         if name not in SOCKOPTS:
             raise ControlError(_errno.ENOPROTOOPT, f"option {name!r} not supported")
         name = SOCKOPTS[SOCKOPTS.index(name)]     # the one str, not this message's copy
-        e.opts[name] = msg.value
+        e.opts = proto.with_opt(e.opts, name, msg.value)       # (shared: never in place)
         if e.conn is not None:
             self._apply_opts(e.conn, {name: msg.value})
         return {}
@@ -582,8 +585,8 @@ class Service:
         e.fire("accept")
         e.conn = conn
         self.by_conn[conn] = e
-        e.opts = dict(le.opts)
-        self._apply_opts(conn, e.opts)
+        e.opts = le.opts                # shared, as every opts dict: changed only by
+        self._apply_opts(conn, e.opts)  # replacing it (proto.with_opt)
         (la, lp), (ra, rp) = conn.local, conn.remote
         e.ends.ctl.set_addrs(la, lp, ra, rp)
         e.ends.ctl.set_state(S_ESTABLISHED)
