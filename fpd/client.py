@@ -789,6 +789,19 @@ def _resolve(address, for_bind=False) -> tuple:
 
 
 _NO_OPTS: dict = {}
+_LADDRS: dict = {}              # (4 address bytes, port) -> one (str, int) tuple
+
+
+def _local_addr(a: bytes, port: int) -> tuple:
+    """The local address tuple of a connection: one tuple for all the connections a
+    listener accepts (~0.07 KB each otherwise)."""
+    key = (a, port)
+    t = _LADDRS.get(key)
+    if t is None:
+        if len(_LADDRS) >= 4096:
+            _LADDRS.clear()
+        t = _LADDRS[(bytes(a), port)] = (_ip(a), port)
+    return t
 _IPS: dict = {}                 # 4 address bytes -> the str: one str per peer address
 
 
@@ -850,7 +863,7 @@ class socket(_life.SockLife):
         self._laddr = ("0.0.0.0", 0)
         self._raddr = None
         self._opts = _NO_OPTS           # never changed in place (_proto.with_opt)
-        self._listen = []
+        self._listen = ()               # listeners: a list of their slots
         self._acceptq = None           # listeners only (a deque costs ~0.7 KB)
         self._pair = None
         self._fd_r = self._fd_w = False
@@ -898,7 +911,7 @@ class socket(_life.SockLife):
     def _addrs(self) -> None:
         try:
             la, lp, ra, rp = self._ctl.addrs()
-            self._laddr = (_ip(la), lp)
+            self._laddr = _local_addr(la, lp)
             self._raddr = (_ip(ra), rp)
         except (AttributeError, TypeError, ValueError):
             pass
@@ -1368,7 +1381,7 @@ class socket(_life.SockLife):
 
     def _unlisten(self) -> None:
         c = self._client
-        lst, self._listen = self._listen, []
+        lst, self._listen = self._listen, ()
         for w, slot, gen in reversed(lst):
             with c.mu:
                 if w.listeners.get(slot) is self:
