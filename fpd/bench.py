@@ -58,6 +58,18 @@ IDLE_CPU_SECONDS = 2.0             # then the server's CPU is counted for this l
 IDLE_SRC_NET, IDLE_SRC_BASE = "10.77.0", 10    # idle load generators' source addresses
 FD_MARGIN = 1000                   # fds a server or load generator keeps for the rest
 
+
+def fd_cap() -> int:
+    """Connections one process may hold here: RLIMIT_NOFILE's hard limit less a margin."""
+    return max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[1] - FD_MARGIN)
+
+
+def kernel_app_procs(idle: int) -> int:
+    """Processes the kernel variants' app needs for ``idle`` connections: each holds an
+    fd per connection, and SO_REUSEPORT spreads them by hash, so each is given a
+    quarter of room to spare."""
+    return max(1, -(-idle // max(1, fd_cap() * 3 // 4)))
+
 WORKLOADS = {
     "bulk_up": ({"op": "bulk_up"}, "bulk peer->app, 1 connection"),
     "bulk_down": ({"op": "bulk_down"}, "bulk app->peer, 1 connection"),
@@ -93,6 +105,7 @@ class Config:
     idle_per_loadgen: int = 16000    # connections per load generator process (fd limit)
     idle_window: int = 32            # connects in flight per load generator
     idle_rate: float = 0.0           # new connections per second per load generator (0: any)
+    kernel_procs: int = 0            # kernel variants' app processes (0: as the fd limit needs)
     quick: bool = False
     json: str | None = None
     png: str | None = None
@@ -411,7 +424,7 @@ def _lg_idle_open(addr, n, seconds, src=None, window=32, rate=0.0):
             "seconds": time.perf_counter() - t0, "stopped_by": err}
 
 
-def _lg_idle_rr(addr, count, rounds=10, size=16, seconds=60.0):
+def _lg_idle_rr(addr, count, rounds=10, size=16, seconds=60.0, ctl_ports=None):
     """Request/response on ``count`` of the held connections, spread evenly over them:
     the app is told their addresses (W), puts an echo thread on each, and every one of
     them answers ``rounds`` messages (distinct per connection and round), all at once
@@ -423,14 +436,16 @@ def _lg_idle_rr(addr, count, rounds=10, size=16, seconds=60.0):
     step = len(_held) / count
     socks = [_held[int(i * step)] for i in range(count)]
     names = "".join("%s %d\n" % s.getsockname()[:2] for s in socks).encode()
-    c = socket.create_connection(addr, timeout=30)
-    try:
-        c.sendall(b"W" + struct.pack("!I", len(names)) + names)
-        got = bytearray(8)
-        _recv_exact(c, memoryview(got))
-        matched = COUNT.unpack(got)[0]
-    finally:
-        c.close()
+    matched = 0
+    for port in ctl_ports or [addr[1]]:       # every app process (each its own port)
+        c = socket.create_connection((addr[0], port), timeout=30)
+        try:
+            c.sendall(b"W" + struct.pack("!I", len(names)) + names)
+            got = bytearray(8)
+            _recv_exact(c, memoryview(got))
+            matched += COUNT.unpack(got)[0]
+        finally:
+            c.close()
     t0 = time.perf_counter()
     ep = select.epoll()
     st = {}
@@ -545,21 +560,24 @@ def _lg_idle_check(seconds=30.0, batch=256):
             "unacked_sample": late, "seconds": time.perf_counter() - t0}
 
 
-def _lg_idle_close(addr, release=True):
+def _lg_idle_close(addr, release=True, ctl_ports=None):
     for s in _held:
         s.close()                     # the client closes first: no TIME_WAIT at the app
     n = len(_held)
     _held.clear()
     if not release:
         return {"ok": True, "closed": n, "released": 0}
-    s = socket.create_connection(addr, timeout=30)
-    try:
-        s.sendall(b"R")
-        got = bytearray(8)
-        _recv_exact(s, memoryview(got))
-    finally:
-        s.close()
-    return {"ok": True, "closed": n, "released": COUNT.unpack(got)[0]}
+    released = 0
+    for port in ctl_ports or [addr[1]]:       # every app process (each its own port)
+        s = socket.create_connection((addr[0], port), timeout=30)
+        try:
+            s.sendall(b"R")
+            got = bytearray(8)
+            _recv_exact(s, memoryview(got))
+        finally:
+            s.close()
+        released += COUNT.unpack(got)[0]
+    return {"ok": True, "closed": n, "released": released}
 
 
 def loadgen_main() -> int:
@@ -589,11 +607,12 @@ def loadgen_main() -> int:
                                     cmd.get("window", 32), cmd.get("rate", 0.0))
             elif op == "idle_rr":
                 res = _lg_idle_rr(addr, cmd["count"], cmd.get("rounds", 10),
-                                  cmd.get("size", 16), cmd.get("seconds", 60.0))
+                                  cmd.get("size", 16), cmd.get("seconds", 60.0),
+                                  cmd.get("ctl_ports"))
             elif op == "idle_check":
                 res = _lg_idle_check(cmd.get("seconds", 30.0))
             elif op == "idle_close":
-                res = _lg_idle_close(addr, cmd.get("release", True))
+                res = _lg_idle_close(addr, cmd.get("release", True), cmd.get("ctl_ports"))
             else:
                 res = {"ok": False, "error": f"unknown op {op!r}"}
         except Exception as e:  # reported to the orchestrator, which records it
@@ -887,6 +906,7 @@ class Variant:
         self.daemon: FpdDaemon | None = None
         self.app: subprocess.Popen | None = None
         self.loadgen: subprocess.Popen | None = None
+        self.app_procs = 1             # kernel variants: app processes on one port
         self.extra_lg: list = []       # more load generators for many idle connections
         self.peer_addrs: list[str] = []    # source addresses added to the peer (idle)
         self.problems: list[str] = []
@@ -945,6 +965,10 @@ class Variant:
         if self.daemon is not None:
             env["FPD_SOCKET"] = self.daemon.socket
             argv += ["--slots", str(max(1024, cfg.idle + 1024))]
+        elif "idle" in cfg.workloads:
+            self.app_procs = cfg.kernel_procs or kernel_app_procs(cfg.idle)
+            if self.app_procs > 1:
+                argv += ["--procs", str(self.app_procs)]
         self.app_log = os.path.join(self.tmpdir, "app.log")
         with open(self.app_log, "ab") as err:
             self.app = self.bed.popen(self.bed.srv_ns, argv, stdout=subprocess.PIPE,
@@ -963,6 +987,18 @@ class Variant:
             return self.bed.popen(self.bed.peer_ns, argv, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=err, text=True,
                                   cwd=str(ROOT))
+
+    def app_pids(self) -> list[int]:
+        """The app's processes (one, or the kernel variants' --procs)."""
+        if self.app is None:
+            return []
+        return [self.app.pid] + (children_of(self.app.pid) if self.app_procs > 1 else [])
+
+    def ctl_ports(self) -> list[int]:
+        """Where I, W and R reach every app process (several: a port of each's own)."""
+        if self.app_procs > 1:
+            return [self.cfg.port + 1 + i for i in range(self.app_procs)]
+        return [self.cfg.port]
 
     def start_loadgen(self) -> None:
         self.lg_log = os.path.join(self.tmpdir, "loadgen.log")
@@ -1078,7 +1114,7 @@ class Variant:
         return r
 
     def cpu_snapshot(self) -> dict:
-        s = {"app": proc_cpu(self.app.pid),
+        s = {"app": sum(proc_cpu(p) for p in self.app_pids()),
              "daemon": sum(proc_cpu(p) for p in self.daemon.pids()) if self.daemon else 0.0,
              "loadgen": proc_cpu(self.loadgen.pid),
              "ksoftirqd": sum(proc_cpu(p) for p in ksoftirqd_pids()),
@@ -1087,10 +1123,11 @@ class Variant:
         return s
 
     def mem_snapshot(self) -> dict:
-        app = proc_mem(self.app.pid)
+        apps = [proc_mem(p) for p in self.app_pids()]
         dm = [proc_mem(p) for p in self.daemon.pids()] if self.daemon else []
-        return {"app": app["Pss"], "daemon": sum(d["Pss"] for d in dm),
-                "app_rss": app["Rss"], "daemon_rss": sum(d["Rss"] for d in dm),
+        return {"app": sum(a["Pss"] for a in apps), "daemon": sum(d["Pss"] for d in dm),
+                "app_rss": sum(a["Rss"] for a in apps),
+                "daemon_rss": sum(d["Rss"] for d in dm),
                 "app_shm_rss": shm_rss(self.app.pid) if self.daemon else 0,
                 "slab": slab_bytes(), "slab_all": slab_bytes(None)}
 
@@ -1170,10 +1207,11 @@ def idle_plan(v: Variant, cfg: Config) -> tuple:
     no CAP_SYS_RESOURCE to raise it): it is measured at the most it can hold, and
     says so. An fpd connection is not an fd in the app."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    cap = max(1, hard - FD_MARGIN)
+    cap = fd_cap()
     per_lg = max(1, min(cfg.idle_per_loadgen, cap))
     n, why = cfg.idle, None
-    if v.daemon is None and n > cap:
+    procs = getattr(v, "app_procs", 1)
+    if v.daemon is None and n > cap * 3 // 4 * procs and n > cap:
         n, why = cap, f"the app's fd limit ({hard} per process)"
     return n, per_lg, why
 
@@ -1218,7 +1256,7 @@ def measure_idle(v: Variant, cfg: Config) -> dict:
             cnt = max(0, min(cnt, r["held"], want - given))
             given += cnt
             rr_cmds.append((lg, {"op": "idle_rr", "count": cnt, "rounds": 10, "size": 16,
-                                 "seconds": 60.0}))
+                                 "seconds": 60.0, "ctl_ports": v.ctl_ports()}))
         rrs = v.ask_all(rr_cmds, timeout=90)
         checks = v.ask_all([(lg, {"op": "idle_check", "seconds": 30.0}) for lg, _ in lgs],
                            timeout=60 + n / 2000)
@@ -1230,7 +1268,8 @@ def measure_idle(v: Variant, cfg: Config) -> dict:
             v.ask_all([(lg, {"op": "idle_close", "release": False}) for lg, _ in lgs],
                       timeout=60 + n / 2000)
         try:
-            rc = v.ask({"op": "idle_close"}, timeout=60 + n / 2000)
+            rc = v.ask({"op": "idle_close", "ctl_ports": v.ctl_ports()},
+                       timeout=60 + n / 2000)
         except (BenchError, OSError, ValueError):
             if ok:
                 raise
@@ -1245,6 +1284,7 @@ def measure_idle(v: Variant, cfg: Config) -> dict:
         for key, a, b in (("fpd_stats_open", f0, f_open), ("fpd_stats_check", f0, f_check),
                           ("fpd_stats", f0, f1)):
             extra[key] = {k2: b[k2] - a[k2] for k2 in a if k2 in b and b[k2] != a[k2]}
+    extra["app_procs"] = getattr(v, "app_procs", 1)
     return {**extra,
             "unacked_sample": [x for r in checks for x in r.get("unacked_sample", [])],
             "held": held, "asked": n, "asked_all": cfg.idle, "capped_by": why,
@@ -1608,7 +1648,8 @@ def write_chart(result: dict, path: str) -> None:
 def make_config(*, rounds=None, duration=None, idle=None, quick=False, json=None, png=None,
                 mode="native", port=5001, cpus="0,0,1", no_pin=False, variants=None,
                 workloads=None, peer_offloads="on", keep_logs=False, quiet=False,
-                mtu=1500, idle_rr=None, idle_per_loadgen=None, idle_window=None) -> Config:
+                mtu=1500, idle_rr=None, idle_per_loadgen=None, idle_window=None,
+                kernel_procs=None) -> Config:
     """The Config for ``fpd bench``'s options (fpd/cli.py declares them). ValueError says
     which option is wrong."""
     try:
@@ -1631,15 +1672,16 @@ def make_config(*, rounds=None, duration=None, idle=None, quick=False, json=None
               mtu=mtu)
     for k, v in (("rounds", rounds), ("duration", duration), ("idle", idle),
                  ("idle_rr", idle_rr), ("idle_per_loadgen", idle_per_loadgen),
-                 ("idle_window", idle_window)):
+                 ("idle_window", idle_window), ("kernel_procs", kernel_procs)):
         if v is not None:
             kw[k] = v
     cfg = Config.quick_config(**kw) if quick else Config(**kw)
     if cfg.rounds < 1 or cfg.duration <= 0 or cfg.idle < 1:
         raise ValueError("--rounds, --duration and --idle must be positive")
-    if cfg.idle_rr < 0 or cfg.idle_per_loadgen < 1 or cfg.idle_window < 1:
-        raise ValueError("--idle-rr must be >= 0, --idle-per-loadgen and --idle-window "
-                         "positive")
+    if cfg.idle_rr < 0 or cfg.idle_per_loadgen < 1 or cfg.idle_window < 1 \
+            or cfg.kernel_procs < 0:
+        raise ValueError("--idle-rr and --kernel-procs must be >= 0, --idle-per-loadgen "
+                         "and --idle-window positive")
     if not 576 <= cfg.mtu <= 9000:
         raise ValueError("--mtu must be 576..9000 (above 3498: AF_XDP multi-buffer)")
     return cfg

@@ -843,6 +843,9 @@ def demo(quick):
 @click.option("--idle-per-loadgen", type=int,
               help="Idle connections per load generator process (default 16000: the "
                    "fd limit); more take more processes, each from its own address.")
+@click.option("--kernel-procs", type=int,
+              help="App processes of the kernel variants on the one port (SO_REUSEPORT; "
+                   "default 0: as many as the fd limit needs for --idle).")
 @click.option("--idle-window", type=int,
               help="Connects in flight per load generator while opening idle "
                    "connections (default 32; 1: one after the other).")

@@ -68,6 +68,8 @@ def test_idle_options(captured):
                                         idle_window=1)
     r = run("--idle-per-loadgen", "0")
     assert r.exit_code == 2 and "--idle-per-loadgen" in r.output
+    r = run("--kernel-procs", "3")
+    assert r.exit_code == 0 and captured[-1].kernel_procs == 3
 
 
 class _V:
@@ -83,3 +85,9 @@ def test_idle_plan_caps_the_kernel_at_its_fd_limit(monkeypatch):
     n, per_lg, why = bench.idle_plan(_V(daemon=None), cfg)
     assert (n, per_lg) == (19000, 16000) and "fd limit (20000" in why
     assert bench.idle_plan(_V(daemon=None), bench.Config(idle=2000)) == (2000, 16000, None)
+    # several app processes on the port (SO_REUSEPORT): room for all, with a quarter spare
+    procs = bench.kernel_app_procs(100000)
+    assert procs == 8 and bench.kernel_app_procs(14250) == 1
+    v = _V(daemon=None)
+    v.app_procs = procs
+    assert bench.idle_plan(v, cfg) == (100000, 16000, None)
