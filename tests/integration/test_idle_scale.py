@@ -19,11 +19,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _idle_bench(tmp_path, n: int, per_lg: int, rr: int, timeout: float) -> dict:
+def _idle_bench(tmp_path, n: int, per_lg: int, rr: int, timeout: float,
+                variant: str = "fpd", extra=()) -> dict:
     out = tmp_path / "idle.json"
-    argv = [sys.executable, "-m", "fpd.bench", "--variants", "fpd", "--workloads", "idle",
+    argv = [sys.executable, "-m", "fpd.bench", "--variants", variant, "--workloads", "idle",
             "--rounds", "1", "--idle", str(n), "--idle-per-loadgen", str(per_lg),
-            "--idle-rr", str(rr), "--json", str(out), "-q"]
+            "--idle-rr", str(rr), "--json", str(out), "-q", *extra]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     where = f"\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
     assert out.exists(), "no JSON written" + where
@@ -35,7 +36,7 @@ def _idle_bench(tmp_path, n: int, per_lg: int, rr: int, timeout: float) -> dict:
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     listed = {line.split()[0] for line in names.splitlines() if line.strip()}
     assert not listed & set(r["namespaces"]), "a namespace of the run was left behind"
-    (s,) = r["workloads"]["idle"]["raw"]["fpd"]
+    (s,) = r["workloads"]["idle"]["raw"][variant]
     return s
 
 
@@ -54,6 +55,15 @@ def _check(s: dict, n: int, loadgens: int, rr: int) -> None:
 def test_5000_idle_two_load_generators(tmp_path):
     s = _idle_bench(tmp_path, 5000, 2500, 200, timeout=300)
     _check(s, 5000, 2, 200)
+
+
+def test_kernel_app_on_two_processes(tmp_path):
+    """The kernel variant's app as two processes on one port (SO_REUSEPORT, how the bench
+    holds 100,000 kernel connections under a 20,000-fd limit): W and R reach both."""
+    s = _idle_bench(tmp_path, 3000, 1500, 100, timeout=300, variant="kernel",
+                    extra=("--kernel-procs", "2"))
+    assert s["app_procs"] == 2
+    _check(s, 3000, 2, 100)
 
 
 @pytest.mark.slow
