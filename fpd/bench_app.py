@@ -296,9 +296,9 @@ def main(argv=None) -> int:
 def _die_with_parent() -> None:
     """A forked server process ends with its parent (PR_SET_PDEATHSIG)."""
     try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+        from fpd import libc
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, ImportError, AttributeError):
         pass
 
 
