@@ -962,6 +962,10 @@ class Variant:
         argv = [*self._taskset(cfg.cpu_app), sys.executable, str(APPS), "--module", module,
                 "--host", "0.0.0.0", "--port", str(cfg.port)]
         env = dict(os.environ)
+        # the app is started by path, so its own directory heads sys.path: ROOT first,
+        # or an editable install elsewhere would give it another tree's fpd.client
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get(
+            "PYTHONPATH", "").split(os.pathsep) if p])
         if self.daemon is not None:
             env["FPD_SOCKET"] = self.daemon.socket
             argv += ["--slots", str(max(1024, cfg.idle + 1024))]
