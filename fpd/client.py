@@ -802,6 +802,8 @@ def _local_addr(a: bytes, port: int) -> tuple:
             _LADDRS.clear()
         t = _LADDRS[(bytes(a), port)] = (_ip(a), port)
     return t
+
+
 _IPS: dict = {}                 # 4 address bytes -> the str: one str per peer address
 
 

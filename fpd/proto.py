@@ -368,7 +368,8 @@ def with_opt(opts: dict, name: str, value) -> dict:
     d = dict(opts)
     d[name] = value
     try:
-        key = tuple(sorted(d.items()))
+        # (the type too: 1 and True are equal keys, and each side keeps its own type)
+        key = tuple(sorted((k, type(v).__name__, v) for k, v in d.items()))
         got = _OPT_SETS.get(key)
     except TypeError:                  # an unhashable value: a dict of its own
         return d

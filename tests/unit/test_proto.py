@@ -149,5 +149,7 @@ def test_with_opt_shares_one_dict_per_option_set_and_never_changes_its_input():
     assert c == {"nodelay": True, "keepalive": 1} and a == {"nodelay": True}
     assert proto.with_opt(a, "nodelay", False) == {"nodelay": False}
     assert a == {"nodelay": True}
+    one, true = proto.with_opt({}, "nodelay", 1), proto.with_opt({}, "nodelay", True)
+    assert type(one["nodelay"]) is int and type(true["nodelay"]) is bool   # (1 == True)
     d = proto.with_opt({}, "linger", [1, 0])          # unhashable: a dict of its own
     assert d == {"linger": [1, 0]} and d is not proto.with_opt({}, "linger", [1, 0])
