@@ -28,6 +28,7 @@ import array
 import contextlib
 import dataclasses
 import datetime as _dt
+import errno
 import json
 import os
 import platform
@@ -53,6 +54,21 @@ VARIANTS = ("kernel", "kernel+xdp", "fpd")
 
 # name -> (load generator command, description)
 IDLE_SETTLE = 2.5                  # seconds idle connections are held before measuring
+IDLE_CPU_SECONDS = 2.0             # then the server's CPU is counted for this long
+IDLE_SRC_NET, IDLE_SRC_BASE = "10.77.0", 10    # idle load generators' source addresses
+FD_MARGIN = 1000                   # fds a server or load generator keeps for the rest
+
+
+def fd_cap() -> int:
+    """Connections one process may hold here: RLIMIT_NOFILE's hard limit less a margin."""
+    return max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[1] - FD_MARGIN)
+
+
+def kernel_app_procs(idle: int) -> int:
+    """Processes the kernel variants' app needs for ``idle`` connections: each holds an
+    fd per connection, and SO_REUSEPORT spreads them by hash, so each is given a
+    quarter of room to spare."""
+    return max(1, -(-idle // max(1, fd_cap() * 3 // 4)))
 
 WORKLOADS = {
     "bulk_up": ({"op": "bulk_up"}, "bulk peer->app, 1 connection"),
@@ -75,7 +91,8 @@ METRICS = {
     "bulk_down": [("gbps", "Gbit/s", True), ("cpu_s_per_gb", "CPU s/GB", False)],
     "rr_1B_1c": _RR, "rr_1K_1c": _RR, "rr_1B_32c": _RR, "rr_1K_32c": _RR,
     "crr": [("cps", "conn/s", True), ("p50_us", "us", False)],
-    "idle": [("held", "conns", True), ("bytes_per_conn", "B/conn", False)],
+    "idle": [("held", "conns", True), ("bytes_per_conn", "B/conn", False),
+             ("bytes_per_conn_open", "B/conn", False), ("rr_answered", "conns", True)],
 }
 
 
@@ -84,6 +101,11 @@ class Config:
     rounds: int = 5
     duration: float = 2.0            # seconds per timed measurement
     idle: int = 2000                 # idle connections asked for
+    idle_rr: int = 1000              # of them, request/response on at most this many
+    idle_per_loadgen: int = 16000    # connections per load generator process (fd limit)
+    idle_window: int = 32            # connects in flight per load generator
+    idle_rate: float = 0.0           # new connections per second per load generator (0: any)
+    kernel_procs: int = 0            # kernel variants' app processes (0: as the fd limit needs)
     quick: bool = False
     json: str | None = None
     png: str | None = None
@@ -312,48 +334,252 @@ def _lg_crr(addr, seconds, max_count):
 
 
 _held: list = []
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+_TCP_INFO = struct.Struct("8B24I")         # tcpi_state ... tcpi_total_retrans (struct tcp_info)
+_TCP_ESTABLISHED = 1
 
 
-def _lg_idle_open(addr, n, seconds):
-    """Open up to n connections one after the other, each answered by the app (b"i");
-    stop at the first failure or after ``seconds``. They stay open until idle_close."""
+def _tcp_info(s) -> tuple:
+    """(state, unacked) of a kernel TCP socket (TCP_INFO)."""
+    raw = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
+    v = _TCP_INFO.unpack(raw[:_TCP_INFO.size])
+    return v[0], v[12]
+
+
+def _lg_idle_open(addr, n, seconds, src=None, window=32, rate=0.0):
+    """Open up to n connections, at most ``window`` at a time (and at most ``rate`` new
+    ones per second if set), each from ``src`` (an address of the peer, for the ports:
+    each source address has its own ephemeral range) and each answered by the app
+    (b"i"); stop at the first failure or after ``seconds``. They stay open until
+    idle_close."""
     if _held:                         # left over from a failed measurement
-        _lg_idle_close(addr)
+        _lg_idle_close(addr, release=False)
     err = None
     t0 = time.perf_counter()
     end = t0 + seconds
-    one = bytearray(1)
-    while len(_held) < n and time.perf_counter() < end:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.settimeout(max(1.0, min(5.0, end - time.perf_counter())))
-            s.connect(addr)
-            s.sendall(b"I")
-            _recv_exact(s, memoryview(one))
-            if one != b"i":
-                raise ConnectionError(f"unexpected answer {bytes(one)!r}")
-        except OSError as e:
-            s.close()
-            err = f"connection {len(_held) + 1}: {type(e).__name__}: {e}"
-            break
-        _held.append(s)
+    ep = select.epoll()
+    pending: dict = {}                # fd -> [socket, stage (0 connecting, 1 answer), deadline]
+    interval = 1.0 / rate if rate else 0.0
+    next_at = t0
+    window = max(1, int(window))
+    try:
+        while err is None and (len(_held) + len(pending) < n or pending):
+            now = time.perf_counter()
+            if now > end:
+                err = f"time limit {seconds:g} s with {len(_held)} open"
+                break
+            while (len(_held) + len(pending) < n and len(pending) < window
+                   and (not interval or now >= next_at)):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    s.setblocking(False)
+                    if src:
+                        s.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+                        s.bind((src, 0))
+                    e = s.connect_ex(addr)
+                    if e not in (0, errno.EINPROGRESS):
+                        raise OSError(e, os.strerror(e))
+                except OSError as ex:
+                    s.close()
+                    err = f"connection {len(_held) + len(pending) + 1}: {type(ex).__name__}: {ex}"
+                    break
+                pending[s.fileno()] = [s, 0, now + 10.0]
+                ep.register(s.fileno(), select.EPOLLOUT)
+                next_at = max(next_at + interval, now - 1.0) if interval else now
+            if err is not None:
+                break
+            for fd, _ in ep.poll(0.02):
+                p = pending.get(fd)
+                if p is None:
+                    continue
+                s = p[0]
+                try:
+                    if p[1] == 0:
+                        e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        if e:
+                            raise OSError(e, os.strerror(e))
+                        if s.send(b"I") != 1:
+                            raise ConnectionError("could not send the first byte")
+                        p[1] = 1
+                        ep.modify(fd, select.EPOLLIN)
+                    else:
+                        one = s.recv(1)
+                        if one != b"i":
+                            raise ConnectionError(f"unexpected answer {one!r}")
+                        ep.unregister(fd)
+                        del pending[fd]
+                        _held.append(s)
+                except OSError as ex:
+                    err = f"connection {len(_held) + 1}: {type(ex).__name__}: {ex}"
+                    break
+            if pending and err is None:
+                now = time.perf_counter()
+                late = [p for p in pending.values() if now > p[2]]
+                if late:
+                    err = f"{len(late)} connections unanswered for 10 s ({len(_held)} open)"
+    finally:
+        for p in pending.values():
+            p[0].close()
+        pending.clear()
+        ep.close()
     return {"ok": True, "held": len(_held), "asked": n,
             "seconds": time.perf_counter() - t0, "stopped_by": err}
 
 
-def _lg_idle_close(addr):
+def _lg_idle_rr(addr, count, rounds=10, size=16, seconds=60.0, ctl_ports=None):
+    """Request/response on ``count`` of the held connections, spread evenly over them:
+    the app is told their addresses (W), puts an echo thread on each, and every one of
+    them answers ``rounds`` messages (distinct per connection and round), all at once
+    over epoll. The others stay idle."""
+    count = min(count, len(_held))
+    if count <= 0:
+        return {"ok": True, "asked": 0, "matched": 0, "answered": 0, "transactions": 0,
+                "wrong": 0, "seconds": 0.0}
+    step = len(_held) / count
+    socks = [_held[int(i * step)] for i in range(count)]
+    names = "".join("%s %d\n" % s.getsockname()[:2] for s in socks).encode()
+    matched = 0
+    for port in ctl_ports or [addr[1]]:       # every app process (each its own port)
+        c = socket.create_connection((addr[0], port), timeout=30)
+        try:
+            c.sendall(b"W" + struct.pack("!I", len(names)) + names)
+            got = bytearray(8)
+            _recv_exact(c, memoryview(got))
+            matched += COUNT.unpack(got)[0]
+        finally:
+            c.close()
+    t0 = time.perf_counter()
+    ep = select.epoll()
+    st = {}
+    wrong = trans = 0
+
+    def message(i, r):
+        return (b"%08d:%04d:" % (i, r)).ljust(size, b"x")[:max(size, 14)]
+
+    try:
+        for i, s in enumerate(socks):
+            st[s.fileno()] = [s, i, 0, bytearray()]
+            ep.register(s.fileno(), select.EPOLLIN)
+            s.send(message(i, 0))
+        active = len(st)
+        end = t0 + seconds
+        while active and time.perf_counter() < end:
+            for fd, _ in ep.poll(0.2):
+                e = st[fd]
+                s, i, r, buf = e
+                try:
+                    d = s.recv(65536)
+                except BlockingIOError:
+                    continue
+                if not d:
+                    raise ConnectionError(f"connection {i} closed by the server")
+                buf += d
+                want = message(i, r)
+                if len(buf) < len(want):
+                    continue
+                if bytes(buf[:len(want)]) != want:
+                    wrong += 1
+                del buf[:len(want)]
+                trans += 1
+                r += 1
+                e[2] = r
+                if r < rounds:
+                    s.send(message(i, r))
+                else:
+                    ep.unregister(fd)
+                    active -= 1
+        answered = sum(1 for e in st.values() if e[2] >= rounds)
+    finally:
+        ep.close()
+    return {"ok": True, "asked": count, "matched": matched, "answered": answered,
+            "transactions": trans, "wrong": wrong, "seconds": time.perf_counter() - t0}
+
+
+def _lg_idle_check(seconds=30.0, batch=256):
+    """Every held connection: still ESTABLISHED at the peer with nothing from the
+    server (no FIN, no RST, no data), then one byte sent on it, which the server's TCP
+    must acknowledge (the app does not read it). The bytes go out ``batch`` connections
+    at a time, each batch once the one before was acknowledged (or after 2 s): a
+    burst of 16,000 one-byte segments at once would overrun the server's RX ring and
+    measure retransmission instead."""
+    closed = 0
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    out = []
+    for s in _held:
+        try:
+            if _tcp_info(s)[0] != _TCP_ESTABLISHED or s.recv(1, socket.MSG_PEEK) == b"":
+                closed += 1
+                continue
+        except BlockingIOError:
+            pass                       # open, nothing to read: as it should be
+        except OSError:
+            closed += 1
+            continue
+        out.append(s)
+
+    def unacked(socks):
+        left = []
+        for s in socks:
+            with contextlib.suppress(OSError):
+                st, n = _tcp_info(s)
+                if st == _TCP_ESTABLISHED and n:
+                    left.append(s)
+        return left
+
+    waiting: list = []
+    for i in range(0, len(out), batch):
+        for s in out[i:i + batch]:
+            try:
+                s.send(b".")
+            except OSError:
+                closed += 1
+                continue
+            waiting.append(s)
+        stop = min(end, time.perf_counter() + 2.0)
+        while waiting and time.perf_counter() < stop:
+            waiting = unacked(waiting)
+            if waiting:
+                time.sleep(0.002)
+    while time.perf_counter() < end:
+        waiting = unacked(waiting)
+        if not waiting:
+            break
+        time.sleep(0.1)
+    acked = 0
+    late = []
+    for s in _held:
+        with contextlib.suppress(OSError):
+            st, n = _tcp_info(s)
+            acked += st == _TCP_ESTABLISHED and not n
+            if (n or st != _TCP_ESTABLISHED) and len(late) < 8:
+                v = _TCP_INFO.unpack(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
+                                                  _TCP_INFO.size))
+                late.append({"addr": "%s:%d" % s.getsockname()[:2], "state": st,
+                             "unacked": n, "retransmits": v[2], "backoff": v[4],
+                             "rto_us": v[8], "total_retrans": v[31]})
+    return {"ok": True, "held": len(_held), "closed": closed, "acked": acked,
+            "unacked_sample": late, "seconds": time.perf_counter() - t0}
+
+
+def _lg_idle_close(addr, release=True, ctl_ports=None):
     for s in _held:
         s.close()                     # the client closes first: no TIME_WAIT at the app
     n = len(_held)
     _held.clear()
-    s = socket.create_connection(addr, timeout=30)
-    try:
-        s.sendall(b"R")
-        got = bytearray(8)
-        _recv_exact(s, memoryview(got))
-    finally:
-        s.close()
-    return {"ok": True, "closed": n, "released": COUNT.unpack(got)[0]}
+    if not release:
+        return {"ok": True, "closed": n, "released": 0}
+    released = 0
+    for port in ctl_ports or [addr[1]]:       # every app process (each its own port)
+        s = socket.create_connection((addr[0], port), timeout=30)
+        try:
+            s.sendall(b"R")
+            got = bytearray(8)
+            _recv_exact(s, memoryview(got))
+        finally:
+            s.close()
+        released += COUNT.unpack(got)[0]
+    return {"ok": True, "closed": n, "released": released}
 
 
 def loadgen_main() -> int:
@@ -379,9 +605,16 @@ def loadgen_main() -> int:
             elif op == "crr":
                 res = _lg_crr(addr, cmd["seconds"], cmd.get("max", 50000))
             elif op == "idle_open":
-                res = _lg_idle_open(addr, cmd["n"], cmd["seconds"])
+                res = _lg_idle_open(addr, cmd["n"], cmd["seconds"], cmd.get("src"),
+                                    cmd.get("window", 32), cmd.get("rate", 0.0))
+            elif op == "idle_rr":
+                res = _lg_idle_rr(addr, cmd["count"], cmd.get("rounds", 10),
+                                  cmd.get("size", 16), cmd.get("seconds", 60.0),
+                                  cmd.get("ctl_ports"))
+            elif op == "idle_check":
+                res = _lg_idle_check(cmd.get("seconds", 30.0))
             elif op == "idle_close":
-                res = _lg_idle_close(addr)
+                res = _lg_idle_close(addr, cmd.get("release", True), cmd.get("ctl_ports"))
             else:
                 res = {"ok": False, "error": f"unknown op {op!r}"}
         except Exception as e:  # reported to the orchestrator, which records it
@@ -422,6 +655,37 @@ def proc_pss(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def proc_mem(pid: int) -> dict:
+    """Rss, Pss, Pss_Anon, Pss_Shmem of a process in bytes (/proc/PID/smaps_rollup)."""
+    out = dict.fromkeys(("Rss", "Pss", "Pss_Anon", "Pss_Shmem"), 0)
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                k, _, rest = line.partition(":")
+                if k in out:
+                    out[k] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def shm_rss(pid: int, tag: str = "memfd:fpd-") -> int:
+    """Resident bytes of a process's mappings of fpd's shared-memory regions (the
+    memfds, /proc/PID/smaps): the ring and control pages present right now, whoever
+    touched them (as mincore would say; a page-out would show here)."""
+    total, inside = 0, False
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                if line[:1] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                    inside = tag in line
+                elif inside and line.startswith("Rss:"):
+                    total += int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
 
 
 # The slab caches a TCP socket's memory lives in (a socket: its struct tcp_sock in "TCP",
@@ -605,6 +869,10 @@ class FpdDaemon:
             for k, v in items:
                 if isinstance(v, int) and not isinstance(v, bool):
                     out[k] = out.get(k, 0) + v
+            for pre, d in (("xdp_", w.get("xdp") or {}), ("w_", w), ("stack_", st)):
+                for k, v in d.items():
+                    if isinstance(v, int) and not isinstance(v, bool):
+                        out[pre + k] = out.get(pre + k, 0) + v
         return out
 
     def pin(self, cpus: set) -> None:
@@ -661,6 +929,9 @@ class Variant:
         self.daemon: FpdDaemon | None = None
         self.app: subprocess.Popen | None = None
         self.loadgen: subprocess.Popen | None = None
+        self.app_procs = 1             # kernel variants: app processes on one port
+        self.extra_lg: list = []       # more load generators for many idle connections
+        self.peer_addrs: list[str] = []    # source addresses added to the peer (idle)
         self.problems: list[str] = []
 
     # -- life cycle -------------------------------------------------------------------
@@ -715,9 +986,17 @@ class Variant:
         argv = [*self._taskset(cfg.cpu_app), sys.executable, str(APPS), "--module", module,
                 "--host", "0.0.0.0", "--port", str(cfg.port)]
         env = dict(os.environ)
+        # the app is started by path, so its own directory heads sys.path: ROOT first,
+        # or an editable install elsewhere would give it another tree's fpd.client
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get(
+            "PYTHONPATH", "").split(os.pathsep) if p])
         if self.daemon is not None:
             env["FPD_SOCKET"] = self.daemon.socket
-            argv += ["--slots", str(max(1024, cfg.idle + 64))]
+            argv += ["--slots", str(max(1024, cfg.idle + 1024))]
+        elif "idle" in cfg.workloads:
+            self.app_procs = cfg.kernel_procs or kernel_app_procs(cfg.idle)
+            if self.app_procs > 1:
+                argv += ["--procs", str(self.app_procs)]
         self.app_log = os.path.join(self.tmpdir, "app.log")
         with open(self.app_log, "ab") as err:
             self.app = self.bed.popen(self.bed.srv_ns, argv, stdout=subprocess.PIPE,
@@ -729,15 +1008,70 @@ class Variant:
             raise (Unavailable if self.name == "fpd" else BenchError)(
                 f"{self.name}: the app did not start: {line!r} {self._tail(self.app_log)}")
 
-    def start_loadgen(self) -> None:
+    def _popen_loadgen(self, log: str) -> subprocess.Popen:
         argv = [*self._taskset(self.cfg.cpu_loadgen), sys.executable, "-m", "fpd.bench",
                 "--loadgen"]
+        with open(log, "ab") as err:
+            return self.bed.popen(self.bed.peer_ns, argv, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=err, text=True,
+                                  cwd=str(ROOT))
+
+    def app_pids(self) -> list[int]:
+        """The app's processes (one, or the kernel variants' --procs)."""
+        if self.app is None:
+            return []
+        return [self.app.pid] + (children_of(self.app.pid) if self.app_procs > 1 else [])
+
+    def ctl_ports(self) -> list[int]:
+        """Where I, W and R reach every app process (several: a port of each's own)."""
+        if self.app_procs > 1:
+            return [self.cfg.port + 1 + i for i in range(self.app_procs)]
+        return [self.cfg.port]
+
+    def start_loadgen(self) -> None:
         self.lg_log = os.path.join(self.tmpdir, "loadgen.log")
-        with open(self.lg_log, "ab") as err:
-            self.loadgen = self.bed.popen(self.bed.peer_ns, argv, stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=err, text=True,
-                                          cwd=str(ROOT))
+        self.loadgen = self._popen_loadgen(self.lg_log)
         self.ask({"op": "ping"}, timeout=30)
+
+    def idle_loadgens(self, k: int) -> list:
+        """k load generators for the idle workload (the first is the variant's own),
+        each with a source address of its own on the peer when k > 1: 10.77.0.10, .11,
+        ... (each address has its own ephemeral ports; each process stays under the fd
+        limit). Made once, kept until stop()."""
+        if k <= 1:
+            return [(self.loadgen, None)]
+        while len(self.peer_addrs) < k:
+            a = f"{IDLE_SRC_NET}.{IDLE_SRC_BASE + len(self.peer_addrs)}"
+            self.bed.run(self.bed.peer_ns, ["ip", "addr", "add", f"{a}/24", "dev",
+                                            self.bed.peer_if])
+            self.peer_addrs.append(a)
+        self.extra_lg = [p for p in self.extra_lg if p.poll() is None]
+        while len(self.extra_lg) < k - 1:
+            p = self._popen_loadgen(os.path.join(self.tmpdir, f"loadgen{len(self.extra_lg) + 1}.log"))
+            self.extra_lg.append(p)
+            self.ask({"op": "ping"}, timeout=30, lg=p)
+        return list(zip([self.loadgen, *self.extra_lg[:k - 1]], self.peer_addrs))
+
+    def ask_all(self, cmds: list, timeout: float) -> list:
+        """One command to each of several load generators [(process, cmd)], all sent
+        before any answer is read: they run at the same time."""
+        for lg, cmd in cmds:
+            cmd = dict(cmd, host=self.bed.srv_ip, port=self.cfg.port)
+            lg.stdin.write(json.dumps(cmd) + "\n")
+            lg.stdin.flush()
+        out = []
+        deadline = time.monotonic() + timeout
+        for lg, cmd in cmds:
+            line = _readline(lg.stdout, max(0.1, deadline - time.monotonic()))
+            if not line:
+                _stop_proc(lg, 2)
+                raise BenchError(f"a load generator gave no answer to {cmd['op']} in "
+                                 f"{timeout:.0f} s {self._tail(self.lg_log)}")
+            r = json.loads(line)
+            if not r.get("ok"):
+                raise BenchError(f"{cmd['op']}: {r.get('error')}")
+            out.append(r)
+        return out
 
     def ensure_running(self) -> None:
         """Restart the app or the load generator if one died (the failed measurement
@@ -759,6 +1093,14 @@ class Variant:
                 self.loadgen.wait(5)
         with contextlib.suppress(Exception):
             _stop_proc(self.loadgen)
+        for p in self.extra_lg:
+            with contextlib.suppress(Exception):
+                p.stdin.write('{"op": "quit"}\n')
+                p.stdin.flush()
+                p.wait(5)
+            with contextlib.suppress(Exception):
+                _stop_proc(p)
+        self.extra_lg = []
         with contextlib.suppress(Exception):
             _stop_proc(self.app)
         if self.daemon is not None:
@@ -784,9 +1126,9 @@ class Variant:
             return ""
 
     # -- measuring -----------------------------------------------------------------------
-    def ask(self, cmd: dict, timeout: float) -> dict:
+    def ask(self, cmd: dict, timeout: float, lg=None) -> dict:
         cmd = dict(cmd, host=self.bed.srv_ip, port=self.cfg.port)
-        lg = self.loadgen
+        lg = lg or self.loadgen
         lg.stdin.write(json.dumps(cmd) + "\n")
         lg.stdin.flush()
         line = _readline(lg.stdout, timeout)
@@ -800,7 +1142,7 @@ class Variant:
         return r
 
     def cpu_snapshot(self) -> dict:
-        s = {"app": proc_cpu(self.app.pid),
+        s = {"app": sum(proc_cpu(p) for p in self.app_pids()),
              "daemon": sum(proc_cpu(p) for p in self.daemon.pids()) if self.daemon else 0.0,
              "loadgen": proc_cpu(self.loadgen.pid),
              "ksoftirqd": sum(proc_cpu(p) for p in ksoftirqd_pids()),
@@ -809,8 +1151,12 @@ class Variant:
         return s
 
     def mem_snapshot(self) -> dict:
-        return {"app": proc_pss(self.app.pid),
-                "daemon": sum(proc_pss(p) for p in self.daemon.pids()) if self.daemon else 0,
+        apps = [proc_mem(p) for p in self.app_pids()]
+        dm = [proc_mem(p) for p in self.daemon.pids()] if self.daemon else []
+        return {"app": sum(a["Pss"] for a in apps), "daemon": sum(d["Pss"] for d in dm),
+                "app_rss": sum(a["Rss"] for a in apps),
+                "daemon_rss": sum(d["Rss"] for d in dm),
+                "app_shm_rss": shm_rss(self.app.pid) if self.daemon else 0,
                 "slab": slab_bytes(), "slab_all": slab_bytes(None)}
 
 
@@ -852,22 +1198,7 @@ def measure(v: Variant, workload: str, cfg: Config) -> dict:
     cmd = dict(cmd)
     dur = cfg.duration
     if workload == "idle":
-        time.sleep(0.3)                    # as before m1: the same settling time
-        m0 = v.mem_snapshot()
-        r = v.ask({"op": "idle_open", "n": cfg.idle, "seconds": max(10 * dur, 10.0)},
-                  timeout=max(10 * dur, 10.0) + 30)
-        # held idle for IDLE_SETTLE s before the second look (every variant alike): the
-        # app's threads finish, and fpd's service returns the pages of RX rings idle for
-        # two of its reclaim intervals (control.RECLAIM_INTERVAL)
-        time.sleep(IDLE_SETTLE)
-        m1 = v.mem_snapshot()
-        rc = v.ask({"op": "idle_close"}, timeout=60)
-        held = r["held"]
-        return {"held": held, "asked": r["asked"], "stopped_by": r["stopped_by"],
-                "open_seconds": r["seconds"], "released": rc["released"],
-                "d_app": m1["app"] - m0["app"], "d_daemon": m1["daemon"] - m0["daemon"],
-                "d_slab": m1["slab"] - m0["slab"],
-                "d_slab_all": m1["slab_all"] - m0["slab_all"]}
+        return measure_idle(v, cfg)
     if workload == "crr":
         cmd.update(seconds=dur, max=cfg.crr_max)
     else:
@@ -897,6 +1228,119 @@ def measure(v: Variant, workload: str, cfg: Config) -> dict:
     return out
 
 
+def idle_plan(v: Variant, cfg: Config) -> tuple:
+    """(connections this variant is asked to hold, connections per load generator,
+    why fewer than cfg.idle or None). A kernel variant's app holds one fd per
+    connection and this VM caps a process at RLIMIT_NOFILE's hard limit (20,000 here,
+    no CAP_SYS_RESOURCE to raise it): it is measured at the most it can hold, and
+    says so. An fpd connection is not an fd in the app."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    cap = fd_cap()
+    per_lg = max(1, min(cfg.idle_per_loadgen, cap))
+    n, why = cfg.idle, None
+    procs = getattr(v, "app_procs", 1)
+    if v.daemon is None and n > cap * 3 // 4 * procs and n > cap:
+        n, why = cap, f"the app's fd limit ({hard} per process)"
+    return n, per_lg, why
+
+
+def measure_idle(v: Variant, cfg: Config) -> dict:
+    """Idle connections: open N (several load generators, each with a source address
+    of its own, when N needs more than one), look at the server's memory right after
+    opening and IDLE_SETTLE s later, count the server's CPU while they stay idle,
+    request/response on some of them, check that every one is still open (the peer
+    still ESTABLISHED, no FIN or RST, one byte sent on each acknowledged by the
+    server's TCP), close them all."""
+    n, per_lg, why = idle_plan(v, cfg)
+    k = -(-n // per_lg)
+    f0 = v.daemon.stats() if v.daemon is not None else None
+    lgs = v.idle_loadgens(k)
+    shares = [n // k + (i < n % k) for i in range(k)]
+    limit = max(10 * cfg.duration, 10.0, n / 100.0)
+    time.sleep(0.3)                    # as before m1: the same settling time
+    m0 = v.mem_snapshot()
+    ok = False
+    try:
+        opened = v.ask_all([(lg, {"op": "idle_open", "n": share, "seconds": limit,
+                                  "src": src, "window": cfg.idle_window,
+                                  "rate": cfg.idle_rate})
+                            for (lg, src), share in zip(lgs, shares)], timeout=limit + 30)
+        m_open = v.mem_snapshot()       # right after opening (before any page-out)
+        f_open = v.daemon.stats() if v.daemon is not None else None
+        # held idle for IDLE_SETTLE s before the second look (every variant alike): the
+        # app's threads finish, and fpd's service returns the pages of RX rings idle for
+        # two of its reclaim intervals (control.RECLAIM_INTERVAL)
+        time.sleep(IDLE_SETTLE)
+        m1 = v.mem_snapshot()
+        c0 = v.cpu_snapshot()
+        time.sleep(IDLE_CPU_SECONDS)
+        c1 = v.cpu_snapshot()
+        held = sum(r["held"] for r in opened)
+        want = min(cfg.idle_rr, max(1, held // 10)) if held else 0
+        rr_cmds, given = [], 0
+        for i, ((lg, _), r) in enumerate(zip(lgs, opened)):
+            cnt = (want - given if i == len(lgs) - 1 else
+                   round(want * r["held"] / held) if held else 0)
+            cnt = max(0, min(cnt, r["held"], want - given))
+            given += cnt
+            rr_cmds.append((lg, {"op": "idle_rr", "count": cnt, "rounds": 10, "size": 16,
+                                 "seconds": 60.0, "ctl_ports": v.ctl_ports()}))
+        rrs = v.ask_all(rr_cmds, timeout=90)
+        checks = v.ask_all([(lg, {"op": "idle_check", "seconds": 30.0}) for lg, _ in lgs],
+                           timeout=60 + n / 2000)
+        f_check = v.daemon.stats() if v.daemon is not None else None
+        ok = True
+    finally:
+        # the load generators close first (no TIME_WAIT at the app), then the app lets go
+        with contextlib.suppress(BenchError, OSError, ValueError):
+            v.ask_all([(lg, {"op": "idle_close", "release": False}) for lg, _ in lgs],
+                      timeout=60 + n / 2000)
+        try:
+            rc = v.ask({"op": "idle_close", "ctl_ports": v.ctl_ports()},
+                       timeout=60 + n / 2000)
+        except (BenchError, OSError, ValueError):
+            if ok:
+                raise
+    cpu = _cpu_delta(c0, c1)
+    dt = max(1e-9, c1["t"] - c0["t"])
+    errs = [r["stopped_by"] for r in opened if r["stopped_by"]]
+    extra = {}
+    if f0 is not None:
+        # the daemon's counters that moved: while opening, until the check was done
+        # (RR and check included), and over the whole measurement (closing included)
+        f1 = v.daemon.stats()
+        for key, a, b in (("fpd_stats_open", f0, f_open), ("fpd_stats_check", f0, f_check),
+                          ("fpd_stats", f0, f1)):
+            extra[key] = {k2: b[k2] - a[k2] for k2 in a if k2 in b and b[k2] != a[k2]}
+    extra["app_procs"] = getattr(v, "app_procs", 1)
+    return {**extra,
+            "unacked_sample": [x for r in checks for x in r.get("unacked_sample", [])],
+            "held": held, "asked": n, "asked_all": cfg.idle, "capped_by": why,
+            "loadgens": k, "stopped_by": "; ".join(errs) or None,
+            "open_seconds": max(r["seconds"] for r in opened), "released": rc["released"],
+            "d_app": m1["app"] - m0["app"], "d_daemon": m1["daemon"] - m0["daemon"],
+            "d_slab": m1["slab"] - m0["slab"],
+            "d_slab_all": m1["slab_all"] - m0["slab_all"],
+            "d_app_open": m_open["app"] - m0["app"],
+            "d_daemon_open": m_open["daemon"] - m0["daemon"],
+            "d_slab_open": m_open["slab"] - m0["slab"],
+            "d_app_rss": m1["app_rss"] - m0["app_rss"],
+            "d_daemon_rss": m1["daemon_rss"] - m0["daemon_rss"],
+            "app_pss": m1["app"], "daemon_pss": m1["daemon"],
+            "d_app_shm_rss": m1["app_shm_rss"] - m0["app_shm_rss"],
+            "d_app_shm_rss_open": m_open["app_shm_rss"] - m0["app_shm_rss"],
+            "app_rss": m1["app_rss"], "daemon_rss": m1["daemon_rss"],
+            "idle_cpu_pct": {"app": 100 * cpu["app"] / dt, "daemon": 100 * cpu["daemon"] / dt,
+                             "seconds": dt},
+            "rr_asked": sum(r["asked"] for r in rrs),
+            "rr_matched": sum(r["matched"] for r in rrs),
+            "rr_answered": sum(r["answered"] for r in rrs),
+            "rr_transactions": sum(r["transactions"] for r in rrs),
+            "rr_wrong": sum(r["wrong"] for r in rrs),
+            "still_open": sum(r["held"] - r["closed"] for r in checks),
+            "acked": sum(r["acked"] for r in checks)}
+
+
 def _finish_idle(samples: dict) -> dict:
     """Bytes per idle connection on the server side, from the raw deltas.
 
@@ -915,10 +1359,16 @@ def _finish_idle(samples: dict) -> dict:
             if not s.get("held"):
                 s["bytes_per_conn"] = 0.0
                 continue
+            h = s["held"]
             s["peer_slab_per_conn"] = peer
-            s["server_slab_per_conn"] = s["d_slab"] / s["held"] - peer
-            s["bytes_per_conn"] = (s["d_app"] + s["d_daemon"]) / s["held"] + \
+            s["server_slab_per_conn"] = s["d_slab"] / h - peer
+            s["app_per_conn"] = s["d_app"] / h
+            s["daemon_per_conn"] = s["d_daemon"] / h
+            s["bytes_per_conn"] = (s["d_app"] + s["d_daemon"]) / h + \
                 s["server_slab_per_conn"]
+            if "d_app_open" in s:       # right after opening
+                s["bytes_per_conn_open"] = (s["d_app_open"] + s["d_daemon_open"]) / h + \
+                    s.get("d_slab_open", s["d_slab"]) / h - peer
     return {"peer_slab_per_conn": peer, "peer_share_method": method}
 
 
@@ -1061,9 +1511,17 @@ def _brief(wl: str, r: dict) -> str:
     if wl == "crr":
         return f"{r['cps']:,.0f} conn/s p50 {r['p50_us']:.0f} us"
     if wl == "idle":
-        return (f"held {r['held']}/{r['asked']} app {r['d_app'] / max(1, r['held']):,.0f} "
-                f"daemon {r['d_daemon'] / max(1, r['held']):,.0f} "
-                f"slab {r['d_slab'] / max(1, r['held']):,.0f} B/conn"
+        h = max(1, r["held"])
+        return (f"held {r['held']}/{r['asked']} in {r['open_seconds']:.1f} s "
+                f"({r['loadgens']} load generators) app {r['d_app'] / h:,.0f} "
+                f"daemon {r['d_daemon'] / h:,.0f} slab {r['d_slab'] / h:,.0f} B/conn "
+                f"(right after opening: app {r['d_app_open'] / h:,.0f} daemon "
+                f"{r['d_daemon_open'] / h:,.0f} slab {r['d_slab_open'] / h:,.0f}); idle CPU "
+                f"daemon {r['idle_cpu_pct']['daemon']:.1f} % app "
+                f"{r['idle_cpu_pct']['app']:.1f} %; RR {r['rr_answered']}/{r['rr_asked']} "
+                f"answered ({r['rr_wrong']} wrong); still open {r['still_open']}, "
+                f"acked {r['acked']}"
+                + (f" [{r['capped_by']}]" if r.get("capped_by") else "")
                 + (f" ({r['stopped_by']})" if r["stopped_by"] else ""))
     return ""
 
@@ -1084,7 +1542,8 @@ def _assemble(cfg, raw, unavailable, errors, problems, started) -> dict:
                 # memory: the first round only. A process's heap (and fpd's shared slot
                 # pages) keep their high-water mark, so later rounds re-use memory and
                 # show almost no growth, while the kernel frees its sockets each time.
-                results[name]["bytes_per_conn"] = _stat([samples[0]["bytes_per_conn"]])
+                for m in ("bytes_per_conn", "bytes_per_conn_open"):
+                    results[name][m] = _stat([samples[0][m]])
         ratios = {}
         for m, _, _ in METRICS[wl]:
             ratios[m] = {}
@@ -1154,6 +1613,31 @@ def table(result: dict) -> str:
                          + f"{(f'{rx:.3f}' if rx else '-'):>11}")
     lines.append("* lower is better; everything else: higher is better. "
                  "Median (min-max) over the rounds.")
+    idle = result["workloads"].get("idle")
+    if idle:
+        lines.append("idle, round 1, bytes per connection (PSS deltas; the stack: fpd's "
+                     "daemon, the kernel's socket slab) after settling / right after opening:")
+        for v in vs:
+            raw = idle.get("raw", {}).get(v) or []
+            if not raw or "app_per_conn" not in raw[0]:
+                continue
+            r = raw[0]
+            stack = r["daemon_per_conn"] + r["server_slab_per_conn"]
+            h = max(1, r["held"])
+            stack_open = (r["d_daemon_open"] + r["d_slab_open"]) / h - r["peer_slab_per_conn"]
+            lines.append(
+                f"  {v:<11} held {r['held']:,} (asked {r['asked']:,}"
+                + (f": {r['capped_by']}" if r.get("capped_by") else "") + ") "
+                f"opened in {r['open_seconds']:.1f} s; app {_fmt(r['app_per_conn'])} + stack "
+                f"{_fmt(stack)} = {_fmt(r['bytes_per_conn'])} / app "
+                f"{_fmt(r['d_app_open'] / h)} + stack {_fmt(stack_open)} = "
+                f"{_fmt(r.get('bytes_per_conn_open'))}; idle CPU app "
+                f"{r['idle_cpu_pct']['app']:.1f} % daemon {r['idle_cpu_pct']['daemon']:.1f} %; "
+                f"RR {r['rr_answered']}/{r['rr_asked']} ({r['rr_wrong']} wrong); still open "
+                f"{r['still_open']:,}, acked {r['acked']:,}"
+                + (f"; shared-memory pages resident in the app {_fmt(r['d_app_shm_rss'] / h)}"
+                   f" / {_fmt(r['d_app_shm_rss_open'] / h)} B/conn"
+                   if "d_app_shm_rss" in r and v == "fpd" else ""))
     for name, why in result.get("unavailable", {}).items():
         lines.append(f"{name}: UNAVAILABLE: {why.splitlines()[0] if why else ''}")
     for e in result.get("errors", []):
@@ -1192,7 +1676,8 @@ def write_chart(result: dict, path: str) -> None:
 def make_config(*, rounds=None, duration=None, idle=None, quick=False, json=None, png=None,
                 mode="native", port=5001, cpus="0,0,1", no_pin=False, variants=None,
                 workloads=None, peer_offloads="on", keep_logs=False, quiet=False,
-                mtu=1500, frags=False) -> Config:
+                mtu=1500, frags=False, idle_rr=None, idle_per_loadgen=None, idle_window=None,
+                kernel_procs=None) -> Config:
     """The Config for ``fpd bench``'s options (fpd/cli.py declares them). ValueError says
     which option is wrong."""
     try:
@@ -1213,12 +1698,18 @@ def make_config(*, rounds=None, duration=None, idle=None, quick=False, json=None
               cpu_loadgen=cpu[1], cpu_daemon=cpu[2], variants=variants, workloads=workloads,
               peer_offloads=peer_offloads == "on", verbose=not quiet, keep_logs=keep_logs,
               mtu=mtu, frags=bool(frags))
-    for k, v in (("rounds", rounds), ("duration", duration), ("idle", idle)):
+    for k, v in (("rounds", rounds), ("duration", duration), ("idle", idle),
+                 ("idle_rr", idle_rr), ("idle_per_loadgen", idle_per_loadgen),
+                 ("idle_window", idle_window), ("kernel_procs", kernel_procs)):
         if v is not None:
             kw[k] = v
     cfg = Config.quick_config(**kw) if quick else Config(**kw)
     if cfg.rounds < 1 or cfg.duration <= 0 or cfg.idle < 1:
         raise ValueError("--rounds, --duration and --idle must be positive")
+    if cfg.idle_rr < 0 or cfg.idle_per_loadgen < 1 or cfg.idle_window < 1 \
+            or cfg.kernel_procs < 0:
+        raise ValueError("--idle-rr and --kernel-procs must be >= 0, --idle-per-loadgen "
+                         "and --idle-window positive")
     if not 576 <= cfg.mtu <= 9000:
         raise ValueError("--mtu must be 576..9000 (above 3498: AF_XDP multi-buffer)")
     return cfg

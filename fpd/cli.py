@@ -837,6 +837,18 @@ def demo(quick):
 @click.option("--duration", type=float,
               help="Seconds per timed measurement (default 2; quick 0.25).")
 @click.option("--idle", type=int, help="Idle connections to hold (default 2000; quick 200).")
+@click.option("--idle-rr", type=int,
+              help="Request/response on this many of the idle connections, at most "
+                   "(default 1000, and at most a tenth of them).")
+@click.option("--idle-per-loadgen", type=int,
+              help="Idle connections per load generator process (default 16000: the "
+                   "fd limit); more take more processes, each from its own address.")
+@click.option("--kernel-procs", type=int,
+              help="App processes of the kernel variants on the one port (SO_REUSEPORT; "
+                   "default 0: as many as the fd limit needs for --idle).")
+@click.option("--idle-window", type=int,
+              help="Connects in flight per load generator while opening idle "
+                   "connections (default 32; 1: one after the other).")
 @click.option("--json", "json_path", metavar="FILE", help="Write the results as JSON.")
 @click.option("--png", metavar="FILE", help="Write a bar chart of the ratios.")
 @click.option("--mode", type=click.Choice(["native", "generic", "auto"]), default="native",

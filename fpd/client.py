@@ -394,6 +394,9 @@ class _DaemonLink:
         self.followers: list = []
         self.pump_thread = None
         self.sel_socks = weakref.WeakSet()  # sockets with a readiness fd
+        # sockets made here that may have no slot yet (made, bound, connecting); an
+        # accepted socket is in its worker link's ``conns`` from birth to close and is
+        # not added (a WeakSet entry is ~0.15 KB per idle connection): all_socks()
         self.socks = weakref.WeakSet()
         self.tx_dirty = weakref.WeakSet()   # sockets whose TX ring pages may be mapped
         self.tx_gen = 0                     # tx_sweep's count
@@ -505,9 +508,17 @@ class _DaemonLink:
             w.dead = why
             for s in list(w.conns.values()) + list(w.listeners.values()):
                 s._daemon_gone()
-        for s in list(self.socks):
+        for s in self.all_socks():
             if s._client is self and s._cond is not None:
                 s._cond.notify_all()
+
+    def all_socks(self) -> list:
+        """Every socket of this client: ``socks`` and those in the links' tables."""
+        seen = {id(s): s for s in list(self.socks)}
+        for w in self.workers:
+            for s in list(w.conns.values()) + list(w.listeners.values()):
+                seen.setdefault(id(s), s)
+        return list(seen.values())
 
     # -- pumping -------------------------------------------------------------------------
     def wait_direct(self, ready, direct, deadline) -> bool:
@@ -745,7 +756,7 @@ def _after_fork_in_child() -> None:
         return
     c.pid = -1
     c.dead = "the process forked: fpd sockets belong to the parent"
-    for s in list(c.socks):
+    for s in c.all_socks():
         s._forked()
 
 
@@ -777,8 +788,34 @@ def _resolve(address, for_bind=False) -> tuple:
     return (info[0][4][0], port)
 
 
+_NO_OPTS: dict = {}
+_LADDRS: dict = {}              # (4 address bytes, port) -> one (str, int) tuple
+
+
+def _local_addr(a: bytes, port: int) -> tuple:
+    """The local address tuple of a connection: one tuple for all the connections a
+    listener accepts (~0.07 KB each otherwise)."""
+    key = (a, port)
+    t = _LADDRS.get(key)
+    if t is None:
+        if len(_LADDRS) >= 4096:
+            _LADDRS.clear()
+        t = _LADDRS[(bytes(a), port)] = (_ip(a), port)
+    return t
+
+
+_IPS: dict = {}                 # 4 address bytes -> the str: one str per peer address
+
+
 def _ip(b: bytes) -> str:
-    return _std.inet_ntoa(b)
+    """Dotted quad of a 4-byte address; the same str object for the same address
+    (an idle connection's two address strings are ~0.1 KB otherwise)."""
+    s = _IPS.get(b)
+    if s is None:
+        if len(_IPS) >= 4096:
+            _IPS.clear()
+        s = _IPS[bytes(b)] = _std.inet_ntoa(b)
+    return s
 
 
 # --- the socket ---------------------------------------------------------------------------
@@ -827,8 +864,8 @@ class socket(_life.SockLife):
         self._bind = None
         self._laddr = ("0.0.0.0", 0)
         self._raddr = None
-        self._opts = {}
-        self._listen = []
+        self._opts = _NO_OPTS           # never changed in place (_proto.with_opt)
+        self._listen = ()               # listeners: a list of their slots
         self._acceptq = None           # listeners only (a deque costs ~0.7 KB)
         self._pair = None
         self._fd_r = self._fd_w = False
@@ -876,7 +913,7 @@ class socket(_life.SockLife):
     def _addrs(self) -> None:
         try:
             la, lp, ra, rp = self._ctl.addrs()
-            self._laddr = (_ip(la), lp)
+            self._laddr = _local_addr(la, lp)
             self._raddr = (_ip(ra), rp)
         except (AttributeError, TypeError, ValueError):
             pass
@@ -1195,7 +1232,7 @@ class socket(_life.SockLife):
     def setsockopt(self, level, optname, value, optlen=None) -> None:
         self._check_open()
         if level == _SOL_SOCKET and optname == _std.SO_REUSEADDR:
-            self._opts["reuseaddr"] = 1 if _optint(value) else 0
+            self._opts = _proto.with_opt(self._opts, "reuseaddr", 1 if _optint(value) else 0)
             return
         if level == _SOL_SOCKET and optname == _std.SO_LINGER:
             if isinstance(value, (bytes, bytearray)) and len(value) >= 8:
@@ -1204,7 +1241,7 @@ class socket(_life.SockLife):
             else:
                 raise OSError(_errno.EINVAL, "SO_LINGER needs struct linger bytes")
             self._linger0 = bool(onoff) and linger == 0
-            self._opts["linger"] = (onoff, linger)
+            self._opts = _proto.with_opt(self._opts, "linger", (onoff, linger))
             return
         name = self._OPTNAMES.get((level, optname))
         if name is None:
@@ -1214,7 +1251,7 @@ class socket(_life.SockLife):
         v = _optint(value)
         if name in ("nodelay", "keepalive"):
             v = 1 if v else 0
-        self._opts[name] = v
+        self._opts = _proto.with_opt(self._opts, name, v)   # (shared: never in place)
         val = bool(v) if name in ("nodelay", "keepalive") else v
         # no round trip: the option was checked here, and the daemon applies control
         # messages in order (a send after this call is sent with the option)
@@ -1326,8 +1363,7 @@ class socket(_life.SockLife):
         """EV_ACCEPTED for this listener (``mu`` held): make the socket now."""
         s = socket.__new__(socket)
         socket.__init__(s)
-        s._client = self._client
-        self._client.socks.add(s)
+        s._client = self._client        # (in w.conns from here to close: all_socks)
         try:
             s._adopt(w, slot, gen16)
         except (_ShmError, ValueError):
@@ -1347,7 +1383,7 @@ class socket(_life.SockLife):
 
     def _unlisten(self) -> None:
         c = self._client
-        lst, self._listen = self._listen, []
+        lst, self._listen = self._listen, ()
         for w, slot, gen in reversed(lst):
             with c.mu:
                 if w.listeners.get(slot) is self:
@@ -1394,7 +1430,7 @@ class socket(_life.SockLife):
         o = self._opts
         for name in ("nodelay", "keepalive", "rcvbuf", "sndbuf"):
             if name in o:                 # the daemon applied the listener's options
-                conn._opts[name] = o[name]
+                conn._opts = _proto.with_opt(conn._opts, name, o[name])
         return conn, conn._raddr
 
     def _start_connect(self, address) -> None:

@@ -55,7 +55,7 @@ log = logging.getLogger("fpd.service")
 
 _ERRNO_OF = {ConnectionResetError: _errno.ECONNRESET, TimeoutError: _errno.ETIMEDOUT,
              ConnectionRefusedError: _errno.ECONNREFUSED}
-MAX_SLOTS_PER_CLIENT = 65536
+MAX_SLOTS_PER_CLIENT = _shm.MAX_SLOTS    # 262,144: 100,000 idle connections fit one region
 RECLAIM_INTERVAL = 1.0            # seconds an RX ring stays unwritten and empty before its
                                    # pages go back (shm.Region.reclaim)
 EVENT_BACKLOG_LIMIT = 5.0          # seconds a client's event ring may stay full
@@ -67,6 +67,9 @@ class ControlError(Exception):
     def __init__(self, err: int, text: str):
         super().__init__(text)
         self.errno = err
+
+
+_NO_OPTS: dict = {}
 
 
 class _Entry(SlotLife):
@@ -87,7 +90,7 @@ class _Entry(SlotLife):
         self.listener = None
         self.tx_pending = False        # look at the TX ring
         self.rx_blocked = False        # engine holds bytes the RX ring had no room for
-        self.opts = {}
+        self.opts = _NO_OPTS            # never changed in place (proto.with_opt)
         self.bell = None               # the slot's own doorbell (op "bell"), if any
         self.bell_new = False          # no RX wake-up went to that bell yet (see _deliver)
         self.end_errno = 0             # why the engine ended the connection (conn ENDING)
@@ -314,7 +317,8 @@ class Service:
         name = msg.name
         if name not in SOCKOPTS:
             raise ControlError(_errno.ENOPROTOOPT, f"option {name!r} not supported")
-        e.opts[name] = msg.value
+        name = SOCKOPTS[SOCKOPTS.index(name)]     # the one str, not this message's copy
+        e.opts = proto.with_opt(e.opts, name, msg.value)       # (shared: never in place)
         if e.conn is not None:
             self._apply_opts(e.conn, {name: msg.value})
         return {}
@@ -581,8 +585,8 @@ class Service:
         e.fire("accept")
         e.conn = conn
         self.by_conn[conn] = e
-        e.opts = dict(le.opts)
-        self._apply_opts(conn, e.opts)
+        e.opts = le.opts                # shared, as every opts dict: changed only by
+        self._apply_opts(conn, e.opts)  # replacing it (proto.with_opt)
         (la, lp), (ra, rp) = conn.local, conn.remote
         e.ends.ctl.set_addrs(la, lp, ra, rp)
         e.ends.ctl.set_state(S_ESTABLISHED)

@@ -134,7 +134,7 @@ M64 = (1 << 64) - 1
 U32 = 0xFFFFFFFF
 NO_SLOT = 0xFFFFFFFF        # record not about one slot (region-wide)
 
-MAX_SLOTS = 1 << 16
+MAX_SLOTS = 1 << 18           # 262,144 connections per region (slot numbers are u32)
 MIN_RING, MAX_RING = 64, 1 << 30
 MIN_RECORDS, MAX_RECORDS = 2, 1 << 20
 
@@ -424,27 +424,30 @@ class _End:
     # One u64 view of the ring header (two memoryviews per end, not nine: an idle
     # connection's slot costs ~0.8 KB of Python objects per side instead of ~4 KB).
     # Words of a line: [i] index, [i+1] flags (low half) | wait (high half), [i+2] wake_at.
-    __slots__ = ("size", "mask", "slot", "ring", "_data", "_h", "_o", "_p", "_pos",
+    __slots__ = ("size", "mask", "slot", "ring", "_data", "_h", "_o", "_pos",
                  "_seen", "_flags", "_wseq", "_woken", "_peer_sticky", "_mv", "_doff",
                  "__weakref__")
 
     PRODUCER = True
+    _PD = (CONS_LINE - PROD_LINE) // 8     # words from our line to the peer's
     unit = "bytes"
 
     def __init__(self, mv: memoryview, hdr: int, data: int, size: int, *, slot, ring: str,
                  start: int | None = None, unit_size: int = 1, hview=None):
         self.size = size
-        self.mask = size - 1
+        self.mask = _MASKS.get(size) or _MASKS.setdefault(size, size - 1)   # (one int)
         self.slot = slot
         self.ring = ring
         if hview is None:
             self._h, w = mv[hdr:hdr + RING_HDR.size].cast("Q"), 0
         else:
-            # (u64 view of the slot's control block, word of this header): both ends of
-            # a slot on one side share one view (~0.2 KB less per slot and side)
+            # (u64 view of the region's control table, word of this header): every
+            # slot's ends on one side share the region's one view (a view of their own
+            # was ~0.2 KB per slot and side)
             self._h, w = hview
-        self._o, self._p = (w + PROD_LINE // 8, w + CONS_LINE // 8) if self.PRODUCER \
-            else (w + CONS_LINE // 8, w + PROD_LINE // 8)
+        # our line's first word; the peer's line is _PD words away (no int of its own:
+        # with the region's shared view the word numbers are large ints, 32 B each)
+        self._o = w + (PROD_LINE if self.PRODUCER else CONS_LINE) // 8
         self._data = mv[data:data + size * unit_size]
         self._mv, self._doff = mv, data         # (byte rings: see drop_data)
         self._woken = None
@@ -470,11 +473,18 @@ class _End:
         return ShmCorrupt(self.slot, self.ring, what)
 
     def release_views(self) -> None:
-        """Drop every view into the mapping (the region calls this on close)."""
-        for name in ("_data", "_h"):
-            v = getattr(self, name, None)
-            if v is not None:
-                v.release()
+        """Drop every view into the mapping (the region calls this on close). A header
+        view the region lent (``hview``: one view of the whole control table) is the
+        region's to release: this end only lets go of it, and from then on uses a
+        released view (ValueError, as with one of its own)."""
+        v = getattr(self, "_data", None)
+        if v is not None:
+            v.release()
+        h = getattr(self, "_h", None)
+        if h is not None and h is not _RELEASED_Q:
+            if h.nbytes == RING_HDR.size:     # our own view of our header
+                h.release()
+            self._h = _RELEASED_Q
         self._mv = None
 
     def drop_data(self) -> None:
@@ -534,7 +544,7 @@ class _End:
         reached its ``wake_at`` (or we have set EOF/CLOSED), and it has not been rung
         for this sleep yet -- then ring its eventfd (exactly once per sleep)."""
         fence()
-        h, p = self._h, self._p
+        h, p = self._h, self._o + self._PD
         w = h[p + 1] >> _WAIT_SHIFT & U32
         if w & 1 and w != self._woken:
             # the peer's wake_at was stored before its wait word: loaded after it here
@@ -547,7 +557,7 @@ class _End:
     def _peer_flag(self, known: int, bit: int) -> bool:
         if self._peer_sticky & bit:
             return True
-        f = self._h[self._p + 1] >> _FLAGS_SHIFT & U32
+        f = self._h[self._o + self._PD + 1] >> _FLAGS_SHIFT & U32
         if f & ~known:
             raise self._corrupt(f"unknown bits in the peer's flag word: {f:#x}")
         self._peer_sticky |= f
@@ -560,7 +570,7 @@ class _Producer(_End):
 
     def _refresh(self) -> int:
         """Load and check the consumer's index; returns free space."""
-        c = self._h[self._p]
+        c = self._h[self._o + self._PD]
         seen = self._seen
         if c != seen:
             # the consumer may only move forward, and not past what we produced
@@ -608,10 +618,11 @@ class _Producer(_End):
 class _Consumer(_End):
     __slots__ = ()
     PRODUCER = False
+    _PD = (PROD_LINE - CONS_LINE) // 8
 
     def _refresh(self) -> int:
         """Load and check the producer's index; returns what is readable."""
-        p = self._h[self._p]
+        p = self._h[self._o + self._PD]
         seen = self._seen
         if p != seen:
             # the producer may only move forward, by at most the free space
@@ -631,7 +642,7 @@ class _Consumer(_End):
     def _peer_eof(self) -> bool:
         if self._peer_sticky & RING_EOF:
             return True
-        f = self._h[self._p + 1] >> _FLAGS_SHIFT & U32
+        f = self._h[self._o + self._PD + 1] >> _FLAGS_SHIFT & U32
         if f & ~PROD_FLAGS_KNOWN:
             raise self._corrupt(f"unknown bits in the producer's flag word: {f:#x}")
         if f & RING_EOF:
@@ -1008,6 +1019,11 @@ class Slot:
         self.ctl.release_views()
 
 
+_MASKS: dict = {}                                   # ring size -> size - 1, shared
+_RELEASED_Q = memoryview(b"\0" * 8).cast("Q")     # what a closed ring end indexes
+_RELEASED_Q.release()
+
+
 # --- the region --------------------------------------------------------------------------
 class Region:
     """One client's shared memory, as the daemon (:meth:`create`) or the client
@@ -1022,6 +1038,8 @@ class Region:
         self.mm = mmap.mmap(fd, self.size, flags=mmap.MAP_SHARED,
                             prot=mmap.PROT_READ | mmap.PROT_WRITE)
         self.mv = memoryview(self.mm)
+        # one u64 view of the whole slot control table, lent to every slot's ring ends
+        self.ctlq = self.mv[layout.ctl_off:layout.data_off].cast("Q")
         self._slots: dict[int, Slot] = {}
         self.events = self.commands = None
 
@@ -1095,11 +1113,11 @@ class Region:
         lay = self.layout
         base = lay.slot_ctl(slot)
         ctl = SlotControl(self.mv, base, slot, daemon=True, gen=gen)
-        hv = self.mv[base:base + SLOT_CTL_SIZE].cast("Q")
+        hv, w = self.ctlq, (base - lay.ctl_off) // 8
         rx = ByteProducer(self.mv, base + SLOT_RX_HDR, lay.rx_data(slot), lay.rx_size,
-                          slot=slot, ring="rx", start=start, hview=(hv, SLOT_RX_HDR // 8))
+                          slot=slot, ring="rx", start=start, hview=(hv, w + SLOT_RX_HDR // 8))
         tx = ByteConsumer(self.mv, base + SLOT_TX_HDR, lay.tx_data(slot), lay.tx_size,
-                          slot=slot, ring="tx", start=start, hview=(hv, SLOT_TX_HDR // 8))
+                          slot=slot, ring="tx", start=start, hview=(hv, w + SLOT_TX_HDR // 8))
         s = self._slots[slot] = Slot(slot, rx, tx, ctl)
         return s
 
@@ -1114,11 +1132,11 @@ class Region:
             lay = self.layout
             base = lay.slot_ctl(slot)
             ctl = SlotControl(self.mv, base, slot, daemon=False)
-            hv = self.mv[base:base + SLOT_CTL_SIZE].cast("Q")
+            hv, w = self.ctlq, (base - lay.ctl_off) // 8
             rx = ByteConsumer(self.mv, base + SLOT_RX_HDR, lay.rx_data(slot), lay.rx_size,
-                              slot=slot, ring="rx", hview=(hv, SLOT_RX_HDR // 8))
+                              slot=slot, ring="rx", hview=(hv, w + SLOT_RX_HDR // 8))
             tx = ByteProducer(self.mv, base + SLOT_TX_HDR, lay.tx_data(slot), lay.tx_size,
-                              slot=slot, ring="tx", hview=(hv, SLOT_TX_HDR // 8))
+                              slot=slot, ring="tx", hview=(hv, w + SLOT_TX_HDR // 8))
             s = self._slots[slot] = Slot(slot, rx, tx, ctl)
         return s
 
@@ -1158,6 +1176,9 @@ class Region:
             if end is not None:
                 end.release_views()
         self.events = self.commands = None
+        if self.ctlq is not None:
+            self.ctlq.release()
+            self.ctlq = None
         if self.mv is not None:
             self.mv.release()
             self.mv = None

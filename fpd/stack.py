@@ -50,7 +50,7 @@ class StackConfig:
     synack_retries: int = 5         # SYN-ACK retransmissions for half-open connections
     retries: int = 15               # data RTOs (and unanswered persist probes) before giving up
     syn_backlog: int = 4096         # half-open connections, whole stack
-    max_connections: int = 65536    # connections of every state, whole stack
+    max_connections: int = 262144   # connections of every state, whole stack (100 k idle fit)
     max_time_wait: int = 32768      # TIME_WAIT entries; beyond, close at once (Linux's tw buckets)
     challenge_ack_limit: int = 10   # RFC 5961 challenge ACKs per second, per connection
     oow_interval: float = 0.5       # min gap between ACKs answering out-of-window pure ACKs

@@ -411,6 +411,41 @@ def test_sockopts(daemon):
     s.close()
 
 
+def test_sockopts_shared_between_connections_stay_their_own(daemon):
+    """Accepted connections with the same options share one options dict on both sides
+    (idle memory, stop 17); setting an option on one changes only that one."""
+    srv = socket.create_server(("", 8081))
+    srv.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        (c1, a1), (c2, a2) = pair(8081, srv), pair(8081, srv)
+    finally:
+        srv.close()
+    try:
+        for a in (a1, a2):
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        assert a1._opts is a2._opts                  # one dict for the same options
+        e1, e2 = entry_of(daemon, a1), entry_of(daemon, a2)
+        deadline = time.monotonic() + 5
+        for a, e in ((a1, e1), (a2, e2)):
+            while daemon.call(lambda w, svc: e.opts.get("keepalive"), a._w.q) != 1:
+                assert time.monotonic() < deadline, e.opts
+                time.sleep(0.001)
+        a2.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        a2.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 50000)
+        assert a1.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert a2.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        assert a1.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) != 50000
+        while daemon.call(lambda w, svc: e2.opts.get("rcvbuf"), a2._w.q) != 50000:
+            assert time.monotonic() < deadline, e2.opts
+            time.sleep(0.001)
+        assert daemon.call(lambda w, svc: (dict(e1.opts), e1.conn.nodelay),
+                           a1._w.q) == ({"nodelay": True, "keepalive": True}, True)
+        assert daemon.call(lambda w, svc: e2.conn.nodelay, a2._w.q) is False
+    finally:
+        for s in (c1, a1, c2, a2):
+            s.close()
+
+
 # --- readiness descriptors ----------------------------------------------------------------------
 def test_fileno_readiness_exact(daemon):
     srv = socket.create_server(("", 8084))

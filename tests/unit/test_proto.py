@@ -138,3 +138,18 @@ def test_deeply_nested_json_is_a_protocol_error_not_a_crash():
                  b'{"a":' * 40000 + b"1" + b"}" * 40000):
         with pytest.raises(proto.ProtocolError, match="nested too deeply"):
             proto.decode(data)
+
+
+def test_with_opt_shares_one_dict_per_option_set_and_never_changes_its_input():
+    base = {}
+    a = proto.with_opt(base, "nodelay", True)
+    b = proto.with_opt({}, "nodelay", True)
+    assert a == {"nodelay": True} and a is b and base == {}
+    c = proto.with_opt(a, "keepalive", 1)
+    assert c == {"nodelay": True, "keepalive": 1} and a == {"nodelay": True}
+    assert proto.with_opt(a, "nodelay", False) == {"nodelay": False}
+    assert a == {"nodelay": True}
+    one, true = proto.with_opt({}, "nodelay", 1), proto.with_opt({}, "nodelay", True)
+    assert type(one["nodelay"]) is int and type(true["nodelay"]) is bool   # (1 == True)
+    d = proto.with_opt({}, "linger", [1, 0])          # unhashable: a dict of its own
+    assert d == {"linger": [1, 0]} and d is not proto.with_opt({}, "linger", [1, 0])

@@ -70,7 +70,7 @@ def test_layout_offsets_and_header_roundtrip():
 
 @pytest.mark.parametrize("kw", [dict(nslots=0), dict(rx_size=100), dict(tx_size=32),
                                 dict(ev_entries=3), dict(cmd_entries=1 << 21),
-                                dict(nslots=1 << 17)])
+                                dict(nslots=(1 << 18) + 1)])
 def test_layout_rejects_bad_geometry(kw):
     with pytest.raises(ValueError):
         Layout(**kw)
@@ -971,3 +971,39 @@ def test_byte_ring_ends_drop_their_data_view_and_make_it_again():
         assert p.cs.rx.read(200) == b"y" * 200
         p.d.events.drop_data()
         assert p.d.events._data is not None               # record rings: no-op
+
+
+def test_100000_slots_in_one_region_share_one_header_view():
+    """100,000 idle connections fit one region (stop 17): the layout takes the count,
+    the memfd is sparse, and every slot's ring ends on one side index the region's one
+    view of the control table (no view per slot). A slot closed and reopened starts
+    clean; the closed slot's old ends fail (released view) instead of writing into the
+    slot's next connection."""
+    lay = Layout(nslots=100_000, rx_size=4096, tx_size=4096, ev_entries=8, cmd_entries=8)
+    with Region.create(lay) as d:
+        c = Region.attach(os.dup(d.fd))
+        try:
+            last = lay.nslots - 1
+            ds, cs = d.open_slot(last, gen=7), c.slot(last)
+            d1, c1 = d.open_slot(1, gen=8), c.slot(1)
+            for end in (ds.rx, ds.tx, d1.rx, d1.tx):
+                assert end._h is d.ctlq
+            for end in (cs.rx, cs.tx, c1.rx, c1.tx):
+                assert end._h is c.ctlq
+            assert ds.rx.write(b"hello") == 5 and cs.tx.write(b"bye") == 3
+            assert cs.rx.read(100) == b"hello" and d1.rx.writable() == 4096
+            first, second = ds.tx.peek_view()
+            assert bytes(first) + bytes(second) == b"bye"
+            first.release()
+            second.release()
+            old = cs.rx
+            c.close_slot(last)
+            d.close_slot(last)
+            with pytest.raises(ValueError):
+                old.readable()
+            ds2, cs2 = d.open_slot(last, gen=9, start=0), c.slot(last)
+            assert cs2.rx.readable() == 0 and cs2.ctl.read() == (shm.S_FREE, 9, 0)
+            assert c1.rx.readable() == 0            # its neighbours untouched
+            del ds, cs, d1, c1, ds2, cs2, old, end
+        finally:
+            c.close()
