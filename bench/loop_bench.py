@@ -252,6 +252,7 @@ def run_one(work: str, seconds: float, profile=None, split=None):
         if split is not None:
             split.install(w, loop)
         t0, s0, n0, k0 = time.process_time(), cl.spent, cl.txns, w.xsk.submits
+        i0 = w.iterations
         cl.stop_at = n0 + target
         if profile is not None:
             cl.profile = profile
@@ -263,6 +264,7 @@ def run_one(work: str, seconds: float, profile=None, split=None):
         cpu = time.process_time() - t0 - (cl.spent - s0)
         n = cl.txns - n0
         kicks = w.xsk.submits - k0
+        run_one.passes = (w.iterations - i0) / n
         if split is not None:
             split.uninstall(w, loop)
             split.txns += n

@@ -21,8 +21,9 @@
  *
  * stamp_frames(...): see fpd.wire.stamp_frames (template transmit).
  *
- * build_frame(buf, offset, src_mac, dst_mac, seg): one frame of the common shape (see
- * the function), what fpd.wire.build_frame_into writes; None: build it in Python.
+ * build_frame(buf, offset, src_mac, dst_mac, seg): one frame (every TCP option shape,
+ * no VLAN, the default IP fields), what fpd.wire.build_frame_into writes; None: build
+ * it in Python.
  *
  * data_run(...): the loop of fpd.fastpath._data_run (batched in-order receive) over
  * Segments with bytes payloads, the payloads appended to the receive buffer in one
@@ -416,6 +417,11 @@ done:
 
 /* ---- one frame from a Segment ------------------------------------------------------- */
 
+static inline void put32(unsigned char *p, uint32_t x)
+{
+    p[0] = x >> 24; p[1] = (x >> 16) & 0xFF; p[2] = (x >> 8) & 0xFF; p[3] = x & 0xFF;
+}
+
 /* An int slot as an unsigned value <= max; 0 when it is not (wrong type, out of range:
  * the Python builder then raises what it raises). */
 static int slot_uint(PyObject *o, unsigned long long max, unsigned long long *out)
@@ -436,16 +442,20 @@ static int slot_uint(PyObject *o, unsigned long long max, unsigned long long *ou
 
 /* build_frame(buf, offset, src_mac, dst_mac, seg) -> frame length, or None: the frame
  * fpd.wire.build_frame_into writes for seg with its defaults (no VLAN, ttl 64, ip_id 0,
- * DF, tos 0), byte for byte, when seg is of the common shape: a Segment whose only TCP
- * option is a timestamp (or none), every field in range, 6-byte MACs, the frame within
- * buf. None for everything else: the caller builds it in Python (the reference). */
+ * DF, tos 0), byte for byte (options in encode_options' layout: MSS, timestamps or
+ * SACK-permitted, window scale, SACK blocks as many as fit), when every field is in
+ * range and of the plain type (ints, bytes addresses, sack_ok a bool, SACK blocks
+ * 2-tuples in a tuple or list), the MACs 6 bytes, the frame within buf. None for
+ * everything else: the caller builds it in Python (the reference). */
 static PyObject *build_frame(PyObject *self, PyObject *args)
 {
     PyObject *buf, *smac, *dmac, *seg, *o, *pl;
     Py_ssize_t off;
     Py_buffer b, p;
-    unsigned long long sport, dport, seq, ack, flags, wnd, urp, tsval = 0, tsecr = 0;
-    int ts;
+    unsigned long long sport, dport, seq, ack, flags, wnd, urp, tsval = 0, tsecr = 0, v;
+    unsigned char opt[40];
+    Py_ssize_t olen = 0, nblk;
+    int sack_ok;
     uint32_t thl, tlen, tot, plen;
     unsigned char *f, *ip, *tcp;
     uint64_t s;
@@ -455,12 +465,64 @@ static PyObject *build_frame(PyObject *self, PyObject *args)
         !PyBytes_CheckExact(dmac) || PyBytes_GET_SIZE(smac) != 6 ||
         PyBytes_GET_SIZE(dmac) != 6)
         Py_RETURN_NONE;
-    if (SLOT_(seg, S_MSS) != Py_None || SLOT_(seg, S_WSCALE) != Py_None ||
-        SLOT_(seg, S_SACK_OK) != Py_False)
+    /* the options, in fpd.wire.encode_options' layout */
+    o = SLOT_(seg, S_MSS);
+    if (o != Py_None) {
+        if (!slot_uint(o, 0xFFFF, &v))
+            Py_RETURN_NONE;
+        opt[olen++] = 2; opt[olen++] = 4; opt[olen++] = v >> 8; opt[olen++] = v & 0xFF;
+    }
+    o = SLOT_(seg, S_SACK_OK);
+    if (o != Py_True && o != Py_False)
         Py_RETURN_NONE;
+    sack_ok = o == Py_True;
+    o = SLOT_(seg, S_TSVAL);
+    if (o != Py_None) {
+        if (!slot_uint(o, 0xFFFFFFFFu, &tsval) ||
+            !slot_uint(SLOT_(seg, S_TSECR), 0xFFFFFFFFu, &tsecr))
+            Py_RETURN_NONE;
+        if (sack_ok) {
+            opt[olen++] = 4; opt[olen++] = 2;
+        } else {
+            opt[olen++] = 1; opt[olen++] = 1;
+        }
+        opt[olen++] = 8; opt[olen++] = 10;
+        put32(opt + olen, (uint32_t)tsval);
+        put32(opt + olen + 4, (uint32_t)tsecr);
+        olen += 8;
+    } else if (sack_ok) {
+        opt[olen++] = 1; opt[olen++] = 1; opt[olen++] = 4; opt[olen++] = 2;
+    }
+    o = SLOT_(seg, S_WSCALE);
+    if (o != Py_None) {
+        if (!slot_uint(o, 0xFF, &v))
+            Py_RETURN_NONE;
+        opt[olen++] = 1; opt[olen++] = 3; opt[olen++] = 3; opt[olen++] = (unsigned char)v;
+    }
     o = SLOT_(seg, S_SACK);
-    if (o == NULL || !PyTuple_CheckExact(o) || PyTuple_GET_SIZE(o) != 0)
+    if (o == NULL || !(PyTuple_CheckExact(o) || PyList_CheckExact(o)))
         Py_RETURN_NONE;
+    nblk = PySequence_Fast_GET_SIZE(o);
+    if (nblk) {
+        Py_ssize_t k, room = (40 - olen - 4) >> 3;
+        if (nblk > room)
+            nblk = room;
+        if (nblk > 0) {
+            opt[olen++] = 1; opt[olen++] = 1; opt[olen++] = 5;
+            opt[olen++] = (unsigned char)(2 + 8 * nblk);
+            for (k = 0; k < nblk; k++) {
+                PyObject *blk = PySequence_Fast_GET_ITEM(o, k);
+                unsigned long long l, r;
+                if (!PyTuple_CheckExact(blk) || PyTuple_GET_SIZE(blk) != 2 ||
+                    !slot_uint(PyTuple_GET_ITEM(blk, 0), 0xFFFFFFFFu, &l) ||
+                    !slot_uint(PyTuple_GET_ITEM(blk, 1), 0xFFFFFFFFu, &r))
+                    Py_RETURN_NONE;
+                put32(opt + olen, (uint32_t)l);
+                put32(opt + olen + 4, (uint32_t)r);
+                olen += 8;
+            }
+        }
+    }
     o = SLOT_(seg, S_SRC);
     if (o == NULL || !PyBytes_CheckExact(o) || PyBytes_GET_SIZE(o) != 4)
         Py_RETURN_NONE;
@@ -475,11 +537,6 @@ static PyObject *build_frame(PyObject *self, PyObject *args)
         !slot_uint(SLOT_(seg, S_WND), 0xFFFF, &wnd) ||
         !slot_uint(SLOT_(seg, S_URP), 0xFFFF, &urp))
         Py_RETURN_NONE;
-    o = SLOT_(seg, S_TSVAL);
-    ts = o != Py_None;
-    if (ts && (!slot_uint(o, 0xFFFFFFFFu, &tsval) ||
-               !slot_uint(SLOT_(seg, S_TSECR), 0xFFFFFFFFu, &tsecr)))
-        Py_RETURN_NONE;
     pl = SLOT_(seg, S_PAYLOAD);
     if (pl == NULL || PyObject_GetBuffer(pl, &p, PyBUF_SIMPLE) < 0) {
         PyErr_Clear();
@@ -489,7 +546,7 @@ static PyObject *build_frame(PyObject *self, PyObject *args)
         PyBuffer_Release(&p);
         return NULL;
     }
-    thl = ts ? 32 : 20;
+    thl = 20 + (uint32_t)olen;
     plen = (uint32_t)p.len;
     tlen = thl + plen;
     tot = 20 + tlen;
@@ -525,14 +582,8 @@ static PyObject *build_frame(PyObject *self, PyObject *args)
     tcp[14] = wnd >> 8; tcp[15] = wnd & 0xFF;
     tcp[16] = tcp[17] = 0;
     tcp[18] = urp >> 8; tcp[19] = urp & 0xFF;
-    if (ts) {
-        unsigned char *t = tcp + 20;
-        t[0] = 1; t[1] = 1; t[2] = 8; t[3] = 10;
-        t[4] = tsval >> 24; t[5] = (tsval >> 16) & 0xFF; t[6] = (tsval >> 8) & 0xFF;
-        t[7] = tsval & 0xFF;
-        t[8] = tsecr >> 24; t[9] = (tsecr >> 16) & 0xFF; t[10] = (tsecr >> 8) & 0xFF;
-        t[11] = tsecr & 0xFF;
-    }
+    if (olen)
+        memcpy(tcp + 20, opt, olen);
     if (plen)
         memmove(tcp + thl, p.buf, plen);
     s = sum_words(tcp, tlen) + be16(ip + 12) + be16(ip + 14) + be16(ip + 16) +

@@ -797,8 +797,10 @@ def stamp_frames(buf, addrs, src_mac, dst_mac, tmpl, payload, mss, last_flags, v
 if _accel is not None:
     _accel.init(Segment)
 
-#: _accel.build_frame (one frame of the common shape in C), or None (pure Python)
-_build1 = getattr(_accel, "build_frame", None)
+#: _accel.build_frame (one frame of the common shape in C), or None (pure Python;
+#: FPD_ACCEL_BUILD=0 in the environment chooses that, for A/B measurements)
+_build1 = None if os.environ.get("FPD_ACCEL_BUILD", "1") in ("0", "no", "false") \
+    else getattr(_accel, "build_frame", None)
 
 
 # --------------------------------------------------------------------------------------
