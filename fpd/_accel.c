@@ -21,6 +21,10 @@
  *
  * stamp_frames(...): see fpd.wire.stamp_frames (template transmit).
  *
+ * build_frame(buf, offset, src_mac, dst_mac, seg): one frame (every TCP option shape,
+ * no VLAN, the default IP fields), what fpd.wire.build_frame_into writes; None: build
+ * it in Python.
+ *
  * data_run(...): the loop of fpd.fastpath._data_run (batched in-order receive) over
  * Segments with bytes payloads, the payloads appended to the receive buffer in one
  * resize; the Python loop there is the reference and documents the rules.
@@ -411,6 +415,186 @@ done:
     return res;
 }
 
+/* ---- one frame from a Segment ------------------------------------------------------- */
+
+static inline void put32(unsigned char *p, uint32_t x)
+{
+    p[0] = x >> 24; p[1] = (x >> 16) & 0xFF; p[2] = (x >> 8) & 0xFF; p[3] = x & 0xFF;
+}
+
+/* An int slot as an unsigned value <= max; 0 when it is not (wrong type, out of range:
+ * the Python builder then raises what it raises). */
+static int slot_uint(PyObject *o, unsigned long long max, unsigned long long *out)
+{
+    unsigned long long v;
+    if (!PyLong_CheckExact(o))
+        return 0;
+    v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (v > max)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+/* build_frame(buf, offset, src_mac, dst_mac, seg) -> frame length, or None: the frame
+ * fpd.wire.build_frame_into writes for seg with its defaults (no VLAN, ttl 64, ip_id 0,
+ * DF, tos 0), byte for byte (options in encode_options' layout: MSS, timestamps or
+ * SACK-permitted, window scale, SACK blocks as many as fit), when every field is in
+ * range and of the plain type (ints, bytes addresses, sack_ok a bool, SACK blocks
+ * 2-tuples in a tuple or list), the MACs 6 bytes, the frame within buf. None for
+ * everything else: the caller builds it in Python (the reference). */
+static PyObject *build_frame(PyObject *self, PyObject *args)
+{
+    PyObject *buf, *smac, *dmac, *seg, *o, *pl;
+    Py_ssize_t off;
+    Py_buffer b, p;
+    unsigned long long sport, dport, seq, ack, flags, wnd, urp, tsval = 0, tsecr = 0, v;
+    unsigned char opt[40];
+    Py_ssize_t olen = 0, nblk;
+    int sack_ok;
+    uint32_t thl, tlen, tot, plen;
+    unsigned char *f, *ip, *tcp;
+    uint64_t s;
+    if (!PyArg_ParseTuple(args, "OnOOO", &buf, &off, &smac, &dmac, &seg))
+        return NULL;
+    if (seg_type == NULL || Py_TYPE(seg) != seg_type || !PyBytes_CheckExact(smac) ||
+        !PyBytes_CheckExact(dmac) || PyBytes_GET_SIZE(smac) != 6 ||
+        PyBytes_GET_SIZE(dmac) != 6)
+        Py_RETURN_NONE;
+    /* the options, in fpd.wire.encode_options' layout */
+    o = SLOT_(seg, S_MSS);
+    if (o != Py_None) {
+        if (!slot_uint(o, 0xFFFF, &v))
+            Py_RETURN_NONE;
+        opt[olen++] = 2; opt[olen++] = 4; opt[olen++] = v >> 8; opt[olen++] = v & 0xFF;
+    }
+    o = SLOT_(seg, S_SACK_OK);
+    if (o != Py_True && o != Py_False)
+        Py_RETURN_NONE;
+    sack_ok = o == Py_True;
+    o = SLOT_(seg, S_TSVAL);
+    if (o != Py_None) {
+        if (!slot_uint(o, 0xFFFFFFFFu, &tsval) ||
+            !slot_uint(SLOT_(seg, S_TSECR), 0xFFFFFFFFu, &tsecr))
+            Py_RETURN_NONE;
+        if (sack_ok) {
+            opt[olen++] = 4; opt[olen++] = 2;
+        } else {
+            opt[olen++] = 1; opt[olen++] = 1;
+        }
+        opt[olen++] = 8; opt[olen++] = 10;
+        put32(opt + olen, (uint32_t)tsval);
+        put32(opt + olen + 4, (uint32_t)tsecr);
+        olen += 8;
+    } else if (sack_ok) {
+        opt[olen++] = 1; opt[olen++] = 1; opt[olen++] = 4; opt[olen++] = 2;
+    }
+    o = SLOT_(seg, S_WSCALE);
+    if (o != Py_None) {
+        if (!slot_uint(o, 0xFF, &v))
+            Py_RETURN_NONE;
+        opt[olen++] = 1; opt[olen++] = 3; opt[olen++] = 3; opt[olen++] = (unsigned char)v;
+    }
+    o = SLOT_(seg, S_SACK);
+    if (o == NULL || !(PyTuple_CheckExact(o) || PyList_CheckExact(o)))
+        Py_RETURN_NONE;
+    nblk = PySequence_Fast_GET_SIZE(o);
+    if (nblk) {
+        Py_ssize_t k, room = (40 - olen - 4) >> 3;
+        if (nblk > room)
+            nblk = room;
+        if (nblk > 0) {
+            opt[olen++] = 1; opt[olen++] = 1; opt[olen++] = 5;
+            opt[olen++] = (unsigned char)(2 + 8 * nblk);
+            for (k = 0; k < nblk; k++) {
+                PyObject *blk = PySequence_Fast_GET_ITEM(o, k);
+                unsigned long long l, r;
+                if (!PyTuple_CheckExact(blk) || PyTuple_GET_SIZE(blk) != 2 ||
+                    !slot_uint(PyTuple_GET_ITEM(blk, 0), 0xFFFFFFFFu, &l) ||
+                    !slot_uint(PyTuple_GET_ITEM(blk, 1), 0xFFFFFFFFu, &r))
+                    Py_RETURN_NONE;
+                put32(opt + olen, (uint32_t)l);
+                put32(opt + olen + 4, (uint32_t)r);
+                olen += 8;
+            }
+        }
+    }
+    o = SLOT_(seg, S_SRC);
+    if (o == NULL || !PyBytes_CheckExact(o) || PyBytes_GET_SIZE(o) != 4)
+        Py_RETURN_NONE;
+    o = SLOT_(seg, S_DST);
+    if (o == NULL || !PyBytes_CheckExact(o) || PyBytes_GET_SIZE(o) != 4)
+        Py_RETURN_NONE;
+    if (!slot_uint(SLOT_(seg, S_SPORT), 0xFFFF, &sport) ||
+        !slot_uint(SLOT_(seg, S_DPORT), 0xFFFF, &dport) ||
+        !slot_uint(SLOT_(seg, S_SEQ), 0xFFFFFFFFu, &seq) ||
+        !slot_uint(SLOT_(seg, S_ACK), 0xFFFFFFFFu, &ack) ||
+        !slot_uint(SLOT_(seg, S_FLAGS), 0xFF, &flags) ||
+        !slot_uint(SLOT_(seg, S_WND), 0xFFFF, &wnd) ||
+        !slot_uint(SLOT_(seg, S_URP), 0xFFFF, &urp))
+        Py_RETURN_NONE;
+    pl = SLOT_(seg, S_PAYLOAD);
+    if (pl == NULL || PyObject_GetBuffer(pl, &p, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (PyObject_GetBuffer(buf, &b, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&p);
+        return NULL;
+    }
+    thl = 20 + (uint32_t)olen;
+    plen = (uint32_t)p.len;
+    tlen = thl + plen;
+    tot = 20 + tlen;
+    if (p.len > 0xFFFF || tot > 0xFFFF || off < 0 || off + 14 + (Py_ssize_t)tot > b.len) {
+        PyBuffer_Release(&b);
+        PyBuffer_Release(&p);
+        Py_RETURN_NONE;
+    }
+    f = (unsigned char *)b.buf + off;
+    memcpy(f, PyBytes_AS_STRING(dmac), 6);
+    memcpy(f + 6, PyBytes_AS_STRING(smac), 6);
+    f[12] = 0x08; f[13] = 0x00;
+    ip = f + 14;
+    ip[0] = 0x45; ip[1] = 0;
+    ip[2] = tot >> 8; ip[3] = tot & 0xFF;
+    ip[4] = ip[5] = 0;                     /* id 0 */
+    ip[6] = 0x40; ip[7] = 0;               /* DF */
+    ip[8] = 64; ip[9] = 6;
+    ip[10] = ip[11] = 0;
+    memcpy(ip + 12, PyBytes_AS_STRING(SLOT_(seg, S_SRC)), 4);
+    memcpy(ip + 16, PyBytes_AS_STRING(SLOT_(seg, S_DST)), 4);
+    s = (~fold(sum_words(ip, 20))) & 0xFFFF;
+    ip[10] = s >> 8; ip[11] = s & 0xFF;
+    tcp = ip + 20;
+    tcp[0] = sport >> 8; tcp[1] = sport & 0xFF;
+    tcp[2] = dport >> 8; tcp[3] = dport & 0xFF;
+    tcp[4] = seq >> 24; tcp[5] = (seq >> 16) & 0xFF; tcp[6] = (seq >> 8) & 0xFF;
+    tcp[7] = seq & 0xFF;
+    tcp[8] = ack >> 24; tcp[9] = (ack >> 16) & 0xFF; tcp[10] = (ack >> 8) & 0xFF;
+    tcp[11] = ack & 0xFF;
+    tcp[12] = (unsigned char)(thl << 2);
+    tcp[13] = (unsigned char)flags;
+    tcp[14] = wnd >> 8; tcp[15] = wnd & 0xFF;
+    tcp[16] = tcp[17] = 0;
+    tcp[18] = urp >> 8; tcp[19] = urp & 0xFF;
+    if (olen)
+        memcpy(tcp + 20, opt, olen);
+    if (plen)
+        memmove(tcp + thl, p.buf, plen);
+    s = sum_words(tcp, tlen) + be16(ip + 12) + be16(ip + 14) + be16(ip + 16) +
+        be16(ip + 18) + 6 + tlen;
+    s = (~fold(s)) & 0xFFFF;
+    tcp[16] = s >> 8; tcp[17] = s & 0xFF;
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&p);
+    return PyLong_FromLong(14 + (long)tot);
+}
+
 /* run_end(segs, i) -> j: segs[i:j] is the longest run of Segments with segs[i]'s
  * 4-tuple (src, dst, sport, dport); segs[i] must be a Segment. */
 static PyObject *run_end(PyObject *self, PyObject *args)
@@ -569,6 +753,8 @@ static PyMethodDef methods[] = {
      "run_end(segs, i) -> j: the run of segs[i]'s 4-tuple"},
     {"data_run", data_run, METH_VARARGS,
      "the loop of fpd.fastpath._data_run over a run of in-order data segments"},
+    {"build_frame", build_frame, METH_VARARGS,
+     "build_frame(buf, offset, src_mac, dst_mac, seg) -> length, or None (use Python)"},
     {"stamp_frames", stamp_frames, METH_VARARGS,
      "stamp_frames(umem, addrs, header, l3, payload, mss, last_flags) -> frame lengths"},
     {NULL, NULL, 0, NULL},

@@ -642,7 +642,22 @@ def build_frame_into(buf, offset, src_mac, dst_mac, seg, ttl=64, ip_id=0, vlan=N
     MACs are 6-byte bytes (a "aa:bb:.." string is converted, at a cost: convert once).
     ``vlan`` is a VLAN id (0..4095) for one 802.1Q tag (priority 0), or None.
     Raises ValueError on bad arguments or when the frame does not fit in ``buf``.
+    With the C accelerator, a frame of the common shape (no VLAN, the default IP fields,
+    no TCP option but a timestamp) is written by ``_accel.build_frame``, byte for byte
+    the same; everything else, and every error, by the Python below (the reference).
     """
+    if _build1 is not None and vlan is None and ttl == 64 and not ip_id and df \
+            and not tos:
+        n = _build1(buf, offset, src_mac, dst_mac, seg)
+        if n is not None:
+            return n
+    return _build_frame_into_py(buf, offset, src_mac, dst_mac, seg, ttl, ip_id, vlan,
+                                df, tos)
+
+
+def _build_frame_into_py(buf, offset, src_mac, dst_mac, seg, ttl=64, ip_id=0, vlan=None,
+                         df=True, tos=0):
+    """:func:`build_frame_into` in Python: every frame shape, the reference."""
     st, values, opts, payload = _l3_headers(seg, ttl, ip_id, df, tos)
     if type(src_mac) is not bytes or len(src_mac) != 6:      # the worker passes bytes
         src_mac = _mac(src_mac)
@@ -781,6 +796,11 @@ def stamp_frames(buf, addrs, src_mac, dst_mac, tmpl, payload, mss, last_flags, v
 
 if _accel is not None:
     _accel.init(Segment)
+
+#: _accel.build_frame (one frame of the common shape in C), or None (pure Python;
+#: FPD_ACCEL_BUILD=0 in the environment chooses that, for A/B measurements)
+_build1 = None if os.environ.get("FPD_ACCEL_BUILD", "1") in ("0", "no", "false") \
+    else getattr(_accel, "build_frame", None)
 
 
 # --------------------------------------------------------------------------------------

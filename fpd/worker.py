@@ -444,6 +444,10 @@ class Worker:
         n_rx = len(addrs)
         if n_rx:
             self.batches += 1
+            # the clock again, now that the frames are here: a worker preempted (or busy
+            # with readers and calls) since the first reading would stamp their ACKs and
+            # RTT samples with a stale time (min_rtt read low under load)
+            now = self.clock()
             try:
                 self._rx(addrs, lens, now)
             finally:                               # even if input raised (raise_errors)
