@@ -156,6 +156,9 @@ CLOCK_G = 0.001                 # timestamp / RTT clock granularity (s)
 MIN_SND_MSS = 64                # floor on the peer's MSS (a tiny MSS is a memory attack)
 SACK_WALK_BUDGET = 256          # records one ACK's SACK processing may visit (CPU bound)
 TLP_DELACK = 0.2                # RFC 8985 WCDelAckT: a lone segment's probe waits out a delayed ACK
+FRTO_OFF = 0                    # F-RTO (RFC 5682 §3.1): not running / step 2 (waiting
+FRTO_WAIT = 1                   # for the ACK of the retransmission) / step 3 (new data
+FRTO_NEW = 2                    # sent instead of retransmissions: the next ACK decides)
 PROBE_TLP = 0                   # kinds of the t_probe timer: tail-loss probe (RFC 8985 §7)
 PROBE_REO = 1                   # RACK reordering timer (RFC 8985 §6.3)
 
@@ -233,6 +236,8 @@ class Connection:
         "t_probe", "probe_kind", "tlp_end", "tlp_retrans", "rescue_o", "dsack_in",
         # DSACK undo (RFC 3708 / Linux's undo_marker)
         "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "undone",
+        # F-RTO (RFC 5682 §3.1) and PRR (RFC 6937)
+        "frto", "frto_orig", "prr_delivered", "prr_rtx", "prr_nxt", "prr_fs", "lost_cnt",
         # receive side
         "irs", "rcv_nxt_o", "rcv_adv_o", "rcv_wup_o", "rcv_shift", "rcvq", "rcvbuf",
         "ooo", "ooo_bytes", "ooo_stamp", "ooo_fin_o", "fin_rcvd", "rcv_mss", "dsack",
@@ -318,6 +323,13 @@ class Connection:
         self.prior_cwnd = 0         # cwnd / ssthresh before that reduction
         self.prior_ssthresh = 0
         self.undone = False
+        self.frto = FRTO_OFF        # F-RTO step after an RTO (FRTO_WAIT: 2, FRTO_NEW: 3)
+        self.frto_orig = False      # this ACK (s)acked never-retransmitted data < recover
+        self.prr_delivered = 0      # PRR: bytes delivered since recovery began
+        self.prr_rtx = 0            # ... bytes retransmitted since (prr_out = these + new)
+        self.prr_nxt = 0            # ... snd_nxt when recovery began
+        self.prr_fs = 0             # ... RecoverFS (cwnd at entry, as Linux's prior_cwnd)
+        self.lost_cnt = 0           # segments ever marked lost (PRR's "newly lost")
         # receive
         self.irs = 0
         self.rcv_nxt_o = 0
@@ -1427,15 +1439,19 @@ class Connection:
             if self.dsack_in:
                 self._on_dsack(sack[0], now)
             new_sacked = self._sack_tag(sack, ack_o)
+        dup = False
         if ack_o > una:
             self._ack_new(ack_o, seg, now)
         else:
             if ack_o == una and self.snd_nxt_o > una and not seg.payload and \
                     not seg.flags & FIN and pwnd == self.snd_wnd:
+                dup = True
                 if not self.sack_ok or new_sacked:
                     self._dupack(new_sacked, now)
             if self.tlp_end is not None and self.cc is not None:
                 self._tlp_ack(ack_o, now)
+        if self.frto:
+            self._frto_step(ack_o > una, dup, now)
         self.dsack_in = False
         if sack and self.cc is not None:
             self._sack_loss_check(new_sacked, ack_o > una, now)
@@ -1516,6 +1532,14 @@ class Connection:
             for r in q[:n]:
                 if r.end < hs and not r.flags & (R_SACKED | R_EVER):
                     self.rack_reord = True
+                    break
+        if self.frto and n:
+            # F-RTO: never-retransmitted data sent before the RTO, not SACKed before,
+            # acknowledged now (Linux's FLAG_ORIG_SACK_ACKED)
+            ro = self.recover_o
+            for r in q[:n]:
+                if not r.flags & (R_EVER | R_SACKED) and r.end <= ro:
+                    self.frto_orig = True
                     break
         if n:
             del q[:n]
@@ -1745,10 +1769,68 @@ class Connection:
         if lo >= self.undo_marker:
             self.undo_retrans -= 1
             if self.undo_retrans == 0 and self.cc is not None:
-                self.cc.undo(self.prior_cwnd, self.prior_ssthresh)
-                self.undone = True
-                self.undo_marker = -1
+                self._undo(now)
                 self.cx.stats.dsack_undos += 1
+
+    def _undo(self, now):
+        """The one owner of the undo rule (DSACK undo, RFC 3708, and F-RTO, RFC 5682):
+        the reduction that began at undo_marker was spurious: congestion control goes
+        back to at least the cwnd and ssthresh it had before (Linux's
+        tcp_undo_cwnd_reduction); recovery then ends without cwnd = ssthresh."""
+        self.cc.undo(self.prior_cwnd, self.prior_ssthresh)
+        self.undone = True
+        self.undo_marker = -1
+
+    def _frto_step(self, advanced, dup, now):
+        """F-RTO, RFC 5682 §3.1 (the SACK-enhanced variant; it also works without SACK,
+        as Linux uses it).  Step 2: the first ACK that advances SND.UNA after the RTO
+        either covers everything sent before it ("recover": conventional recovery, no
+        verdict) or not: then new data goes out instead of retransmissions (step 3;
+        no new data to send: conventional recovery).  Step 3: the next ACK that
+        acknowledges never-retransmitted data sent before the RTO (cumulatively or by
+        SACK) proves those segments were only delayed: the timeout was spurious, and
+        the RTO's reduction is undone (``_undo``), lost marks cleared, the connection
+        open again.  A duplicate ACK or an advance without such data means the loss was
+        real: conventional RTO recovery goes on.  Other ACKs change nothing."""
+        st = self.frto
+        orig = self.frto_orig
+        self.frto_orig = False
+        if self.ca_state != CA_LOSS:
+            self.frto = FRTO_OFF
+            return
+        if st == FRTO_WAIT:
+            if not advanced:
+                return                        # duplicates before the ACK: stay in step 2
+            if self.snd_una_o >= self.recover_o:
+                self.frto = FRTO_OFF          # 2a: all acknowledged, ambiguous
+                return
+            nxt = self.snd_nxt_o
+            if self.sndq_o + len(self.sndq) > nxt and self.snd_una_o + self.snd_wnd > nxt:
+                self.frto = FRTO_NEW          # 2b: new data instead of retransmissions
+            else:
+                self.frto = FRTO_OFF
+            return
+        if orig:
+            self.frto = FRTO_OFF              # 3b: spurious
+            self.cx.stats.frto_spurious += 1
+            if self.undo_marker >= 0:
+                self._undo(now)
+                self.cx.stats.frto_undos += 1
+            lost = 0
+            for r in self.rtxq:
+                f = r.flags
+                if f & R_LOST and not f & R_RETRANS:
+                    r.flags = f & ~R_LOST
+                elif f & R_LOST:
+                    lost += r.end - r.start
+            self.lost_out = lost
+            self.ca_state = CA_OPEN
+            self.dupacks = 0
+            self.reno_dup = 0
+            if self.sack_ok:
+                self._arm_pto(now)
+        elif advanced or dup:
+            self.frto = FRTO_OFF              # 3a: the loss was real
 
     def _undo_start(self):
         """A reduction begins (recovery or the first RTO of an episode): remember what
@@ -2031,6 +2113,8 @@ class Connection:
                             else:
                                 if r.end < hs0:
                                     self.rack_reord = True     # delivered late
+                                if self.frto and r.end <= self.recover_o:
+                                    self.frto_orig = True      # F-RTO: sent before the RTO
                                 rts = self.rack_ts
                                 if rts is None or r.ts > rts or \
                                         (r.ts == rts and r.end > self.rack_end):
@@ -2141,8 +2225,8 @@ class Connection:
         mss = self.mss
         cwnd = cc.cwnd
         sent = False
-        # ---- retransmissions ----
-        if self.lost_out > self.retrans_out:
+        # ---- retransmissions (none in F-RTO's step 3: new data goes first) ----
+        if self.lost_out > self.retrans_out and self.frto != FRTO_NEW:
             q = self.rtxq
             a, b = 0, len(q)
             scan = self.rtx_scan
@@ -2620,6 +2704,7 @@ class Connection:
             self.t_rtx = now + self._cur_rto()
             return
         if self.rto_count >= cfg.retries:
+            self.frto = FRTO_OFF
             self.error = TimeoutError
             cx.stats.timeouts += 1
             self._send_rst_now(now)       # as FreeBSD's tcp_drop: tell the peer if it can hear
@@ -2653,6 +2738,13 @@ class Connection:
             self.sack_cache = []
         self.reno_dup = 0
         self.dupacks = 0
+        # F-RTO step 1 (RFC 5682 §3.1): not when a recovery is under way (a fast
+        # recovery, or an RTO recovery that F-RTO already judged real), only from the
+        # open state or for the recurring timeouts of an episode it still watches (§3.2)
+        cas = self.ca_state
+        self.frto = FRTO_WAIT if cfg.frto and (cas == CA_OPEN or cas == CA_LOSS and
+                                               self.frto) else FRTO_OFF
+        self.frto_orig = False
         self.ca_state = CA_LOSS
         self.recover_o = self.snd_nxt_o
         self.rtx_scan = self.snd_una_o
