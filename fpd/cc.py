@@ -43,6 +43,10 @@ class CongestionControl:
     def on_ack(self, acked, rtt, now):
         pass
 
+    def set_cwnd(self, b):
+        """cwnd set from outside the algorithm (PRR in fast recovery, tcp.py)."""
+        self.cwnd = b
+
     def on_recovery_enter(self, now, flight):
         self._reduce_ssthresh(flight, 1, 2)
         self.cwnd = self.ssthresh
@@ -148,6 +152,10 @@ class Cubic(CongestionControl):
 
     def _set_cwnd(self, b):
         self._cwnd_f = b
+        self.cwnd = int(b)
+
+    def set_cwnd(self, b):
+        self._cwnd_f = float(b)
         self.cwnd = int(b)
 
     def on_ack(self, acked, rtt, now):

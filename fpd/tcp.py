@@ -1434,6 +1434,9 @@ class Connection:
         pwnd = (seg.wnd & 0xFFFF) << self.snd_shift
         new_sacked = 0
         sack = seg.sack if self.sack_ok else None
+        sk0 = self.sacked_out          # PRR's DeliveredData: what this ACK (s)acked
+        rd0 = self.reno_dup
+        lc0 = self.lost_cnt
         if sack:
             self.dsack_in = self._is_dsack(sack, ack_o)
             if self.dsack_in:
@@ -1455,6 +1458,12 @@ class Connection:
         self.dsack_in = False
         if sack and self.cc is not None:
             self._sack_loss_check(new_sacked, ack_o > una, now)
+        if self.ca_state == CA_RECOVERY and self.cfg.prr and not self.undone and \
+                self.cc is not None:
+            d = (ack_o - una if ack_o > una else 0) + self.sacked_out - sk0 + \
+                self.reno_dup - rd0
+            if d > 0:
+                self._prr(d, ack_o > una and self.lost_cnt == lc0)
         self._snd_wnd_update(seq_o, ack_o, pwnd)
         self.persist_n = 0 if pwnd else self.persist_n
         self.probes_out = 0         # the peer answers: keep probing (RFC 1122 4.2.2.17)
@@ -1660,6 +1669,7 @@ class Connection:
         if f & (R_LOST | R_SACKED):
             return
         r.flags = f | R_LOST
+        self.lost_cnt += 1
         self.lost_out += r.end - r.start
         if r.start < self.rtx_scan:
             self.rtx_scan = r.start
@@ -1690,6 +1700,12 @@ class Connection:
         self.cc.on_recovery_enter(now, flight)
         self.ca_state = CA_RECOVERY
         self.recover_o = self.snd_nxt_o
+        # PRR (RFC 6937): RecoverFS = the FlightSize ssthresh came from (without the
+        # limited-transmit segments, so the sending ratio is the algorithm's beta)
+        self.prr_fs = flight if flight > 0 else self.mss
+        self.prr_delivered = 0
+        self.prr_rtx = 0
+        self.prr_nxt = self.snd_nxt_o
         if self.t_probe is not None and self.probe_kind == PROBE_TLP:
             self.t_probe = None
         q = self.rtxq
@@ -1713,11 +1729,44 @@ class Connection:
         r.ts = now
         if self.undo_marker >= 0:
             self.undo_retrans += 1
+        if self.ca_state == CA_RECOVERY:
+            self.prr_rtx += r.end - r.start
         self.retrans_out += r.end - r.start
         self.retransmits += 1
         self.cx.stats.retransmits += 1
         if self.t_rtx is None:
             self.t_rtx = now + self._cur_rto()
+
+    def _prr(self, delivered, safe):
+        """Proportional Rate Reduction (RFC 6937) on an ACK in fast recovery that
+        delivered ``delivered`` bytes (cumulatively or by SACK): while the pipe is above
+        ssthresh, sending follows delivery in the ratio ssthresh / RecoverFS (about one
+        segment per two delivered for NewReno, 7 per 10 for CUBIC), spread over the
+        recovery instead of a pause and a burst; once the pipe fell to ssthresh or below
+        (many losses), the slow-start reduction bound (PRR-SSRB, as Linux's
+        tcp_cwnd_reduction) lets the pipe grow back towards ssthresh by at most what was
+        delivered, plus one segment when the ACK advanced SND.UNA and marked nothing
+        newly lost.  The result is the cwnd _xmit obeys: pipe + sndcnt."""
+        self.prr_delivered += delivered
+        pipe = self._in_flight()
+        cc = self.cc
+        ss = cc.ssthresh
+        prr_out = self.snd_nxt_o - self.prr_nxt + self.prr_rtx
+        if pipe > ss:
+            sndcnt = -(-self.prr_delivered * ss // self.prr_fs) - prr_out
+        else:
+            lim = self.prr_delivered - prr_out
+            if lim < delivered:
+                lim = delivered
+            if safe:
+                lim += self.mss
+            sndcnt = ss - pipe
+            if sndcnt > lim:
+                sndcnt = lim
+            self.cx.stats.prr_ssrb += 1
+        if sndcnt < 0:
+            sndcnt = 0
+        cc.set_cwnd(pipe + sndcnt)
 
     def _exit_recovery(self, now):
         self.ca_state = CA_OPEN
@@ -1905,6 +1954,7 @@ class Connection:
                     # the retransmission is lost too: send it again
                     r.flags = f & ~R_RETRANS
                     self.retrans_out -= r.end - r.start
+                    self.lost_cnt += 1
                     if r.start < self.rtx_scan:
                         self.rtx_scan = r.start
                 else:

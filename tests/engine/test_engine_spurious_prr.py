@@ -102,3 +102,73 @@ def test_frto_not_after_an_rto_in_fast_recovery():
     assert h.c.info()["ca_state"] == "recovery"
     h.advance(1.0)
     assert h.stack.stats.rto_timeouts >= 1 and h.c.frto == 0
+
+
+# -------------------------------------------------------------------------- PRR ----
+def _flight20(h, n=40):
+    h.c.send(b"p" * n * MSS, h.now)
+    assert len(h.out()) == 20                      # init_cwnd 20
+    h.now += RTT
+
+
+def _sacks_one_by_one(h, first, last, hole_end):
+    """One ACK per delivered segment first..last-1, SACKing [hole_end, k+1); returns the
+    list of data segments (offsets) each ACK released."""
+    per_ack = []
+    for k in range(first, last):
+        out = h.inp(mkseg(ACK, h.p, h.q, sack=sack(h, (hole_end * MSS, (k + 1) * MSS))))
+        per_ack.append(data_offs(h, out))
+        h.now += 0.001
+    return per_ack
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_prr_one_loss_spreads_the_reduction_over_the_recovery(on):
+    """cwnd 20, segment 0 lost, the 19 others SACKed one ACK each: NewReno halves to
+    10 segments. PRR sends about one segment per two delivered, from the first ACK of
+    the recovery on (~10 over the recovery: the retransmission and ~9 new); without it
+    (RFC 6675's pipe rule alone) nothing leaves for the first half of the recovery,
+    then one per ACK."""
+    h = est(tlp=False, rack=False, init_cwnd=20, prr=on)
+    _flight20(h)
+    per_ack = _sacks_one_by_one(h, 1, 20, 1)
+    assert per_ack[2][:1] == [0]                   # the third SACK: fast retransmit
+    assert h.c.info()["ca_state"] == "recovery" and h.c.info()["ssthresh"] == 10 * MSS
+    total = sum(len(x) for x in per_ack)
+    first_half = sum(len(x) for x in per_ack[3:11])
+    if on:
+        assert 9 <= total <= 11, per_ack
+        assert first_half >= 3, per_ack            # sending goes on at once ...
+        assert all(len(x) <= 1 for x in per_ack[3:]), per_ack    # ... one at a time
+    else:
+        assert first_half == 0, per_ack            # the pause of RFC 6675 alone
+    out = h.inp(mkseg(ACK, h.p, h.q + 22 * MSS))  # (+ the two limited-transmit ones)
+    assert h.c.info()["ca_state"] == "open" and h.c.info()["cwnd"] == 10 * MSS
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_prr_ssrb_bounds_the_burst_when_many_segments_are_lost(on):
+    """cwnd 20, segments 0-16 lost, 17-19 SACKed: at recovery the pipe is ~1 segment,
+    far below ssthresh (10). RFC 6675 alone fills cwnd at once (a burst of 9-10
+    retransmissions); PRR's slow-start reduction bound sends what was delivered (+1
+    segment when SND.UNA advances), so the pipe grows back like slow start."""
+    h = est(tlp=False, rack=False, init_cwnd=20, prr=on)
+    _flight20(h)
+    per_ack = _sacks_one_by_one(h, 17, 20, 17)
+    burst = per_ack[-1]
+    assert burst[:1] == [0] and h.c.info()["ca_state"] == "recovery"
+    if on:
+        assert len(burst) <= 2, burst
+        assert h.stack.stats.prr_ssrb >= 1
+    else:
+        assert len(burst) >= 8, burst
+    # the retransmissions' ACKs, one segment each: at most 2 segments per ACK with PRR
+    sent = []
+    una = 1
+    for k in range(6):
+        out = h.inp(mkseg(ACK, h.p, h.q + una * MSS, sack=sack(h, (17 * MSS, 20 * MSS))))
+        sent.append(data_offs(h, out))
+        una += 1
+        h.now += 0.001
+    if on:
+        assert all(1 <= len(x) <= 2 for x in sent), sent
