@@ -1607,12 +1607,18 @@ class Connection:
             if ack_o >= self.recover_o:
                 self._exit_recovery(now)
             else:
-                # partial ACK (RFC 6582 §3.2 step 5): the next hole is lost too
+                # partial ACK (RFC 6582 §3.2 step 5): the next hole is lost too.  With
+                # SACK and RACK, RACK's time rule decides instead (it also finds the
+                # holes above it at once); an ACK with SACK blocks runs it in
+                # _sack_loss_check, one without runs it here
                 if self.reno_dup:
                     self.reno_dup -= acked
                     if self.reno_dup < 0:
                         self.reno_dup = 0
-                if q and not q[0].flags & (R_SACKED | R_RETRANS):
+                if self.sack_ok and self.cfg.rack and self.rack_ts is not None:
+                    if not seg.sack:
+                        self._rack_detect(now)
+                elif q and not q[0].flags & (R_SACKED | R_RETRANS):
                     r = q[0]
                     self._mark_lost(r)
                     self._retransmit(r, now)

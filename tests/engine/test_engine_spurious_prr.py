@@ -172,3 +172,22 @@ def test_prr_ssrb_bounds_the_burst_when_many_segments_are_lost(on):
         h.now += 0.001
     if on:
         assert all(1 <= len(x) <= 2 for x in sent), sent
+
+
+def test_partial_ack_without_sack_blocks_lets_rack_mark_the_holes():
+    """The partial-ACK rule of RFC 6582 ("the next hole is lost") is RACK's job with
+    SACK: segments 0 and 5-9 lost, 1-4 SACKed; the retransmission of 0 is acknowledged
+    by an ACK without SACK blocks (the receiver holds nothing above): RACK marks all of
+    5-9 lost at once (they were sent before the delivered retransmission), and PRR
+    releases the first of them; the rule alone resent only segment 5."""
+    h = est(tlp=False)
+    h.c.send(b"x" * 10 * MSS, h.now)
+    h.out()
+    h.now += RTT
+    for i in (1, 2, 3, 4):
+        h.inp(mkseg(ACK, h.p, h.q, sack=sack(h, (MSS, (i + 1) * MSS))))
+    assert h.c.info()["ca_state"] == "recovery"
+    h.now += RTT
+    out = h.inp(mkseg(ACK, h.p, h.q + 5 * MSS))
+    assert data_offs(h, out)[:1] == [5 * MSS]
+    assert h.c.info()["lost_out"] == 5 * MSS and h.stack.stats.rto_timeouts == 0
