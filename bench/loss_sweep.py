@@ -10,15 +10,19 @@ application has read the last byte. Several seeds per cell; the median is shown.
 
     .venv/bin/python bench/loss_sweep.py [--size 300000] [--seeds 3] [--delay 0.01]
     .venv/bin/python bench/loss_sweep.py --paths [--size 1000000] [--seeds 3]
+    .venv/bin/python bench/loss_sweep.py [--paths] --before frto=0,prr=0 [--compare]
 
 ``--paths``: the path table of docs/ENGINE.md instead: round-trip times of 1, 20 and
 100 ms, each clean, with 1 % and 5 % random loss, with 5 % of segments reordered (held
 back by a quarter RTT), with a tail loss (the last 3 segments of the transfer, and the
 last 2 of a 30 kB response), and 20 MB through a 100 Mbit/s bottleneck; goodput (kB per
 virtual s) and the sender's RTO count (median over seeds) for CUBIC and NewReno, both
-with SACK, "before" (RACK-TLP, rescue retransmission, DSACK undo and buffer
-autotuning off) and
+with SACK, "before" (``--before``: by default F-RTO, PRR and HyStart++ off) and
 "after" (the defaults) in the same run.
+
+``--before k=v,...``: the StackConfig fields that make "before" (e.g.
+``rack=0,tlp=0,undo=0,rcvbuf_max=0,sndbuf_max=0`` for the RACK-TLP/autotuning step of
+issue #9); ``--compare`` makes the random-loss grid show before -> after per cell too.
 """
 
 import argparse
@@ -45,10 +49,12 @@ LOSSES = (0.0, 0.01, 0.02, 0.05, 0.10, 0.20, 0.30)
 VARIANTS = (("newreno", True), ("newreno", False), ("cubic", True), ("cubic", False))
 
 
-def cell(cc, sack, loss, size, seeds, delay, bandwidth):
+def cell(cc, sack, loss, size, seeds, delay, bandwidth, before=False):
     vps, wps, fails = [], [], 0
     for seed in range(seeds):
         cfg = dict(SL.ROBUST_CONFIG, cc=cc, sack=sack)
+        if before:
+            cfg.update(BEFORE)
         res = SL.run(seed=seed, schedule=[SL.Phase(loss=loss, delay=delay)],
                      a_data=_data(size), b_data=b"", a_config=cfg, b_config=cfg,
                      bandwidth=bandwidth, queue=100 if bandwidth else None)
@@ -73,9 +79,20 @@ PATTERNS = (("clean", {}, {}), ("loss 1%", {"loss": 0.01}, {}),
             ("loss 5%", {"loss": 0.05}, {}), ("reorder 5%", {"reorder": 0.05}, {}),
             ("tail 3", {}, {"tail": 3}), ("30 kB tail 2", {}, {"size": 30_000, "tail": 2}),
             ("100 Mbit/s", {}, {"size": 20_000_000, "bandwidth": 12.5e6}))
-# "before": the mechanisms of issue #9's second half off (no RACK-TLP, no rescue
-# retransmission, no DSACK undo, fixed 256 KiB buffers); "after": the defaults
-BEFORE = dict(rack=False, tlp=False, undo=False, rcvbuf_max=0, sndbuf_max=0)
+# "before": the last mechanisms of issue #9 off (F-RTO, PRR, HyStart++; --before changes
+# it); "after": the defaults
+BEFORE = dict(frto=False, prr=False, hystart=False)
+
+
+def _parse_before(spec):
+    out = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        k, _, v = item.partition("=")
+        try:
+            out[k] = int(v)
+        except ValueError:
+            out[k] = {"true": True, "false": False}.get(v.lower(), v)
+    return out
 
 
 def _tail_dropper(size, n):
@@ -152,13 +169,23 @@ def main(argv=None):
                     help="bottleneck bytes/s (0: none), queue of 100 segments")
     ap.add_argument("--paths", action="store_true",
                     help="RTT 1/20/100 ms x clean/loss/reordering table instead")
+    ap.add_argument("--before", default=None,
+                    help="StackConfig fields of 'before', k=v,... (default: "
+                         "frto=0,prr=0,hystart=0)")
+    ap.add_argument("--compare", action="store_true",
+                    help="random-loss grid: before -> after goodput (kB per virtual s)")
     a = ap.parse_args(argv)
+    if a.before is not None:
+        BEFORE.clear()
+        BEFORE.update(_parse_before(a.before))
     if a.paths:
         return paths(a)
     t0 = time.perf_counter()
     print(f"# {a.size} bytes A->B, one-way delay {a.delay * 1000:g} ms, "
           f"bandwidth {'unlimited' if not a.bandwidth else f'{a.bandwidth:g} B/s'}, "
           f"median of {a.seeds} seeds; goodput in kB per virtual s / kB per wall s")
+    if a.compare:
+        print(f"# before -> after, kB per virtual s; before = {BEFORE}")
     head = "loss % | " + " | ".join(f"{cc:>7} sack={'on ' if s else 'off'}" for cc, s in VARIANTS)
     print(head)
     print("-" * len(head))
@@ -167,6 +194,12 @@ def main(argv=None):
         for cc, sack in VARIANTS:
             v, w, fails = cell(cc, sack, loss, a.size, a.seeds, a.delay, a.bandwidth or None)
             mark = f" !{fails}" if fails else ""
+            if a.compare:
+                vb, _, fb = cell(cc, sack, loss, a.size, a.seeds, a.delay,
+                                 a.bandwidth or None, before=True)
+                mark += f" !{fb}b" if fb else ""
+                cols.append(f"{vb / 1000:7.1f} -> {v / 1000:7.1f}{mark}".rjust(19))
+                continue
             cols.append(f"{v / 1000:8.1f} / {w / 1000:5.1f}{mark}".rjust(19))
         print(f"{loss * 100:6.0f} | " + " | ".join(cols), flush=True)
     print(f"# wall time {time.perf_counter() - t0:.1f} s; '!N' = N runs that failed the "

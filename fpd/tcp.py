@@ -987,6 +987,8 @@ class Connection:
             if cfg.init_cwnd == 10 and iw > cap:   # RFC 6928 formula
                 iw = cap
         self.cc = _cc.make(cfg.cc, mss, iw)
+        if cfg.hystart:
+            self.cc.hs_state = _cc.HS_SS
         self.backoff = 0
         self.last_send = now
         self.last_rcv = now
@@ -1627,6 +1629,16 @@ class Connection:
                 self.ca_state = CA_OPEN
             self.dupacks = 0
             self.reno_dup = 0
+            if cc.hs_state:
+                ev = cc.hystart_ack(rtt, ack_o, self.snd_nxt_o)
+                if ev:
+                    stats = self.cx.stats
+                    if ev == _cc.HS_EV_CSS:
+                        stats.hystart_css += 1
+                    elif ev == _cc.HS_EV_RESUME:
+                        stats.hystart_resumes += 1
+                    else:
+                        stats.hystart_exits += 1
             if ack_o <= self.cwnd_lim_o or 2 * self._in_flight() + 2 * acked >= cc.cwnd:
                 cc.on_ack(acked, self.srtt, now)
         if self._wr_want and not self.wr_shut:

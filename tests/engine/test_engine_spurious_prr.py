@@ -191,3 +191,92 @@ def test_partial_ack_without_sack_blocks_lets_rack_mark_the_holes():
     out = h.inp(mkseg(ACK, h.p, h.q + 5 * MSS))
     assert data_offs(h, out)[:1] == [5 * MSS]
     assert h.c.info()["lost_out"] == 5 * MSS and h.stack.stats.rto_timeouts == 0
+
+
+# -------------------------------------------------------------------- HyStart++ ----
+from fpd import cc as CC  # noqa: E402
+
+
+class _Rounds:
+    """Drive a controller's initial slow start by hand: rounds of ACKs (one segment
+    each, two segments sent per ACK), every ACK with the given RTT sample."""
+
+    def __init__(self, name):
+        self.c = CC.make(name, 1000, 10 * 1000)
+        self.c.hs_state = CC.HS_SS
+        self.una, self.nxt = 0, 10 * 1000
+
+    def round(self, rtt):
+        """One round: ACKs up to the SND.NXT of its start; returns the events."""
+        end = self.c.hs_end or self.nxt
+        evs = []
+        while self.una < end:
+            self.una += 1000
+            ev = self.c.hystart_ack(rtt, self.una, self.nxt)
+            if ev:
+                evs.append(ev)
+                self.at_event = (self.c.cwnd, self.c.ssthresh)
+            self.c.on_ack(1000, rtt, 0.0)
+            self.nxt += 2000
+        return evs
+
+
+@pytest.mark.parametrize("name", ["newreno", "cubic"])
+def test_hystart_delay_increase_enters_css_then_congestion_avoidance(name):
+    """RFC 9406: a round whose minimum RTT (8+ samples) is 14 ms above the last one's
+    (threshold clamp(105/8 ms, 4, 16) = 13.1 ms) ends slow start: CSS, where cwnd grows
+    by a quarter of what is acknowledged; after CSS_ROUNDS rounds, ssthresh = cwnd."""
+    r = _Rounds(name)
+    assert r.round(0.100) == [] and r.round(0.100) == [] and r.round(0.105) == []
+    assert r.round(0.119) == [CC.HS_EV_CSS] and r.c.hs_state == CC.HS_CSS
+    cw = r.c.cwnd
+    r.c.on_ack(4000, 0.119, 0.0)
+    assert r.c.cwnd == cw + 1000                   # CSS_GROWTH_DIVISOR 4
+    evs = []
+    for _ in range(CC.CSS_ROUNDS):
+        evs += r.round(0.119)
+    assert evs == [CC.HS_EV_EXIT] and r.c.hs_state == CC.HS_OFF
+    cwnd, ssthresh = r.at_event
+    assert ssthresh == cwnd < CC.INFINITE_SSTHRESH
+    assert r.c.cwnd < r.c.ssthresh + 1000            # congestion avoidance since
+
+
+def test_hystart_spurious_exit_goes_back_to_slow_start():
+    """Jitter, not a queue: in CSS a round's minimum RTT falls below the one that made
+    it exit; slow start resumes (full growth again), and a real increase later enters
+    CSS again."""
+    r = _Rounds("newreno")
+    r.round(0.100)
+    r.round(0.100)
+    assert r.round(0.120) == [CC.HS_EV_CSS]
+    assert r.round(0.101) == [CC.HS_EV_RESUME] and r.c.hs_state == CC.HS_SS
+    cw = r.c.cwnd
+    r.c.on_ack(4000, 0.1, 0.0)
+    assert r.c.cwnd == cw + 4000
+    assert r.round(0.130) == [CC.HS_EV_CSS]
+
+
+def test_hystart_only_in_the_initial_slow_start():
+    r = _Rounds("cubic")
+    r.round(0.1)
+    r.c.on_recovery_enter(0.0, r.c.cwnd)
+    assert r.c.hs_state == CC.HS_OFF
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_hystart_avoids_the_slow_start_overshoot_rto(on):
+    """The loss sweep's 100 ms, 100 Mbit/s path (2000-segment queue): without HyStart++
+    slow start overflows the queue so far that recovery ends in an RTO; with it the
+    RTT growth ends slow start first (CSS), no RTO, fewer retransmissions."""
+    import simlink as SL
+    data = bytes(i * 7 % 251 for i in range(20_000_000))
+    res = {}
+    for hs in (on, not on):
+        cfg = dict(SL.ROBUST_CONFIG, cc="cubic", hystart=hs)
+        r = SL.run(seed=0, schedule=[SL.Phase(delay=0.05)], a_data=data, b_data=b"",
+                   a_config=cfg, b_config=cfg, bandwidth=12.5e6, queue=2000)
+        r.check()
+        res[hs] = r.a_counters
+    assert res[True]["hystart_css"] >= 1 and res[False]["hystart_css"] == 0
+    assert res[True]["rto_timeouts"] == 0 and res[False]["rto_timeouts"] >= 1
+    assert res[True]["retransmits"] < res[False]["retransmits"]
