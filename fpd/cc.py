@@ -30,9 +30,9 @@ INFINITE_SSTHRESH = 1 << 30
 HS_OFF = 0            # not used (off, or after the initial slow start ended)
 HS_SS = 1             # initial slow start, watching the RTT of each round
 HS_CSS = 2            # Conservative Slow Start: growth / CSS_GROWTH_DIVISOR
-HS_EV_CSS = 1         # hystart_ack's events: entered CSS, back to slow start (the exit
-HS_EV_RESUME = 2      # was spurious), CSS_ROUNDS rounds of CSS done: congestion avoidance
-HS_EV_EXIT = 3
+HS_EV_CSS = 1         # hystart_ack's events (bits): entered CSS, back to slow start (the
+HS_EV_RESUME = 2      # exit was spurious), CSS_ROUNDS rounds of CSS done: congestion
+HS_EV_EXIT = 4        # avoidance
 MIN_RTT_THRESH = 0.004
 MAX_RTT_THRESH = 0.016
 MIN_RTT_DIVISOR = 8
@@ -70,7 +70,7 @@ class CongestionControl:
         clamp(lastRoundMinRTT / 8, 4 ms, 16 ms); CSS goes back to slow start when a
         round's minimum falls below the RTT that started it (the exit was spurious:
         jitter), and ends in congestion avoidance (ssthresh = cwnd) after CSS_ROUNDS
-        rounds.  Returns an HS_EV_* event or 0."""
+        rounds.  Returns HS_EV_* bits (0: nothing happened)."""
         st = self.hs_state
         ev = 0
         if rtt is not None:
@@ -78,22 +78,23 @@ class CongestionControl:
                 self.hs_cur_min = rtt
             self.hs_count += 1
             if self.hs_count >= N_RTT_SAMPLE:
+                # in this order, so that a call leaves nothing undecided for the same
+                # minima (tcp.py skips samples that cannot change them)
                 cur = self.hs_cur_min
-                if st == HS_SS:
-                    last = self.hs_last_min
-                    if last != _INF:
-                        th = last / MIN_RTT_DIVISOR
-                        th = MIN_RTT_THRESH if th < MIN_RTT_THRESH else (
-                            MAX_RTT_THRESH if th > MAX_RTT_THRESH else th)
-                        if cur >= last + th:
-                            self.hs_css_base = cur
-                            self.hs_css_rounds = 0
-                            self.hs_state = st = HS_CSS
-                            ev = HS_EV_CSS
-                elif cur < self.hs_css_base:
+                if st == HS_CSS and cur < self.hs_css_base:
                     self.hs_css_base = _INF
                     self.hs_state = st = HS_SS
                     ev = HS_EV_RESUME
+                last = self.hs_last_min
+                if st == HS_SS and last != _INF:
+                    th = last / MIN_RTT_DIVISOR
+                    th = MIN_RTT_THRESH if th < MIN_RTT_THRESH else (
+                        MAX_RTT_THRESH if th > MAX_RTT_THRESH else th)
+                    if cur >= last + th:
+                        self.hs_css_base = cur
+                        self.hs_css_rounds = 0
+                        self.hs_state = st = HS_CSS
+                        ev |= HS_EV_CSS
         end = self.hs_end
         if una >= end:
             # the ACK of windowEnd ends the round (its sample was the round's last)
@@ -102,7 +103,7 @@ class CongestionControl:
                 if self.hs_css_rounds >= CSS_ROUNDS:
                     self.hs_state = HS_OFF
                     self.ssthresh = self.cwnd
-                    return HS_EV_EXIT
+                    return ev | HS_EV_EXIT
             if end:
                 self.hs_last_min = self.hs_cur_min
                 self.hs_cur_min = _INF

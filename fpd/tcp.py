@@ -1629,15 +1629,19 @@ class Connection:
                 self.ca_state = CA_OPEN
             self.dupacks = 0
             self.reno_dup = 0
-            if cc.hs_state:
+            # HyStart++: an ACK that ends no round and whose sample can change nothing
+            # (the round has its 8 samples, not a new minimum) is skipped: the result
+            # is the same, and the hot bulk-send path pays a few attribute reads
+            if cc.hs_state and (ack_o >= cc.hs_end or rtt is not None and (
+                    cc.hs_count < _cc.N_RTT_SAMPLE or rtt < cc.hs_cur_min)):
                 ev = cc.hystart_ack(rtt, ack_o, self.snd_nxt_o)
                 if ev:
                     stats = self.cx.stats
-                    if ev == _cc.HS_EV_CSS:
-                        stats.hystart_css += 1
-                    elif ev == _cc.HS_EV_RESUME:
+                    if ev & _cc.HS_EV_RESUME:
                         stats.hystart_resumes += 1
-                    else:
+                    if ev & _cc.HS_EV_CSS:
+                        stats.hystart_css += 1
+                    if ev & _cc.HS_EV_EXIT:
                         stats.hystart_exits += 1
             if ack_o <= self.cwnd_lim_o or 2 * self._in_flight() + 2 * acked >= cc.cwnd:
                 cc.on_ack(acked, self.srtt, now)
