@@ -15,8 +15,9 @@ application has read the last byte. Several seeds per cell; the median is shown.
 ``--paths``: the path table of docs/ENGINE.md instead: round-trip times of 1, 20 and
 100 ms, each clean, with 1 % and 5 % random loss, with 5 % of segments reordered (held
 back by a quarter RTT), with a tail loss (the last 3 segments of the transfer, and the
-last 2 of a 30 kB response), and 20 MB through a 100 Mbit/s bottleneck; goodput (kB per
-virtual s) and the sender's RTO count (median over seeds) for CUBIC and NewReno, both
+last 2 of a 30 kB response), 20 MB through a 100 Mbit/s bottleneck, and an ACK delay
+spike (the ACKs of 3 RTTs + 10 ms, 5 RTTs in, arrive 400 ms late: a spurious RTO); goodput (kB per
+virtual s), the sender's RTO count and its retransmissions (medians over seeds) for CUBIC and NewReno, both
 with SACK, "before" (``--before``: by default F-RTO, PRR and HyStart++ off) and
 "after" (the defaults) in the same run.
 
@@ -78,7 +79,10 @@ RTTS = (0.001, 0.020, 0.100)
 PATTERNS = (("clean", {}, {}), ("loss 1%", {"loss": 0.01}, {}),
             ("loss 5%", {"loss": 0.05}, {}), ("reorder 5%", {"reorder": 0.05}, {}),
             ("tail 3", {}, {"tail": 3}), ("30 kB tail 2", {}, {"size": 30_000, "tail": 2}),
-            ("100 Mbit/s", {}, {"size": 20_000_000, "bandwidth": 12.5e6}))
+            ("100 Mbit/s", {}, {"size": 20_000_000, "bandwidth": 12.5e6}),
+            ("ACK spike", {}, {"spike": (5, 3, 0.4)}))
+# "spike": (after N RTTs, for M RTTs + 10 ms, + s one-way): the ACKs the receiver sends
+# in that window arrive s late, longer than the RTO (a spurious timeout: F-RTO's case)
 # "before": the last mechanisms of issue #9 off (F-RTO, PRR, HyStart++; --before changes
 # it); "after": the defaults
 BEFORE = dict(frto=False, prr=False, hystart=False)
@@ -114,7 +118,7 @@ def _tail_dropper(size, n):
 
 
 def path_cell(cc, rtt, pattern, extra, size, seeds, before):
-    vps, rtos, fails = [], [], 0
+    vps, rtos, rtxs, fails = [], [], [], 0
     size = extra.get("size", size)
     for seed in range(seeds):
         cfg = dict(SL.ROBUST_CONFIG, cc=cc, sack=True)
@@ -125,7 +129,14 @@ def path_cell(cc, rtt, pattern, extra, size, seeds, before):
             ph["reorder_delay"] = rtt / 4
         bw = extra.get("bandwidth")
         drop = _tail_dropper(size, extra["tail"]) if extra.get("tail") else None
-        res = SL.run(seed=seed, schedule=[SL.Phase(**ph)], a_data=_data(size), b_data=b"",
+        sched = [SL.Phase(**ph)]
+        ba = None
+        if extra.get("spike"):
+            after, dur, add = extra["spike"]
+            ba = [SL.Phase(duration=after * rtt, **ph),
+                  SL.Phase(duration=dur * rtt + 0.01, **dict(ph, delay=ph["delay"] + add)),
+                  SL.Phase(**ph)]
+        res = SL.run(seed=seed, schedule=sched, schedule_ba=ba, a_data=_data(size), b_data=b"",
                      a_config=cfg, b_config=cfg, bandwidth=bw, queue=2000 if bw else None,
                      drop=drop)
         try:
@@ -135,17 +146,19 @@ def path_cell(cc, rtt, pattern, extra, size, seeds, before):
             continue
         vps.append(res.bytes_ab / max(res.t_done_ab, 1e-9))
         rtos.append(getattr(res, "a_counters", {}).get("rto_timeouts", float("nan")))
+        rtxs.append(getattr(res, "a_counters", {}).get("retransmits", float("nan")))
     med = (lambda xs: statistics.median(xs) if xs else float("nan"))
-    return med(vps), med(rtos), fails
+    return med(vps), med(rtos), fails, med(rtxs)
 
 
 def paths(a):
     t0 = time.perf_counter()
     print(f"# {a.size} bytes A->B unless the pattern says, SACK on, median of {a.seeds} "
-          f"seeds; goodput kB per virtual s / RTOs of the sender; before = {BEFORE}")
+          f"seeds; goodput kB per virtual s / RTOs / retransmissions of the sender; "
+          f"before = {BEFORE}")
     ccs = ("cubic", "newreno")
     head = "RTT ms | pattern      | " + " | ".join(
-        f"{cc + ' ' + w:>18}" for cc in ccs for w in ("before", "after"))
+        f"{cc + ' ' + w:>23}" for cc in ccs for w in ("before", "after"))
     print(head)
     print("-" * len(head))
     for rtt in RTTS:
@@ -153,9 +166,9 @@ def paths(a):
             cols = []
             for cc in ccs:
                 for before in (True, False):
-                    v, r, fails = path_cell(cc, rtt, pat, extra, a.size, a.seeds, before)
+                    v, r, fails, x = path_cell(cc, rtt, pat, extra, a.size, a.seeds, before)
                     mark = f" !{fails}" if fails else ""
-                    cols.append(f"{v / 1000:10.1f} / {r:3.0f}{mark}".rjust(18))
+                    cols.append(f"{v / 1000:10.1f} / {r:3.0f} / {x:4.0f}{mark}".rjust(23))
             print(f"{rtt * 1000:6.0f} | {name:12} | " + " | ".join(cols), flush=True)
     print(f"# wall time {time.perf_counter() - t0:.1f} s")
 
