@@ -1710,7 +1710,10 @@ class Connection:
             rd = self.reno_dup + mss
             self.reno_dup = rd if rd < out else (out if out > 0 else 0)
         if self.ca_state == CA_OPEN and self.dupacks >= DUPTHRESH:
-            if self.sack_ok or self.snd_una_o > self.recover_o or self.recover_o == 0:
+            if self.sack_ok:
+                if not self.cfg.rack:         # with RACK, RACK alone decides (below)
+                    self._enter_recovery(now)
+            elif self.snd_una_o > self.recover_o or self.recover_o == 0:
                 self._enter_recovery(now)
 
     def _enter_recovery(self, now):
@@ -2212,16 +2215,23 @@ class Connection:
         return newly
 
     def _sack_loss_check(self, new_sacked, advanced, now):
-        """After an ACK with SACK blocks: enter recovery on RFC 6675's IsLost(HighACK+1)
-        or on a loss RACK finds by time; in recovery, mark what is lost (RACK, or
-        RFC 6675's DupThresh rule with ``rack=False``).  RACK runs only when the ACK
+        """After an ACK with SACK blocks: enter recovery on a loss RACK finds by time
+        (with ``rack=False``: on RFC 6675's IsLost(HighACK+1)); in recovery, mark what
+        is lost (RACK, or RFC 6675's DupThresh rule with ``rack=False``).  RACK runs only when the ACK
         delivered something: otherwise its answer is the last one, and the reordering
         timer covers the passing of time (so repeated blocks cost no walk)."""
         rack = self.cfg.rack and self.rack_ts is not None and (new_sacked or advanced)
         if self.ca_state == CA_OPEN:
-            if new_sacked and self._sack_is_lost_head():
-                self._enter_recovery(now)
-            elif rack and self._rack_detect(now):
+            # with RACK on, no DupThresh trigger (neither duplicate ACKs nor IsLost):
+            # RACK alone starts recovery, as Linux since 5.10 (tcp_recovery = 1:
+            # RACK *or* RFC 6675).  Its reordering window is 0 once three segments
+            # are SACKed while no reordering was seen, so on a path that does not
+            # reorder it reacts as fast as DupThresh; on one that does, it waits
+            # reo_wnd instead of retransmitting a segment that is only late.
+            if self.cfg.rack:
+                if rack and self._rack_detect(now):
+                    self._enter_recovery(now)
+            elif new_sacked and self._sack_is_lost_head():
                 self._enter_recovery(now)
         elif rack:
             self._rack_detect(now)

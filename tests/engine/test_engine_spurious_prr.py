@@ -280,3 +280,33 @@ def test_hystart_avoids_the_slow_start_overshoot_rto(on):
     assert res[True]["hystart_css"] >= 1 and res[False]["hystart_css"] == 0
     assert res[True]["rto_timeouts"] == 0 and res[False]["rto_timeouts"] >= 1
     assert res[True]["retransmits"] < res[False]["retransmits"]
+
+
+def test_rack_not_dupthresh_starts_recovery_once_reordering_was_seen():
+    """kernelcmp's finding (news 19:01): with RACK, three SACKed segments above a hole
+    no longer start recovery by themselves (Linux since 5.10: RACK or RFC 6675, not
+    both). Once the path has shown reordering, RACK waits its reordering window; the
+    late segment arrives inside it and nothing is retransmitted. With rack=False the
+    DupThresh rule retransmits it at once (a spurious retransmission)."""
+    for rack in (True, False):
+        h = est(tlp=False, rack=rack)
+        c = h.c
+        c.send(b"o" * 14 * MSS, h.now)
+        h.out()
+        h.now += RTT
+        h.inp(mkseg(ACK, h.p, h.q, sack=sack(h, (MSS, 2 * MSS))))    # 0 late ...
+        h.now += RTT / 20
+        h.inp(mkseg(ACK, h.p, h.q + 2 * MSS))                        # ... it came
+        assert c.retransmits == 0 and (c.rack_reord or not rack)
+        h.now += 0.001
+        out = []
+        for k in (4, 5, 6):                                          # 2 late, 3-5 in
+            out += h.inp(mkseg(ACK, h.p, h.q + 2 * MSS, sack=sack(h, (3 * MSS, k * MSS))))
+        if not rack:
+            assert 2 * MSS in data_offs(h, out) and c.retransmits == 1
+            continue
+        assert 2 * MSS not in data_offs(h, out) and c.info()["ca_state"] == "open"
+        h.now += RTT / 20                                            # within reo_wnd
+        h.inp(mkseg(ACK, h.p, h.q + 6 * MSS))
+        h.advance(RTT)
+        assert c.retransmits == 0 and h.stack.stats.fast_retransmits == 0
