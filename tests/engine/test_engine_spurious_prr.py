@@ -267,12 +267,16 @@ def test_hystart_only_in_the_initial_slow_start():
 def test_hystart_avoids_the_slow_start_overshoot_rto(on):
     """The loss sweep's 100 ms, 100 Mbit/s path (2000-segment queue): without HyStart++
     slow start overflows the queue so far that recovery ends in an RTO; with it the
-    RTT growth ends slow start first (CSS), no RTO, fewer retransmissions."""
+    RTT growth ends slow start first (CSS), no RTO, fewer retransmissions. Both buffers
+    are fixed (no autotuning; receive 6 MiB, more than BDP + queue; send 4 MiB, the
+    default ceiling) so that the sender's slow start, not how fast the receiver's window
+    opens, is what is tested."""
     import simlink as SL
     data = bytes(i * 7 % 251 for i in range(20_000_000))
     res = {}
+    fixed = dict(rcvbuf=6 << 20, rcvbuf_max=0, sndbuf=4 << 20, sndbuf_max=0)
     for hs in (on, not on):
-        cfg = dict(SL.ROBUST_CONFIG, cc="cubic", hystart=hs)
+        cfg = dict(SL.ROBUST_CONFIG, cc="cubic", hystart=hs, **fixed)
         r = SL.run(seed=0, schedule=[SL.Phase(delay=0.05)], a_data=data, b_data=b"",
                    a_config=cfg, b_config=cfg, bandwidth=12.5e6, queue=2000)
         r.check()
