@@ -71,6 +71,9 @@ class StackConfig:
     rack: bool = True               # RACK time-based loss detection + rescue retransmission
     tlp: bool = True                # tail-loss probes (RFC 8985 §7; SACK connections)
     undo: bool = True               # DSACK-based undo of a spurious reduction (RFC 3708)
+    frto: bool = True               # F-RTO spurious-timeout detection and undo (RFC 5682)
+    prr: bool = True                # Proportional Rate Reduction in fast recovery (RFC 6937)
+    hystart: bool = True            # HyStart++ in the initial slow start (RFC 9406)
     raise_errors: bool = False      # re-raise internal errors from input/tick (tests)
 
     def rcv_shift(self):
@@ -104,6 +107,8 @@ _STAT_NAMES = (
     "active_opens", "passive_opens", "tw_reuses", "tw_overflow", "aborts_on_close",
     "aborts_on_data", "scoreboard_recounts", "sack_trimmed", "acks_coalesced", "sack_walked",
     "tlp_probes", "tlp_recoveries", "rack_lost", "rescue_retransmits", "dsacks_in", "dsack_undos",
+    "frto_spurious", "frto_undos", "prr_ssrb", "hystart_css", "hystart_resumes",
+    "hystart_exits",
 )
 
 

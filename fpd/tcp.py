@@ -157,6 +157,9 @@ RS_MIN_INTERVAL = 0.01          # receive autotuning measures the read rate over
 MIN_SND_MSS = 64                # floor on the peer's MSS (a tiny MSS is a memory attack)
 SACK_WALK_BUDGET = 256          # records one ACK's SACK processing may visit (CPU bound)
 TLP_DELACK = 0.2                # RFC 8985 WCDelAckT: a lone segment's probe waits out a delayed ACK
+FRTO_OFF = 0                    # F-RTO (RFC 5682 §3.1): not running / step 2 (waiting
+FRTO_WAIT = 1                   # for the ACK of the retransmission) / step 3 (new data
+FRTO_NEW = 2                    # sent instead of retransmissions: the next ACK decides)
 PROBE_TLP = 0                   # kinds of the t_probe timer: tail-loss probe (RFC 8985 §7)
 PROBE_REO = 1                   # RACK reordering timer (RFC 8985 §6.3)
 
@@ -234,6 +237,8 @@ class Connection:
         "t_probe", "probe_kind", "tlp_end", "tlp_retrans", "rescue_o", "dsack_in",
         # DSACK undo (RFC 3708 / Linux's undo_marker)
         "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "undone",
+        # F-RTO (RFC 5682 §3.1) and PRR (RFC 6937)
+        "frto", "frto_orig", "prr_delivered", "prr_rtx", "prr_nxt", "prr_fs", "lost_cnt",
         # receive side
         "irs", "rcv_nxt_o", "rcv_adv_o", "rcv_wup_o", "rcv_shift", "rcvq", "rcvbuf",
         "ooo", "ooo_bytes", "ooo_stamp", "ooo_fin_o", "fin_rcvd", "rcv_mss", "dsack",
@@ -319,6 +324,13 @@ class Connection:
         self.prior_cwnd = 0         # cwnd / ssthresh before that reduction
         self.prior_ssthresh = 0
         self.undone = False
+        self.frto = FRTO_OFF        # F-RTO step after an RTO (FRTO_WAIT: 2, FRTO_NEW: 3)
+        self.frto_orig = False      # this ACK (s)acked never-retransmitted data < recover
+        self.prr_delivered = 0      # PRR: bytes delivered since recovery began
+        self.prr_rtx = 0            # ... bytes retransmitted since (prr_out = these + new)
+        self.prr_nxt = 0            # ... snd_nxt when recovery began
+        self.prr_fs = 0             # ... RecoverFS (cwnd at entry, as Linux's prior_cwnd)
+        self.lost_cnt = 0           # segments ever marked lost (PRR's "newly lost")
         # receive
         self.irs = 0
         self.rcv_nxt_o = 0
@@ -981,6 +993,8 @@ class Connection:
             if cfg.init_cwnd == 10 and iw > cap:   # RFC 6928 formula
                 iw = cap
         self.cc = _cc.make(cfg.cc, mss, iw)
+        if cfg.hystart:
+            self.cc.hs_state = _cc.HS_SS
         self.backoff = 0
         self.last_send = now
         self.last_rcv = now
@@ -1428,23 +1442,36 @@ class Connection:
         pwnd = (seg.wnd & 0xFFFF) << self.snd_shift
         new_sacked = 0
         sack = seg.sack if self.sack_ok else None
+        sk0 = self.sacked_out          # PRR's DeliveredData: what this ACK (s)acked
+        rd0 = self.reno_dup
+        lc0 = self.lost_cnt
         if sack:
             self.dsack_in = self._is_dsack(sack, ack_o)
             if self.dsack_in:
                 self._on_dsack(sack[0], now)
             new_sacked = self._sack_tag(sack, ack_o)
+        dup = False
         if ack_o > una:
             self._ack_new(ack_o, seg, now)
         else:
             if ack_o == una and self.snd_nxt_o > una and not seg.payload and \
                     not seg.flags & FIN and pwnd == self.snd_wnd:
+                dup = True
                 if not self.sack_ok or new_sacked:
                     self._dupack(new_sacked, now)
             if self.tlp_end is not None and self.cc is not None:
                 self._tlp_ack(ack_o, now)
+        if self.frto:
+            self._frto_step(ack_o > una, dup, now)
         self.dsack_in = False
         if sack and self.cc is not None:
             self._sack_loss_check(new_sacked, ack_o > una, now)
+        if self.ca_state == CA_RECOVERY and self.cfg.prr and not self.undone and \
+                self.cc is not None:
+            d = (ack_o - una if ack_o > una else 0) + self.sacked_out - sk0 + \
+                self.reno_dup - rd0
+            if d > 0:
+                self._prr(d, ack_o > una and self.lost_cnt == lc0)
         self._snd_wnd_update(seq_o, ack_o, pwnd)
         self.persist_n = 0 if pwnd else self.persist_n
         self.probes_out = 0         # the peer answers: keep probing (RFC 1122 4.2.2.17)
@@ -1523,6 +1550,14 @@ class Connection:
                 if r.end < hs and not r.flags & (R_SACKED | R_EVER):
                     self.rack_reord = True
                     break
+        if self.frto and n:
+            # F-RTO: never-retransmitted data sent before the RTO, not SACKed before,
+            # acknowledged now (Linux's FLAG_ORIG_SACK_ACKED)
+            ro = self.recover_o
+            for r in q[:n]:
+                if not r.flags & (R_EVER | R_SACKED) and r.end <= ro:
+                    self.frto_orig = True
+                    break
         if n:
             del q[:n]
         self.sacked_out -= sacked
@@ -1580,12 +1615,18 @@ class Connection:
             if ack_o >= self.recover_o:
                 self._exit_recovery(now)
             else:
-                # partial ACK (RFC 6582 §3.2 step 5): the next hole is lost too
+                # partial ACK (RFC 6582 §3.2 step 5): the next hole is lost too.  With
+                # SACK and RACK, RACK's time rule decides instead (it also finds the
+                # holes above it at once); an ACK with SACK blocks runs it in
+                # _sack_loss_check, one without runs it here
                 if self.reno_dup:
                     self.reno_dup -= acked
                     if self.reno_dup < 0:
                         self.reno_dup = 0
-                if q and not q[0].flags & (R_SACKED | R_RETRANS):
+                if self.sack_ok and self.cfg.rack and self.rack_ts is not None:
+                    if not seg.sack:
+                        self._rack_detect(now)
+                elif q and not q[0].flags & (R_SACKED | R_RETRANS):
                     r = q[0]
                     self._mark_lost(r)
                     self._retransmit(r, now)
@@ -1594,6 +1635,20 @@ class Connection:
                 self.ca_state = CA_OPEN
             self.dupacks = 0
             self.reno_dup = 0
+            # HyStart++: an ACK that ends no round and whose sample can change nothing
+            # (the round has its 8 samples, not a new minimum) is skipped: the result
+            # is the same, and the hot bulk-send path pays a few attribute reads
+            if cc.hs_state and (ack_o >= cc.hs_end or rtt is not None and (
+                    cc.hs_count < _cc.N_RTT_SAMPLE or rtt < cc.hs_cur_min)):
+                ev = cc.hystart_ack(rtt, ack_o, self.snd_nxt_o)
+                if ev:
+                    stats = self.cx.stats
+                    if ev & _cc.HS_EV_RESUME:
+                        stats.hystart_resumes += 1
+                    if ev & _cc.HS_EV_CSS:
+                        stats.hystart_css += 1
+                    if ev & _cc.HS_EV_EXIT:
+                        stats.hystart_exits += 1
             if ack_o <= self.cwnd_lim_o or 2 * self._in_flight() + 2 * acked >= cc.cwnd:
                 cc.on_ack(acked, self.srtt, now)
         if self._wr_want and not self.wr_shut:
@@ -1642,6 +1697,7 @@ class Connection:
         if f & (R_LOST | R_SACKED):
             return
         r.flags = f | R_LOST
+        self.lost_cnt += 1
         self.lost_out += r.end - r.start
         if r.start < self.rtx_scan:
             self.rtx_scan = r.start
@@ -1660,7 +1716,10 @@ class Connection:
             rd = self.reno_dup + mss
             self.reno_dup = rd if rd < out else (out if out > 0 else 0)
         if self.ca_state == CA_OPEN and self.dupacks >= DUPTHRESH:
-            if self.sack_ok or self.snd_una_o > self.recover_o or self.recover_o == 0:
+            if self.sack_ok:
+                if not self.cfg.rack:         # with RACK, RACK alone decides (below)
+                    self._enter_recovery(now)
+            elif self.snd_una_o > self.recover_o or self.recover_o == 0:
                 self._enter_recovery(now)
 
     def _enter_recovery(self, now):
@@ -1672,6 +1731,12 @@ class Connection:
         self.cc.on_recovery_enter(now, flight)
         self.ca_state = CA_RECOVERY
         self.recover_o = self.snd_nxt_o
+        # PRR (RFC 6937): RecoverFS = the FlightSize ssthresh came from (without the
+        # limited-transmit segments, so the sending ratio is the algorithm's beta)
+        self.prr_fs = flight if flight > 0 else self.mss
+        self.prr_delivered = 0
+        self.prr_rtx = 0
+        self.prr_nxt = self.snd_nxt_o
         if self.t_probe is not None and self.probe_kind == PROBE_TLP:
             self.t_probe = None
         q = self.rtxq
@@ -1695,11 +1760,44 @@ class Connection:
         r.ts = now
         if self.undo_marker >= 0:
             self.undo_retrans += 1
+        if self.ca_state == CA_RECOVERY:
+            self.prr_rtx += r.end - r.start
         self.retrans_out += r.end - r.start
         self.retransmits += 1
         self.cx.stats.retransmits += 1
         if self.t_rtx is None:
             self.t_rtx = now + self._cur_rto()
+
+    def _prr(self, delivered, safe):
+        """Proportional Rate Reduction (RFC 6937) on an ACK in fast recovery that
+        delivered ``delivered`` bytes (cumulatively or by SACK): while the pipe is above
+        ssthresh, sending follows delivery in the ratio ssthresh / RecoverFS (about one
+        segment per two delivered for NewReno, 7 per 10 for CUBIC), spread over the
+        recovery instead of a pause and a burst; once the pipe fell to ssthresh or below
+        (many losses), the slow-start reduction bound (PRR-SSRB, as Linux's
+        tcp_cwnd_reduction) lets the pipe grow back towards ssthresh by at most what was
+        delivered, plus one segment when the ACK advanced SND.UNA and marked nothing
+        newly lost.  The result is the cwnd _xmit obeys: pipe + sndcnt."""
+        self.prr_delivered += delivered
+        pipe = self._in_flight()
+        cc = self.cc
+        ss = cc.ssthresh
+        prr_out = self.snd_nxt_o - self.prr_nxt + self.prr_rtx
+        if pipe > ss:
+            sndcnt = -(-self.prr_delivered * ss // self.prr_fs) - prr_out
+        else:
+            lim = self.prr_delivered - prr_out
+            if lim < delivered:
+                lim = delivered
+            if safe:
+                lim += self.mss
+            sndcnt = ss - pipe
+            if sndcnt > lim:
+                sndcnt = lim
+            self.cx.stats.prr_ssrb += 1
+        if sndcnt < 0:
+            sndcnt = 0
+        cc.set_cwnd(pipe + sndcnt)
 
     def _exit_recovery(self, now):
         self.ca_state = CA_OPEN
@@ -1751,10 +1849,68 @@ class Connection:
         if lo >= self.undo_marker:
             self.undo_retrans -= 1
             if self.undo_retrans == 0 and self.cc is not None:
-                self.cc.undo(self.prior_cwnd, self.prior_ssthresh)
-                self.undone = True
-                self.undo_marker = -1
+                self._undo(now)
                 self.cx.stats.dsack_undos += 1
+
+    def _undo(self, now):
+        """The one owner of the undo rule (DSACK undo, RFC 3708, and F-RTO, RFC 5682):
+        the reduction that began at undo_marker was spurious: congestion control goes
+        back to at least the cwnd and ssthresh it had before (Linux's
+        tcp_undo_cwnd_reduction); recovery then ends without cwnd = ssthresh."""
+        self.cc.undo(self.prior_cwnd, self.prior_ssthresh)
+        self.undone = True
+        self.undo_marker = -1
+
+    def _frto_step(self, advanced, dup, now):
+        """F-RTO, RFC 5682 §3.1 (the SACK-enhanced variant; it also works without SACK,
+        as Linux uses it).  Step 2: the first ACK that advances SND.UNA after the RTO
+        either covers everything sent before it ("recover": conventional recovery, no
+        verdict) or not: then new data goes out instead of retransmissions (step 3;
+        no new data to send: conventional recovery).  Step 3: the next ACK that
+        acknowledges never-retransmitted data sent before the RTO (cumulatively or by
+        SACK) proves those segments were only delayed: the timeout was spurious, and
+        the RTO's reduction is undone (``_undo``), lost marks cleared, the connection
+        open again.  A duplicate ACK or an advance without such data means the loss was
+        real: conventional RTO recovery goes on.  Other ACKs change nothing."""
+        st = self.frto
+        orig = self.frto_orig
+        self.frto_orig = False
+        if self.ca_state != CA_LOSS:
+            self.frto = FRTO_OFF
+            return
+        if st == FRTO_WAIT:
+            if not advanced:
+                return                        # duplicates before the ACK: stay in step 2
+            if self.snd_una_o >= self.recover_o:
+                self.frto = FRTO_OFF          # 2a: all acknowledged, ambiguous
+                return
+            nxt = self.snd_nxt_o
+            if self.sndq_o + len(self.sndq) > nxt and self.snd_una_o + self.snd_wnd > nxt:
+                self.frto = FRTO_NEW          # 2b: new data instead of retransmissions
+            else:
+                self.frto = FRTO_OFF
+            return
+        if orig:
+            self.frto = FRTO_OFF              # 3b: spurious
+            self.cx.stats.frto_spurious += 1
+            if self.undo_marker >= 0:
+                self._undo(now)
+                self.cx.stats.frto_undos += 1
+            lost = 0
+            for r in self.rtxq:
+                f = r.flags
+                if f & R_LOST and not f & R_RETRANS:
+                    r.flags = f & ~R_LOST
+                elif f & R_LOST:
+                    lost += r.end - r.start
+            self.lost_out = lost
+            self.ca_state = CA_OPEN
+            self.dupacks = 0
+            self.reno_dup = 0
+            if self.sack_ok:
+                self._arm_pto(now)
+        elif advanced or dup:
+            self.frto = FRTO_OFF              # 3a: the loss was real
 
     def _undo_start(self):
         """A reduction begins (recovery or the first RTO of an episode): remember what
@@ -1829,6 +1985,7 @@ class Connection:
                     # the retransmission is lost too: send it again
                     r.flags = f & ~R_RETRANS
                     self.retrans_out -= r.end - r.start
+                    self.lost_cnt += 1
                     if r.start < self.rtx_scan:
                         self.rtx_scan = r.start
                 else:
@@ -2037,6 +2194,8 @@ class Connection:
                             else:
                                 if r.end < hs0:
                                     self.rack_reord = True     # delivered late
+                                if self.frto and r.end <= self.recover_o:
+                                    self.frto_orig = True      # F-RTO: sent before the RTO
                                 rts = self.rack_ts
                                 if rts is None or r.ts > rts or \
                                         (r.ts == rts and r.end > self.rack_end):
@@ -2062,16 +2221,23 @@ class Connection:
         return newly
 
     def _sack_loss_check(self, new_sacked, advanced, now):
-        """After an ACK with SACK blocks: enter recovery on RFC 6675's IsLost(HighACK+1)
-        or on a loss RACK finds by time; in recovery, mark what is lost (RACK, or
-        RFC 6675's DupThresh rule with ``rack=False``).  RACK runs only when the ACK
+        """After an ACK with SACK blocks: enter recovery on a loss RACK finds by time
+        (with ``rack=False``: on RFC 6675's IsLost(HighACK+1)); in recovery, mark what
+        is lost (RACK, or RFC 6675's DupThresh rule with ``rack=False``).  RACK runs only when the ACK
         delivered something: otherwise its answer is the last one, and the reordering
         timer covers the passing of time (so repeated blocks cost no walk)."""
         rack = self.cfg.rack and self.rack_ts is not None and (new_sacked or advanced)
         if self.ca_state == CA_OPEN:
-            if new_sacked and self._sack_is_lost_head():
-                self._enter_recovery(now)
-            elif rack and self._rack_detect(now):
+            # with RACK on, no DupThresh trigger (neither duplicate ACKs nor IsLost):
+            # RACK alone starts recovery, as Linux since 5.10 (tcp_recovery = 1:
+            # RACK *or* RFC 6675).  Its reordering window is 0 once three segments
+            # are SACKed while no reordering was seen, so on a path that does not
+            # reorder it reacts as fast as DupThresh; on one that does, it waits
+            # reo_wnd instead of retransmitting a segment that is only late.
+            if self.cfg.rack:
+                if rack and self._rack_detect(now):
+                    self._enter_recovery(now)
+            elif new_sacked and self._sack_is_lost_head():
                 self._enter_recovery(now)
         elif rack:
             self._rack_detect(now)
@@ -2147,8 +2313,8 @@ class Connection:
         mss = self.mss
         cwnd = cc.cwnd
         sent = False
-        # ---- retransmissions ----
-        if self.lost_out > self.retrans_out:
+        # ---- retransmissions (none in F-RTO's step 3: new data goes first) ----
+        if self.lost_out > self.retrans_out and self.frto != FRTO_NEW:
             q = self.rtxq
             a, b = 0, len(q)
             scan = self.rtx_scan
@@ -2672,6 +2838,7 @@ class Connection:
             self.t_rtx = now + self._cur_rto()
             return
         if self.rto_count >= cfg.retries:
+            self.frto = FRTO_OFF
             self.error = TimeoutError
             cx.stats.timeouts += 1
             self._send_rst_now(now)       # as FreeBSD's tcp_drop: tell the peer if it can hear
@@ -2705,6 +2872,13 @@ class Connection:
             self.sack_cache = []
         self.reno_dup = 0
         self.dupacks = 0
+        # F-RTO step 1 (RFC 5682 §3.1): not when a recovery is under way (a fast
+        # recovery, or an RTO recovery that F-RTO already judged real), only from the
+        # open state or for the recurring timeouts of an episode it still watches (§3.2)
+        cas = self.ca_state
+        self.frto = FRTO_WAIT if cfg.frto and (cas == CA_OPEN or cas == CA_LOSS and
+                                               self.frto) else FRTO_OFF
+        self.frto_orig = False
         self.ca_state = CA_LOSS
         self.recover_o = self.snd_nxt_o
         self.rtx_scan = self.snd_una_o
