@@ -125,3 +125,19 @@ def test_a_stale_or_refused_compiled_engine_is_not_run(tmp_path):
         f.write("\n# an edit after the build\n")
     impl, why, py = run()[:3]
     assert (impl, py) == ("python", "True") and "stale" in why
+
+
+@pytest.mark.python_engine          # runs its own process, which switches builds itself
+def test_the_builds_benchmark_runs_and_both_builds_do_the_same_work():
+    # bench/engine_builds.py (not timed here): every workload on both builds, and its own
+    # check that they sent the same number of segments per unit of work
+    if tcp._compiled is None:
+        pytest.skip(f"no compiled engine here: {tcp.WHY}")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, os.path.join(root, "bench", "engine_builds.py"),
+                        "--seconds", "0.02", "--rounds", "2"], cwd=root,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    for label in ("bulk receive, µs/segment", "RR 1 B, µs/transaction",
+                  "connect-request-close, µs/connection"):
+        assert label in r.stdout
