@@ -173,6 +173,7 @@ cdef class Connection:
     cdef public long long dup_bytes_in
     cdef public double created
 
+    @cython.locals(n=Py_ssize_t, room=cython.longlong)
     cpdef send(self, data, now)
     cpdef recv(self, max_bytes=*)
     cpdef recv_into(self, buf)
@@ -183,6 +184,7 @@ cdef class Connection:
     cpdef _errname(self)
     cpdef _ts_now(self, now)
     cpdef _cur_rto(self)
+    @cython.locals(f=cython.longlong)
     cpdef long long _in_flight(self)
     cpdef schedule(self)
     cpdef flush_ack(self, now)
@@ -192,6 +194,8 @@ cdef class Connection:
     cpdef _set_state(self, new)
     cpdef _event(self, kind)
     cpdef destroy(self, ev)
+    @cython.locals(free=cython.longlong, nxt=cython.longlong, cur=cython.longlong,
+                   w=cython.longlong, sh=cython.int, f=cython.longlong, edge=cython.longlong)
     cpdef _wnd_field(self)
     cpdef _sack_blocks(self)
     cpdef _ack_fields_sent(self)
@@ -208,6 +212,8 @@ cdef class Connection:
     cpdef _set_mss(self)
     cpdef _open_established(self, now)
     cpdef open_cookie(self, seg, now, iss, ts_off, rcv_shift, listener, mss, ws, sack)
+    @cython.locals(rn=cython.longlong, una=cython.longlong, d=cython.longlong,
+                   plen=Py_ssize_t, pwnd=cython.longlong, ack_o=cython.longlong)
     cpdef _input(self, seg, now)
     cpdef _input_slow(self, seg, now, st)
     cpdef _resend_synack(self, now)
