@@ -20,23 +20,27 @@ exts = [Extension("fpd._accel", ["fpd/_accel.c"], optional=True, extra_compile_a
 try:
     from Cython.Build import cythonize
 except ImportError:
-    print("fpd: Cython not found: fpd._fastpath_c not built (the engine's fast path runs as "
-          "pure Python)", file=sys.stderr)
+    print("fpd: Cython not found: fpd._tcp_c and fpd._fastpath_c not built (the engine runs "
+          "as pure Python)", file=sys.stderr)
 else:
-    with open("fpd/fastpath.py", "rb") as f:
-        src_hash = hashlib.sha256(f.read()).hexdigest()
-    # Cython's own dependency check misses the .pxd of a module named apart from its
-    # source: regenerate the C when either is newer than it
-    gen = "build/cython/fpd/fastpath.c"
-    force = not os.path.exists(gen) or max(os.path.getmtime("fpd/fastpath.py"),
-                                           os.path.getmtime("fpd/_fastpath_c.pxd")) \
-        > os.path.getmtime(gen)
-    for ext in cythonize([Extension("fpd._fastpath_c", ["fpd/fastpath.py"],
-                                    extra_compile_args=["-O2"],
+    def compiled(name, src, pxd, **directives):
+        """Cython's own dependency check misses the .pxd of a module named apart from its
+        source: regenerate the C when either is newer than it."""
+        with open(src, "rb") as f:
+            src_hash = hashlib.sha256(f.read()).hexdigest()
+        gen = os.path.join("build/cython", src[:-3] + ".c")
+        force = not os.path.exists(gen) or \
+            max(os.path.getmtime(src), os.path.getmtime(pxd)) > os.path.getmtime(gen)
+        return cythonize([Extension(name, [src], extra_compile_args=["-O2"],
                                     define_macros=[("FPD_SRC_HASH", f'"{src_hash}"')])],
                          build_dir="build/cython", language_level=3, quiet=True, force=force,
-                         compiler_directives={"boundscheck": False, "wraparound": False,
-                                              "binding": False}):
+                         compiler_directives=dict({"binding": False}, **directives))
+
+    # fpd._tcp_c keeps Python's indexing rules (tcp.py indexes with -1 and relies on
+    # IndexError nowhere, but a bug there must stay an exception, not a stray read)
+    for ext in compiled("fpd._tcp_c", "fpd/tcp.py", "fpd/_tcp_c.pxd") + \
+            compiled("fpd._fastpath_c", "fpd/fastpath.py", "fpd/_fastpath_c.pxd",
+                     boundscheck=False, wraparound=False):
         ext.optional = True
         exts.append(ext)
 

@@ -128,6 +128,10 @@ def data_path() -> dict:
         if os.environ.get(env, "") in ("0", "no", "off", "false"):
             levers.append(f"{name} off ({env}=0)")
     extra = ("; " + ", ".join(levers)) if levers else ""
+    from fpd import tcp
+    eng = "the engine fpd._tcp_c (fpd/tcp.py compiled, Cython, typed)" \
+        if tcp.IMPL == "compiled" else f"the engine as Python ({tcp.WHY})"
+    extra = f"; {eng}{extra}"
     if wire.ACCEL:
         from fpd import fastpath
         fp = "fpd._fastpath_c (the engine's per-burst fast path, Cython)" \

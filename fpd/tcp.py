@@ -1581,9 +1581,9 @@ class Connection:
         rtt = None
         flight = 0
         if self.ts_ok and seg.tsval is not None and seg.tsecr:
-            r = (self._ts_now(now) - seg.tsecr) & MASK
-            if r < HALF:
-                rtt = r * 0.001
+            d = (self._ts_now(now) - seg.tsecr) & MASK
+            if d < HALF:
+                rtt = d * 0.001
                 flight = self.snd_nxt_o - una
         elif rtt_ts is not None:
             rtt = now - rtt_ts
@@ -2938,3 +2938,80 @@ class Connection:
 
 def _stamp_key(ent):
     return ent[2]
+
+
+# --- the compiled build of this module -----------------------------------------------------
+# setup.py compiles this file with Cython (pure-Python mode; fpd/_tcp_c.pxd makes Context,
+# _Rec and Connection extension types with typed fields) into fpd._tcp_c. Imported as
+# fpd.tcp, this module then hands out the compiled classes under the same names, so every
+# importer (fpd.stack, fpd.fastpath, fpd.loopback ...) gets one consistent build; the
+# Python ones stay here as PyContext / PyRec / PyConnection (the reference the tests run
+# too). FPD_COMPILED=0 or FPD_PURE_PYTHON=1, a build without Cython, or a build from
+# another version of this file (its sha256 differs: edited since the last `pip install
+# -e .`): the Python classes run, and IMPL / WHY say so (``fpd doctor``).
+PyContext, PyRec, PyConnection = Context, _Rec, Connection
+IMPL = "python"
+WHY = ""
+_compiled = None
+if __name__ == "fpd.tcp":
+    import os as _os
+    if _os.environ.get("FPD_COMPILED", "1") == "0" or _os.environ.get("FPD_PURE_PYTHON"):
+        WHY = "FPD_COMPILED=0 set" if _os.environ.get("FPD_COMPILED", "1") == "0" \
+            else "FPD_PURE_PYTHON set"
+    else:
+        try:
+            from . import _tcp_c as _compiled
+        except ImportError:
+            _compiled = None
+            WHY = "fpd._tcp_c not built (no Cython when fpd was installed)"
+        else:
+            import hashlib as _hashlib
+            with open(__file__, "rb") as _f:
+                _src_hash = _hashlib.sha256(_f.read()).hexdigest()
+            if _compiled.BUILT_FROM == _src_hash:
+                globals().update(Context=_compiled.Context, _Rec=_compiled._Rec,
+                                 Connection=_compiled.Connection)
+                IMPL = "compiled"
+            else:
+                WHY = ("fpd._tcp_c is stale (built from another fpd/tcp.py): rebuild it "
+                       "with `pip install -e .` or `make venv`")
+                _compiled = None
+
+
+def use_build(impl):
+    """Tests and benchmarks: from now on fpd.tcp, fpd.stack and fpd.fastpath hand out the
+    classes of ``impl`` ("python", or "compiled" when IMPL is): stacks made afterwards
+    run on it (connections already made keep their class). Returns the build it replaced."""
+    import sys as _sys
+    g = globals()
+    old = "compiled" if _compiled is not None and g["Connection"] is _compiled.Connection \
+        else "python"
+    if impl == "compiled":
+        if _compiled is None:
+            raise RuntimeError(f"fpd._tcp_c does not run: {WHY}")
+        cls = {"Context": _compiled.Context, "_Rec": _compiled._Rec,
+               "Connection": _compiled.Connection}
+    elif impl == "python":
+        cls = {"Context": PyContext, "_Rec": PyRec, "Connection": PyConnection}
+    else:
+        raise ValueError(impl)
+    g.update(cls)
+    for name in ("fpd.stack", "fpd.fastpath", "fpd._fastpath_c", "fpd.loopback"):
+        mod = _sys.modules.get(name)
+        if mod is not None:
+            for k, v in cls.items():
+                if k in vars(mod):
+                    setattr(mod, k, v)
+    return old
+
+
+if __name__ == "fpd._tcp_c":
+    BUILT_FROM = FPD_SRC_HASH.decode()    # noqa: F821 (a C macro: see fpd/_tcp_c.pxd)
+    # one Event class for both builds (events compare by identity in the loops)
+    import sys as _sys
+    _py = _sys.modules.get("fpd.tcp")
+    if _py is None:
+        import importlib as _importlib
+        _py = _importlib.import_module("fpd.tcp")
+    globals().update({k: v for k, v in vars(_py).items()
+                      if k == "Event" or k.startswith(("EV_", "_EV_"))})

@@ -34,3 +34,32 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords and "/engine/" in str(item.fspath):
             item.add_marker(skip)
+
+
+# ---- the two builds of the engine (fpd.tcp as Python, and fpd._tcp_c compiled) ----------
+# Every engine test runs on both: the pure-Python classes (the reference) and the Cython
+# build of fpd/tcp.py (typed extension types, fpd/_tcp_c.pxd) when it is built. A test
+# that patches Connection's methods (an extension type cannot be patched) is marked
+# @pytest.mark.python_engine and runs on the Python build only.
+from fpd import tcp as _tcp  # noqa: E402
+
+TCP_BUILDS = ["python"] + (["compiled"] if _tcp._compiled is not None else [])
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "python_engine: patches fpd.tcp's classes, so it "
+                            "runs on the Python build of the engine only")
+
+
+def pytest_generate_tests(metafunc):
+    if "tcp_build" in metafunc.fixturenames:
+        python_only = metafunc.definition.get_closest_marker("python_engine") is not None
+        metafunc.parametrize("tcp_build", ["python"] if python_only else TCP_BUILDS,
+                             indirect=True, scope="function")
+
+
+@pytest.fixture(autouse=True)
+def tcp_build(request):
+    old = _tcp.use_build(request.param)
+    yield request.param
+    _tcp.use_build(old)

@@ -4,6 +4,8 @@ try:
     from test_engine_helpers import Harness, mkseg, kinds, SYN, ACK, RST, FIN, PSH, MASK, SPORT
 except ImportError:  # pragma: no cover
     from .test_engine_helpers import Harness, mkseg, kinds, SYN, ACK, RST, FIN, PSH, MASK, SPORT
+import pytest
+
 from fpd import tcp
 
 
@@ -307,6 +309,7 @@ def test_close_with_only_out_of_order_data_sends_fin():
 
 
 
+@pytest.mark.python_engine       # patches Connection._on_rto (an extension type can't be patched)
 def test_an_exception_in_a_timer_keeps_the_connection_timed():
     """#9 also: an exception inside tick() (counted in internal_errors) must not leave
     the connection without timers: it would never retransmit or time out again."""

@@ -124,3 +124,20 @@ def test_the_installed_fast_path_says_which_build_runs(installed):
         assert (impl, why) == ("compiled", ""), p.stdout
     else:
         assert impl == "python" and "not built" in why, p.stdout
+
+
+def test_the_installed_engine_says_which_build_runs(installed):
+    # fpd._tcp_c (fpd/tcp.py compiled) is built beside fpd._fastpath_c when the building
+    # interpreter has Cython; without it the Python engine runs and says why
+    venv, site, run_dir = installed
+    p = _run(venv, run_dir, str(venv / "bin" / "python"), "-c",
+             "from fpd import tcp, stack; print(tcp.IMPL); print(tcp.WHY); "
+             "print(stack.Connection is tcp.PyConnection)")
+    assert p.returncode == 0, p.stderr
+    impl, why, py = p.stdout.split("\n")[:3]
+    base = getattr(sys, "_base_executable", sys.executable)     # what built it
+    have = subprocess.run([base, "-c", "import Cython"], capture_output=True).returncode == 0
+    if have:
+        assert (impl, why, py) == ("compiled", "", "False"), p.stdout
+    else:
+        assert (impl, py) == ("python", "True") and "not built" in why, p.stdout
