@@ -128,7 +128,18 @@ cdef class Connection:
     cdef public object rs_t0
     cdef public long long rs_b0
     cdef public long long rs_space
+    cdef public bint rs_drained
+    cdef public object rr_rtt
+    cdef public long long rr_seq
+    cdef public object rr_t
     cdef public long long buf_extra
+    cdef public long long frto
+    cdef public bint frto_orig
+    cdef public long long prr_delivered
+    cdef public long long prr_rtx
+    cdef public long long prr_nxt
+    cdef public long long prr_fs
+    cdef public long long lost_cnt
     cdef public bint ts_ok
     cdef public bint sack_ok
     cdef public bint ws_ok
