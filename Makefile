@@ -40,7 +40,8 @@ deps:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml setup.py fpd/_accel.c fpd/fastpath.py fpd/_fastpath_c.pxd | deps
+$(VENV)/.installed: pyproject.toml setup.py fpd/_accel.c fpd/fastpath.py fpd/_fastpath_c.pxd \
+                    fpd/tcp.py fpd/_tcp_c.pxd | deps
 	$(PYTHON_SYS) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>/dev/null || true
 	$(PY) -m pip install -q -e '.[test]'

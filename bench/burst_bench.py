@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from fpd import fastpath, wire  # noqa: E402
 from fpd.fastpath import SegBurst  # noqa: E402
 from fpd.stack import Stack, StackConfig  # noqa: E402
-from fpd.wire import ACK, PSH, SYN, Segment  # noqa: E402
+from fpd.wire import ACK, SYN, Segment  # noqa: E402
 
 SRV = bytes([10, 77, 0, 1])
 PEER = bytes([10, 77, 0, 2])

@@ -32,7 +32,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from fpd.stack import Stack, StackConfig  # noqa: E402
-from fpd.wire import Segment, SYN, ACK, PSH  # noqa: E402
+from fpd.wire import Segment, SYN, ACK  # noqa: E402
 from fpd import fastpath, tcp  # noqa: E402
 from fpd.fastpath import SegBurst  # noqa: E402
 
