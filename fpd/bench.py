@@ -1059,19 +1059,9 @@ class Variant:
             cmd = dict(cmd, host=self.bed.srv_ip, port=self.cfg.port)
             lg.stdin.write(json.dumps(cmd) + "\n")
             lg.stdin.flush()
-        out = []
         deadline = time.monotonic() + timeout
-        for lg, cmd in cmds:
-            line = _readline(lg.stdout, max(0.1, deadline - time.monotonic()))
-            if not line:
-                _stop_proc(lg, 2)
-                raise BenchError(f"a load generator gave no answer to {cmd['op']} in "
-                                 f"{timeout:.0f} s {self._tail(self.lg_log)}")
-            r = json.loads(line)
-            if not r.get("ok"):
-                raise BenchError(f"{cmd['op']}: {r.get('error')}")
-            out.append(r)
-        return out
+        return [self._answer(lg, cmd, timeout, max(0.1, deadline - time.monotonic()))
+                for lg, cmd in cmds]
 
     def ensure_running(self) -> None:
         """Restart the app or the load generator if one died (the failed measurement
@@ -1131,7 +1121,12 @@ class Variant:
         lg = lg or self.loadgen
         lg.stdin.write(json.dumps(cmd) + "\n")
         lg.stdin.flush()
-        line = _readline(lg.stdout, timeout)
+        return self._answer(lg, cmd, timeout, timeout)
+
+    def _answer(self, lg, cmd: dict, timeout: float, left: float) -> dict:
+        """A load generator's answer to ``cmd``, waited for at most ``left`` s (of the
+        command's ``timeout``); BenchError if none comes or it is not ok."""
+        line = _readline(lg.stdout, left)
         if not line:
             _stop_proc(lg, 2)
             raise BenchError(f"the load generator gave no answer to {cmd['op']} in "
