@@ -140,6 +140,8 @@ cdef class Connection:
     cdef public long long prr_nxt
     cdef public long long prr_fs
     cdef public long long lost_cnt
+    cdef public double pace_next
+    cdef public object t_pace
     cdef public bint ts_ok
     cdef public bint sack_ok
     cdef public bint ws_ok
@@ -151,6 +153,7 @@ cdef class Connection:
     cdef public object min_rtt
     cdef public object dr_t0
     cdef public long long dr_b0
+    cdef public object dr_s0
     cdef public object delivery_rate
     cdef public double rto
     cdef public long long backoff
@@ -271,6 +274,9 @@ cdef class Connection:
     cpdef _xmit(self, now, force=*)
     @cython.locals(r=_Rec, f=cython.longlong, ln=cython.longlong, sk=cython.longlong, lo=cython.longlong, rt=cython.longlong)
     cpdef _recount(self)
+    cpdef _pace_rate(self)
+    cpdef _pace_budget(self, now, rate)
+    cpdef _paced(self, now, rate, nbytes, blocked)
     cpdef _persist_intv(self)
     cpdef _emit_new(self, start, end, fin, now)
     cpdef _emit_range(self, start, end, fin, now, rtx)

@@ -41,6 +41,14 @@ CSS_GROWTH_DIVISOR = 4
 CSS_ROUNDS = 5
 _INF = float("inf")
 
+# Pacing (tcp.py, StackConfig.pacing): rate = ratio x max(cwnd, flight) / SRTT, Linux's
+# tcp_pacing_ss_ratio / tcp_pacing_ca_ratio (slow start while cwnd < ssthresh / 2);
+# new data leaves in quanta of max(2 segments, rate x PACE_QUANTUM_T) (Linux's TSO
+# autosizing, sk_pacing_shift 10: ~1 ms), so a LAN flow is not cut into single segments
+PACE_SS_RATIO = 2.0
+PACE_CA_RATIO = 1.2
+PACE_QUANTUM_T = 0.001
+
 
 class CongestionControl:
     """Base class: fixed window, only the bookkeeping shared by both algorithms."""

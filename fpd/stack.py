@@ -74,6 +74,7 @@ class StackConfig:
     frto: bool = True               # F-RTO spurious-timeout detection and undo (RFC 5682)
     prr: bool = True                # Proportional Rate Reduction in fast recovery (RFC 6937)
     hystart: bool = True            # HyStart++ in the initial slow start (RFC 9406)
+    pacing: bool = False            # pace new data at 2x / 1.2x cwnd/SRTT (docs/ENGINE.md)
     raise_errors: bool = False      # re-raise internal errors from input/tick (tests)
 
     def rcv_shift(self):
@@ -108,7 +109,7 @@ _STAT_NAMES = (
     "aborts_on_data", "scoreboard_recounts", "sack_trimmed", "acks_coalesced", "sack_walked",
     "tlp_probes", "tlp_recoveries", "rack_lost", "rescue_retransmits", "dsacks_in", "dsack_undos",
     "frto_spurious", "frto_undos", "prr_ssrb", "hystart_css", "hystart_resumes",
-    "hystart_exits",
+    "hystart_exits", "paced_waits",
 )
 
 

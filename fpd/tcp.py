@@ -239,6 +239,8 @@ class Connection:
         "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "undone",
         # F-RTO (RFC 5682 §3.1) and PRR (RFC 6937)
         "frto", "frto_orig", "prr_delivered", "prr_rtx", "prr_nxt", "prr_fs", "lost_cnt",
+        # pacing (StackConfig.pacing): next new data not before pace_next; its deadline
+        "pace_next", "t_pace",
         # receive side
         "irs", "rcv_nxt_o", "rcv_adv_o", "rcv_wup_o", "rcv_shift", "rcvq", "rcvbuf",
         "ooo", "ooo_bytes", "ooo_stamp", "ooo_fin_o", "fin_rcvd", "rcv_mss", "dsack",
@@ -247,7 +249,7 @@ class Connection:
         # options
         "ts_ok", "sack_ok", "ws_ok", "ts_off", "ts_recent", "ts_recent_stamp",
         # rtt / timers
-        "srtt", "rttvar", "min_rtt", "dr_t0", "dr_b0", "delivery_rate", "rto", "backoff", "rto_count", "syn_rtx", "t_rtx", "t_persist", "t_dack",
+        "srtt", "rttvar", "min_rtt", "dr_t0", "dr_b0", "dr_s0", "delivery_rate", "rto", "backoff", "rto_count", "syn_rtx", "t_rtx", "t_persist", "t_dack",
         "t_ka", "t_tw", "heap_at", "persist_n", "probes_out", "ka_probes", "last_rcv", "oow_last", "ca_start", "ca_count",
         "_keepalive", "keepalive_idle", "keepalive_interval", "keepalive_count",
         # events
@@ -331,6 +333,8 @@ class Connection:
         self.prr_nxt = 0            # ... snd_nxt when recovery began
         self.prr_fs = 0             # ... RecoverFS (cwnd at entry, as Linux's prior_cwnd)
         self.lost_cnt = 0           # segments ever marked lost (PRR's "newly lost")
+        self.pace_next = 0.0        # pacing: the send schedule's time (debt = pace_next - now)
+        self.t_pace = None          # ... deadline to resume new data once the quantum is spent
         # receive
         self.irs = 0
         self.rcv_nxt_o = 0
@@ -372,6 +376,7 @@ class Connection:
         self.min_rtt = None         # smallest RTT sample seen
         self.dr_t0 = None           # delivery-rate sample: start time, bytes_acked then
         self.dr_b0 = 0
+        self.dr_s0 = None           # ... send time of the newest segment acked then
         self.delivery_rate = None   # bytes/s acknowledged over the last whole RTT
         self.rto = cfg.rto_initial
         self.backoff = 0
@@ -580,6 +585,7 @@ class Connection:
             "srtt": self.srtt, "rttvar": self.rttvar, "rto": self._cur_rto(),
             "rcv_rtt": self.rr_rtt,
             "min_rtt": self.min_rtt, "delivery_rate": self.delivery_rate,
+            "pacing_rate": self._pace_rate() if self.cfg.pacing and cc else None,
             "limited_by": self._limited_by(),
             "backoff": self.backoff, "retransmits": self.retransmits,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
@@ -680,6 +686,9 @@ class Connection:
         if x is not None and (t is None or x < t):
             t = x
         x = self.t_tw
+        if x is not None and (t is None or x < t):
+            t = x
+        x = self.t_pace
         if x is not None and (t is None or x < t):
             t = x
         return t
@@ -1558,6 +1567,7 @@ class Connection:
                 if not r.flags & (R_EVER | R_SACKED) and r.end <= ro:
                     self.frto_orig = True
                     break
+        sts = q[n - 1].ts if n else None   # send time of the newest segment acked
         if n:
             del q[:n]
         self.sacked_out -= sacked
@@ -1594,9 +1604,17 @@ class Connection:
             t0 = self.dr_t0
             if t0 is None or now - t0 >= self.srtt:
                 if t0 is not None and now > t0:
-                    self.delivery_rate = (self.bytes_acked - self.dr_b0) / (now - t0)
+                    # over the longer of the ACK and the send intervals (Linux's
+                    # tcp_rate_gen): ACKs released together shorten the first, never
+                    # the second, and bytes cannot arrive faster than they were sent
+                    iv = now - t0
+                    s0 = self.dr_s0
+                    if s0 is not None and sts is not None and sts - s0 > iv:
+                        iv = sts - s0
+                    self.delivery_rate = (self.bytes_acked - self.dr_b0) / iv
                 self.dr_t0 = now
                 self.dr_b0 = self.bytes_acked
+                self.dr_s0 = sts
             self.backoff = 0          # Karn: the backed-off RTO stays until a valid sample
         self.rto_count = 0
         # retransmission timer (RFC 6298 §5.2/5.3), and the loss probe before it
@@ -1649,7 +1667,11 @@ class Connection:
                         stats.hystart_css += 1
                     if ev & _cc.HS_EV_EXIT:
                         stats.hystart_exits += 1
-            if ack_o <= self.cwnd_lim_o or 2 * self._in_flight() + 2 * acked >= cc.cwnd:
+            # grow only while cwnd limits the flow (RFC 7661; Linux's
+            # tcp_is_cwnd_limited): an ACK of data sent when cwnd stopped the sender,
+            # or, in slow start, a cwnd below twice what was in flight before this ACK
+            if ack_o <= self.cwnd_lim_o or (cc.cwnd < cc.ssthresh and
+                                             2 * self._in_flight() + 2 * acked >= cc.cwnd):
                 cc.on_ack(acked, self.srtt, now)
         if self._wr_want and not self.wr_shut:
             if self.sndbuf < self.cfg.sndbuf_max:
@@ -2307,11 +2329,20 @@ class Connection:
         cc = self.cc
         if cc is None:
             return
-        tso = self.cx.tso
-        if tso is not None and not force:
-            tso(self, now)             # fpd.fastpath.xmit_burst: full segments as one item
         mss = self.mss
         cwnd = cc.cwnd
+        # pacing: new data may leave only ``pb`` bytes now (-1: not pacing); the burst
+        # transmitter runs only when the whole cwnd fits in the quantum (a LAN path)
+        pb = -1
+        rate = 0.0
+        if self.cfg.pacing and not force:
+            rate = self._pace_rate()
+            if rate > 0.0:
+                pb = self._pace_budget(now, rate)
+        nxt0 = self.snd_nxt_o
+        tso = self.cx.tso
+        if tso is not None and not force and (pb < 0 or pb >= cwnd):
+            tso(self, now)             # fpd.fastpath.xmit_burst: full segments as one item
         sent = False
         # ---- retransmissions (none in F-RTO's step 3: new data goes first) ----
         if self.lost_out > self.retrans_out and self.frto != FRTO_NEW:
@@ -2355,6 +2386,10 @@ class Connection:
         fo = self.fin_o
         window_blocked = False
         drained = False
+        paced = False
+        if pb >= 0:
+            pb -= self.snd_nxt_o - nxt0        # what the burst transmitter sent
+            nxt0 = self.snd_nxt_o
         while True:
             nxt = self.snd_nxt_o
             so = self.sndq_o
@@ -2389,11 +2424,18 @@ class Connection:
             if n < mss and n == avail and not self.nodelay and fo is None and \
                     self.snd_sml_o > self.snd_una_o:
                 break                          # Nagle (Minshall's variant, as Linux)
+            if pb >= 0:
+                if n > pb:
+                    paced = True               # the quantum is spent: resume at t_pace
+                    break
+                pb -= n
             fin = fo is not None and nxt + n == fo and nxt + n + 1 <= right
             self._emit_new(nxt, nxt + n, fin, now)
             sent = True
             if fin:
                 break
+        if rate > 0.0:
+            self._paced(now, rate, self.snd_nxt_o - nxt0, paced)
         if drained and not sent and self.ca_state == CA_RECOVERY and self.sack_ok and \
                 self.snd_una_o > self.rescue_o and self.cfg.rack:
             # RFC 6675 NextSeg rule 4: nothing lost to resend and nothing new to send,
@@ -2416,6 +2458,54 @@ class Connection:
         if window_blocked and self.snd_nxt_o == self.snd_una_o and self.t_persist is None:
             # nothing in flight will bring an ACK: probe the window (persist timer)
             self.t_persist = now + self._persist_intv()
+
+    def _pace_rate(self):
+        """The pacing rate in bytes/s (Linux's tcp_update_pacing_rate): ratio x
+        max(cwnd, in flight, 2 segments) / SRTT, the ratio 2 in slow start (cwnd <
+        ssthresh / 2) and 1.2 after.  0.0 (no pacing) before the first RTT sample: the
+        handshake gives one (the SYN-ACK's, or the ACK of ours), so IW10 is paced."""
+        srtt = self.srtt
+        cc = self.cc
+        if srtt is None or srtt <= 0.0 or cc is None:
+            return 0.0
+        c = cc.cwnd
+        fl = self._in_flight()
+        if fl > c:
+            c = fl
+        m2 = 2 * self.mss
+        if c < m2:
+            c = m2
+        r = _cc.PACE_SS_RATIO if cc.cwnd < cc.ssthresh // 2 else _cc.PACE_CA_RATIO
+        return r * c / srtt
+
+    def _pace_budget(self, now, rate):
+        """Bytes of new data pacing lets out at ``now``: a quantum of max(2 segments,
+        rate x PACE_QUANTUM_T) less the schedule's debt (what was sent ahead of the
+        rate); a token bucket of one quantum.  Never below 0 while a debt remains;
+        a whole quantum once it is paid, so a deadline at pace_next always sends."""
+        q = rate * _cc.PACE_QUANTUM_T
+        m2 = 2 * self.mss
+        if q < m2:
+            q = m2
+        debt = self.pace_next - now
+        if debt <= 0.0:
+            return int(q)
+        b = int(q - debt * rate)
+        return b if b > 0 else 0
+
+    def _paced(self, now, rate, nbytes, blocked):
+        """After _xmit sent ``nbytes`` of new data under pacing: advance the schedule
+        by nbytes / rate; ``blocked`` (data was held back by the quantum): the pacing
+        deadline at pace_next, when a whole quantum is available again."""
+        t = self.pace_next
+        if t < now:
+            t = now
+        if nbytes > 0:
+            t += nbytes / rate
+            self.pace_next = t
+        if blocked:
+            self.t_pace = t
+            self.cx.stats.paced_waits += 1
 
     def _recount(self):
         """Recompute scoreboard totals from the queue (a safety net, never hot)."""
@@ -2803,6 +2893,11 @@ class Connection:
             self._on_persist(now)
             if self.state == CLOSED:
                 return
+        t = self.t_pace
+        if t is not None and t <= now:
+            self.t_pace = None
+            if self.state in _SENDING:
+                self._xmit(now)            # the pacing quantum is due: more new data
         t = self.t_dack
         if t is not None and t <= now:
             self.t_dack = None
