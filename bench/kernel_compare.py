@@ -94,7 +94,7 @@ NSTAT_KEYS = ("TcpOutSegs", "TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPLos
 FPD_KEYS = ("segs_out", "segs_in", "retransmits", "fast_retransmits", "rto_timeouts",
             "timeouts", "tlp_probes", "tlp_recoveries", "rack_lost", "rescue_retransmits",
             "dsacks_in", "dsack_undos", "dsacks_sent", "ooo_queued", "ooo_dropped",
-            "dup_segs_in", "dupacks_in", "sack_trimmed", "internal_errors")
+            "dup_segs_in", "dupacks_in", "sack_trimmed", "internal_errors", "paced_waits")
 
 
 def make_data(size: int, seed: int) -> bytes:
@@ -356,7 +356,7 @@ def probe_kernel(bed) -> dict:
 # =========================================================================================
 class Side:
     def __init__(self, name: str, seed: int, tmp: str, stack: contextlib.ExitStack,
-                 kernel_cc: str = "cubic"):
+                 kernel_cc: str = "cubic", stack_conf: dict | None = None):
         from fpd.testbed import TestBed
         self.name = name
         self.bed = stack.enter_context(TestBed(impair=True, impair_seed=seed))
@@ -370,7 +370,15 @@ class Side:
         module = "socket"
         if name == "fpd":
             from fpdd import fpd_daemon
-            self.daemon = stack.enter_context(fpd_daemon(self.bed, [PORT], set_env=False))
+            extra = ()
+            if stack_conf:            # StackConfig overrides (e.g. pacing) via --config
+                path = os.path.join(tmp, f"fpd-{name}-config.json")
+                with open(path, "w") as f:
+                    json.dump({"stack": stack_conf}, f)
+                os.chmod(path, 0o644)
+                extra = ("--config", path)
+            self.daemon = stack.enter_context(fpd_daemon(self.bed, [PORT], set_env=False,
+                                                         extra=extra))
             env["FPD_SOCKET"] = self.daemon.socket
             module = "fpd.client"
         self.log = os.path.join(tmp, f"app-{name}.log")
@@ -598,7 +606,8 @@ def _fpd_brief(c: dict | None) -> dict:
 # The run
 # =========================================================================================
 def run(cases=tuple(CASES), directions=DIRECTIONS, variants=VARIANTS, size=50_000_000,
-        cap=40.0, repeat=1, seed=11, verbose=True, probe=True, kernel_cc="cubic") -> dict:
+        cap=40.0, repeat=1, seed=11, verbose=True, probe=True, kernel_cc="cubic",
+        stack_conf=None) -> dict:
     if os.geteuid() != 0:
         raise SystemExit("kernel_compare needs root (namespaces, XDP)")
     tmp = tempfile.mkdtemp(prefix="fpd-kcmp-")
@@ -606,14 +615,15 @@ def run(cases=tuple(CASES), directions=DIRECTIONS, variants=VARIANTS, size=50_00
     started = time.time()
     grid = dict(cases) if isinstance(cases, dict) else {c: CASES[c] for c in cases}
     out: dict = {"size": size, "cap": cap, "cases": grid,
-                 "results": [], "kernel": os.uname().release, "kernel_cc": kernel_cc}
+                 "results": [], "kernel": os.uname().release, "kernel_cc": kernel_cc,
+                 "stack_conf": stack_conf or {}}
     with contextlib.suppress(OSError):
         with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
             out["kernel_default_cc"] = f.read().strip()
     data_cache: dict = {}
     try:
         with contextlib.ExitStack() as st:
-            sides = {v: Side(v, seed, tmp, st, kernel_cc) for v in variants}
+            sides = {v: Side(v, seed, tmp, st, kernel_cc, stack_conf) for v in variants}
             any_side = next(iter(sides.values()))
             if probe:
                 out["offers"] = probe_kernel(any_side.bed)
@@ -753,11 +763,15 @@ def main(argv=None) -> int:
     ap.add_argument("--kernel-cc", default="cubic",
                     help="the kernel ends' congestion control (fpd's default is cubic; "
                          "'default' keeps the kernel's own, bbr here)")
+    ap.add_argument("--pacing", action="store_true",
+                    help="fpd's end with StackConfig.pacing on (the kernel ends keep "
+                         "their qdisc: see docs/ENGINE.md, Pacing)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     res = run(cases=tuple(a.cases.split(",")), directions=tuple(a.directions.split(",")),
               variants=tuple(a.variants.split(",")), size=int(a.size), cap=a.cap,
-              repeat=a.repeat, seed=a.seed, kernel_cc=a.kernel_cc)
+              repeat=a.repeat, seed=a.seed, kernel_cc=a.kernel_cc,
+              stack_conf={"pacing": True} if a.pacing else None)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1, default=str)

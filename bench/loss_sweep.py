@@ -11,6 +11,8 @@ application has read the last byte. Several seeds per cell; the median is shown.
     .venv/bin/python bench/loss_sweep.py [--size 300000] [--seeds 3] [--delay 0.01]
     .venv/bin/python bench/loss_sweep.py --paths [--size 1000000] [--seeds 3]
     .venv/bin/python bench/loss_sweep.py [--paths] --before frto=0,prr=0 [--compare]
+    .venv/bin/python bench/loss_sweep.py --paths --before pacing=0 --after pacing=1 \
+        [--rtts 100] [--patterns "100M q300,clean"]
 
 ``--paths``: the path table of docs/ENGINE.md instead: round-trip times of 1, 20 and
 100 ms, each clean, with 1 % and 5 % random loss, with 5 % of segments reordered (held
@@ -80,12 +82,14 @@ PATTERNS = (("clean", {}, {}), ("loss 1%", {"loss": 0.01}, {}),
             ("loss 5%", {"loss": 0.05}, {}), ("reorder 5%", {"reorder": 0.05}, {}),
             ("tail 3", {}, {"tail": 3}), ("30 kB tail 2", {}, {"size": 30_000, "tail": 2}),
             ("100 Mbit/s", {}, {"size": 20_000_000, "bandwidth": 12.5e6}),
+            ("100M q300", {}, {"size": 8_000_000, "bandwidth": 12.5e6, "queue": 300}),
             ("ACK spike", {}, {"spike": (5, 3, 0.4)}))
 # "spike": (after N RTTs, for M RTTs + 10 ms, + s one-way): the ACKs the receiver sends
 # in that window arrive s late, longer than the RTO (a spurious timeout: F-RTO's case)
 # "before": the last mechanisms of issue #9 off (F-RTO, PRR, HyStart++; --before changes
 # it); "after": the defaults
 BEFORE = dict(frto=False, prr=False, hystart=False)
+AFTER = {}          # --after: StackConfig fields of "after" (e.g. pacing=1)
 
 
 def _parse_before(spec):
@@ -122,8 +126,7 @@ def path_cell(cc, rtt, pattern, extra, size, seeds, before):
     size = extra.get("size", size)
     for seed in range(seeds):
         cfg = dict(SL.ROBUST_CONFIG, cc=cc, sack=True)
-        if before:
-            cfg.update(BEFORE)
+        cfg.update(BEFORE if before else AFTER)
         ph = dict(pattern, delay=rtt / 2)
         if "reorder" in ph:
             ph["reorder_delay"] = rtt / 4
@@ -137,7 +140,7 @@ def path_cell(cc, rtt, pattern, extra, size, seeds, before):
                   SL.Phase(duration=dur * rtt + 0.01, **dict(ph, delay=ph["delay"] + add)),
                   SL.Phase(**ph)]
         res = SL.run(seed=seed, schedule=sched, schedule_ba=ba, a_data=_data(size), b_data=b"",
-                     a_config=cfg, b_config=cfg, bandwidth=bw, queue=2000 if bw else None,
+                     a_config=cfg, b_config=cfg, bandwidth=bw, queue=extra.get("queue", 2000) if bw else None,
                      drop=drop)
         try:
             res.check()
@@ -155,14 +158,18 @@ def paths(a):
     t0 = time.perf_counter()
     print(f"# {a.size} bytes A->B unless the pattern says, SACK on, median of {a.seeds} "
           f"seeds; goodput kB per virtual s / RTOs / retransmissions of the sender; "
-          f"before = {BEFORE}")
+          f"before = {BEFORE}, after = defaults + {AFTER}")
     ccs = ("cubic", "newreno")
     head = "RTT ms | pattern      | " + " | ".join(
         f"{cc + ' ' + w:>23}" for cc in ccs for w in ("before", "after"))
     print(head)
     print("-" * len(head))
     for rtt in RTTS:
+        if a.rtts and round(rtt * 1000) not in a.rtts:
+            continue
         for name, pat, extra in PATTERNS:
+            if a.patterns and name not in a.patterns:
+                continue
             cols = []
             for cc in ccs:
                 for before in (True, False):
@@ -185,12 +192,20 @@ def main(argv=None):
     ap.add_argument("--before", default=None,
                     help="StackConfig fields of 'before', k=v,... (default: "
                          "frto=0,prr=0,hystart=0)")
+    ap.add_argument("--after", default=None,
+                    help="StackConfig fields of 'after', k=v,... (default: none)")
+    ap.add_argument("--rtts", default="", help="--paths: only these RTTs (ms, comma list)")
+    ap.add_argument("--patterns", default="", help="--paths: only these patterns (comma list)")
     ap.add_argument("--compare", action="store_true",
                     help="random-loss grid: before -> after goodput (kB per virtual s)")
     a = ap.parse_args(argv)
     if a.before is not None:
         BEFORE.clear()
         BEFORE.update(_parse_before(a.before))
+    if a.after is not None:
+        AFTER.update(_parse_before(a.after))
+    a.rtts = {int(x) for x in a.rtts.split(",") if x.strip()}
+    a.patterns = {x.strip() for x in a.patterns.split(",") if x.strip()}
     if a.paths:
         return paths(a)
     t0 = time.perf_counter()

@@ -72,3 +72,28 @@ def test_fpd_vs_kernel_on_lossy_delayed_path():
     kdown = by[("kernel", "down")]
     assert kdown["snd_ss"]["retrans"] == kdown["srv_nstat"]["TcpRetransSegs"]
     assert kdown["snd_ss"]["minrtt"] >= 19.0
+
+
+@pytest.mark.timeout(240)
+def test_fpd_with_pacing_vs_kernel_on_lossy_delayed_path():
+    """The same path with fpd's StackConfig.pacing on (issue #9): transfers to and from
+    the kernel peer intact, the daemon paced (its paced_waits counter moved), and its
+    RTOs within the same margin of the kernel's."""
+    import kernel_compare as kc
+
+    res = kc.run(cases={"loss2_20ms": CASE}, size=SIZE, cap=90.0, verbose=False,
+                 probe=False, variants=("kernel", "fpd"), stack_conf={"pacing": True})
+    assert res["daemon_alive"]
+    by = {(r["variant"], r["direction"]): r for r in res["results"]}
+    assert set(by) == {(v, d) for v in ("kernel", "fpd") for d in ("up", "down")}
+    for key, r in by.items():
+        print(kc.line(r))
+        assert "error" not in r, (key, r.get("error"))
+        assert r["intact"] and r["complete"] and not r["capped"], key
+        assert r["bytes"] == SIZE
+    down = by[("fpd", "down")]
+    assert down["fpd_stats"]["paced_waits"] > 0
+    assert down["fpd_stats"]["internal_errors"] == 0
+    for d in ("up", "down"):
+        k, f = by[("kernel", d)], by[("fpd", d)]
+        assert f["snd_rtos"] <= k["snd_rtos"] + RTO_MARGIN, (d, f["snd_rtos"], k["snd_rtos"])
