@@ -50,6 +50,14 @@ _ACK = ACK
 _PSH = PSH
 _PREDICT = PREDICT_MASK
 
+# The compiled build (fpd._fastpath_c) reads the fields of fpd._tcp_c's Connection at their
+# C offsets (fpd/_fastpath_c.pxd cimports it): there _TCONN is that class and a connection
+# of another class (the Python build, fpd.tcp.use_build("python")) takes the _ANY_*
+# functions, this module's code run by the interpreter. Here (the Python build) _TCONN is
+# None: every connection takes the code below.
+_TCONN = None
+_ANY_DATA_RUN = _ANY_ACK_RUN = _ANY_XMIT_BURST = None
+
 
 # --- receive ------------------------------------------------------------------------------
 def input_burst(stack, segs, now, acks=False):
@@ -92,9 +100,15 @@ def input_burst(stack, segs, now, acks=False):
                 if c is not None:
                     try:
                         if segs[i].payload:
-                            m = _data_run(stack, c, segs, i, j, now)
+                            if _TCONN is None or type(c) is _TCONN:
+                                m = _data_run(stack, c, segs, i, j, now)
+                            else:
+                                m = _ANY_DATA_RUN(stack, c, segs, i, j, now)
                         elif acks:
-                            m = _ack_run(stack, c, segs, i, j, now)
+                            if _TCONN is None or type(c) is _TCONN:
+                                m = _ack_run(stack, c, segs, i, j, now)
+                            else:
+                                m = _ANY_ACK_RUN(stack, c, segs, i, j, now)
                         else:
                             m = 0
                     except Exception:
@@ -129,7 +143,8 @@ def _data_run(stack, c, segs, i, j, now):
         return 0
     (m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick, ack_now, ack_pending, dack_set,
      wupd, wl1, wl2) = r
-    stack._cx.now = now
+    cx = c.cx
+    cx.now = now
     stack.stats.segs_in += m
     c.segs_in += m
     c.last_rcv = now
@@ -156,10 +171,10 @@ def _data_run(stack, c, segs, i, j, now):
         c.t_dack = now + c.cfg.delack
     if not c.rd_pending:
         c.rd_pending = True
-        stack._cx.events.append((EV_READABLE, c))
+        cx.events.append((EV_READABLE, c))
     if ack_now and not c.ack_queued:
         c.ack_queued = True
-        stack._cx.acks.append(c)
+        cx.acks.append(c)
     c.schedule()
     return m
 
@@ -275,7 +290,8 @@ def _ack_run(stack, c, segs, i, j, now):
     m = k - i
     if m < 2:
         return 0
-    stack._cx.now = now
+    cx = c.cx
+    cx.now = now
     stack.stats.segs_in += m
     c.segs_in += m
     c.last_rcv = now
@@ -301,7 +317,7 @@ def _ack_run(stack, c, segs, i, j, now):
     if c.ack_now:
         if not c.ack_queued:
             c.ack_queued = True
-            stack._cx.acks.append(c)
+            cx.acks.append(c)
     elif c.ack_pending and c.t_dack is None:
         c.t_dack = now + c.cfg.delack
     if c.state != CLOSED:               # as Stack.input does after each segment
@@ -386,6 +402,14 @@ def xmit_burst(c, now):
     """Send as many full-sized new segments of ``c`` as window and cwnd allow, as one
     SegBurst (see the module docstring); ``Connection._xmit`` then does the rest.
     Called at the top of ``_xmit`` when ``stack.tso`` is set."""
+    if _TCONN is None or type(c) is _TCONN:
+        _xmit_burst(c, now)
+    else:
+        _ANY_XMIT_BURST(c, now)
+
+
+def _xmit_burst(c, now):
+    """:func:`xmit_burst`'s work (compiled: for a typed Connection)."""
     cc = c.cc
     if cc is None or c.lost_out > c.retrans_out or c.fin_o is not None or \
             (c.sack_ok and (c.ooo or c.dsack is not None)):
@@ -451,37 +475,35 @@ __all__ += ["expand", "Segment"]
 
 # --- the compiled build of this module -----------------------------------------------------
 # setup.py compiles this file with Cython (pure-Python mode; the C types of its locals are
-# in fpd/_fastpath_c.pxd) into fpd._fastpath_c. Imported as fpd.fastpath, this module then
-# hands out the compiled input_burst and xmit_burst; the Python ones stay here as
-# py_input_burst / py_xmit_burst (the reference the tests compare with). FPD_PURE_PYTHON=1
-# (no fpd._accel either), a build without Cython, or a build from another version of this
-# file (its sha256 differs: edited since the last `pip install -e .`): the Python ones run,
-# and IMPL / WHY say so (``fpd doctor``).
+# in fpd/_fastpath_c.pxd, which cimports fpd._tcp_c's Connection and Context) into
+# fpd._fastpath_c. Imported as fpd.fastpath, this module then hands out the compiled
+# input_burst and xmit_burst; the Python ones stay here as py_input_burst / py_xmit_burst
+# (the reference the tests compare with). The compiled ones run beside the compiled engine
+# only, and only when built from these files as they are now (fpd.builds.load: the sha256
+# of this file, fpd/_fastpath_c.pxd and fpd/_tcp_c.pxd); FPD_COMPILED=0, FPD_PURE_PYTHON=1,
+# a build without Cython or a stale build: the Python ones run, and IMPL / WHY say so
+# (``fpd doctor``).
 py_input_burst = input_burst
 py_xmit_burst = xmit_burst
+#: the files fpd._fastpath_c is built from (setup.py hashes the same list into BUILT_FROM)
+SOURCES = ("fastpath.py", "_fastpath_c.pxd", "_tcp_c.pxd")
 IMPL = "python"
-WHY = "FPD_PURE_PYTHON set"
+WHY = ""
 _compiled = None
-if __name__ == "fpd.fastpath" and _wire._accel is not None:
-    try:
-        from . import _fastpath_c as _compiled
-    except ImportError:
-        _compiled = None
-        WHY = "fpd._fastpath_c not built (no Cython when fpd was installed)"
-    else:
-        import hashlib as _hashlib
-        with open(__file__, "rb") as _f:
-            _src_hash = _hashlib.sha256(_f.read()).hexdigest()
-        if _compiled.BUILT_FROM == _src_hash:
-            input_burst = _compiled.input_burst
-            xmit_burst = _compiled.xmit_burst
-            IMPL = "compiled"
-            WHY = ""
-        else:
-            WHY = ("fpd._fastpath_c is stale (built from another fpd/fastpath.py): rebuild "
-                   "it with `pip install -e .` or `make venv`")
-            _compiled = None
+if __name__ == "fpd.fastpath":
+    from . import builds as _builds
+    from . import tcp as _tcp
+    _compiled, WHY = _builds.load("_fastpath_c", SOURCES,
+                                  needs=[("_tcp_c", _tcp._compiled, _tcp.WHY)])
+    if _compiled is not None:
+        input_burst = _compiled.input_burst
+        xmit_burst = _compiled.xmit_burst
+        IMPL = "compiled"
 elif __name__ == "fpd._fastpath_c":
     BUILT_FROM = FPD_SRC_HASH.decode()    # noqa: F821 (a C macro: see fpd/_fastpath_c.pxd)
-    # one SegBurst class for both builds: the compiled xmit_burst makes the Python one's
+    # one SegBurst class for both builds: the compiled xmit_burst makes the Python one's;
+    # a connection that is not fpd._tcp_c's (the Python engine) takes the Python functions
     from .fastpath import SegBurst, expand  # noqa: F811
+    from .fastpath import _data_run as _ANY_DATA_RUN, _ack_run as _ANY_ACK_RUN  # noqa: F811
+    from .fastpath import _xmit_burst as _ANY_XMIT_BURST  # noqa: F811
+    from ._tcp_c import Connection as _TCONN  # noqa: F811

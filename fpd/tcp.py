@@ -3042,35 +3042,22 @@ def _stamp_key(ent):
 # importer (fpd.stack, fpd.fastpath, fpd.loopback ...) gets one consistent build; the
 # Python ones stay here as PyContext / PyRec / PyConnection (the reference the tests run
 # too). FPD_COMPILED=0 or FPD_PURE_PYTHON=1, a build without Cython, or a build from
-# another version of this file (its sha256 differs: edited since the last `pip install
-# -e .`): the Python classes run, and IMPL / WHY say so (``fpd doctor``).
+# another version of this file or of fpd/_tcp_c.pxd (their sha256 differs: edited since
+# the last `pip install -e .`): the Python classes run, and IMPL / WHY say so (``fpd
+# doctor``). fpd.builds.load makes that decision for every compiled module.
 PyContext, PyRec, PyConnection = Context, _Rec, Connection
 IMPL = "python"
 WHY = ""
 _compiled = None
+#: the files fpd._tcp_c is built from (setup.py hashes the same list into BUILT_FROM)
+SOURCES = ("tcp.py", "_tcp_c.pxd")
 if __name__ == "fpd.tcp":
-    import os as _os
-    if _os.environ.get("FPD_COMPILED", "1") == "0" or _os.environ.get("FPD_PURE_PYTHON"):
-        WHY = "FPD_COMPILED=0 set" if _os.environ.get("FPD_COMPILED", "1") == "0" \
-            else "FPD_PURE_PYTHON set"
-    else:
-        try:
-            from . import _tcp_c as _compiled
-        except ImportError:
-            _compiled = None
-            WHY = "fpd._tcp_c not built (no Cython when fpd was installed)"
-        else:
-            import hashlib as _hashlib
-            with open(__file__, "rb") as _f:
-                _src_hash = _hashlib.sha256(_f.read()).hexdigest()
-            if _compiled.BUILT_FROM == _src_hash:
-                globals().update(Context=_compiled.Context, _Rec=_compiled._Rec,
-                                 Connection=_compiled.Connection)
-                IMPL = "compiled"
-            else:
-                WHY = ("fpd._tcp_c is stale (built from another fpd/tcp.py): rebuild it "
-                       "with `pip install -e .` or `make venv`")
-                _compiled = None
+    from . import builds as _builds
+    _compiled, WHY = _builds.load("_tcp_c", SOURCES)
+    if _compiled is not None:
+        globals().update(Context=_compiled.Context, _Rec=_compiled._Rec,
+                         Connection=_compiled.Connection)
+        IMPL = "compiled"
 
 
 def use_build(impl):

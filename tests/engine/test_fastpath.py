@@ -240,7 +240,8 @@ def test_the_compiled_fast_path_is_built_and_runs():
     # the normal install (pip install -e ., make venv) builds fpd._fastpath_c; a silent
     # fallback would hide a broken build, so the suite insists unless FPD_PURE_PYTHON is set
     import os
-    if os.environ.get("FPD_PURE_PYTHON"):
+    from fpd import builds
+    if builds.refused():                        # FPD_PURE_PYTHON or FPD_COMPILED=0
         assert fastpath.IMPL == "python" and fastpath.input_burst is fastpath.py_input_burst
         return
     assert fastpath.IMPL == "compiled"
@@ -499,11 +500,25 @@ def test_a_stale_compiled_build_is_not_run(tmp_path):
             "print(fastpath.input_burst is fastpath.py_input_burst)")
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     env.pop("FPD_PURE_PYTHON", None)
+    env.pop("FPD_COMPILED", None)
 
-    def run():
-        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, check=True).stdout.split("\n")
+    def run(**extra):
+        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                              env=dict(env, **extra), capture_output=True, text=True,
+                              check=True).stdout.split("\n")
     assert run()[:3] == ["compiled", "", "False"]          # the copy as built
+    # FPD_COMPILED=0 turns the compiled fast path off with the compiled engine
+    impl, why, py = run(FPD_COMPILED="0")[:3]
+    assert (impl, py) == ("python", "True") and why == "FPD_COMPILED=0 set"
+    # the engine's .pxd edited (Connection's layout, which this build reads at C offsets):
+    # the engine and the fast path both fall back, the fast path naming the engine's reason
+    pxd = tmp_path / "fpd" / "_tcp_c.pxd"
+    orig = pxd.read_bytes()
+    pxd.write_bytes(orig + b"\n# an edit after the build\n")
+    impl, why, py = run()[:3]
+    assert (impl, py) == ("python", "True") and "fpd._tcp_c" in why and "stale" in why
+    pxd.write_bytes(orig)
+    assert run()[:3] == ["compiled", "", "False"]
     with open(tmp_path / "fpd" / "fastpath.py", "a") as f:
         f.write("\n# an edit after the build\n")
     impl, why, py = run()[:3]
