@@ -40,7 +40,8 @@ payload by reference, pass ``copy_payload=True`` (``bytes`` copies before input)
 Transmit back-pressure.  A segment that finds the TX ring full or no free frame stays
 queued (in order) for the next iteration, up to ``tx_backlog`` segments; beyond that new
 segments are dropped and counted (the engine retransmits them). Segments waiting for a
-neighbour (see below) wait in a per-destination queue of ``neigh_queue`` segments.
+neighbour (see below) wait in a per-destination queue of ``neigh_queue`` segments
+(``NEIGH_QUEUE``, 2048).
 
 Neighbours.  The MAC of a destination's next hop comes from the kernel (``fpd.neigh``:
 route, then ARP table) the first time the worker sends to it, and is cached for
@@ -104,6 +105,12 @@ def _env_flag(name: str, default: bool = True) -> bool:
     return v not in ("0", "no", "off", "false")
 
 
+NEIGH_QUEUE = 2048          # segments parked per destination while its MAC is resolved:
+#                            a load generator that adds a source address opens many
+#                            connections from it at once (32 each in fpd bench --idle);
+#                            their SYN-ACKs go to the SYN's source MAC, every answer after
+#                            waits here (64 dropped most of them, and the peers waited
+#                            for their retransmissions)
 SYN_MACS_MAX = 16384       # source MACs of recent SYNs kept (oldest dropped first)
 RST_LOOKUPS_PER_S = 50.0   # neighbour lookups a second for RSTs to unknown addresses
 
@@ -133,7 +140,7 @@ class Worker:
                  verify_checksum: bool = True, tx_budget: int | None = None,
                  tx_backlog: int = 4096, spin: float = 0.0005, max_sleep: float = 0.05,
                  neigh_ttl: float = 60.0, neigh_timeout: float = 3.0,
-                 neigh_queue: int = 64, vlan: int | None = None,
+                 neigh_queue: int = NEIGH_QUEUE, vlan: int | None = None,
                  clock=time.monotonic, xsk_kw: dict | None = None,
                  burst: bool | None = None, tso: bool | None = None,
                  sg: bool | None = None):

@@ -596,3 +596,77 @@ def test_neighbour_resolution_waits_without_blocking(testbed):
             assert stats["iterations"] > 20
     finally:
         srv.close()
+
+
+@pytest.mark.timeout(90)
+def test_syns_from_a_new_source_address_are_all_answered(testbed):
+    """Many connects at once from a source address the server has never sent to (its MAC
+    not in the worker's cache nor the kernel's neighbour table): every SYN gets its SYN-ACK
+    at the first try (it goes to the SYN's source MAC: the peer kernel's counters show no
+    SYN sent twice) and every echo comes back, while the worker resolves the address,
+    slowly (the peer ignores the first ARP request): the answers of all connections wait
+    for it (more than the 64 segments per destination that were parked before), none is
+    dropped."""
+    bed = testbed
+    new_ip = "10.77.0.50"
+    n = 96                       # more answers than the 64 a destination could park before
+    # the peer knows the server's MAC already (as a load generator that adds source
+    # addresses does): its connects from the new address send no ARP request, so the
+    # server's kernel cannot learn the new address from one
+    bed.run(bed.peer_ns, ["ping", "-c", "1", "-W", "2", bed.srv_ip])
+    bed.run(bed.peer_ns, ["ip", "addr", "add", f"{new_ip}/24", "dev", bed.peer_if])
+    port = 5071
+    app = Echo()
+    socks = []
+    with fpd_on(bed, app, port=port) as (st, w):
+        def nstat():
+            d = {}
+            for f in ("/proc/net/netstat", "/proc/net/snmp"):
+                lines = bed.run(bed.peer_ns, ["cat", f]).stdout.splitlines()
+                for names, values in zip(lines[::2], lines[1::2]):
+                    pre = names.split(":")[0]
+                    for k, v in zip(names.split()[1:], values.split()[1:]):
+                        d[pre + k] = int(v)
+            return d["TcpExtTCPSynRetrans"], d["TcpRetransSegs"]
+
+        syn0, rtx0 = nstat()
+        # the new address ignores ARP for a while: the server's first request goes
+        # unanswered, so the answers wait for the kernel's next one (~1 s)
+        bed.run(bed.peer_ns, ["nft", "-f", "-"], input="table arp fpdarp { chain in { type filter hook input "
+                f"priority 0; arp operation request arp daddr ip {new_ip} drop; }}; }}")
+        for i in range(n):
+            s = bed.socket(bed.peer_ns)
+            socks.append(s)
+            s.bind((new_ip, 0))
+            s.setblocking(False)
+            try:
+                s.connect((bed.srv_ip, port))
+            except BlockingIOError:
+                pass
+        for i, s in enumerate(socks):
+            s.settimeout(20)
+            s.sendall(bytes([i & 0xFF]) * 3)
+        time.sleep(0.3)
+        bed.run(bed.peer_ns, ["nft", "delete", "table", "arp", "fpdarp"])
+        for i, s in enumerate(socks):
+            got = b""
+            while len(got) < 3:
+                c = s.recv(3 - len(got))
+                assert c, f"connection {i} closed before its echo"
+                got += c
+            assert got == bytes([i & 0xFF]) * 3
+        syn1, rtx1 = nstat()
+        for s in socks:
+            s.close()
+        stats = w.stats()
+        assert app.accepted == n
+        assert stats["neigh_waits"] >= 1               # the answers did wait
+        assert stats["no_neigh_drops"] == 0, stats
+        # the SYN-ACKs did not wait: no SYN was sent twice (the peers' data may have been,
+        # while the server's ACKs waited for the MAC)
+        assert syn1 - syn0 == 0, (syn1 - syn0, rtx1 - rtx0, stats)
+        deadline = time.monotonic() + 10
+        while app.closed < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+    for s in socks:
+        s.close()
