@@ -41,6 +41,30 @@ cdef class _Rec:
 
 
 @cython.final
+cdef class RcvQueue:
+    cdef public object chunks
+    cdef public long long off, n
+
+    @cython.locals(n=Py_ssize_t)
+    cpdef append(self, data)
+    @cython.locals(n=Py_ssize_t)
+    cpdef append_owned(self, buf)
+    cpdef clear(self)
+    @cython.locals(off=Py_ssize_t, k=Py_ssize_t)
+    cpdef drop(self, Py_ssize_t n)
+    @cython.locals(off=Py_ssize_t, k=Py_ssize_t)
+    cpdef list _parts(self, Py_ssize_t n)
+    @cython.locals(q=Py_ssize_t, off=Py_ssize_t)
+    cpdef peek(self, Py_ssize_t n=*)
+    cpdef take(self, Py_ssize_t n=*)
+    @cython.locals(room=Py_ssize_t, n=Py_ssize_t, pos=Py_ssize_t, off=Py_ssize_t,
+                   k=Py_ssize_t)
+    cpdef Py_ssize_t take_into(self, buf) except -1
+    @cython.locals(q=Py_ssize_t)
+    cpdef take_to(self, write, Py_ssize_t n=*)
+
+
+@cython.final
 cdef class Connection:
     cdef public Context cx
     cdef public object cfg
@@ -111,7 +135,7 @@ cdef class Connection:
     cdef public long long rcv_adv_o
     cdef public long long rcv_wup_o
     cdef public long long rcv_shift
-    cdef public bytearray rcvq
+    cdef public RcvQueue rcvq
     cdef public long long rcvbuf
     cdef public list ooo
     cdef public long long ooo_bytes
@@ -191,6 +215,7 @@ cdef class Connection:
     cpdef send(self, data, now)
     cpdef recv(self, max_bytes=*)
     cpdef recv_into(self, buf)
+    cpdef recv_to(self, write, max_bytes=*)
     cpdef shutdown(self, now)
     cpdef close(self, now)
     cpdef abort(self, now)

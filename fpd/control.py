@@ -607,10 +607,10 @@ class Service:
             if n:
                 room = rx.writable()
                 if room:
-                    data = conn.recv(room if room < n else n)
-                    rx.write(data)
+                    # the engine's queue chunks straight into the ring (one copy)
+                    k = conn.recv_to(rx.write_parts, room if room < n else n)
                     self._rx_hot.add(e)
-                    n -= len(data)
+                    n -= k
                 if n:
                     if not e.rx_blocked:
                         e.rx_blocked = True

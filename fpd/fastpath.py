@@ -135,12 +135,14 @@ def _data_run(stack, c, segs, i, j, now):
     args = (c.rcv_nxt_o, c.irs, (c.iss + una) & MASK, c.snd_wnd, c.snd_shift, c.rcv_adv_o,
             c.rcv_wup_o, c.ts_ok, c.ts_recent, c.rcv_mss, c.cfg.mss, c.quick, c.ack_now,
             c.ack_pending, c.t_dack is None, c.snd_wl1_o, c.snd_wl2_o, una)
+    buf = bytearray()           # the run's payloads: one chunk of the receive queue
     if _c_run is not None:
-        r = _c_run(segs, i, j, c.rcvq, args)
+        r = _c_run(segs, i, j, buf, args)
     else:
-        r = _py_run(segs, i, j, c.rcvq, args)
+        r = _py_run(segs, i, j, buf, args)
     if r is None:
         return 0
+    c.rcvq.append_owned(buf)
     (m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick, ack_now, ack_pending, dack_set,
      wupd, wl1, wl2) = r
     cx = c.cx

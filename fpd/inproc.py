@@ -687,9 +687,13 @@ class socket:
                 return self._rd_end()
         if not bufsize:
             return b""
-        if flags & _MSG_PEEK:
-            return bytes(c.rcvq[:bufsize])
         e = self._e
+        if flags & _MSG_PEEK:
+            e.acquire()             # (the worker thread appends to the queue's chunks)
+            try:
+                return c.rcvq.peek(bufsize)
+            finally:
+                e.release()
         e.acquire()
         try:
             data = c.recv(bufsize)

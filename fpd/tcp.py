@@ -17,6 +17,7 @@ plain integer comparison and never sees wraparound.
 
 import enum
 import heapq
+from collections import deque
 
 from .wire import Segment, FIN, SYN, RST, PSH, ACK, URG, ECE, CWR  # noqa: F401
 from . import cc as _cc
@@ -221,6 +222,180 @@ class _Rec:
         return f"<rec {self.start}-{self.end} f={self.flags:#x}>"
 
 
+RCVQ_SMALL = 512        # an append shorter than this is copied into the queue's last chunk
+RCVQ_COALESCE = 65536   # ... while that chunk (a bytearray the queue owns) stays this short
+
+
+class RcvQueue:
+    """The in-order receive queue: bytes appended at the end, taken from the front.
+
+    A deque of chunks and the offset read so far into the first one, so that neither an
+    append nor a read moves the bytes already queued (one front-consumed ``bytearray``
+    copied the whole queue at every growth past its allocation: ~1 CPU s/GB at a 6 MiB
+    queue, docs/PERFORMANCE.md, stop 17). A ``bytes`` append is kept by reference (the
+    burst parse makes each payload a ``bytes`` of its own); any other buffer is copied
+    (a memoryview into a UMEM frame is reused once the burst is through); appends shorter
+    than RCVQ_SMALL are copied into the last chunk (a queue of 1-byte segments stays a few
+    chunks, not a Python object per byte); :meth:`append_owned` keeps a buffer the caller
+    hands over (the fast path's run, an out-of-order block) as a chunk without a copy.
+    ``len()`` is the byte count, ``bytes()`` a copy of everything queued."""
+    __slots__ = ("chunks", "off", "n")
+
+    def __init__(self):
+        self.chunks = deque()
+        self.off = 0
+        self.n = 0
+
+    def __len__(self):
+        return self.n
+
+    def __bool__(self):
+        return self.n != 0
+
+    def __bytes__(self):
+        return self.peek(-1)
+
+    def __repr__(self):
+        return f"<RcvQueue {self.n} B in {len(self.chunks)} chunks>"
+
+    def append(self, data):
+        """Queue ``data`` (any bytes-like object) after what is queued."""
+        n = len(data)
+        if not n:
+            return
+        ch = self.chunks
+        if n < RCVQ_SMALL:
+            if ch:
+                last = ch[-1]
+                if type(last) is bytearray and len(last) + n <= RCVQ_COALESCE:
+                    last += data
+                    self.n += n
+                    return
+            ch.append(bytearray(data))
+        elif type(data) is bytes:
+            ch.append(data)
+        else:
+            ch.append(bytes(data))
+        self.n += n
+
+    def append_owned(self, buf):
+        """Queue ``buf`` (bytes, or a bytearray nobody else touches again) as it is."""
+        n = len(buf)
+        if n:
+            self.chunks.append(buf)
+            self.n += n
+
+    def clear(self):
+        self.chunks.clear()
+        self.off = 0
+        self.n = 0
+
+    def drop(self, n):
+        """Forget the first ``n`` bytes (at most what is queued)."""
+        if n <= 0:
+            return
+        if n >= self.n:
+            self.clear()
+            return
+        ch = self.chunks
+        off = self.off + n
+        self.n -= n
+        while True:
+            k = len(ch[0])
+            if off < k:
+                break
+            off -= k
+            ch.popleft()
+        self.off = off
+
+    def _parts(self, n):
+        """The first ``n`` bytes (0 < n <= queued) as a list of buffers: whole chunks,
+        memoryview slices of the first and the last."""
+        parts = []
+        off = self.off
+        for c in self.chunks:
+            k = len(c) - off
+            if k > n:
+                parts.append(memoryview(c)[off:off + n])
+                break
+            parts.append(memoryview(c)[off:] if off or type(c) is not bytes else c)
+            n -= k
+            if not n:
+                break
+            off = 0
+        return parts
+
+    def peek(self, n=-1):
+        """A copy of up to ``n`` (all if < 0) bytes from the front, left queued."""
+        q = self.n
+        if n < 0 or n > q:
+            n = q
+        if not n:
+            return b""
+        c = self.chunks[0]
+        off = self.off
+        if len(c) - off >= n:
+            if not off and n == len(c) and type(c) is bytes:
+                return c
+            with memoryview(c) as v:
+                return bytes(v[off:off + n])
+        parts = self._parts(n)
+        data = b"".join(parts)
+        for p in parts:
+            if type(p) is memoryview:
+                p.release()
+        return data
+
+    def take(self, n=-1):
+        """Remove and return up to ``n`` (all if < 0) bytes from the front."""
+        data = self.peek(n)
+        self.drop(len(data))
+        return data
+
+    def take_into(self, buf):
+        """Move up to ``len(buf)`` bytes from the front into ``buf``; returns the count."""
+        mv = memoryview(buf).cast("B")
+        room = len(mv)
+        n = self.n if self.n < room else room
+        if not n:
+            return 0
+        pos = 0
+        off = self.off
+        for c in self.chunks:
+            k = len(c) - off
+            if k > n - pos:
+                k = n - pos
+            with memoryview(c) as v:
+                mv[pos:pos + k] = v[off:off + k]
+            pos += k
+            if pos == n:
+                break
+            off = 0
+        mv.release()
+        self.drop(n)
+        return n
+
+    def take_to(self, write, n=-1):
+        """Hand up to ``n`` (all if < 0) bytes from the front to ``write(parts)`` (a list
+        of buffers, valid during the call; ``ByteProducer.write_parts``), which returns
+        how many it took; those are removed. Returns that count."""
+        q = self.n
+        if n < 0 or n > q:
+            n = q
+        if not n:
+            return 0
+        parts = self._parts(n)
+        try:
+            k = write(parts)
+        finally:
+            for p in parts:
+                if type(p) is memoryview:
+                    p.release()
+        if k:
+            self.drop(k)
+        return k
+
+
 class Connection:
     """One TCP connection.  Create through ``Stack.connect`` / ``Stack.listen`` only."""
 
@@ -341,7 +516,7 @@ class Connection:
         self.rcv_adv_o = 0
         self.rcv_wup_o = 0
         self.rcv_shift = 0
-        self.rcvq = bytearray()
+        self.rcvq = RcvQueue()
         self.rcvbuf = cfg.rcvbuf
         self.ooo = []
         self.ooo_bytes = 0
@@ -418,7 +593,7 @@ class Connection:
 
     @property
     def readable(self):
-        return len(self.rcvq)
+        return self.rcvq.n
 
     @property
     def writable(self):
@@ -429,7 +604,7 @@ class Connection:
 
     @property
     def eof(self):
-        return self.fin_rcvd and not self.rcvq
+        return self.fin_rcvd and not self.rcvq.n
 
     @property
     def keepalive(self):
@@ -483,30 +658,32 @@ class Connection:
         when nothing is buffered (check ``eof`` / events).  Reading may open the window
         and queue a window update (stamped with the stack's latest ``now``)."""
         q = self.rcvq
-        if not q:
+        if not q.n:
             return b""
-        if max_bytes < 0 or max_bytes >= len(q):
-            data = bytes(q)
-            q.clear()
-        else:
-            with memoryview(q) as qv:          # one copy, not slice + bytes()
-                data = bytes(qv[:max_bytes])
-            del q[:max_bytes]
+        data = q.take(max_bytes)
         self._read_done()
         return data
 
     def recv_into(self, buf):
+        """Move up to len(buf) buffered bytes into ``buf``; returns the count (0: none)."""
         q = self.rcvq
-        n = len(q)
-        if not n:
+        if not q.n:
             return 0
-        mv = memoryview(buf)
-        if len(mv) < n:
-            n = len(mv)
-        with memoryview(q) as qv:
-            mv[:n] = qv[:n]
-        del q[:n]
-        self._read_done()
+        n = q.take_into(buf)
+        if n:
+            self._read_done()
+        return n
+
+    def recv_to(self, write, max_bytes=-1):
+        """Hand up to max_bytes (all if < 0) buffered bytes to ``write(parts)`` without an
+        intermediate copy (``RcvQueue.take_to``: the daemon's delivery into a client's RX
+        ring, ``ByteProducer.write_parts``); returns the count ``write`` took, as recv."""
+        q = self.rcvq
+        if not q.n:
+            return 0
+        n = q.take_to(write, max_bytes)
+        if n:
+            self._read_done()
         return n
 
     def shutdown(self, now):
@@ -542,7 +719,7 @@ class Connection:
         if self.error is not None:
             self.destroy(None)
             return
-        if self.rcvq:           # unread in-order data (Linux: the receive queue only)
+        if self.rcvq.n:         # unread in-order data (Linux: the receive queue only)
             self.cx.stats.aborts_on_close += 1
             self._send_rst_now(now)
             self.destroy(None)
@@ -590,7 +767,7 @@ class Connection:
             "backoff": self.backoff, "retransmits": self.retransmits,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
             "bytes_acked": self.bytes_acked, "segs_in": self.segs_in, "segs_out": self.segs_out,
-            "unread": len(self.rcvq), "unsent": self.sndq_o + len(self.sndq) - self.snd_nxt_o
+            "unread": self.rcvq.n, "unsent": self.sndq_o + len(self.sndq) - self.snd_nxt_o
             if self.snd_nxt_o <= self.sndq_o + len(self.sndq) else 0,
             "send_queue": self.sndq_o + len(self.sndq) - self.sndq_a,
             "rcvbuf": self.rcvbuf, "sndbuf": self.sndbuf,
@@ -757,7 +934,7 @@ class Connection:
     def _wnd_field(self):
         """Window to advertise (already scaled); never moves the right edge left, and
         only moves it right by a worthwhile amount (receiver SWS avoidance)."""
-        free = self.rcvbuf - len(self.rcvq)
+        free = self.rcvbuf - self.rcvq.n
         nxt = self.rcv_nxt_o
         cur = self.rcv_adv_o - nxt
         if cur < 0:
@@ -1091,7 +1268,7 @@ class Connection:
                         self.persist_n = 0
                         self.t_persist = None
                 if plen:
-                    self.rcvq += payload
+                    self.rcvq.append(payload)
                     rn += plen
                     self.rcv_nxt_o = rn
                     self.bytes_in += plen
@@ -2600,7 +2777,7 @@ class Connection:
         if seq_o == rn:
             fin_at = rn + plen if fin else None
             if plen:
-                self.rcvq += payload
+                self.rcvq.append(payload)
                 rn += plen
                 self.bytes_in += plen
                 if self.ooo:
@@ -2722,7 +2899,7 @@ class Connection:
                 break
             e = s + len(data)
             if e > rn:
-                self.rcvq += data[rn - s:] if s < rn else data
+                self.rcvq.append_owned(data[rn - s:] if s < rn else data)
                 self.bytes_in += e - rn
                 rn = e
             self.ooo_bytes -= len(data)
@@ -2737,7 +2914,7 @@ class Connection:
             return
         if self.rcvbuf < self.cfg.rcvbuf_max:
             self._rcv_space_adjust()
-        free = self.rcvbuf - len(self.rcvq)
+        free = self.rcvbuf - self.rcvq.n
         cap = 65535 << self.rcv_shift
         if free > cap:
             free = cap
@@ -2765,7 +2942,7 @@ class Connection:
         of MiBs in one bytearray costs CPU per byte, docs/PERFORMANCE.md, stop 17), not
         deliver faster.  The buffer never shrinks while the connection lives."""
         now = self.cx.now
-        q = len(self.rcvq)
+        q = self.rcvq.n
         # the receive-side RTT (Linux's tcp_rcv_rtt_measure, the no-timestamp method):
         # the time from offering a window to having received all of it, the smallest
         # sample kept; checked when the application reads, so a sample may be late by

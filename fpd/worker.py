@@ -32,8 +32,9 @@ Segment and one ``build_frame_into`` per segment.
 
 Received payload.  ``wire.parse_burst`` gives ``seg.payload`` as bytes (C) or a
 memoryview into the UMEM frame (pure Python, ``parse_frame``). The engine copies every
-accepted byte during input (``rcvq +=``, out-of-order blocks are ``bytearray`` copies)
-and keeps no reference to the segment, so the worker recycles the burst's frames only
+accepted byte that is not ``bytes`` during input (``RcvQueue.append`` keeps a ``bytes``
+payload, immutable and already a copy of the frame, by reference; out-of-order blocks are
+``bytearray`` copies) and keeps no reference into a frame, so the worker recycles the burst's frames only
 after the whole burst went through the engine. If the engine ever starts keeping received
 payload by reference, pass ``copy_payload=True`` (``bytes`` copies before input).
 
