@@ -57,11 +57,9 @@ def load(name, sources, needs=()):
             return None, f"fpd.{name} runs only beside fpd.{dep}, which does not ({dep_why})"
     try:
         mod = importlib.import_module(f"fpd.{name}")
-    except ImportError as e:
-        if getattr(e, "name", None) == f"fpd.{name}":
+    except Exception as e:                 # noqa: BLE001 (also: a cimported type's size changed)
+        if isinstance(e, ImportError) and e.name == f"fpd.{name}":
             return None, f"fpd.{name} not built (no Cython when fpd was installed)"
-        return None, f"fpd.{name} does not import ({e}): rebuild it with `make venv`"
-    except Exception as e:                 # noqa: BLE001 (a cimported type's size changed)
         return None, f"fpd.{name} does not import ({e}): rebuild it with `make venv`"
     try:
         want = digest([os.path.join(_HERE, s) for s in sources])

@@ -29,6 +29,19 @@ CASE = {"rtt": 0.020, "loss": 0.02}
 RTO_MARGIN = 3
 
 
+def _transfers(kc, res):
+    """The run's four transfers by (variant, direction), each printed and checked whole:
+    no error, every byte there and intact, none cut by the time cap."""
+    by = {(r["variant"], r["direction"]): r for r in res["results"]}
+    assert set(by) == {(v, d) for v in ("kernel", "fpd") for d in ("up", "down")}
+    for key, r in by.items():
+        print(kc.line(r))
+        assert "error" not in r, (key, r.get("error"))
+        assert r["intact"] and r["complete"] and not r["capped"], key
+        assert r["bytes"] == SIZE
+    return by
+
+
 @pytest.mark.timeout(240)
 def test_fpd_vs_kernel_on_lossy_delayed_path():
     import kernel_compare as kc
@@ -39,13 +52,8 @@ def test_fpd_vs_kernel_on_lossy_delayed_path():
     offers = res["offers"]
     assert set(offers) == {"netem", "tbf", "nft_numgen_drop"}
     assert res["daemon_alive"]
-    by = {(r["variant"], r["direction"]): r for r in res["results"]}
-    assert set(by) == {(v, d) for v in ("kernel", "fpd") for d in ("up", "down")}
+    by = _transfers(kc, res)
     for key, r in by.items():
-        print(kc.line(r))
-        assert "error" not in r, (key, r.get("error"))
-        assert r["intact"] and r["complete"] and not r["capped"], key
-        assert r["bytes"] == SIZE
         # the path really was lossy in the data's direction
         assert r["wire_lost"] > 0, key
         # every data segment the bridge dropped was sent again (a lost pure ACK needs
@@ -84,13 +92,7 @@ def test_fpd_with_pacing_vs_kernel_on_lossy_delayed_path():
     res = kc.run(cases={"loss2_20ms": CASE}, size=SIZE, cap=90.0, verbose=False,
                  probe=False, variants=("kernel", "fpd"), stack_conf={"pacing": True})
     assert res["daemon_alive"]
-    by = {(r["variant"], r["direction"]): r for r in res["results"]}
-    assert set(by) == {(v, d) for v in ("kernel", "fpd") for d in ("up", "down")}
-    for key, r in by.items():
-        print(kc.line(r))
-        assert "error" not in r, (key, r.get("error"))
-        assert r["intact"] and r["complete"] and not r["capped"], key
-        assert r["bytes"] == SIZE
+    by = _transfers(kc, res)
     down = by[("fpd", "down")]
     assert down["fpd_stats"]["paced_waits"] > 0
     assert down["fpd_stats"]["internal_errors"] == 0
