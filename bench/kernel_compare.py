@@ -76,8 +76,19 @@ CASES = {
     # the same loss by nftables (numgen random, at the peer's ingress: frames toward the
     # peer only, so the data of "down"), delay by the bridge: a cross-check of the bridge
     "nft1_20ms": {"rtt": 0.020, "nft_loss": 0.01, "directions": ("down",)},
+    # ENGINE.md's hardest HyStart++ path (the sweep's "100M q300" at 100 ms): 100 Mbit/s,
+    # no random loss, a tail-drop queue of ~300 frames. The bridge's limit counts every
+    # frame it holds, the ~430 (1514-byte frames) in the 50 ms delay line too: 430 + 300
+    "q300_100ms": {"rtt": 0.100, "rate": 100 * MBIT, "limit": 730},
 }
 VARIANTS = ("kernel", "fpd")
+# more variants (--variants): fpd_paced = fpd with StackConfig.pacing on; kernel_paced =
+# the kernel server with its internal pacing (SO_MAX_PACING_RATE set to a value that
+# never binds turns it on: sk_pacing_status NEEDED; this kernel has no fq qdisc). Pacing
+# is a sender's matter: the paced variants run only where the server sends ("down").
+PACED = {"fpd_paced": "fpd", "kernel_paced": "kernel"}
+SO_MAX_PACING_RATE = 47
+PACE_UNBOUND = (1 << 64) - 2             # bytes/s; ~0 would mean "no pacing"
 DIRECTIONS = ("up", "down")
 
 # the kernel's counters that say how it recovered (nstat names)
@@ -114,10 +125,13 @@ def _recv_exact(s, n: int) -> bytes:
     return buf
 
 
-def _serve_one(conn, cache: dict, cc: str) -> None:
+def _serve_one(conn, cache: dict, cc: str, pace: bool = False) -> None:
     try:
         if cc:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+        if pace:
+            conn.setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE,
+                            struct.pack("Q", PACE_UNBOUND))
         op, size, seed = HDR.unpack(_recv_exact(conn, HDR.size))
         if op == b"U":                  # sink: count and hash to EOF, answer, wait for EOF
             h = hashlib.sha256()
@@ -146,7 +160,7 @@ def _serve_one(conn, cache: dict, cc: str) -> None:
             conn.close()
 
 
-def app_main(module: str, port: int, cc: str = "") -> int:
+def app_main(module: str, port: int, cc: str = "", pace: bool = False) -> int:
     import importlib
     sock = importlib.import_module(module)
     lst = sock.socket(sock.AF_INET, sock.SOCK_STREAM)
@@ -161,7 +175,8 @@ def app_main(module: str, port: int, cc: str = "") -> int:
     cache: dict = {}
     while True:
         conn, _ = lst.accept()
-        threading.Thread(target=_serve_one, args=(conn, cache, cc), daemon=True).start()
+        threading.Thread(target=_serve_one, args=(conn, cache, cc, pace),
+                         daemon=True).start()
 
 
 # =========================================================================================
@@ -322,6 +337,13 @@ def nft_loss_off(bed) -> int:
 # =========================================================================================
 # What the kernel offers
 # =========================================================================================
+def qdiscs(bed) -> dict:
+    """``tc qdisc show`` in both namespaces: whether the kernel ends could pace (Linux's
+    CUBIC paces under fq, or by itself when sk_pacing_status says so)."""
+    return {ns: bed.run(ns, ["tc", "qdisc", "show"], check=False).stdout.strip()
+            for ns in (bed.srv_ns, bed.peer_ns)}
+
+
 def probe_kernel(bed) -> dict:
     """Try, in the peer namespace: a netem qdisc, a tbf qdisc (rate), an nftables
     ``numgen random`` drop rule. Each is removed again; returns what worked."""
@@ -368,7 +390,10 @@ class Side:
         self.daemon = None
         env = dict(os.environ)
         module = "socket"
-        if name == "fpd":
+        base = PACED.get(name, name)
+        if name == "fpd_paced":
+            stack_conf = dict(stack_conf or {}, pacing=True)
+        if base == "fpd":
             from fpdd import fpd_daemon
             extra = ()
             if stack_conf:            # StackConfig overrides (e.g. pacing) via --config
@@ -386,7 +411,8 @@ class Side:
             self.app = self.bed.popen(self.bed.srv_ns,
                                       [sys.executable, os.path.abspath(__file__), "--app",
                                        "--module", module, "--port", str(PORT),
-                                      "--cc", self.cc or ""],
+                                      "--cc", self.cc or "",
+                                      *(("--pace",) if name == "kernel_paced" else ())],
                                       stdout=subprocess.PIPE, stderr=err, text=True,
                                       env=env, cwd=REPO)
         stack.callback(self._stop_app)
@@ -540,6 +566,10 @@ def transfer(side: Side, case: dict, direction: str, size: int, seed: int, cap: 
     return res
 
 
+def _is_fpd(r: dict) -> bool:
+    return PACED.get(r["variant"], r["variant"]) == "fpd"
+
+
 def summarize(r: dict) -> dict:
     """The sender's retransmissions and timeouts, and the receiver's view, per transfer.
     up: the sender is the kernel peer; down: the server end (kernel or fpd)."""
@@ -552,9 +582,9 @@ def summarize(r: dict) -> dict:
         out["snd_tlp"] = pn["TcpExtTCPLossProbes"]
         out["snd_segs"] = pn["TcpOutSegs"]
         out["snd_ss"] = _ss_brief(end.get("peer"))
-        out["rcv_view"] = _fpd_brief(end.get("fpd")) if r["variant"] == "fpd" \
+        out["rcv_view"] = _fpd_brief(end.get("fpd")) if _is_fpd(r) \
             else _ss_brief(end.get("srv"))
-    elif r["variant"] == "fpd":
+    elif _is_fpd(r):
         fs = r["fpd_stats"]
         out["snd_retrans"] = fs["retransmits"]
         out["snd_rtos"] = fs["rto_timeouts"]
@@ -570,7 +600,8 @@ def summarize(r: dict) -> dict:
         out["snd_segs"] = sn["TcpOutSegs"]
         out["snd_ss"] = _ss_brief(end.get("srv"))
         out["rcv_view"] = _ss_brief(end.get("peer"))
-    lost = r["bridge"]["to_peer" if r["direction"] == "down" else "to_srv"]["lost"]
+    br = r["bridge"]["to_peer" if r["direction"] == "down" else "to_srv"]
+    lost = br["lost"] + br["overflow"]      # random loss + the bridge's full queue
     if r["direction"] == "down":
         lost += r.get("nft_dropped", 0)
     out["wire_lost"] = lost
@@ -578,7 +609,7 @@ def summarize(r: dict) -> dict:
     ss = r.get("samples") or []
     if ss:
         mid = ss[len(ss) // 2]
-        snd = "peer" if r["direction"] == "up" else ("fpd" if r["variant"] == "fpd" else "srv")
+        snd = "peer" if r["direction"] == "up" else ("fpd" if _is_fpd(r) else "srv")
         out["snd_mid"] = (_fpd_brief if snd == "fpd" else _ss_brief)(mid.get(snd))
     return out
 
@@ -627,6 +658,7 @@ def run(cases=tuple(CASES), directions=DIRECTIONS, variants=VARIANTS, size=50_00
             any_side = next(iter(sides.values()))
             if probe:
                 out["offers"] = probe_kernel(any_side.bed)
+            out["qdisc"] = {v: qdiscs(s.bed) for v, s in sides.items()}
             k = 0
             for rep in range(repeat):
                 for ci, (cname, case) in enumerate(grid.items()):
@@ -642,6 +674,8 @@ def run(cases=tuple(CASES), directions=DIRECTIONS, variants=VARIANTS, size=50_00
                             data_cache[(size, tseed)] = make_data(size, tseed)
                         data = data_cache[(size, tseed)]
                         for v in order:
+                            if v in PACED and d != "down":
+                                continue
                             try:
                                 r = transfer(sides[v], case, d, size, tseed, cap, data)
                             except Exception as e:
@@ -750,8 +784,9 @@ def main(argv=None) -> int:
         ap.add_argument("--module", default="socket")
         ap.add_argument("--port", type=int, default=PORT)
         ap.add_argument("--cc", default="")
+        ap.add_argument("--pace", action="store_true")
         a = ap.parse_args(argv)
-        return app_main(a.module, a.port, a.cc)
+        return app_main(a.module, a.port, a.cc, a.pace)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=float, default=50e6)
     ap.add_argument("--cap", type=float, default=40.0, help="seconds per transfer, at most")
@@ -775,6 +810,9 @@ def main(argv=None) -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1, default=str)
+    for v, q in res.get("qdisc", {}).items():
+        print(f"qdisc {v}: " + "; ".join(f"{ns}: {t}".replace("\n", " | ")
+                                           for ns, t in q.items()))
     print(f"kernel {res['kernel']}, kernel ends' cc {res['kernel_cc']} (default "
           f"{res.get('kernel_default_cc')}), offers "
           f"{json.dumps({k: v['ok'] for k, v in res.get('offers', {}).items()})}, "

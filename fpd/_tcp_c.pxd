@@ -118,6 +118,7 @@ cdef class Connection:
     cdef public double rack_rtt
     cdef public bint rack_reord
     cdef public long long rack_mult
+    cdef public long long rack_cur
     cdef public long long rack_persist
     cdef public object t_probe
     cdef public long long probe_kind

@@ -208,6 +208,20 @@ class Context:
             del self._conns[key]
 
 
+def _rec_after(q, off):
+    """Index of the first record of the retransmission queue ``q`` (sorted, disjoint)
+    whose end is beyond offset ``off`` (binary search; len(q) if none)."""
+    a = 0
+    b = len(q)
+    while a < b:
+        m = (a + b) >> 1
+        if q[m].end <= off:
+            a = m + 1
+        else:
+            b = m
+    return a
+
+
 class _Rec:
     """One transmitted segment in the retransmission queue (offsets, not wire seqs)."""
     __slots__ = ("start", "end", "flags", "ts")
@@ -408,7 +422,7 @@ class Connection:
         "retrans_out", "reno_dup", "rtx_scan", "dupacks", "ca_state", "recover_o",
         "mss", "peer_mss", "snd_sml_o", "cwnd_lim_o", "last_send", "high_sacked_o", "sack_cache",
         # RACK-TLP (RFC 8985) and RFC 6675 rescue retransmission
-        "rack_ts", "rack_end", "rack_rtt", "rack_reord", "rack_mult", "rack_persist",
+        "rack_ts", "rack_end", "rack_rtt", "rack_reord", "rack_mult", "rack_persist", "rack_cur",
         "t_probe", "probe_kind", "tlp_end", "tlp_retrans", "rescue_o", "dsack_in",
         # DSACK undo (RFC 3708 / Linux's undo_marker)
         "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "undone",
@@ -490,6 +504,7 @@ class Connection:
         self.rack_reord = False     # RACK.reordering_seen
         self.rack_mult = 1          # RACK.reo_wnd_mult (grows on DSACK, RFC 8985 §6.2 step 4)
         self.rack_persist = 0       # recoveries left before reo_wnd_mult resets
+        self.rack_cur = 0           # offset where the last RACK walk ran out of budget
         self.t_probe = None         # TLP or RACK reorder deadline (probe_kind says which)
         self.probe_kind = PROBE_TLP
         self.tlp_end = None         # TLP.end_seq: snd_nxt when the probe went out
@@ -2155,7 +2170,9 @@ class Connection:
         The walk goes in sequence order, which is send order except for
         retransmissions: it stops at the first never-retransmitted segment sent after
         RACK.xmit_ts (everything above it was sent later still), and visits at most
-        SACK_WALK_BUDGET records."""
+        SACK_WALK_BUDGET records; a walk the budget cut short is taken up where it
+        stopped (``rack_cur``) by the next one, so a loss burst longer than the budget
+        is marked over a few ACKs instead of its first records again and again."""
         if not self.cfg.rack:
             return False
         rts = self.rack_ts
@@ -2164,8 +2181,18 @@ class Connection:
         timeout = 0.0
         marked = False
         walked = 0
-        for r in self.rtxq:
+        q = self.rtxq
+        n = len(q)
+        cur = self.rack_cur
+        i = _rec_after(q, cur) if cur else 0
+        whole = i == 0                 # this walk starts at SND.UNA
+        self.rack_cur = 0
+        while i < n:
+            r = q[i]
+            i += 1
             if walked >= SACK_WALK_BUDGET:
+                self.rack_cur = r.start       # the rest next time
+                whole = False
                 break
             walked += 1
             f = r.flags
@@ -2194,10 +2221,15 @@ class Connection:
             elif rem > timeout:
                 timeout = rem
         self.cx.stats.sack_walked += walked
+        tp = self.t_probe
+        if tp is not None and self.probe_kind != PROBE_REO:
+            tp = None
         if timeout > 0.0:
-            self.t_probe = now + timeout
-            self.probe_kind = PROBE_REO
-        elif self.t_probe is not None and self.probe_kind == PROBE_REO:
+            # a partial walk saw part of the queue: it may only bring the timer forward
+            if whole or tp is None or now + timeout < tp:
+                self.t_probe = now + timeout
+                self.probe_kind = PROBE_REO
+        elif whole and tp is not None:
             self.t_probe = None
         return marked
 
@@ -2368,14 +2400,7 @@ class Connection:
                 if budget <= 0:
                     done = plo
                     break
-                # binary search for the first record with end > plo
-                a, b = 0, nq
-                while a < b:
-                    m = (a + b) >> 1
-                    if q[m].end <= plo:
-                        a = m + 1
-                    else:
-                        b = m
+                a = _rec_after(q, plo)
                 while a < nq:
                     r = q[a]
                     if r.start >= pro:

@@ -160,6 +160,39 @@ def test_rack_detects_a_lost_retransmission():
     assert h.stack.stats.rto_timeouts == 0
 
 
+def test_rack_marks_every_hole_of_a_loss_burst_longer_than_its_walk_budget():
+    """A 100 ms path with a 300-segment bottleneck queue (docs/ENGINE.md's "100M q300"
+    case): slow start overflows the queue and loses hundreds of segments of one window.
+    RACK's walk has a budget (SACK_WALK_BUDGET records per ACK) and used to start at
+    SND.UNA every time: the holes it had already marked used up the budget, the ones
+    past it were never marked lost, and recovery crawled at one retransmission per
+    ACK (8 MB took 6 s instead of 1.6). It now goes on from where the last walk stopped."""
+    B = tcp.SACK_WALK_BUDGET
+    lost, sacked = B + 150, 300               # the first `lost` segments lost, then SACKed
+    h = Harness(cc="newreno", tlp=False)
+    c, piss, iss, _ = h.accept(syn_opts=dict(mss=MSS, wscale=7, sack_ok=True),
+                               ack_wnd=65535)
+    h.p, h.q, h.c = piss + 1, iss + 1, c
+    h.events()
+    c.cc.cwnd = 1 << 30                       # the whole burst at once, as slow start's last
+    c.send(b"q" * (lost + sacked) * MSS, h.now)
+    assert len([s for s in h.out() if s.payload]) == lost + sacked
+    walks = []
+    h.now += RTT
+    for k in range(4):                        # the burst's SACK, then the ACKs of the first
+        before = h.stack.stats.sack_walked    # retransmissions (SND.UNA one hole further)
+        h.inp(mkseg(ACK, h.p, h.q + k * MSS, wnd=65535,
+                    sack=sack(h, (lost * MSS, (lost + sacked) * MSS))))
+        walks.append(h.stack.stats.sack_walked - before)
+        h.now += 0.001
+    holes = [r for r in c.rtxq if r.end <= lost * MSS + 1]     # (offset 0: the SYN)
+    assert len(holes) == lost - 3
+    assert all(r.flags & (tcp.R_LOST | tcp.R_SACKED) == tcp.R_LOST for r in holes), \
+        sum(1 for r in holes if not r.flags & tcp.R_LOST)
+    assert max(walks) <= 3 * B, walks         # still bounded per ACK
+    assert h.stack.stats.rto_timeouts == 0
+
+
 @pytest.mark.parametrize("on", [True, False])
 def test_rescue_retransmission_of_the_tail(on):
     """RFC 6675 NextSeg rule 4: the first and the last segment lost, nothing new to
