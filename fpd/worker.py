@@ -244,7 +244,8 @@ class Worker:
             self.set_fastpath(parse=_env_flag("FPD_BURST_PARSE"),
                               burst=_env_flag("FPD_BURST") if burst is None else burst,
                               tso=_env_flag("FPD_TSO") if tso is None else tso,
-                              acks=_env_flag("FPD_ACK_COLLAPSE"))
+                              acks=_env_flag("FPD_ACK_COLLAPSE") and (
+                                  _env_flag("FPD_ACK_WND") or fastpath.ACKS_SAME_WND))
             kw = dict(rx_size=ring_size, tx_size=ring_size, fill_size=ring_size,
                       comp_size=ring_size, nframes=nframes, chunk_size=chunk_size,
                       check=check)
@@ -263,6 +264,8 @@ class Worker:
             #: outgoing frames may exceed a chunk: build them in scratch, send as chains
             self.sg_tx = self.sg and mtu + ETH_VLAN_HLEN > self.chunk
             self.tx_sg_frames = 0          # frames sent as a chain of descriptors
+            if tx_budget is None and os.environ.get("FPD_TX_BUDGET"):
+                tx_budget = int(os.environ["FPD_TX_BUDGET"])   # A/B (docs/AFXDP.md)
             if tx_budget is not None:
                 self.xsk.set_tx_budget(tx_budget)
             if hasattr(os, "eventfd"):
@@ -289,13 +292,14 @@ class Worker:
         ``stack.input`` per segment; ``tso``: full-sized segments leave the engine as
         one ``SegBurst`` stamped from one header, else one Segment each; ``acks``
         (with ``burst``): a run of advancing pure ACKs gets one transmit decision after
-        the last, not one after each."""
+        the last, not one after each (``fastpath.ACKS_SAME_WND``: runs stop at every
+        window change, stop 18's; FPD_ACK_WND=0)."""
         if parse is not None:
             self.burst_parse = bool(parse)
         if burst is not None:
             self.burst = bool(burst)
         if acks is not None:
-            self.ack_collapse = bool(acks)
+            self.ack_collapse = acks if acks == fastpath.ACKS_SAME_WND else bool(acks)
         if tso is not None:
             self.tso = bool(tso)
             self.stack.tso = fastpath.xmit_burst if tso else None
