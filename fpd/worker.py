@@ -28,7 +28,9 @@ One iteration (:meth:`Worker.poll_once`), everything batched per RX burst::
 :meth:`Worker.set_fastpath` (or FPD_BURST_PARSE=0, FPD_BURST=0, FPD_TSO=0,
 FPD_ACK_COLLAPSE=0 in the environment) switches each per-burst lever back to the
 per-segment reference: ``parse_frame`` per frame, ``stack.input`` per segment, one
-Segment and one ``build_frame_into`` per segment.
+Segment and one ``build_frame_into`` per segment. FPD_ACK_WND=0: ACK runs stop at every
+window change (stop 18's). FPD_TX_BUDGET=N: frames per copy-mode ``sendto`` (default
+``TX_BUDGET``, 256; 0: the kernel's 32).
 
 Received payload.  ``wire.parse_burst`` gives ``seg.payload`` as bytes (C) or a
 memoryview into the UMEM frame (pure Python, ``parse_frame``). The engine copies every
@@ -106,6 +108,7 @@ def _env_flag(name: str, default: bool = True) -> bool:
     return v not in ("0", "no", "off", "false")
 
 
+TX_BUDGET = 256             # XDP_MAX_TX_SKB_BUDGET the worker asks for (0: the kernel's)
 NEIGH_QUEUE = 2048          # segments parked per destination while its MAC is resolved:
 #                            a load generator that adds a source address opens many
 #                            connections from it at once (32 each in fpd bench --idle);
@@ -264,10 +267,14 @@ class Worker:
             #: outgoing frames may exceed a chunk: build them in scratch, send as chains
             self.sg_tx = self.sg and mtu + ETH_VLAN_HLEN > self.chunk
             self.tx_sg_frames = 0          # frames sent as a chain of descriptors
-            if tx_budget is None and os.environ.get("FPD_TX_BUDGET"):
-                tx_budget = int(os.environ["FPD_TX_BUDGET"])   # A/B (docs/AFXDP.md)
-            if tx_budget is not None:
-                self.xsk.set_tx_budget(tx_budget)
+            if tx_budget is None:
+                # frames one copy-mode sendto may send (kernel >= 6.17; FPD_TX_BUDGET=0:
+                # the kernel's 32); 256: a fifth of the kicks (docs/PERFORMANCE.md, stop 19)
+                tx_budget = int(os.environ.get("FPD_TX_BUDGET") or TX_BUDGET)
+                if tx_budget > self.xsk.tx.size:     # the kernel refuses more (EACCES)
+                    tx_budget = self.xsk.tx.size
+            if tx_budget:
+                self.xsk.set_tx_budget(tx_budget)      # False: the kernel has no option
             if hasattr(os, "eventfd"):
                 self._wake_r = self._wake_w = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             else:                                          # pragma: no cover (py < 3.10)
