@@ -21,7 +21,7 @@ cdef extern from *:
 cdef long long _M32, _HALF32, _ACK, _PSH, _PREDICT
 
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, m=Py_ssize_t, sp=object, dp=object)
-cpdef input_burst(stack, segs, now, bint acks=*)
+cpdef input_burst(stack, segs, now, int acks=*)
 
 @cython.locals(una=cython.longlong, r=tuple, cx=Context, m=Py_ssize_t, nbytes=cython.longlong,
                rn=cython.longlong, ts_recent=cython.longlong, ts_set=cython.bint,
@@ -45,8 +45,11 @@ cpdef tuple _py_run(segs, Py_ssize_t i, Py_ssize_t j, rcvq, tuple args)
                snd_wnd=cython.longlong, shift=cython.int, ts_ok=cython.bint,
                una=cython.longlong, nxt=cython.longlong, ts_recent=cython.longlong,
                tsv=cython.longlong, k=Py_ssize_t, m=Py_ssize_t, x=Py_ssize_t,
-               d=cython.longlong, ack_o=cython.longlong, cx=Context)
-cdef Py_ssize_t _ack_run(stack, Connection c, segs, Py_ssize_t i, Py_ssize_t j, now) except -1
+               d=cython.longlong, ack_o=cython.longlong, cx=Context, wmove=cython.bint,
+               w=cython.longlong, w_last=cython.longlong, w_prev=cython.longlong,
+               wmax=cython.longlong, right=cython.longlong, why=cython.int)
+cdef Py_ssize_t _ack_run(stack, Connection c, segs, Py_ssize_t i, Py_ssize_t j, now,
+                         int acks) except -1
 
 @cython.locals(mss=cython.longlong, nxt=cython.longlong, una=cython.longlong,
                so=cython.longlong, avail=cython.longlong, room=cython.longlong,

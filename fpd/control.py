@@ -19,6 +19,7 @@ import errno as _errno
 import logging
 import os
 import socket
+import time
 
 from . import capture as _capture
 from . import proto
@@ -1126,7 +1127,8 @@ def worker_main(chan: socket.socket, cfg: WorkerConfig, make_host=xdp_host) -> i
         out = os.environ.get("FPD_PROFILE")      # developers: cProfile a worker's loop
         if out:
             import cProfile
-            prof = cProfile.Profile()
+            # the thread's CPU clock: on a loaded machine wall time counts preemption
+            prof = cProfile.Profile(time.thread_time)
             prof.enable()
         try:
             while not state["stop"]:

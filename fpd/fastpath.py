@@ -67,7 +67,8 @@ def input_burst(stack, segs, now, acks=False):
     ``acks=True`` also collapses each run of advancing pure ACKs of one connection
     into one cumulative ACK (:func:`_ack_run`): one ``_ack_new`` for the run's last
     ACK and one transmit decision after it, instead of one of each per ACK (what that
-    changes is listed there)."""
+    changes is listed there); ``acks=ACKS_SAME_WND``: runs that stop at any window
+    change (stop 18's, for A/B)."""
     n = len(segs)
     i = 0
     conns = stack._conns
@@ -106,9 +107,9 @@ def input_burst(stack, segs, now, acks=False):
                                 m = _ANY_DATA_RUN(stack, c, segs, i, j, now)
                         elif acks:
                             if _TCONN is None or type(c) is _TCONN:
-                                m = _ack_run(stack, c, segs, i, j, now)
+                                m = _ack_run(stack, c, segs, i, j, now, acks)
                             else:
-                                m = _ANY_ACK_RUN(stack, c, segs, i, j, now)
+                                m = _ANY_ACK_RUN(stack, c, segs, i, j, now, acks)
                         else:
                             m = 0
                     except Exception:
@@ -243,15 +244,43 @@ _c_run = getattr(_wire._accel, "data_run", None)
 _c_run_end = getattr(_wire._accel, "run_end", None)
 
 
-def _ack_run(stack, c, segs, i, j, now):
+#: why an ACK run stopped (the index is the reason code in _ack_run; the stack counts
+#: each as stats.ack_run_stop_<name>): it reached the end of the connection's run of
+#: segments; a segment with data; other flags; SACK blocks; another sequence number; a
+#: duplicate ACK; an ACK beyond what was sent; a window change the run does not take
+#: (zero, a right edge that moves left, or any with ACKS_SAME_WND); a missing or old
+#: timestamp; a connection not open or in recovery (not looked at)
+ACK_RUN_STOPS = ("end", "data", "flags", "sack", "seq", "dup", "beyond", "wnd", "ts",
+                 "state")
+_STOP_NAMES = tuple("ack_run_stop_" + n for n in ACK_RUN_STOPS)
+#: ``input_burst(..., acks=ACKS_SAME_WND)``: ACK runs stop at every window change (stop
+#: 18's runs; FPD_ACK_WND=0 in the worker), for A/B
+ACKS_SAME_WND = 2
+
+
+def _count_stop(stack, why):
+    st = stack.stats
+    name = _STOP_NAMES[why]
+    setattr(st, name, getattr(st, name) + 1)
+
+
+def _ack_run(stack, c, segs, i, j, now, acks):
     """Take the advancing pure ACKs segs[i:k] (k <= j, at least two) the fast path of
     ``Connection._input`` would take, as ONE cumulative ACK: the last one's ``_ack_new``
     (the retransmission queue, send buffer, RTT sample, congestion control and timer
     updated once for everything the run acknowledges), the window and timestamp as the
     per-segment path leaves them after the last, one ``_xmit``. Duplicate ACKs (the
-    duplicate count and fast retransmit), ACKs with SACK blocks, window changes, anything
-    with data or other flags stop the run and take the per-segment path. Returns k - i
-    (0: none).
+    duplicate count and fast retransmit), ACKs with SACK blocks, anything with data or
+    other flags stop the run and take the per-segment path; so do a zero window and a
+    window whose right edge moves left (and, with ``acks == ACKS_SAME_WND``, any window
+    change). Returns k - i (0: none); counts why it stopped (:data:`ACK_RUN_STOPS`).
+
+    A window that changes within the run: the per-segment path applies each ACK's window
+    after that ACK's ``_ack_new`` (the SND.WL1/WL2 rule holds for every ACK of the run once
+    it holds for the first: same sequence number, growing ACK), so the last ``_ack_new``
+    sees the next-to-last ACK's window (``_grow_sndbuf`` reads it) and the last ACK's
+    window stays; the run sets the one before its ``_ack_new`` and the other after, and
+    max_snd_wnd to the largest of them.
 
     What differs from feeding the ACKs one by one (on purpose): one RTT sample and one
     delivery-rate check per run instead of one per ACK, congestion control credited the
@@ -259,6 +288,7 @@ def _ack_run(stack, c, segs, i, j, now):
     per-segment path sends between two ACKs goes out after the last one."""
     if c.state is not ESTABLISHED or c.ooo or c.ca_state != CA_OPEN or \
             c.dsack is not None or c.cc is None:
+        _count_stop(stack, 9)
         return 0
     rn = c.rcv_nxt_o
     seq_w = (c.irs + rn) & _M32
@@ -270,31 +300,67 @@ def _ack_run(stack, c, segs, i, j, now):
     una = c.snd_una_o
     nxt = c.snd_nxt_o
     ts_recent = c.ts_recent
+    # the window rule holds for the run's first ACK (then for all: see above); else only
+    # ACKs that leave the window as it is
+    wmove = acks != ACKS_SAME_WND and (c.snd_wl1_o < rn or
+                                       (c.snd_wl1_o == rn and c.snd_wl2_o <= una))
+    w_last = w_prev = snd_wnd     # the window after the run's last / next-to-last ACK
+    wmax = c.max_snd_wnd
+    right = una + snd_wnd
+    why = 0
     k = i
     while k < j:
         seg = segs[k]
-        if seg.payload or seg.flags & _PREDICT != _ACK or seg.sack or seg.seq != seq_w or \
-                ((seg.wnd & 0xFFFF) << shift) != snd_wnd:
+        if seg.payload:
+            why = 1
+            break
+        if seg.flags & _PREDICT != _ACK:
+            why = 2
+            break
+        if seg.sack:
+            why = 3
+            break
+        if seg.seq != seq_w:
+            why = 4
             break
         d = (seg.ack - iss - una) & _M32
-        if not d or d > nxt - una:
+        if not d:
+            why = 5
+            break
+        if d > nxt - una:
+            why = 6
+            break
+        w = (seg.wnd & 0xFFFF) << shift
+        if w != w_last and (not wmove or not w or una + d + w < right):
+            why = 7
             break
         if ts_ok:
             tsval = seg.tsval
             if tsval is None:
+                why = 8
                 break
             tsv = tsval
             if ((tsv - ts_recent) & _M32) >= _HALF32:
+                why = 8
                 break
             ts_recent = tsv
         una += d
+        right = una + w
+        w_prev = w_last
+        w_last = w
+        if w > wmax:
+            wmax = w
         k += 1
+    _count_stop(stack, why)
     m = k - i
     if m < 2:
         return 0
+    stats = stack.stats
+    stats.ack_runs += 1
+    stats.ack_run_acks += m
     cx = c.cx
     cx.now = now
-    stack.stats.segs_in += m
+    stats.segs_in += m
     c.segs_in += m
     c.last_rcv = now
     c.ka_probes = 0
@@ -305,14 +371,18 @@ def _ack_run(stack, c, segs, i, j, now):
     ack_o = una
     c.dupacks = 0
     c.probes_out = 0
+    if w_prev != snd_wnd:               # the window the last ACK's _ack_new sees
+        c.snd_wnd = w_prev
+        c.persist_n = 0                 # (w_prev is not zero: a zero window stops runs)
+        c.t_persist = None
     c._ack_new(ack_o, seg, now)
     if c.snd_wl1_o < rn or (c.snd_wl1_o == rn and c.snd_wl2_o <= ack_o):
-        c.snd_wnd = snd_wnd
+        c.snd_wnd = w_last
         c.snd_wl1_o = rn
         c.snd_wl2_o = ack_o
-        if snd_wnd > c.max_snd_wnd:
-            c.max_snd_wnd = snd_wnd
-        if snd_wnd:
+        if wmax > c.max_snd_wnd:
+            c.max_snd_wnd = wmax
+        if w_last:
             c.persist_n = 0
             c.t_persist = None
     c._xmit(now)

@@ -110,6 +110,12 @@ _STAT_NAMES = (
     "tlp_probes", "tlp_recoveries", "rack_lost", "rescue_retransmits", "dsacks_in", "dsack_undos",
     "frto_spurious", "frto_undos", "prr_ssrb", "hystart_css", "hystart_resumes",
     "hystart_exits", "paced_waits",
+    # fpd.fastpath._ack_run: runs taken (two ACKs or more), the ACKs they took, and for
+    # every run looked at (taken or not) why it stopped (fastpath.ACK_RUN_STOPS)
+    "ack_runs", "ack_run_acks",
+    "ack_run_stop_end", "ack_run_stop_data", "ack_run_stop_flags", "ack_run_stop_sack",
+    "ack_run_stop_seq", "ack_run_stop_dup", "ack_run_stop_beyond", "ack_run_stop_wnd",
+    "ack_run_stop_ts", "ack_run_stop_state",
 )
 
 

@@ -28,7 +28,9 @@ One iteration (:meth:`Worker.poll_once`), everything batched per RX burst::
 :meth:`Worker.set_fastpath` (or FPD_BURST_PARSE=0, FPD_BURST=0, FPD_TSO=0,
 FPD_ACK_COLLAPSE=0 in the environment) switches each per-burst lever back to the
 per-segment reference: ``parse_frame`` per frame, ``stack.input`` per segment, one
-Segment and one ``build_frame_into`` per segment.
+Segment and one ``build_frame_into`` per segment. FPD_ACK_WND=0: ACK runs stop at every
+window change (stop 18's). FPD_TX_BUDGET=N: frames per copy-mode ``sendto`` (default
+``TX_BUDGET``, 256; 0: the kernel's 32).
 
 Received payload.  ``wire.parse_burst`` gives ``seg.payload`` as bytes (C) or a
 memoryview into the UMEM frame (pure Python, ``parse_frame``). The engine copies every
@@ -106,6 +108,7 @@ def _env_flag(name: str, default: bool = True) -> bool:
     return v not in ("0", "no", "off", "false")
 
 
+TX_BUDGET = 256             # XDP_MAX_TX_SKB_BUDGET the worker asks for (0: the kernel's)
 NEIGH_QUEUE = 2048          # segments parked per destination while its MAC is resolved:
 #                            a load generator that adds a source address opens many
 #                            connections from it at once (32 each in fpd bench --idle);
@@ -244,7 +247,8 @@ class Worker:
             self.set_fastpath(parse=_env_flag("FPD_BURST_PARSE"),
                               burst=_env_flag("FPD_BURST") if burst is None else burst,
                               tso=_env_flag("FPD_TSO") if tso is None else tso,
-                              acks=_env_flag("FPD_ACK_COLLAPSE"))
+                              acks=_env_flag("FPD_ACK_COLLAPSE") and (
+                                  _env_flag("FPD_ACK_WND") or fastpath.ACKS_SAME_WND))
             kw = dict(rx_size=ring_size, tx_size=ring_size, fill_size=ring_size,
                       comp_size=ring_size, nframes=nframes, chunk_size=chunk_size,
                       check=check)
@@ -263,8 +267,14 @@ class Worker:
             #: outgoing frames may exceed a chunk: build them in scratch, send as chains
             self.sg_tx = self.sg and mtu + ETH_VLAN_HLEN > self.chunk
             self.tx_sg_frames = 0          # frames sent as a chain of descriptors
-            if tx_budget is not None:
-                self.xsk.set_tx_budget(tx_budget)
+            if tx_budget is None:
+                # frames one copy-mode sendto may send (kernel >= 6.17; FPD_TX_BUDGET=0:
+                # the kernel's 32); 256: a fifth of the kicks (docs/PERFORMANCE.md, stop 19)
+                tx_budget = int(os.environ.get("FPD_TX_BUDGET") or TX_BUDGET)
+                if tx_budget > self.xsk.tx.size:     # the kernel refuses more (EACCES)
+                    tx_budget = self.xsk.tx.size
+            if tx_budget:
+                self.xsk.set_tx_budget(tx_budget)      # False: the kernel has no option
             if hasattr(os, "eventfd"):
                 self._wake_r = self._wake_w = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             else:                                          # pragma: no cover (py < 3.10)
@@ -289,13 +299,14 @@ class Worker:
         ``stack.input`` per segment; ``tso``: full-sized segments leave the engine as
         one ``SegBurst`` stamped from one header, else one Segment each; ``acks``
         (with ``burst``): a run of advancing pure ACKs gets one transmit decision after
-        the last, not one after each."""
+        the last, not one after each (``fastpath.ACKS_SAME_WND``: runs stop at every
+        window change, stop 18's; FPD_ACK_WND=0)."""
         if parse is not None:
             self.burst_parse = bool(parse)
         if burst is not None:
             self.burst = bool(burst)
         if acks is not None:
-            self.ack_collapse = bool(acks)
+            self.ack_collapse = acks if acks == fastpath.ACKS_SAME_WND else bool(acks)
         if tso is not None:
             self.tso = bool(tso)
             self.stack.tso = fastpath.xmit_burst if tso else None

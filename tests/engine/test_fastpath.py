@@ -52,7 +52,9 @@ def stack_state(st):
     conns = {k: conn_state(c) for k, c in st._conns.items()}
     cx = st._cx
     timers = sorted((t, s) for t, s, _c in cx.timers)
-    return conns, timers, st.stats.as_dict(), cx.half_open, cx.tw_count, \
+    # (the ACK runs' own counters: only the fast stack has runs)
+    stats = {k: v for k, v in st.stats.as_dict().items() if not k.startswith("ack_run")}
+    return conns, timers, stats, cx.half_open, cx.tw_count, \
         [id(c) for c in cx.acks] and len(cx.acks)
 
 
@@ -394,6 +396,107 @@ def test_a_run_of_advancing_acks_is_one_update_and_one_transmit(fp_impl, monkeyp
     _stream_ok(expand(b), p.iss)
     # what was sent continues the stream from the same place
     assert expand(b)[0].seq == [s for s in a if s.payload][0].seq
+
+
+def _acks_with_windows(p, wnds, step=2):
+    """One ACK per window in ``wnds``, each acknowledging ``step`` more segments."""
+    mss = p.conns()[0][0].mss
+    out = []
+    for k, w in enumerate(wnds):
+        out.append(p.seg(ACK, 1 + step * mss * (k + 1), wnd=w))
+    return out
+
+
+def _feed_both(p, burst, now, acks=True):
+    for s in burst:
+        p.ref.input(s.copy(), now)
+    _CUR["ib"](p.fast, [s.copy() for s in burst], now, acks)
+    return p.ref.output(), p.fast.output()
+
+
+_WND_FIELDS = ("snd_una_o", "snd_nxt_o", "bytes_acked", "dupacks", "segs_in", "rcv_nxt_o",
+               "ts_recent", "snd_wnd", "max_snd_wnd", "snd_wl1_o", "snd_wl2_o", "persist_n",
+               "t_persist", "sndq_a", "sndq_o", "sacked_out", "lost_out", "retrans_out",
+               "bytes_out", "sndbuf")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_acks_whose_window_moves_are_one_run_equal_to_per_segment(seed, fp_impl):
+    """A kernel receiver's window moves as its application reads: the run takes those
+    ACKs and leaves the window, its edges, what was sent and the stream as the per-segment
+    path does."""
+    rnd = random.Random(30 + seed)
+    p = _sending_pair(rnd)
+    ca, cb = (x[0] for x in p.conns())
+    mss = ca.mss
+    more = STREAM[40 * mss:240 * mss]
+    ca.send(more, 0.03)
+    cb.send(more, 0.03)
+    p.check(0.03)
+    # each window keeps the right edge where it was or moves it on; some shrink in size
+    g = 1 << ca.snd_shift
+    w = 60000 if not ca.snd_shift else 2000
+    wnds = []
+    for _ in range(10):     # falls by at most what an ACK acknowledges: no edge recedes
+        w = min(65535, max(4 * mss // g + 1, w + rnd.choice((-(2 * mss // g), 0, mss // g))))
+        wnds.append(w)
+    burst = _acks_with_windows(p, wnds)
+    runs0 = p.fast.stats.ack_runs
+    a, b = _feed_both(p, burst, 0.05)
+    assert p.fast.stats.ack_runs == runs0 + 1
+    assert p.fast.stats.ack_run_acks == 9         # the first ACK: the per-segment path
+    assert len(set(wnds[1:])) > 1                 # the windows did move within the run
+    for name in _WND_FIELDS:
+        assert getattr(ca, name) == getattr(cb, name), name
+    if ca.snd_shift:
+        # the window does not limit: slow start credits every acked byte either way
+        # (where it limits, the per-segment path credits only the ACKs that come while
+        # cwnd limits, the run all or none: the documented difference)
+        assert ca.cc.cwnd == cb.cc.cwnd
+    assert [(r.start, r.end) for r in ca.rtxq] == [(r.start, r.end) for r in cb.rtxq]
+    _stream_ok(a, p.iss)
+    _stream_ok(expand(b), p.iss)
+    sa = [s for s in a if s.payload]
+    sb = [s for s in expand(b) if s.payload]
+    assert sa[0].seq == sb[0].seq and sum(len(s.payload) for s in sa) == \
+        sum(len(s.payload) for s in sb)
+
+
+@pytest.mark.parametrize("case", ["zero", "recede", "same_wnd", "dup", "end"])
+def test_why_an_ack_run_stops_is_counted(case, fp_impl):
+    rnd = random.Random(41)
+    p = _sending_pair(rnd)
+    ca, cb = (x[0] for x in p.conns())
+    mss = ca.mss
+    g = ca.snd_shift
+    w = p.peer_wnd
+    acks = True
+    if case == "zero":
+        wnds = [w, w, w, 0, w]
+    elif case == "recede":                        # the edge falls by 3 mss at the 4th ACK
+        wnds = [w, w, w, w - ((5 * mss) >> g), w]
+    elif case == "same_wnd":                      # stop 18's runs: any change stops them
+        wnds = [w, w, w, w - 1, w - 1]
+        acks = fastpath.ACKS_SAME_WND
+    else:
+        wnds = [w] * 5
+    burst = _acks_with_windows(p, wnds)
+    if case == "dup":
+        burst.insert(3, burst[2].copy())
+    before = dict(p.fast.stats.as_dict())
+    a, b = _feed_both(p, burst, 0.05, acks)
+    after = p.fast.stats.as_dict()
+    grew = {k: after[k] - before[k] for k in after if k.startswith("ack_run")
+            and after[k] != before[k]}
+    why = {"zero": "wnd", "recede": "wnd", "same_wnd": "wnd", "dup": "dup", "end": "end"}
+    assert grew["ack_run_stop_" + why[case]] >= 1
+    # [A0 per segment] [A1 A2: a run] stop [A3 ...]; the duplicate: [A3 A4] a second run
+    assert (grew["ack_runs"], grew["ack_run_acks"]) == \
+        {"end": (1, 4), "dup": (2, 4)}.get(case, (1, 2))
+    assert p.ref.stats.segs_in == p.fast.stats.segs_in
+    for name in ("snd_una_o", "snd_wnd", "snd_wl1_o", "snd_wl2_o", "max_snd_wnd"):
+        assert getattr(ca, name) == getattr(cb, name), name
+    _stream_ok(expand(b), p.iss)
 
 
 @pytest.mark.parametrize("seed", range(12, 20))

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from fpd import tcp, wire
+from fpd import fastpath, tcp, wire
 from fpd.bpf import Steering
 from fpd.stack import ANY, StackConfig
 from fpd.worker import Worker
@@ -113,10 +113,14 @@ def test_passive_50mb_both_ways_kernel_closes_first_native(testbed):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("levers", ["reference", "fast", "busy_poll"])
+@pytest.mark.parametrize("levers", ["reference", "fast", "busy_poll", "acks_same_wnd",
+                                    "kernel_tx_budget"])
 def test_data_path_levers_against_the_kernel(testbed, levers):
-    """The per-segment reference path, the per-burst path, and the per-burst path with
-    busy polling: the same 10 MB both ways, SHA-256 checked, every frame home."""
+    """The per-segment reference path, the per-burst path, the per-burst path with busy
+    polling, with stop 18's ACK runs (any window change stops them: FPD_ACK_WND=0) and
+    with the kernel's TX budget (32 frames a sendto, FPD_TX_BUDGET=0; the worker asks for
+    256): the same 10 MB both ways,
+    SHA-256 checked, every frame home."""
     bed = testbed
     size = 10 * 1000 * 1000
     fpd_out, k_out = pattern(size, 3), pattern(size, 4)
@@ -124,7 +128,18 @@ def test_data_path_levers_against_the_kernel(testbed, levers):
     kw = {}
     if levers == "busy_poll":
         kw["xsk_kw"] = {"busy_poll": 20, "busy_poll_budget": 64}
+    elif levers == "kernel_tx_budget":
+        kw["tx_budget"] = 0
     with fpd_on(bed, app, port=5001, **kw) as (st, w):
+        if levers == "acks_same_wnd":
+            done = threading.Event()
+            w.call_soon(lambda w, now: (w.set_fastpath(acks=fastpath.ACKS_SAME_WND),
+                                        done.set()))
+            assert done.wait(5) and w.ack_collapse == fastpath.ACKS_SAME_WND
+        if levers == "kernel_tx_budget":
+            assert w.xsk.tx_budget is None
+        else:
+            assert w.xsk.tx_budget in (256, None)      # None: the kernel has no option
         if levers == "reference":
             done = threading.Event()
             w.call_soon(lambda w, now: (w.set_fastpath(parse=False, burst=False, tso=False,
