@@ -122,12 +122,13 @@ _IPPROTO_TCP = int(_std.IPPROTO_TCP)
 _MSG_PEEK = int(_std.MSG_PEEK)            # plain ints: IntFlag arithmetic is slow
 _MSG_DONTWAIT = int(_std.MSG_DONTWAIT)
 
-_OP_KICK, _OP_SHUTDOWN, _OP_CLOSE, _OP_ABORT = (_shm.OP_KICK, _shm.OP_SHUTDOWN,
-                                                _shm.OP_CLOSE, _shm.OP_ABORT)
+_OP_KICK, _OP_SHUTDOWN, _OP_CLOSE, _OP_ABORT, _OP_SETOPT = (
+    _shm.OP_KICK, _shm.OP_SHUTDOWN, _shm.OP_CLOSE, _shm.OP_ABORT, _shm.OP_SETOPT)
 _EV_READABLE, _EV_WRITABLE, _EV_CONNECTED, _EV_ACCEPTED, _EV_CLOSED, _EV_SHUTDOWN = (
     _shm.EV_READABLE, _shm.EV_WRITABLE, _shm.EV_CONNECTED, _shm.EV_ACCEPTED,
     _shm.EV_CLOSED, _shm.EV_SHUTDOWN)
 _NO_SLOT = _shm.NO_SLOT
+_SETOPT_INDEX = {n: i for i, n in enumerate(_shm.SETOPT_NAMES)}
 _ShmCorrupt = _shm.ShmCorrupt
 _ShmError = _shm.ShmError
 
@@ -391,6 +392,7 @@ class _DaemonLink:
         self.dead = None
         self.mu = threading.RLock()         # registries, states, conditions
         self.leading = False
+        self.lead_for = None                # the socket the leader waits for (wait())
         self.followers: list = []
         self.pump_thread = None
         self.sel_socks = weakref.WeakSet()  # sockets with a readiness fd
@@ -606,12 +608,14 @@ class _DaemonLink:
                         followers.remove(cv)
                     continue
                 self.leading = True
+                self.lead_for = cond
                 mu.release()
                 try:
                     self.pump(left)
                 finally:
                     mu.acquire()
                     self.leading = False
+                    self.lead_for = None
         finally:
             if not self.leading and followers:
                 followers[0].notify()       # pass the lead on
@@ -1253,11 +1257,17 @@ class socket(_life.SockLife):
             v = 1 if v else 0
         self._opts = _proto.with_opt(self._opts, name, v)   # (shared: never in place)
         val = bool(v) if name in ("nodelay", "keepalive") else v
-        # no round trip: the option was checked here, and the daemon applies control
-        # messages in order (a send after this call is sent with the option)
+        # no round trip: the option was checked here. A connection's TCP_NODELAY and
+        # SO_KEEPALIVE go through the command ring (no syscall; the daemon reads it in
+        # order with the TX kicks, so a send after this call is sent with the option),
+        # the buffer sizes as a control message
         if self.use_st in (_CONNECTING, _CONNECTED) and self._w is not None \
                 and self.link_st == _OK:
-            self._w.notify(_proto.SetOpt(slot=self._slot, name=name, value=val))
+            if name in _SETOPT_INDEX:
+                self._w.cmd(self._slot, _OP_SETOPT, _SETOPT_INDEX[name] << 32 | v,
+                            self._gen16)
+            else:
+                self._w.notify(_proto.SetOpt(slot=self._slot, name=name, value=val))
         elif self.use_st == _LISTENING and self.link_st == _OK:
             for w, slot, _gen in list(self._listen):   # future accepts inherit it
                 w.notify(_proto.SetOpt(slot=slot, name=name, value=val))
@@ -2032,15 +2042,20 @@ class socket(_life.SockLife):
                 self.fire("close")
                 if self._cond is not None:
                     self._cond.notify_all()
-            try:
-                c.wake_bell.ring()       # a leader sleeping for this socket wakes up
-            except (OSError, AttributeError, TypeError):
-                pass
-            b = self._sbell
-            if b is not None:
+                # a leader sleeping in poll() for this socket must wake up; one that
+                # sleeps for another socket (a thread blocked in accept) need not:
+                # ringing it would cost every short connection an app wake-up
+                lead = c.leading and c.lead_for is self
+            if lead:
                 try:
-                    b.ring()             # so does a thread sleeping on its own bell
-                except (OSError, TypeError):
+                    c.wake_bell.ring()
+                except (OSError, AttributeError, TypeError):
+                    pass
+            b = self._sbell
+            if b is not None and self._rlock.locked():
+                try:
+                    b.ring()             # a thread sleeping on its own bell (recv holds
+                except (OSError, TypeError):     # the receive lock while it waits)
                     pass
         self.fire("close")
         with self._rlock, self._wlock:

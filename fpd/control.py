@@ -27,8 +27,8 @@ from . import shm as _shm
 from . import tcp as _tcp
 from . import wire as _wire
 from .proto import SHUT_RDWR, SHUT_WR, SOCKOPTS
-from .shm import (NO_SLOT, OP_ABORT, OP_CLOSE, OP_KICK, OP_SHUTDOWN, S_CLOSED,
-                  S_CONNECTING, S_ESTABLISHED, S_LISTENING, ShmCorrupt)
+from .shm import (NO_SLOT, OP_ABORT, OP_CLOSE, OP_KICK, OP_SETOPT, OP_SHUTDOWN,
+                  S_CLOSED, S_CONNECTING, S_ESTABLISHED, S_LISTENING, ShmCorrupt)
 from .slotlife import CLOSED, ENDING, PEER_FIN, RELEASED, RX_EOF, TX_SHUT, SlotLife
 
 __all__ = ["WorkerConfig", "Service", "worker_main"]
@@ -318,11 +318,13 @@ class Service:
         name = msg.name
         if name not in SOCKOPTS:
             raise ControlError(_errno.ENOPROTOOPT, f"option {name!r} not supported")
-        name = SOCKOPTS[SOCKOPTS.index(name)]     # the one str, not this message's copy
-        e.opts = proto.with_opt(e.opts, name, msg.value)       # (shared: never in place)
-        if e.conn is not None:
-            self._apply_opts(e.conn, {name: msg.value})
+        self._set_opt(e, SOCKOPTS[SOCKOPTS.index(name)], msg.value)   # (the one str)
         return {}
+
+    def _set_opt(self, e: _Entry, name: str, value) -> None:
+        e.opts = proto.with_opt(e.opts, name, value)       # (shared: never in place)
+        if e.conn is not None:
+            self._apply_opts(e.conn, {name: value})
 
     def _info(self, c: _Client, msg: proto.Info, fds, now: float) -> dict:
         e = self._entry(c, msg.slot)
@@ -520,10 +522,14 @@ class Service:
             conn.keepalive = bool(opts["keepalive"])
 
     # -- events: engine -> clients ---------------------------------------------------------
-    def _post(self, c: _Client, slot: int, kind: int, arg: int = 0, gen: int = 0) -> None:
+    def _post(self, c: _Client, slot: int, kind: int, arg: int = 0, gen: int = 0,
+              wake: bool = True) -> None:
+        """An event for the client; ``wake=False``: no wake-up for it (the client reads
+        it with its next one)."""
         if c.dead:
             return
-        c.touched = True
+        if wake:
+            c.touched = True
         if c.pending or not c.events.put(slot, kind, arg, gen):
             c.pending.append((slot, kind, arg, gen))
 
@@ -656,11 +662,15 @@ class Service:
                 e.ends.rx.shutdown()
         except ShmCorrupt:
             pass
+        if e.released:
+            # the client released it already: nobody waits for this event (the library
+            # forgot the slot at close), so it wakes nobody; the slot is reusable now
+            self._post(e.client, e.slot, _shm.EV_CLOSED, err, e.gen, wake=False)
+            self._free(e)
+            return
         self._post(e.client, e.slot, _shm.EV_CLOSED, err, e.gen)
         if e.bell is not None:
             self._ring(e)
-        if e.released:                # the client released it already: reusable now
-            self._free(e)
 
     def _corrupt(self, e: _Entry, ex: ShmCorrupt) -> None:
         log.warning("client %d: %s: connection reset", e.client.id, ex)
@@ -797,6 +807,8 @@ class Service:
                     self.dirty.add(e)
             elif op == OP_CLOSE:
                 self._close_entry(e, now, announce=True)
+            elif op == OP_SETOPT:
+                self._setopt_cmd(e, r.arg)
             elif op == OP_ABORT:
                 if e.conn is not None:
                     conn = e.conn
@@ -809,6 +821,15 @@ class Service:
                     self._free(e)
                 else:
                     self._finish(e, 0)
+
+    def _setopt_cmd(self, e: _Entry, arg: int) -> None:
+        """OP_SETOPT: a boolean option of a connection (hostile arg: anything else is
+        counted and ignored)."""
+        i, v = arg >> 32, arg & 0xFFFFFFFF
+        if i >= len(_shm.SETOPT_NAMES) or v > 1 or e.listener is not None:
+            self.counters["bad_commands"] += 1
+            return
+        self._set_opt(e, _shm.SETOPT_NAMES[i], bool(v))
 
     def _close_entry(self, e: _Entry, now: float, announce: bool) -> None:
         e.fire("release")

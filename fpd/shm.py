@@ -125,7 +125,8 @@ __all__ = [
 
 # --- identity ----------------------------------------------------------------------------
 MAGIC = b"FPD-SHM\x00"
-VERSION = 2                 # 2: slot control carries the connection's addresses
+VERSION = 3                 # 2: slot control carries the connection's addresses;
+                            # 3: command OP_SETOPT
 
 _MADV_REMOVE = getattr(mmap, "MADV_REMOVE", 9)
 PAGE = 4096                 # layout alignment (fixed, so the layout is machine-independent)
@@ -226,8 +227,10 @@ C_FLAGS_KNOWN = C_ABORT | C_RELEASED
 EV_READABLE, EV_WRITABLE, EV_CONNECTED, EV_ACCEPTED, EV_CLOSED, EV_SHUTDOWN = range(1, 7)
 EVENT_KINDS = frozenset(range(1, 7))
 # command ops (app -> daemon)
-OP_KICK, OP_SHUTDOWN, OP_CLOSE, OP_ABORT = range(1, 5)
-COMMAND_OPS = frozenset(range(1, 5))
+OP_KICK, OP_SHUTDOWN, OP_CLOSE, OP_ABORT, OP_SETOPT = range(1, 6)
+COMMAND_OPS = frozenset(range(1, 6))
+# OP_SETOPT's arg: (index in SETOPT_NAMES) << 32 | value (0 or 1)
+SETOPT_NAMES = ("nodelay", "keepalive")
 
 
 # --- errors ------------------------------------------------------------------------------

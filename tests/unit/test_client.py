@@ -596,16 +596,18 @@ def test_nonblocking_app_without_fileno_sees_everything(daemon):
     srv.close()
 
 
+def _recv_into_list(sock, res):
+    """A reader thread's body: what recv(10) returned or raised, into ``res``."""
+    try:
+        res.append(sock.recv(10))
+    except OSError as e:
+        res.append(e)
+
+
 def test_close_wakes_blocked_reader(daemon):
     c, a = pair()
     res = []
-
-    def rd():
-        try:
-            res.append(a.recv(10))
-        except OSError as e:
-            res.append(e)
-    t = threading.Thread(target=rd)
+    t = threading.Thread(target=_recv_into_list, args=(a, res))
     t.start()
     time.sleep(0.2)
     a.close()
@@ -614,6 +616,136 @@ def test_close_wakes_blocked_reader(daemon):
     assert isinstance(res[0], OSError) and res[0].errno == errno.EBADF
     c.close()
 
+
+
+def _client_of(svc, sock):
+    """The service's _Client of an fpd socket's region (call in the loop thread)."""
+    return next(c for c in svc.clients.values()
+                if c.region.generation == sock._w.region.generation)
+
+
+def test_short_connection_close_wakes_no_thread_blocked_elsewhere(daemon, monkeypatch):
+    """A thread blocked in accept() leads the event pump (the threaded server's shape).
+    A connection served and closed by another thread costs that leader no wake-up:
+    close() rings the pump's bell only for a leader waiting on that socket, and the
+    daemon posts the EV_CLOSED of a slot the client released without ringing (nobody
+    waits for it). The event is still in the ring, read at the next wake-up."""
+    monkeypatch.setattr(client, "TX_RECLAIM_INTERVAL", 60.0)   # (no sweep wake-ups)
+    srv = socket.create_server(("", 8082))
+    got = []
+    t = threading.Thread(target=lambda: got.append(srv.accept()))
+    t.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not (srv._client is not None and srv._client.leading):
+            assert time.monotonic() < deadline, "accept never led the pump"
+            time.sleep(0.001)
+        c = srv._client
+        assert c.lead_for is srv
+        s = socket.create_connection((PEER, 7), timeout=5)   # (worker 0 or 1)
+        s.sendall(b"x")
+        assert s.recv(1) == b"x"
+        q = s._w.q
+        slot, region = s._slot, s._w.region
+        bells = daemon.call(lambda w, svc: _client_of(svc, s).app_bell.rings, q)
+        ours = c.wake_bell.rings
+        s.close()
+        assert c.wake_bell.rings == ours          # close() rang no bell for the leader
+
+        def freed(w, svc):
+            cl = next(x for x in svc.clients.values() if x.region is not None and
+                      x.region.generation == region.generation)
+            return slot not in cl.entries, cl.app_bell.rings
+        deadline = time.monotonic() + 5
+        while not daemon.call(freed, q)[0]:         # the close went through, slot free
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        daemon.call(lambda w, svc: None, q)         # (one more iteration: its _step)
+        assert daemon.call(freed, q)[1] == bells    # EV_CLOSED rang nothing
+        assert t.is_alive() and c.leading and c.lead_for is srv
+    finally:
+        with socket.create_connection((ADDR, 8082), timeout=5):
+            t.join(5)
+        srv.close()
+        for a, _ in got:
+            a.close()
+    assert not t.is_alive() and len(got) == 1
+
+
+def test_close_wakes_a_reader_that_follows_another_leader(daemon):
+    """A reader blocked behind a leader (a thread in accept) is woken by close() through
+    its condition, without the leader's bell."""
+    srv = socket.create_server(("", 8083))
+    acc = []
+    at = threading.Thread(target=lambda: acc.append(srv.accept()))
+    c, a = pair(8083, srv)
+    at.start()
+    res = []
+    t = threading.Thread(target=_recv_into_list, args=(a, res))
+    try:
+        deadline = time.monotonic() + 5
+        while not (srv._client.leading and srv._client.lead_for is srv):
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        t.start()
+        while a._cond is None or not a._client.followers:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        a.close()
+        t.join(5)
+        assert not t.is_alive()
+        assert isinstance(res[0], OSError) and res[0].errno == errno.EBADF
+    finally:
+        with socket.create_connection((ADDR, 8083), timeout=5):
+            at.join(5)
+        srv.close()
+        c.close()
+        for x, _ in acc:
+            x.close()
+
+
+def test_nodelay_and_keepalive_go_through_the_command_ring(daemon, monkeypatch):
+    """TCP_NODELAY / SO_KEEPALIVE on a connection are OP_SETOPT commands (no control
+    message), applied in order with the TX kicks: the send after the call is sent
+    with the option."""
+    s = socket.create_connection((PEER, 7), timeout=5)
+    sent = []
+    monkeypatch.setattr(client._WorkerLink, "notify", lambda self, msg: sent.append(msg))
+    try:
+        e = entry_of(daemon, s)
+        assert daemon.call(lambda w, svc: e.conn.nodelay, s._w.q) is False
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        s.sendall(b"y")
+        assert s.recv(1) == b"y"
+        assert sent == []
+        assert daemon.call(lambda w, svc: (e.conn.nodelay, e.conn.keepalive,
+                                           dict(e.opts)), s._w.q) == \
+            (True, True, {"nodelay": True, "keepalive": True})
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        s.sendall(b"z")
+        assert s.recv(1) == b"z"
+        assert daemon.call(lambda w, svc: e.conn.nodelay, s._w.q) is False
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+    finally:
+        s.close()
+
+
+def test_hostile_setopt_commands_are_counted_and_ignored(daemon):
+    s = socket.create_connection((PEER, 7), timeout=5)
+    try:
+        e = entry_of(daemon, s)
+        q = s._w.q
+        before = daemon.call(lambda w, svc: svc.counters["bad_commands"], q)
+        for arg in (2 << 32 | 1, 0 << 32 | 2, 2**64 - 1, 1 << 40):
+            s._w.cmd(s._slot, shm.OP_SETOPT, arg, s._gen16)
+        s.sendall(b"w")                              # (after the commands, in order)
+        assert s.recv(1) == b"w"
+        assert daemon.call(lambda w, svc: svc.counters["bad_commands"], q) == before + 4
+        assert daemon.call(lambda w, svc: (e.conn.nodelay, e.conn.keepalive), q) == \
+            (False, False)
+    finally:
+        s.close()
 
 # --- the daemon goes away, or lies ---------------------------------------------------------------
 def test_daemon_killed_no_hang(daemon):
