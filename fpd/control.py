@@ -192,8 +192,9 @@ class Service:
         self.counters = collections.Counter()
         self._route = route                  # dst -> source address (or ControlError)
         # received payloads straight from the engine's fast path into the clients' RX
-        # rings (_RxSink); FPD_RX_DIRECT=0: always through the engine's queue (A/B)
-        self.rx_direct = os.environ.get("FPD_RX_DIRECT", "1") not in ("0", "no", "off")
+        # rings (_RxSink) with FPD_RX_DIRECT=1; off by default: under load (stop 19,
+        # docs/PERFORMANCE.md) it did not beat the engine's queue, A/B pending
+        self.rx_direct = os.environ.get("FPD_RX_DIRECT", "0") in ("1", "yes", "on")
         worker.app = self._on_events
         worker.iter_hook = self._step
         worker.sleep_hook = self._may_sleep

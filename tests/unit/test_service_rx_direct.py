@@ -1,7 +1,8 @@
 """The service's direct receive delivery (fpd.control._RxSink as Connection.rx_sink):
 the engine's fast path writes in-order payloads straight into the client's RX ring.
 Through the real client, service and engine on a loopback worker that feeds its
-segments in bursts (fpd.fastpath.input_burst); FPD_RX_DIRECT=0 is the reference path."""
+segments in bursts (fpd.fastpath.input_burst); FPD_RX_DIRECT=0 (the default) is the
+reference path."""
 
 import os
 import shutil
