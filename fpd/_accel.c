@@ -29,6 +29,9 @@
  * Segments with bytes payloads, the payloads appended to the receive buffer in one
  * resize; the Python loop there is the reference and documents the rules.
  *
+ * copy_payloads(...): the payloads of a run of segments into a byte ring's data area
+ * (fpd.fastpath's direct delivery into a client's RX ring).
+ *
  * The pure-Python path stays the reference; tests compare the two.
  */
 #define PY_SSIZE_T_CLEAN
@@ -653,7 +656,8 @@ static int get_u64(PyObject *o, unsigned long long *v)
  *          rcv_mss, cfg_mss, quick, ack_now, ack_pending, dack_none, wl1, wl2, una))
  * -> None (no segment taken) or (m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick,
  *    ack_now, ack_pending, dack_set, wupd, wl1, wl2): the loop of fpd.fastpath._data_run
- * (the reference, which documents the rules), the payloads appended to rcvq. */
+ * (the reference, which documents the rules), the payloads appended to rcvq (None: not
+ * copied). */
 static PyObject *data_run(PyObject *self, PyObject *args)
 {
     PyObject *segs, *rcvq;
@@ -663,11 +667,15 @@ static PyObject *data_run(PyObject *self, PyObject *args)
     int shift, ts_ok, ack_now, ack_pending, dack_none, ts_set = 0, dack_set = 0, wupd = 0;
     long long nbytes = 0;
     char *dst;
-    if (!PyArg_ParseTuple(args, "O!nnO!(LKKLiLLiKLLLpppLLL)", &PyList_Type, &segs, &i, &j,
-                          &PyByteArray_Type, &rcvq, &rn, &irs, &ack_w, &snd_wnd, &shift,
+    if (!PyArg_ParseTuple(args, "O!nnO(LKKLiLLiKLLLpppLLL)", &PyList_Type, &segs, &i, &j,
+                          &rcvq, &rn, &irs, &ack_w, &snd_wnd, &shift,
                           &adv, &wup, &ts_ok, &ts_recent, &rcv_mss, &cfg_mss, &quick,
                           &ack_now, &ack_pending, &dack_none, &wl1, &wl2, &una))
         return NULL;
+    if (rcvq != Py_None && !PyByteArray_CheckExact(rcvq)) {
+        PyErr_SetString(PyExc_TypeError, "data_run: rcvq must be a bytearray or None");
+        return NULL;
+    }
     if (seg_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "fpd._accel.init(Segment) not called");
         return NULL;
@@ -727,8 +735,9 @@ static PyObject *data_run(PyObject *self, PyObject *args)
     m = k - i;
     if (!m)
         Py_RETURN_NONE;
-    /* pass 2: the bytes (one resize: a failure changes nothing) */
-    {
+    /* pass 2: the bytes (one resize: a failure changes nothing); rcvq None: the caller
+     * copies them (fpd.fastpath's direct delivery) */
+    if (rcvq != Py_None) {
         Py_ssize_t old = PyByteArray_GET_SIZE(rcvq);
         if (PyByteArray_Resize(rcvq, old + (Py_ssize_t)nbytes) < 0)
             return NULL;
@@ -744,6 +753,64 @@ static PyObject *data_run(PyObject *self, PyObject *args)
                          ack_now, ack_pending, dack_set, wupd, wl1, wl2);
 }
 
+/* copy_payloads(segs, i, j, dst, at, limit) -> n: the payloads (bytes) of segs[i:j] in
+ * order into the writable buffer dst (a byte ring's data area) from index at, wrapping
+ * at len(dst), at most limit bytes (the last payload cut there); n = bytes copied. The
+ * direct delivery of fpd.fastpath._data_run into a client's RX ring; fpd.fastpath.
+ * _py_copy_payloads is the reference. A payload that is not bytes stops the copy. */
+static PyObject *copy_payloads(PyObject *self, PyObject *args)
+{
+    PyObject *segs;
+    Py_ssize_t i, j, k, at, limit, size, done = 0;
+    Py_buffer dst;
+    char *d;
+    if (!PyArg_ParseTuple(args, "O!nnw*nn", &PyList_Type, &segs, &i, &j, &dst, &at, &limit))
+        return NULL;
+    if (seg_type == NULL) {
+        PyBuffer_Release(&dst);
+        PyErr_SetString(PyExc_RuntimeError, "fpd._accel.init(Segment) not called");
+        return NULL;
+    }
+    size = dst.len;
+    d = (char *)dst.buf;
+    if (size <= 0 || at < 0 || at >= size || limit < 0 || i < 0) {
+        PyBuffer_Release(&dst);
+        PyErr_SetString(PyExc_ValueError, "copy_payloads: bad ring index or limit");
+        return NULL;
+    }
+    if (limit > size)
+        limit = size;
+    if (j > PyList_GET_SIZE(segs))
+        j = PyList_GET_SIZE(segs);
+    for (k = i; k < j && done < limit; k++) {
+        PyObject *o = PyList_GET_ITEM(segs, k), *pl;
+        const char *p;
+        Py_ssize_t n, f;
+        if (Py_TYPE(o) != seg_type)
+            break;
+        pl = SLOT(o, S_PAYLOAD);
+        if (pl == NULL || !PyBytes_CheckExact(pl))
+            break;
+        p = PyBytes_AS_STRING(pl);
+        n = PyBytes_GET_SIZE(pl);
+        if (n > limit - done)
+            n = limit - done;
+        f = size - at;                     /* room before the wrap */
+        if (n <= f) {
+            memcpy(d + at, p, n);
+        } else {
+            memcpy(d + at, p, f);
+            memcpy(d, p + f, n - f);
+        }
+        at += n;
+        if (at >= size)
+            at -= size;
+        done += n;
+    }
+    PyBuffer_Release(&dst);
+    return PyLong_FromSsize_t(done);
+}
+
 static PyMethodDef methods[] = {
     {"wsum", wsum, METH_O, "16-bit big-endian word sum, folded to 0..0xFFFF."},
     {"init", init, METH_O, "init(Segment): the class parse_burst fills."},
@@ -753,6 +820,8 @@ static PyMethodDef methods[] = {
      "run_end(segs, i) -> j: the run of segs[i]'s 4-tuple"},
     {"data_run", data_run, METH_VARARGS,
      "the loop of fpd.fastpath._data_run over a run of in-order data segments"},
+    {"copy_payloads", copy_payloads, METH_VARARGS,
+     "copy_payloads(segs, i, j, dst, at, limit) -> bytes copied into the ring dst"},
     {"build_frame", build_frame, METH_VARARGS,
      "build_frame(buf, offset, src_mac, dst_mac, seg) -> length, or None (use Python)"},
     {"stamp_frames", stamp_frames, METH_VARARGS,

@@ -203,6 +203,7 @@ cdef class Connection:
     cdef public object keepalive_count
     cdef public bint rd_pending
     cdef public bint _wr_want
+    cdef public object rx_sink
     cdef public long long retransmits
     cdef public long long bytes_in
     cdef public long long bytes_out

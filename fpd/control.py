@@ -97,6 +97,43 @@ class _Entry(SlotLife):
         self.end_errno = 0             # why the engine ended the connection (conn ENDING)
 
 
+class _RxSink:
+    """``Connection.rx_sink`` of an entry's connection: the engine's fast path writes
+    in-order payloads straight into the client's RX ring through it when the ring has
+    room (fpd.fastpath._rx_direct), instead of queueing them for :meth:`Service._deliver`
+    (which still follows, through the READABLE event, for the wake-up, the EOF and what
+    did not fit). A ring the client corrupted takes nothing, and the sink is dropped:
+    ``_deliver`` meets the corruption and resets the connection."""
+
+    __slots__ = ("svc", "e")
+
+    def __init__(self, svc, e):
+        self.svc = svc
+        self.e = e
+
+    def write_parts(self, parts) -> int:
+        return self._write(_shm.ByteProducer.write_parts, parts)
+
+    def write_with(self, fill) -> int:
+        return self._write(_shm.ByteProducer.write_with, fill)
+
+    def _write(self, op, arg) -> int:
+        e = self.e
+        if e.conn_st == CLOSED or e.rx_st == RX_EOF:
+            return 0
+        try:
+            n = op(e.ends.rx, arg)
+        except ShmCorrupt:
+            if e.conn is not None:
+                e.conn.rx_sink = None
+            return 0
+        if n:
+            svc = self.svc
+            svc._rx_hot.add(e)
+            svc.counters["rx_direct_bytes"] += n
+        return n
+
+
 class _Client:
     __slots__ = ("id", "sock", "cred", "region", "app_bell", "daemon_bell", "entries",
                  "free", "next_gen", "pending", "full_since", "touched", "dead", "nslots",
@@ -155,6 +192,10 @@ class Service:
         self._reclaim_at = 0.0
         self.counters = collections.Counter()
         self._route = route                  # dst -> source address (or ControlError)
+        # received payloads straight from the engine's fast path into the clients' RX
+        # rings (_RxSink) with FPD_RX_DIRECT=1; off by default: under load (stop 19,
+        # docs/PERFORMANCE.md) it did not beat the engine's queue, A/B pending
+        self.rx_direct = os.environ.get("FPD_RX_DIRECT", "0") in ("1", "yes", "on")
         worker.app = self._on_events
         worker.iter_hook = self._step
         worker.sleep_hook = self._may_sleep
@@ -240,9 +281,16 @@ class Service:
         if not e.done:
             e.fire("finish")
 
+    def _attach(self, e: _Entry, conn) -> None:
+        e.conn = conn
+        self.by_conn[conn] = e
+        if self.rx_direct:
+            conn.rx_sink = _RxSink(self, e)
+
     def _detach(self, e: _Entry) -> None:
         if e.conn is not None:
             self.by_conn.pop(e.conn, None)
+            e.conn.rx_sink = None
             e.conn = None
 
     # -- control messages ------------------------------------------------------------------
@@ -487,10 +535,9 @@ class Service:
             self._free(e)
             raise ControlError(_errno.EAGAIN, f"connect: {ex}") from None
         e.fire("connect")
-        e.conn = conn
+        self._attach(e, conn)
         e.opts = opts
         self._apply_opts(conn, opts)
-        self.by_conn[conn] = e
         e.ends.ctl.set_addrs(src, sport, dst, port)
         e.ends.ctl.set_state(S_CONNECTING)
         return {"slot": e.slot, "gen": e.gen, "local": [_wire.ip_to_str(src), sport]}
@@ -590,8 +637,7 @@ class Service:
             self.counters["accept_no_slot"] += 1
             return
         e.fire("accept")
-        e.conn = conn
-        self.by_conn[conn] = e
+        self._attach(e, conn)
         e.opts = le.opts                # shared, as every opts dict: changed only by
         self._apply_opts(conn, e.opts)  # replacing it (proto.with_opt)
         (la, lp), (ra, rp) = conn.local, conn.remote

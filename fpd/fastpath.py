@@ -136,16 +136,22 @@ def _data_run(stack, c, segs, i, j, now):
     args = (c.rcv_nxt_o, c.irs, (c.iss + una) & MASK, c.snd_wnd, c.snd_shift, c.rcv_adv_o,
             c.rcv_wup_o, c.ts_ok, c.ts_recent, c.rcv_mss, c.cfg.mss, c.quick, c.ack_now,
             c.ack_pending, c.t_dack is None, c.snd_wl1_o, c.snd_wl2_o, una)
-    buf = bytearray()           # the run's payloads: one chunk of the receive queue
+    sink = c.rx_sink
+    # the run's payloads: one chunk of the receive queue, or (a sink) copied by _rx_direct
+    buf = bytearray() if sink is None else None
     if _c_run is not None:
         r = _c_run(segs, i, j, buf, args)
     else:
         r = _py_run(segs, i, j, buf, args)
     if r is None:
         return 0
-    c.rcvq.append_owned(buf)
     (m, nbytes, rn, ts_recent, ts_set, rcv_mss, quick, ack_now, ack_pending, dack_set,
      wupd, wl1, wl2) = r
+    if sink is None:
+        c.rcvq.append_owned(buf)
+        direct = 0
+    else:
+        direct = _rx_direct(c, sink, segs, i, i + m, nbytes)
     cx = c.cx
     cx.now = now
     stack.stats.segs_in += m
@@ -178,8 +184,70 @@ def _data_run(stack, c, segs, i, j, now):
     if ack_now and not c.ack_queued:
         c.ack_queued = True
         cx.acks.append(c)
+    if direct:
+        c._read_done()          # what recv_to does after the application's read
     c.schedule()
     return m
+
+
+def _rx_direct(c, sink, segs, i, k, nbytes):
+    """Deliver the payloads of segs[i:k] (``nbytes`` in all) to the application through
+    ``c.rx_sink`` instead of the receive queue, in order after whatever the queue holds:
+    the queue first (``sink.write_parts``, as ``recv_to``), then, if it emptied, the run
+    (``sink.write_with(fill)``: ``fill(view, at, free)`` copies the payloads into the
+    ring's data from index ``at``, :func:`copy_payloads`). What the sink has no room for
+    is queued (the reference path's queue; the service delivers it later). Returns the
+    bytes the sink took."""
+    q = c.rcvq
+    took = 0
+    w = 0
+    if q.n:
+        took = q.take_to(sink.write_parts, -1)
+    if not q.n:
+        w = sink.write_with(lambda view, at, free: copy_payloads(segs, i, k, view, at, free))
+    if w < nbytes:
+        skip = w
+        for x in range(i, k):
+            p = segs[x].payload
+            n = len(p)
+            if skip >= n:
+                skip -= n
+            elif skip:
+                q.append(memoryview(p)[skip:])
+                skip = 0
+            else:
+                q.append(p)
+    return took + w
+
+
+def _py_copy_payloads(segs, i, j, dst, at, limit):
+    """The payloads of segs[i:j] in order into ``dst`` (a byte ring's data) from index
+    ``at``, wrapping at its end, at most ``limit`` bytes; returns the count (the
+    reference for ``fpd._accel.copy_payloads``)."""
+    size = len(dst)
+    if limit > size:
+        limit = size
+    if j > len(segs):
+        j = len(segs)
+    done = 0
+    k = i
+    while k < j and done < limit:
+        p = segs[k].payload
+        n = len(p)
+        if n > limit - done:
+            n = limit - done
+        f = size - at
+        if n <= f:
+            dst[at:at + n] = p[:n]
+        else:
+            dst[at:] = p[:f]
+            dst[:n - f] = p[f:n]
+        at += n
+        if at >= size:
+            at -= size
+        done += n
+        k += 1
+    return done
 
 
 def _py_run(segs, i, j, rcvq, args):
@@ -214,7 +282,8 @@ def _py_run(segs, i, j, rcvq, args):
             wl1 = rn
             wl2 = una
             wupd = True
-        rcvq += payload
+        if rcvq is not None:
+            rcvq += payload
         rn += plen
         nbytes += plen
         if plen > rcv_mss:
@@ -242,6 +311,8 @@ def _py_run(segs, i, j, rcvq, args):
 #: 0.12 µs per segment slower (docs/PERFORMANCE.md).
 _c_run = getattr(_wire._accel, "data_run", None)
 _c_run_end = getattr(_wire._accel, "run_end", None)
+_accel_copy = getattr(_wire._accel, "copy_payloads", None)
+copy_payloads = _accel_copy or _py_copy_payloads
 
 
 #: why an ACK run stopped (the index is the reason code in _ack_run; the stack counts

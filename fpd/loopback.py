@@ -35,7 +35,7 @@ import struct
 import threading
 import time
 
-from . import proto, wire
+from . import fastpath, proto, wire
 from . import tcp as _tcp
 from .control import Service, WorkerConfig
 from .stack import Stack, StackConfig
@@ -57,8 +57,10 @@ class LoopbackWorker:
 
     def __init__(self, queue: int = 0, *, addr: str = ADDR, peer: str = PEER,
                  echo_ports=(7,), mss: int = 1448, stack_config: StackConfig | None = None,
-                 delay: float = 0.0, clock=time.monotonic, max_sleep: float = 0.05):
+                 delay: float = 0.0, clock=time.monotonic, max_sleep: float = 0.05,
+                 burst: bool = False):
         self.queue = queue
+        self.burst = burst                 # the service's segments through input_burst
         self.addr = wire.ip_to_bytes(addr)
         self.peer_addr = wire.ip_to_bytes(peer)
         self.mss = mss
@@ -219,17 +221,23 @@ class LoopbackWorker:
     def _deliver(self, now) -> int:
         link = self._link
         n = 0
+        burst = [] if self.burst else None
         while link and link[0][0] <= now:
             pkt = heapq.heappop(link)[2]
             fr = wire.parse_packet(pkt)
             seg = fr.seg
             if seg.dst == self.addr:
-                self.stack.input(seg, now)
+                if burst is None:
+                    self.stack.input(seg, now)
+                else:
+                    burst.append(seg)
             elif seg.dst == self.peer_addr:
                 self.peer.input(seg, now)
             else:
                 self.counters["blackholed"] += 1
             n += 1
+        if burst:
+            fastpath.input_burst(self.stack, burst, now)
         return n
 
     # -- the peer's applications: echo -----------------------------------------------------

@@ -745,6 +745,25 @@ class ByteProducer(_Producer):
             self._publish(pos)
         return (pos - start) & M64
 
+    def write_with(self, fill) -> int:
+        """Let ``fill(data, at, free)`` write up to ``free`` bytes into the ring's data
+        (``data``, a writable view of all of it) from index ``at``, wrapping at its end,
+        and return how many it wrote; those are published. Returns that count (0 with
+        no room: ``fill`` is not called). The daemon's direct delivery of received
+        payloads (fpd.fastpath._rx_direct), one copy from the segments into the ring."""
+        free = self._refresh()
+        if not free:
+            return 0
+        d = self._data
+        if d is None:
+            d = self._dview()
+        n = fill(d, self._pos & self.mask, free)
+        if n < 0 or n > free:
+            raise ValueError(f"write_with: fill wrote {n} bytes, {free} were free")
+        if n:
+            self._publish((self._pos + n) & M64)
+        return n
+
 
 class ByteConsumer(_Consumer):
     """Reading end of a byte ring (daemon: TX; client: RX)."""

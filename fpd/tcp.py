@@ -441,8 +441,8 @@ class Connection:
         "srtt", "rttvar", "min_rtt", "dr_t0", "dr_b0", "dr_s0", "delivery_rate", "rto", "backoff", "rto_count", "syn_rtx", "t_rtx", "t_persist", "t_dack",
         "t_ka", "t_tw", "heap_at", "persist_n", "probes_out", "ka_probes", "last_rcv", "oow_last", "ca_start", "ca_count",
         "_keepalive", "keepalive_idle", "keepalive_interval", "keepalive_count",
-        # events
-        "rd_pending", "_wr_want",
+        # events; the owner's direct receive delivery (fpd.fastpath._rx_direct)
+        "rd_pending", "_wr_want", "rx_sink",
         # statistics
         "retransmits", "bytes_in", "bytes_out", "bytes_acked", "segs_in", "segs_out",
         "dup_bytes_in", "created",
@@ -591,6 +591,10 @@ class Connection:
         self.keepalive_count = cfg.keepalive_count
         self.rd_pending = False
         self._wr_want = False
+        # None, or an object with write_parts(parts) and write_with(fill) (the daemon's
+        # client RX ring): the fast path's in-order runs go straight to it when it has
+        # room, as if the application had read them at once (fpd.fastpath._rx_direct)
+        self.rx_sink = None
         self.retransmits = 0
         self.bytes_in = 0
         self.bytes_out = 0
