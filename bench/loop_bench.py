@@ -342,7 +342,7 @@ class Split:
 
 #: levers of stop 17, each with the reference it replaces (lever -> (module, attr, off))
 def _levers():
-    return {"cbuild": (wire, "_build1", None)}
+    return {"cbuild": (wire, "_build1", None), "stay": (fpd_loop, "STAY", False)}
 
 
 _saved_levers: dict = {}
