@@ -308,21 +308,25 @@ class Split:
         return timed
 
     def install(self, w, loop):
+        """Wrap the parts; a compiled engine's ``Connection.send`` cannot be wrapped
+        (an immutable type), so then 'engine send' is ``FpdTransport.write`` (the
+        transport's own few lines and the engine's send inside it)."""
         P = self.PARTS
         from fpd import fastpath
-        self._saved = [(fpd_worker, "parse_burst"), (fastpath, "input_burst"),
-                       (tcp.Connection, "send"), (fpd_worker, "build_frame_into"),
-                       (type(w.stack), "output_coalesced"), (type(w.stack), "tick"),
-                       (SimXsk, "tx_submit")]
-        self._saved = [(o, a, getattr(o, a)) for o, a in self._saved]
-        fpd_worker.parse_burst = self._wrap(P[0], fpd_worker.parse_burst)
-        fastpath.input_burst = self._wrap(P[1], fastpath.input_burst)
+        send = (tcp.Connection, "send")
+        if isinstance(tcp.Connection.__dict__.get("send"), type(lambda: 0)):
+            self.send_part = "Connection.send"
+        else:
+            send = (fpd_loop.FpdTransport, "write")
+            self.send_part = "FpdTransport.write (compiled engine)"
+        parts = [((fpd_worker, "parse_burst"), P[0]), ((fastpath, "input_burst"), P[1]),
+                 (send, P[3]), ((type(w.stack), "output_coalesced"), P[4]),
+                 ((fpd_worker, "build_frame_into"), P[5]), ((SimXsk, "tx_submit"), P[6]),
+                 ((type(w.stack), "tick"), P[7])]
+        self._saved = [(o, a, getattr(o, a)) for (o, a), _ in parts]
+        for (o, a), name in parts:
+            setattr(o, a, self._wrap(name, getattr(o, a)))
         loop._on_events = self._wrap(P[2], loop._on_events)
-        tcp.Connection.send = self._wrap(P[3], tcp.Connection.send)
-        type(w.stack).output_coalesced = self._wrap(P[4], type(w.stack).output_coalesced)
-        fpd_worker.build_frame_into = self._wrap(P[5], fpd_worker.build_frame_into)
-        SimXsk.tx_submit = self._wrap(P[6], SimXsk.tx_submit)
-        type(w.stack).tick = self._wrap(P[7], type(w.stack).tick)
 
     def uninstall(self, w, loop):
         for o, a, v in self._saved:
@@ -342,7 +346,7 @@ class Split:
 
 #: levers of stop 17, each with the reference it replaces (lever -> (module, attr, off))
 def _levers():
-    return {"cbuild": (wire, "_build1", None)}
+    return {"cbuild": (wire, "_build1", None), "stay": (fpd_loop, "STAY", False)}
 
 
 _saved_levers: dict = {}
@@ -395,7 +399,7 @@ def main():
             sp = Split()
             cpu, _, n = run_one(wk, a.seconds, split=sp)
             print(f"\n{wk}: split, us per txn (parts: CPU time; server CPU "
-                  f"{cpu * 1e6:.2f})")
+                  f"{cpu * 1e6:.2f}; engine send = {sp.send_part})")
             for k, v in sp.report(cpu, n):
                 print(f"  {k:<48}{v:8.2f}")
     if a.profile:

@@ -44,6 +44,7 @@ import contextlib
 import errno as _errno
 import ipaddress
 import logging
+import os
 import selectors
 import socket
 import sys
@@ -65,6 +66,11 @@ __all__ = ["FpdEventLoop", "FpdEventLoopPolicy", "new_event_loop", "install", "C
 log = logging.getLogger("fpd.loop")
 
 _SENTINEL = object()
+
+#: stay in the busy-poll spin after a pass with work while asyncio has nothing to run
+#: (one asyncio ``_run_once`` per burst of work instead of one per pass); read by each new
+#: loop. ``FPD_LOOP_STAY=0``: one ``_run_once`` per pass with work, as stop 17 (A/B runs)
+STAY = os.environ.get("FPD_LOOP_STAY", "1") != "0"
 
 
 # --- the process's fpd context (set by `fpd run` in each worker process) ------------------
@@ -748,6 +754,7 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
         ctx = _context if context is _SENTINEL else context
         self._fpd = ctx
         self._spin = spin
+        self._stay = STAY
         self._last_work = 0.0
         self._dirty = False
         self._conns: dict = {}            # engine Connection -> FpdTransport / _Pending
@@ -864,10 +871,27 @@ class FpdEventLoop(asyncio.SelectorEventLoop):
             if timeout is not None and now + timeout < end:
                 end = now + timeout
             clock = self._clock
+            stay = self._stay
             while True:
                 if w.poll_once(0):
-                    self._last_work = clock()
-                    break
+                    now = self._last_work = clock()
+                    if not stay:
+                        break
+                    # the pass's callbacks answered inside it (their bytes left with
+                    # its TX burst): unless they gave asyncio something to do (a ready
+                    # callback, a stop, a timer now due, a kernel fd), asyncio's own
+                    # pass would find nothing, so keep polling here
+                    if self._ready or self._stopping or self._ep_ready:
+                        break
+                    sched = self._scheduled
+                    end = now + self._spin
+                    if sched:
+                        when = sched[0]._when
+                        if when <= now:
+                            break
+                        if when < end:
+                            end = when
+                    continue
                 if self._ep_ready or self._ready or clock() >= end:
                     break
             self._dirty = False

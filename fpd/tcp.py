@@ -1303,7 +1303,17 @@ class Connection:
                         self.ack_now = True
                     else:
                         self.ack_pending = True
-                if d or self.snd_nxt_o < self.sndq_o + len(self.sndq):
+                if self.snd_nxt_o < self.sndq_o + len(self.sndq):
+                    self._xmit(now)
+                elif d and (self.fin_o is not None or self.lost_out > self.retrans_out or
+                            self.ca_state != CA_OPEN or
+                            (self.snd_nxt_o == self.snd_una_o and
+                             self.last_send != self.created and
+                             now - self.last_send > self._cur_rto())):
+                    # an ACK that leaves no new data to send (request/response: the
+                    # ACK of our answer riding on the next request) calls _xmit only
+                    # for what it could still do there: a FIN, a retransmission, the
+                    # idle restart (RFC 5681 §4.1); else it would send nothing
                     self._xmit(now)
                 if self.ack_now:
                     # built when the caller takes the output (Stack._flush_acks): a

@@ -11,7 +11,7 @@ import loop_bench  # noqa: E402
 
 
 @pytest.mark.parametrize("work", ["rr1", "rr32", "crr"])
-@pytest.mark.parametrize("levers", [set(), {"cbuild"}])
+@pytest.mark.parametrize("levers", [set(), {"cbuild"}, {"cbuild", "stay"}])
 def test_loop_bench_serves_every_transaction(work, levers):
     loop_bench.set_levers(levers)
     try:
@@ -25,6 +25,32 @@ def test_loop_bench_serves_every_transaction(work, levers):
     per = {"rr1": 1.0, "rr32": 1 / 32, "crr": 2.0}[work]
     assert loop_bench.run_one.passes == pytest.approx(per, rel=0.05)
     assert submits == pytest.approx(per, rel=0.05)
+
+
+@pytest.mark.parametrize("stay", [False, True])
+def test_loop_stays_in_its_spin_while_asyncio_has_nothing_to_run(stay, monkeypatch):
+    """FPD_LOOP_STAY (fpd.loop.STAY): an echo answered inside the pass gives asyncio
+    nothing to run, so the loop keeps polling in its selector call instead of going
+    through one asyncio _run_once per request; off: one _run_once per pass with work."""
+    from fpd import loop as fpd_loop
+    calls = [0]
+    orig = fpd_loop.FpdEventLoop._run_once
+
+    def counted(self):
+        calls[0] += 1
+        return orig(self)
+    monkeypatch.setattr(fpd_loop.FpdEventLoop, "_run_once", counted)
+    loop_bench.set_levers({"cbuild", "stay"} if stay else {"cbuild"})
+    try:
+        _cpu, _submits, n = loop_bench.run_one("rr1", 0.01)
+    finally:
+        loop_bench.set_levers(set(loop_bench._levers()))
+    assert n >= 200 and loop_bench.run_one.passes == pytest.approx(1.0, rel=0.05)
+    per = calls[0] / n                 # every _run_once of the round's three runs
+    if stay:
+        assert per < 0.5
+    else:
+        assert per >= 1.0
 
 
 def test_worker_reads_the_clock_after_the_rx_burst():
