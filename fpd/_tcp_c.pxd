@@ -69,8 +69,6 @@ cdef class Connection:
     cdef public Context cx
     cdef public object cfg
     cdef public object listener
-    cdef public object local
-    cdef public object remote
     cdef public object _la
     cdef public object _lp
     cdef public object _ra
@@ -112,7 +110,7 @@ cdef class Connection:
     cdef public long long cwnd_lim_o
     cdef public double last_send
     cdef public long long high_sacked_o
-    cdef public list sack_cache
+    cdef public object sack_cache
     cdef public object rack_ts
     cdef public long long rack_end
     cdef public double rack_rtt

@@ -252,11 +252,15 @@ class RcvQueue:
     than RCVQ_SMALL are copied into the last chunk (a queue of 1-byte segments stays a few
     chunks, not a Python object per byte); :meth:`append_owned` keeps a buffer the caller
     hands over (the fast path's run, an out-of-order block) as a chunk without a copy.
-    ``len()`` is the byte count, ``bytes()`` a copy of everything queued."""
+    ``len()`` is the byte count, ``bytes()`` a copy of everything queued.
+
+    An empty queue holds no deque (``chunks`` is the empty tuple; an empty deque is
+    ≈ 760 B, half of an idle connection's engine state): the first append makes one and
+    the queue drops it again whenever it is read empty (docs/PERFORMANCE.md, stop 19)."""
     __slots__ = ("chunks", "off", "n")
 
     def __init__(self):
-        self.chunks = deque()
+        self.chunks = ()
         self.off = 0
         self.n = 0
 
@@ -278,6 +282,8 @@ class RcvQueue:
         if not n:
             return
         ch = self.chunks
+        if not ch:
+            ch = self.chunks = deque()
         if n < RCVQ_SMALL:
             if ch:
                 last = ch[-1]
@@ -296,11 +302,13 @@ class RcvQueue:
         """Queue ``buf`` (bytes, or a bytearray nobody else touches again) as it is."""
         n = len(buf)
         if n:
+            if not self.chunks:
+                self.chunks = deque()
             self.chunks.append(buf)
             self.n += n
 
     def clear(self):
-        self.chunks.clear()
+        self.chunks = ()
         self.off = 0
         self.n = 0
 
@@ -414,7 +422,7 @@ class Connection:
     """One TCP connection.  Create through ``Stack.connect`` / ``Stack.listen`` only."""
 
     __slots__ = (
-        "cx", "cfg", "listener", "local", "remote", "_la", "_lp", "_ra", "_rp", "state",
+        "cx", "cfg", "listener", "_la", "_lp", "_ra", "_rp", "state",
         "passive", "announced", "closed_by_app", "wr_shut", "error", "nodelay", "cc",
         # send side
         "iss", "snd_una_o", "snd_nxt_o", "snd_wnd", "max_snd_wnd", "snd_wl1_o", "snd_wl2_o",
@@ -452,8 +460,6 @@ class Connection:
         self.cx = cx
         self.cfg = cfg
         self.listener = None
-        self.local = (la, lp)
-        self.remote = (ra, rp)
         self._la = la
         self._lp = lp
         self._ra = ra
@@ -497,7 +503,7 @@ class Connection:
         self.cwnd_lim_o = 0
         self.last_send = now
         self.high_sacked_o = 0
-        self.sack_cache = []        # [lo, hi) ranges the last SACK blocks had walked
+        self.sack_cache = ()        # [lo, hi) ranges the last SACK blocks had walked
         self.rack_ts = None         # RACK.xmit_ts / end_seq / rtt: the most recently sent
         self.rack_end = 0           # segment known delivered (acked or SACKed)
         self.rack_rtt = 0.0
@@ -609,6 +615,16 @@ class Connection:
         ra, rp = self.remote
         return (f"<Connection {'.'.join(map(str, la))}:{lp} -> {'.'.join(map(str, ra))}:{rp} "
                 f"{self.state}>")
+
+    @property
+    def local(self):
+        """(address, port) of this end (made on each use: an idle connection keeps no
+        tuple of its own, docs/PERFORMANCE.md stop 19)."""
+        return (self._la, self._lp)
+
+    @property
+    def remote(self):
+        return (self._ra, self._rp)
 
     @property
     def readable(self):
@@ -3180,7 +3196,7 @@ class Connection:
         self.retrans_out = 0
         self.lost_out = lost
         if reneged:
-            self.sack_cache = []
+            self.sack_cache = ()
         self.reno_dup = 0
         self.dupacks = 0
         # F-RTO step 1 (RFC 5682 §3.1): not when a recovery is under way (a fast

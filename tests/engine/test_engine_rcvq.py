@@ -116,3 +116,24 @@ def test_readers_give_identical_windows_and_bytes(tcp_build):
     assert any(s[2] < 32768 for s in ref)              # the window did close in between
     for m in ("recv_into", "recv_to"):
         assert _reads(m, sizes) == (ref, got, total)
+
+
+def test_an_idle_connection_holds_no_queue_chunks(tcp_build):
+    """Idle state is small: the receive queue makes its deque at the first append and
+    drops it when read empty; the SACK cache is the shared empty tuple; the address
+    tuples are made on use (docs/PERFORMANCE.md, stop 19)."""
+    h = est(quickack=0)
+    c = h.c
+    assert c.rcvq.chunks == () and c.sack_cache == ()
+    assert c.local == (c._la, c._lp) and c.remote == (c._ra, c._rp)
+    h.inp(data(h, 0, 1))
+    assert len(c.rcvq.chunks) == 1 and c.readable == 1
+    assert c.recv(1) == b"A"
+    assert c.rcvq.chunks == () and not c.rcvq
+    h.inp(data(h, 1, 3000))
+    assert c.recv(10) == b"B" * 10 and len(c.rcvq) == 2990 and c.rcvq.chunks
+    got = bytearray(5000)
+    assert c.recv_into(got) == 2990 and c.rcvq.chunks == ()
+    h.inp(data(h, 3001, 100))
+    assert c.recv_to(lambda parts: sum(len(p) for p in parts)) == 100
+    assert c.rcvq.chunks == ()
