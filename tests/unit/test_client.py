@@ -10,10 +10,8 @@ import errno
 import os
 import select
 import selectors
-import shutil
 import socket as std_socket
 import struct
-import tempfile
 import threading
 import time
 
@@ -22,42 +20,20 @@ import pytest
 from fpd import aio, client, control, proto, shm
 from fpd import client as socket
 from fpd.control import ControlError, Service
-from fpd.loopback import ADDR, BLACKHOLE, PEER, LoopbackDaemon
+from fpd.loopback import ADDR, BLACKHOLE, PEER
+from loopback_client import finish as _finish
+from loopback_client import loopback_client
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def _finish(c):
-    """Wait for a (dead) client's pump thread to end, then close its descriptors."""
-    if c is None:
-        return
-    t = c.pump_thread
-    if t is not None:
-        t.join(5)
-    c._close_workers()
-
-
 @pytest.fixture
 def daemon():
-    d = tempfile.mkdtemp(prefix="fpdc")
-    f = LoopbackDaemon(d, workers=2)
-    client.set_default_socket(f.path, slots=64, rx_size=65536, tx_size=65536)
-    try:
+    with loopback_client("fpdc", 64, workers=2) as f:
         yield f
-    finally:
-        c = client._client
-        f.kill()
-        client.set_default_socket(None)
-        if c is not None:
-            deadline = time.monotonic() + 5
-            while c.dead is None and time.monotonic() < deadline:
-                c.set_dead("test over")
-            _finish(c)
-        shutil.rmtree(d, ignore_errors=True)
-        assert not f.errors, f.errors
-        left = [t.name for t in threading.enumerate()
-                if t.name.startswith(("fpd-loopback", "fpd-pump")) and t.is_alive()]
-        assert not left, f"threads left behind: {left}"
+    left = [t.name for t in threading.enumerate()
+            if t.name.startswith(("fpd-loopback", "fpd-pump")) and t.is_alive()]
+    assert not left, f"threads left behind: {left}"
 
 
 def set_delay(daemon, seconds):

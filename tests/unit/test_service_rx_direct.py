@@ -5,16 +5,15 @@ segments in bursts (fpd.fastpath.input_burst); FPD_RX_DIRECT=0 (the default) is 
 reference path."""
 
 import os
-import shutil
-import tempfile
 import threading
 import time
 
 import pytest
 
-from fpd import client, shm
+from fpd import shm
 from fpd import client as socket
-from fpd.loopback import PEER, LoopbackDaemon
+from fpd.loopback import PEER
+from loopback_client import loopback_client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,25 +23,9 @@ BIG = os.urandom(1_500_000)
 @pytest.fixture(params=["direct", "queued"])
 def daemon(request, monkeypatch):
     monkeypatch.setenv("FPD_RX_DIRECT", "1" if request.param == "direct" else "0")
-    d = tempfile.mkdtemp(prefix="fpdx")
-    f = LoopbackDaemon(d, workers=1, burst=True)
-    f.mode = request.param
-    client.set_default_socket(f.path, slots=16, rx_size=65536, tx_size=65536)
-    try:
+    with loopback_client("fpdx", 16, workers=1, burst=True) as f:
+        f.mode = request.param
         yield f
-    finally:
-        c = client._client
-        f.kill()
-        client.set_default_socket(None)
-        if c is not None:
-            deadline = time.monotonic() + 5
-            while c.dead is None and time.monotonic() < deadline:
-                c.set_dead("test over")
-            if c.pump_thread is not None:
-                c.pump_thread.join(5)
-            c._close_workers()
-        shutil.rmtree(d, ignore_errors=True)
-        assert not f.errors, f.errors
 
 
 def _counters(daemon):
