@@ -127,6 +127,14 @@ def data_path() -> dict:
                       ("FPD_TSO", "template transmit"), ("FPD_ACK_COLLAPSE", "ACK runs")):
         if os.environ.get(env, "") in ("0", "no", "off", "false"):
             levers.append(f"{name} off ({env}=0)")
+    # stop 19's switches whose default is not "on": say when the run differs from it
+    if os.environ.get("FPD_ACK_WND", "") in ("0", "no", "off", "false"):
+        levers.append("ACK runs stop at a window change (FPD_ACK_WND=0)")
+    if os.environ.get("FPD_RX_DIRECT", "0") in ("1", "yes", "on"):
+        levers.append("direct receive delivery into client rings on (FPD_RX_DIRECT=1)")
+    if os.environ.get("FPD_TX_BUDGET"):
+        levers.append(f"TX budget {os.environ['FPD_TX_BUDGET']} frames per sendto "
+                      f"(FPD_TX_BUDGET; 0: the kernel's 32)")
     extra = ("; " + ", ".join(levers)) if levers else ""
     from fpd import tcp
     eng = "the engine fpd._tcp_c (fpd/tcp.py compiled, Cython, typed)" \

@@ -55,3 +55,18 @@ def test_run_checks_never_raises_and_lists_levels():
     names = [c["check"] for c in checks]
     assert names[:5] == ["kernel", "privileges", "af_xdp", "libbpf", "bpf_object"]
     assert "port_61001" in names
+
+
+def test_data_path_names_the_stop_19_switches_when_set(monkeypatch):
+    for env in ("FPD_ACK_WND", "FPD_RX_DIRECT", "FPD_TX_BUDGET"):
+        monkeypatch.delenv(env, raising=False)
+    plain = doctor.data_path()["detail"]
+    assert "FPD_ACK_WND" not in plain and "FPD_RX_DIRECT" not in plain
+    assert "FPD_TX_BUDGET" not in plain
+    monkeypatch.setenv("FPD_ACK_WND", "0")
+    monkeypatch.setenv("FPD_RX_DIRECT", "1")
+    monkeypatch.setenv("FPD_TX_BUDGET", "0")
+    d = doctor.data_path()["detail"]
+    assert "ACK runs stop at a window change (FPD_ACK_WND=0)" in d
+    assert "direct receive delivery into client rings on (FPD_RX_DIRECT=1)" in d
+    assert "TX budget 0 frames per sendto" in d
