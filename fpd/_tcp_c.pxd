@@ -295,7 +295,7 @@ cdef class Connection:
     cpdef _sack_loss_check(self, new_sacked, advanced, now)
     cpdef _sack_is_lost_head(self)
     cpdef _sack_mark_lost(self)
-    @cython.locals(r=_Rec, q=list, a=Py_ssize_t, b=Py_ssize_t, m=Py_ssize_t, nq=Py_ssize_t, f=cython.longlong, ln=cython.longlong, scan=cython.longlong, mss=cython.longlong, nxt=cython.longlong, so=cython.longlong, dend=cython.longlong, avail=cython.longlong, right=cython.longlong, n=cython.longlong, room=cython.longlong, fl=cython.longlong)
+    @cython.locals(r=_Rec, q=list, a=Py_ssize_t, nq=Py_ssize_t, f=cython.longlong, ln=cython.longlong, mss=cython.longlong, nxt=cython.longlong, so=cython.longlong, dend=cython.longlong, avail=cython.longlong, right=cython.longlong, n=cython.longlong, room=cython.longlong, fl=cython.longlong)
     cpdef _xmit(self, now, force=*)
     @cython.locals(r=_Rec, f=cython.longlong, ln=cython.longlong, sk=cython.longlong, lo=cython.longlong, rt=cython.longlong)
     cpdef _recount(self)

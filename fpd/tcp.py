@@ -2526,14 +2526,7 @@ class Connection:
         highest SACKed record (nothing above it can be lost) and visits at most
         SACK_WALK_BUDGET records."""
         q = self.rtxq
-        hs = self.high_sacked_o
-        a, b = 0, len(q)
-        while a < b:
-            m = (a + b) >> 1
-            if q[m].end <= hs:
-                a = m + 1
-            else:
-                b = m
+        a = _rec_after(q, self.high_sacked_o)
         i = a - 1
         cnt = 0
         sb = 0
@@ -2579,14 +2572,7 @@ class Connection:
         # ---- retransmissions (none in F-RTO's step 3: new data goes first) ----
         if self.lost_out > self.retrans_out and self.frto != FRTO_NEW:
             q = self.rtxq
-            a, b = 0, len(q)
-            scan = self.rtx_scan
-            while a < b:
-                m = (a + b) >> 1
-                if q[m].end <= scan:
-                    a = m + 1
-                else:
-                    b = m
+            a = _rec_after(q, self.rtx_scan)
             nq = len(q)
             while a < nq and self.lost_out > self.retrans_out:
                 r = q[a]
